@@ -1,0 +1,11 @@
+//! Shared between the sipguard XDP program and its controller: the map ABI ([`abi`]) and the pure,
+//! panic-free packet logic ([`parse`], [`verdict`]) that the kernel program runs and host tests
+//! exercise on crafted frames.
+#![no_std]
+
+pub mod abi;
+pub mod parse;
+pub mod verdict;
+
+#[cfg(test)]
+extern crate std;

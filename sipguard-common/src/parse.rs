@@ -1,0 +1,411 @@
+//! Header parsing from Ethernet to the transport ports, written once for the XDP program and for host
+//! tests: the code only reads the frame through [`Frame::load`], which the XDP side implements with
+//! bounds-checked direct packet access and the host side with a slice.
+//!
+//! Rules (they decide what an attacker can hide behind):
+//! - a header the kernel stack would reject (truncated, wrong version, lengths that do not add up) is
+//!   [`Parsed::Malformed`];
+//! - a header chain deeper than the parser walks is reported, never silently passed:
+//!   [`Parsed::TooDeep`] for VLAN stacks, [`Hidden::ChainTooLong`] for IPv6 extension headers;
+//! - ports are only read from a first fragment (or an unfragmented packet); payload is never read as
+//!   a transport header.
+//!
+//! ```text
+//!  Ethernet          [802.1Q/802.1ad tag]*   IPv4 (IHL x 4) or IPv6 (40) [+ extension headers]
+//!  +-------+-------+------+  +------+------+  +-----------------------+  +------------+-----
+//!  | dst 6 | src 6 | type |  | TCI  | type |  | ... proto/next, src, dst|  | UDP 8/TCP  | payload
+//!  +-------+-------+------+  +------+------+  +-----------------------+  +------------+-----
+//! ```
+
+/// A received frame, read in fixed-size chunks.
+pub trait Frame {
+    /// Length of the frame in bytes.
+    fn len(&self) -> usize;
+
+    /// The `N` bytes at `offset`, or `None` when the frame ends before `offset + N`.
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Frame for [u8] {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        let bytes = self.get(offset..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Some(out)
+    }
+}
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+/// Pre-standard QinQ outer tag, still sent by some switches.
+pub const ETH_P_QINQ_LEGACY: u16 = 0x9100;
+
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ROUTING: u8 = 43;
+pub const IPPROTO_FRAGMENT: u8 = 44;
+pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_NONE: u8 = 59;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+
+/// VLAN tags walked. A deeper stack is [`Parsed::TooDeep`].
+pub const MAX_VLAN_TAGS: usize = 4;
+/// IPv6 extension headers walked. A longer chain is [`Hidden::ChainTooLong`].
+pub const MAX_IPV6_EXT_HEADERS: usize = 8;
+/// Bytes of IPv6 extension headers walked (from the end of the fixed header).
+pub const MAX_IPV6_EXT_BYTES: usize = 512;
+/// A transport header starting later than this is [`Hidden::ChainTooLong`].
+pub const MAX_L4_OFFSET: usize = ETH_HLEN + MAX_VLAN_TAGS * 4 + 40 + MAX_IPV6_EXT_BYTES;
+/// No load reaches past this offset; the XDP side uses it to bound offsets for the verifier.
+pub const MAX_PARSE_OFFSET: usize = MAX_L4_OFFSET + 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4 = 4,
+    V6 = 6,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented (including IPv6 atomic fragments).
+    None,
+    /// Offset 0 with more fragments to come: carries the transport header.
+    First { id: u32 },
+    /// Offset > 0: carries no transport header.
+    Later { id: u32 },
+}
+
+/// Why the destination port of a (possibly) UDP/TCP packet is not visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hidden {
+    /// A non-first fragment.
+    LaterFragment,
+    /// A first fragment too short to hold the ports.
+    TinyFirstFragment,
+    /// More IPv6 extension headers than the parser walks.
+    ChainTooLong,
+}
+
+/// What follows the IP header(s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    /// UDP or TCP with visible ports. `payload` is the offset of the first payload byte in the
+    /// frame, 0 for a first fragment (whose payload is incomplete).
+    Ports {
+        transport: Transport,
+        sport: u16,
+        dport: u16,
+        payload: u16,
+    },
+    /// UDP or TCP, or what may be, without visible ports.
+    Hidden(Hidden),
+    /// Any other protocol (ICMP, ESP, SCTP, no next header): not SIP.
+    Other,
+}
+
+/// A parsed IP packet. IPv4 addresses are in the first 4 bytes of `src`/`dst`, the rest zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpPacket {
+    pub family: Family,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Transport protocol (or, for hidden ports, the next header where parsing stopped).
+    pub proto: u8,
+    pub l4: L4,
+    pub fragment: Fragment,
+    /// Outer and inner VLAN ids, 0 when untagged.
+    pub vlan: [u16; 2],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not IPv4/IPv6.
+    NotIp,
+    /// Headers the kernel would reject too.
+    Malformed,
+    /// VLAN stack deeper than [`MAX_VLAN_TAGS`]: no IP header found.
+    TooDeep,
+    Ip(IpPacket),
+}
+
+#[inline(always)]
+fn be16(hi: u8, lo: u8) -> u16 {
+    u16::from_be_bytes([hi, lo])
+}
+
+#[inline(always)]
+const fn is_vlan(ethertype: u16) -> bool {
+    matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_LEGACY)
+}
+
+#[inline(always)]
+const fn is_ipv6_ext(next: u8) -> bool {
+    matches!(
+        next,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
+    )
+}
+
+/// Parses a frame down to the transport ports.
+#[inline(always)]
+pub fn parse<F: Frame + ?Sized>(frame: &F) -> Parsed {
+    let Some(eth) = frame.load::<ETH_HLEN>(0) else {
+        return Parsed::Malformed;
+    };
+    let mut ethertype = be16(eth[12], eth[13]);
+    let mut offset = ETH_HLEN;
+    let mut vlan = [0u16; 2];
+    let mut tags = 0;
+    while tags < MAX_VLAN_TAGS && is_vlan(ethertype) {
+        let Some(tag) = frame.load::<4>(offset) else {
+            return Parsed::Malformed;
+        };
+        let id = be16(tag[0], tag[1]) & 0x0fff;
+        if tags == 0 {
+            vlan[0] = id;
+        } else if tags == 1 {
+            vlan[1] = id;
+        }
+        ethertype = be16(tag[2], tag[3]);
+        offset += 4;
+        tags += 1;
+    }
+    if is_vlan(ethertype) {
+        return Parsed::TooDeep;
+    }
+    match ethertype {
+        ETH_P_IPV4 => parse_ipv4(frame, offset, vlan),
+        ETH_P_IPV6 => parse_ipv6(frame, offset, vlan),
+        _ => Parsed::NotIp,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Parsed {
+    let Some(h) = frame.load::<20>(offset) else {
+        return Parsed::Malformed;
+    };
+    let header_len = ((h[0] & 0x0f) as usize) * 4;
+    let total_len = be16(h[2], h[3]) as usize;
+    if h[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
+        return Parsed::Malformed;
+    }
+    // Shorter frames are cut; longer ones carry Ethernet padding, which the kernel trims.
+    if offset + total_len > frame.len() {
+        return Parsed::Malformed;
+    }
+    let id = be16(h[4], h[5]) as u32;
+    let flags_offset = be16(h[6], h[7]);
+    let more_fragments = flags_offset & 0x2000 != 0;
+    let fragment = if flags_offset & 0x1fff != 0 {
+        Fragment::Later { id }
+    } else if more_fragments {
+        Fragment::First { id }
+    } else {
+        Fragment::None
+    };
+    let mut proto = h[9];
+    let mut l4_offset = offset + header_len;
+    let mut l4_len = total_len - header_len;
+    // AH (IPsec authentication, not encryption) sits between IP and the transport header; walk it
+    // so that authenticated SIP is judged like any other.
+    if proto == IPPROTO_AH && !matches!(fragment, Fragment::Later { .. }) {
+        let Some(ah) = frame.load::<2>(l4_offset) else {
+            return Parsed::Malformed;
+        };
+        let ah_len = (ah[1] as usize + 2) * 4;
+        if ah_len > l4_len {
+            return Parsed::Malformed;
+        }
+        proto = ah[0];
+        l4_offset += ah_len;
+        l4_len -= ah_len;
+    }
+    let packet = IpPacket {
+        family: Family::V4,
+        src: [
+            h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        dst: [
+            h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        proto,
+        l4: L4::Other,
+        fragment,
+        vlan,
+    };
+    parse_l4(frame, packet, l4_offset, l4_len)
+}
+
+#[inline(always)]
+fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Parsed {
+    let Some(h) = frame.load::<8>(offset) else {
+        return Parsed::Malformed;
+    };
+    let Some(src) = frame.load::<16>(offset + 8) else {
+        return Parsed::Malformed;
+    };
+    let Some(dst) = frame.load::<16>(offset + 24) else {
+        return Parsed::Malformed;
+    };
+    let payload_len = be16(h[4], h[5]) as usize;
+    let mut next = h[6];
+    let start = offset + 40;
+    let end = start + payload_len;
+    // A zero payload length announces a jumbogram, which no XDP frame can hold.
+    if h[0] >> 4 != 6 || end > frame.len() || (payload_len == 0 && next != IPPROTO_NONE) {
+        return Parsed::Malformed;
+    }
+    let mut fragment = Fragment::None;
+    let mut cursor = start;
+    let mut walked = 0;
+    while walked < MAX_IPV6_EXT_HEADERS && is_ipv6_ext(next) {
+        if cursor - start > MAX_IPV6_EXT_BYTES {
+            break;
+        }
+        if next == IPPROTO_FRAGMENT {
+            let Some(f) = frame.load::<8>(cursor) else {
+                return Parsed::Malformed;
+            };
+            if cursor + 8 > end {
+                return Parsed::Malformed;
+            }
+            let offset_flags = be16(f[2], f[3]);
+            let id = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+            next = f[0];
+            cursor += 8;
+            if offset_flags >> 3 != 0 {
+                fragment = Fragment::Later { id };
+                break;
+            }
+            if offset_flags & 1 != 0 {
+                fragment = Fragment::First { id };
+            }
+        } else {
+            let Some(e) = frame.load::<2>(cursor) else {
+                return Parsed::Malformed;
+            };
+            let len = if next == IPPROTO_AH {
+                (e[1] as usize + 2) * 4
+            } else {
+                (e[1] as usize + 1) * 8
+            };
+            if cursor + len > end {
+                return Parsed::Malformed;
+            }
+            next = e[0];
+            cursor += len;
+        }
+        walked += 1;
+    }
+    let mut packet = IpPacket {
+        family: Family::V6,
+        src,
+        dst,
+        proto: next,
+        l4: L4::Other,
+        fragment,
+        vlan,
+    };
+    let later = matches!(fragment, Fragment::Later { .. });
+    if is_ipv6_ext(next) && !later {
+        packet.l4 = L4::Hidden(Hidden::ChainTooLong);
+        return Parsed::Ip(packet);
+    }
+    parse_l4(frame, packet, cursor, end - cursor)
+}
+
+#[inline(always)]
+fn parse_l4<F: Frame + ?Sized>(
+    frame: &F,
+    mut packet: IpPacket,
+    offset: usize,
+    len: usize,
+) -> Parsed {
+    let transport = match packet.proto {
+        IPPROTO_UDP => Transport::Udp,
+        IPPROTO_TCP => Transport::Tcp,
+        // Behind a later fragment, an extension header may still hide UDP/TCP.
+        next if is_ipv6_ext(next) && matches!(packet.fragment, Fragment::Later { .. }) => {
+            packet.l4 = L4::Hidden(Hidden::LaterFragment);
+            return Parsed::Ip(packet);
+        }
+        _ => return Parsed::Ip(packet),
+    };
+    if let Fragment::Later { .. } = packet.fragment {
+        packet.l4 = L4::Hidden(Hidden::LaterFragment);
+        return Parsed::Ip(packet);
+    }
+    if offset > MAX_L4_OFFSET {
+        packet.l4 = L4::Hidden(Hidden::ChainTooLong);
+        return Parsed::Ip(packet);
+    }
+    if let Fragment::First { .. } = packet.fragment {
+        // Only the ports matter here; the rest of the header may be in the next fragment.
+        if len < 4 {
+            packet.l4 = L4::Hidden(Hidden::TinyFirstFragment);
+            return Parsed::Ip(packet);
+        }
+        let Some(p) = frame.load::<4>(offset) else {
+            return Parsed::Malformed;
+        };
+        packet.l4 = L4::Ports {
+            transport,
+            sport: be16(p[0], p[1]),
+            dport: be16(p[2], p[3]),
+            payload: 0,
+        };
+        return Parsed::Ip(packet);
+    }
+    let (sport, dport, header_len) = match transport {
+        Transport::Udp => {
+            let Some(u) = frame.load::<8>(offset) else {
+                return Parsed::Malformed;
+            };
+            let udp_len = be16(u[4], u[5]) as usize;
+            if len < 8 || udp_len < 8 || udp_len > len {
+                return Parsed::Malformed;
+            }
+            (be16(u[0], u[1]), be16(u[2], u[3]), 8)
+        }
+        Transport::Tcp => {
+            let Some(t) = frame.load::<16>(offset) else {
+                return Parsed::Malformed;
+            };
+            let data_offset = ((t[12] >> 4) as usize) * 4;
+            if len < 20 || data_offset < 20 || data_offset > len {
+                return Parsed::Malformed;
+            }
+            (be16(t[0], t[1]), be16(t[2], t[3]), data_offset)
+        }
+    };
+    packet.l4 = L4::Ports {
+        transport,
+        sport,
+        dport,
+        payload: (offset + header_len) as u16,
+    };
+    Parsed::Ip(packet)
+}

@@ -1,0 +1,47 @@
+//! `sipguard check`
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{EXIT_INVALID_POLICY, format_ports};
+use crate::policy::Policy;
+
+/// Check a policy file without touching any filter (for CI and config management).
+///
+/// Exits 0 when the policy is valid, 3 with file:line diagnostics when it is not.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The policy file.
+    file: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    match Policy::load(&args.file) {
+        Ok(policy) => {
+            let count = |rules: &[crate::policy::Rule], v4: bool| {
+                rules
+                    .iter()
+                    .filter(|r| r.net.addr().is_ipv4() == v4)
+                    .count()
+            };
+            println!(
+                "{}: valid; mode {}, SIP ports udp {} / tcp {}, allow {} IPv4 + {} IPv6, \
+                 deny {} IPv4 + {} IPv6",
+                args.file.display(),
+                policy.mode.map_or("unchanged", |m| m.name()),
+                format_ports(&policy.udp_ports),
+                format_ports(&policy.tcp_ports),
+                count(&policy.allow, true),
+                count(&policy.allow, false),
+                count(&policy.deny, true),
+                count(&policy.deny, false),
+            );
+            Ok(0)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(EXIT_INVALID_POLICY)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! `sipguard allow ...` and `sipguard deny ...`
+
+use anyhow::{Context as _, Result, bail};
+use clap::Subcommand;
+use serde::Serialize;
+use sipguard_common::abi::{Origin, RuleValue};
+
+use super::{Global, format_time, print_json};
+use crate::{
+    policy::{Prefix, parse_net},
+    state::{List, Lock, State, now_unix},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Add addresses or CIDRs at once. They stay across `apply` until deleted.
+    Add(Entries),
+    /// Remove addresses or CIDRs at once (exact prefixes, as `list` shows them). Removing an
+    /// entry of the policy file lasts until the next `apply`: edit the file to make it stick.
+    Del(Entries),
+    /// Show the entries in force.
+    List {
+        /// Interface (optional when only one is filtered).
+        #[arg(long)]
+        iface: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Entries {
+    /// Interface (optional when only one is filtered).
+    #[arg(long)]
+    iface: Option<String>,
+    /// Addresses or CIDRs, e.g. 192.0.2.7 198.51.100.0/24 2001:db8::/48.
+    #[arg(required = true, value_parser = parse_prefix)]
+    entries: Vec<Prefix>,
+}
+
+fn parse_prefix(text: &str) -> Result<Prefix, String> {
+    parse_net(text).map(Prefix::from)
+}
+
+#[derive(Serialize)]
+struct Row {
+    prefix: String,
+    origin: &'static str,
+    added_at_unix: u32,
+}
+
+pub fn run(global: &Global, list: List, args: Args) -> Result<u8> {
+    match args.action {
+        Action::Add(entries) => change(global, list, entries, true),
+        Action::Del(entries) => change(global, list, entries, false),
+        Action::List { iface, json } => show(global, list, iface.as_deref(), json),
+    }
+}
+
+fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8> {
+    let target = global.target(entries.iface.as_deref())?;
+    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
+    let mut state = State::open(&target)?;
+    let generation = state.active_generation()?;
+    if !add {
+        // All or nothing: refuse before removing anything if one entry is not there.
+        let present = state.rules(generation, list)?;
+        let missing: Vec<String> = entries
+            .entries
+            .iter()
+            .filter(|p| !present.contains_key(p))
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "not in the {} of {}: {} (nothing was removed)",
+                list.name(),
+                target.label(),
+                missing.join(", ")
+            );
+        }
+    }
+    let now = now_unix() as u32;
+    for prefix in &entries.entries {
+        if add {
+            let value = RuleValue {
+                origin: Origin::Runtime as u8,
+                added_at_unix: now,
+                ..RuleValue::default()
+            };
+            state.insert_rule(generation, list, *prefix, value)?;
+        } else {
+            state.remove_rule(generation, list, *prefix)?;
+        }
+    }
+    let verb = if add { "added to" } else { "removed from" };
+    println!(
+        "{}: {} {verb} the {}",
+        target.label(),
+        entries
+            .entries
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        list.name()
+    );
+    Ok(0)
+}
+
+fn show(global: &Global, list: List, iface: Option<&str>, json: bool) -> Result<u8> {
+    let target = global.target(iface)?;
+    let state = State::open(&target)?;
+    let rules = state.rules(state.active_generation()?, list)?;
+    let rows: Vec<Row> = rules
+        .iter()
+        .map(|(prefix, value)| Row {
+            prefix: prefix.to_string(),
+            origin: if value.origin == Origin::Runtime as u8 {
+                "runtime"
+            } else {
+                "policy"
+            },
+            added_at_unix: value.added_at_unix,
+        })
+        .collect();
+    if json {
+        print_json(&rows)?;
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("{}: the {} is empty", target.label(), list.name());
+        return Ok(0);
+    }
+    println!("{:<44} {:<8} ADDED", "PREFIX", "ORIGIN");
+    for row in rows {
+        println!(
+            "{:<44} {:<8} {}",
+            row.prefix,
+            row.origin,
+            format_time(u64::from(row.added_at_unix))
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,210 @@
+//! The `sipguard` command line: one module per subcommand.
+
+mod apply;
+mod attach;
+mod check;
+mod detach;
+mod lists;
+mod mode;
+mod stats;
+mod status;
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::state::{DEFAULT_PIN_ROOT, Target};
+
+/// Exit status of a policy that fails its checks (usage errors exit with 2, other failures 1).
+pub const EXIT_INVALID_POLICY: u8 = 3;
+
+/// sipguard: a SIP edge filter in XDP. It drops SIP from sources that are not allowlisted before
+/// the SBC sees them, and keeps doing so when this controller is not running.
+///
+/// Start in monitor mode to see what would be dropped, then enforce:
+///
+///   sipguard attach --iface eth0                       # monitor mode, default ports, empty lists
+///   sipguard stats --iface eth0                        # what would be dropped, and why
+///   sipguard apply --iface eth0 /etc/sipguard/policy.toml
+///   sipguard mode --iface eth0 enforce
+///
+/// State lives in bpffs under --pin-root/<iface>; the filter survives restarts of this program.
+#[derive(Debug, Parser)]
+#[command(name = "sipguard", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// Directory in bpffs holding one state directory per interface.
+    #[arg(long, global = true, env = "SIPGUARD_PIN_ROOT", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
+
+    /// Network namespace (as in `ip netns list`) the interface lives in.
+    #[arg(long, global = true, env = "SIPGUARD_NETNS")]
+    pub netns: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Attach(attach::Args),
+    Detach(detach::Args),
+    Apply(apply::Args),
+    Check(check::Args),
+    /// Show, add or remove allowlist entries on the running filter.
+    Allow(lists::Args),
+    /// Show, add or remove denylist entries on the running filter.
+    Deny(lists::Args),
+    Mode(mode::Args),
+    Stats(stats::Args),
+    Status(status::Args),
+    /// Print the example policy (the one `cargo xtask demo` uses).
+    Example,
+}
+
+impl Cli {
+    /// Runs the command; returns the process exit status.
+    pub fn run(self) -> Result<u8> {
+        let global = Global {
+            pin_root: self.pin_root,
+            netns: self.netns,
+        };
+        match self.command {
+            Command::Attach(args) => attach::run(&global, args),
+            Command::Detach(args) => detach::run(&global, args),
+            Command::Apply(args) => apply::run(&global, args),
+            Command::Check(args) => check::run(args),
+            Command::Allow(args) => lists::run(&global, crate::state::List::Allow, args),
+            Command::Deny(args) => lists::run(&global, crate::state::List::Deny, args),
+            Command::Mode(args) => mode::run(&global, args),
+            Command::Stats(args) => stats::run(&global, args),
+            Command::Status(args) => status::run(&global, args),
+            Command::Example => {
+                print!("{}", crate::policy::EXAMPLE_POLICY);
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// Options every subcommand shares.
+pub struct Global {
+    pub pin_root: PathBuf,
+    pub netns: Option<String>,
+}
+
+impl Global {
+    /// The target for `--iface`, or the only interface with state when it is left out.
+    pub fn target(&self, iface: Option<&str>) -> Result<Target> {
+        if let Some(iface) = iface {
+            return Ok(Target {
+                iface: iface.to_string(),
+                netns: self.netns.clone(),
+                pin_root: self.pin_root.clone(),
+            });
+        }
+        let labels: Vec<String> = Target::list(&self.pin_root)
+            .into_iter()
+            .filter(|label| match &self.netns {
+                Some(netns) => label.ends_with(&format!("@{netns}")),
+                None => !label.contains('@'),
+            })
+            .collect();
+        match labels.as_slice() {
+            [only] => Ok(Target::from_label(&self.pin_root, only)),
+            [] => bail!(
+                "sipguard is not attached to any interface under {} (use --iface)",
+                self.pin_root.display()
+            ),
+            many => bail!(
+                "several interfaces are filtered ({}); pick one with --iface",
+                many.join(", ")
+            ),
+        }
+    }
+}
+
+/// Prints a value as pretty JSON.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Renders `when` (seconds since the epoch) as UTC, e.g. `2026-11-26 04:28:08Z`.
+pub fn format_time(unix: u64) -> String {
+    if unix == 0 {
+        return "never".to_string();
+    }
+    let days = (unix / 86_400) as i64;
+    let seconds = unix % 86_400;
+    // Civil-from-days (H. Hinnant), proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// Compact port list: `5060, 5070-5079`.
+pub fn format_ports(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "none".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut start = ports[0];
+    let mut end = ports[0];
+    for port in &ports[1..] {
+        if *port == end + 1 {
+            end = *port;
+        } else {
+            parts.push(range(start, end));
+            start = *port;
+            end = *port;
+        }
+    }
+    parts.push(range(start, end));
+    parts.join(", ")
+}
+
+fn range(start: u16, end: u16) -> String {
+    if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_render_as_utc() {
+        assert_eq!(format_time(0), "never");
+        assert_eq!(format_time(1_795_667_288), "2026-11-26 04:28:08Z");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00Z");
+    }
+
+    #[test]
+    fn ports_render_as_ranges() {
+        assert_eq!(format_ports(&[]), "none");
+        assert_eq!(format_ports(&[5060]), "5060");
+        assert_eq!(format_ports(&[5060, 5061, 5062, 5080]), "5060-5062, 5080");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,92 @@
+//! `sipguard status`
+
+use anyhow::Result;
+
+use super::{Global, format_ports, format_time, print_json};
+use crate::{
+    report::Status,
+    state::{State, Target},
+};
+
+/// Show whether and how each interface is filtered: link, mode, policy, list sizes, totals.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interface; all filtered interfaces (under --pin-root) when left out.
+    #[arg(long)]
+    iface: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<u8> {
+    let targets = match &args.iface {
+        Some(iface) => vec![global.target(Some(iface))?],
+        None => Target::list(&global.pin_root)
+            .iter()
+            .map(|label| Target::from_label(&global.pin_root, label))
+            .collect(),
+    };
+    let mut statuses = Vec::new();
+    for target in &targets {
+        statuses.push(Status::read(&State::open(target)?)?);
+    }
+    if args.json {
+        print_json(&statuses)?;
+        return Ok(0);
+    }
+    if statuses.is_empty() {
+        println!(
+            "sipguard filters no interface (no state under {})",
+            global.pin_root.display()
+        );
+    }
+    for status in &statuses {
+        print_status(status);
+    }
+    Ok(0)
+}
+
+fn print_status(status: &Status) {
+    let link = match &status.link {
+        Some(link) if status.attached => format!(
+            "attached ({} XDP, link {}, program {})",
+            status.xdp_mode, link.link_id, link.program_id
+        ),
+        Some(_) => "NOT attached: the link's interface is gone".to_string(),
+        None => "NOT attached (state kept)".to_string(),
+    };
+    println!("{}: {link}", status.interface);
+    println!(
+        "  mode        {} (fragments: {})",
+        status.mode, status.fragments
+    );
+    println!(
+        "  policy      {} (digest {}), serial {}, applied {}",
+        status
+            .policy_file
+            .as_deref()
+            .unwrap_or("none (starter policy)"),
+        status.policy_digest.as_deref().unwrap_or("-"),
+        status.serial,
+        format_time(status.applied_at_unix)
+    );
+    println!(
+        "  SIP ports   udp {} / tcp {}",
+        format_ports(&status.udp_ports),
+        format_ports(&status.tcp_ports)
+    );
+    println!(
+        "  allowlist   {} from policy, {} added at runtime",
+        status.allowlist.policy, status.allowlist.runtime
+    );
+    println!(
+        "  denylist    {} from policy, {} added at runtime",
+        status.denylist.policy, status.denylist.runtime
+    );
+    println!(
+        "  packets     {} passed, {} dropped, {} would drop",
+        status.passed.packets, status.dropped.packets, status.would_drop.packets
+    );
+    println!("  state       {}", status.pin_dir);
+}

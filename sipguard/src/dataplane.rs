@@ -1,0 +1,476 @@
+//! Loading, attaching, replacing and detaching the XDP program.
+//!
+//! The program and its maps are pinned, so the filter keeps running without the controller. A
+//! second `attach` loads the new program on the same pinned maps (counters and lists survive) and
+//! swaps it into the existing link with one `BPF_LINK_UPDATE`: there is no instant without a filter.
+
+use std::{
+    ffi::CString,
+    fs,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::Path,
+};
+
+use aya::{
+    EbpfLoader,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use sipguard_common::abi::{ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, map_name};
+
+use crate::{
+    apply::{ApplyReport, apply, set_mode},
+    policy::Policy,
+    state::{Lock, State, StateError, Target, check_compatible, ensure_bpffs, now_unix},
+};
+
+/// Every map of the program, pinned by name in the interface's directory.
+const ALL_MAPS: [&str; 13] = [
+    map_name::META,
+    map_name::ACTIVE,
+    map_name::POLICY,
+    map_name::ALLOW4[0],
+    map_name::ALLOW4[1],
+    map_name::ALLOW6[0],
+    map_name::ALLOW6[1],
+    map_name::DENY4[0],
+    map_name::DENY4[1],
+    map_name::DENY6[0],
+    map_name::DENY6[1],
+    map_name::FRAGS,
+    map_name::COUNTERS,
+];
+
+/// How the program is hooked into the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpModeChoice {
+    /// Native if the driver supports it, generic (skb) otherwise.
+    Auto,
+    /// In the driver, before any socket buffer exists: the fast path.
+    Native,
+    /// Generic XDP in the kernel stack: works everywhere, slower.
+    Skb,
+}
+
+/// `Meta::xdp_mode` values.
+const XDP_MODE_NATIVE: u8 = 1;
+const XDP_MODE_SKB: u8 = 2;
+
+pub fn xdp_mode_name(value: u8) -> &'static str {
+    match value {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_SKB => "skb",
+        _ => "unknown",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no interface named {iface}{where_}", where_ = netns_suffix(.netns))]
+    NoInterface {
+        iface: String,
+        netns: Option<String>,
+    },
+    #[error("cannot load the XDP program: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel refused the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    #[error("cannot attach to {iface}: {detail}")]
+    Attach { iface: String, detail: String },
+    #[error(
+        "{iface} is filtered in {current} mode; `sipguard detach` first to switch to {requested}"
+    )]
+    ModeMismatch {
+        iface: String,
+        current: &'static str,
+        requested: &'static str,
+    },
+}
+
+fn netns_suffix(netns: &Option<String>) -> String {
+    netns
+        .as_ref()
+        .map(|n| format!(" in network namespace {n}"))
+        .unwrap_or_default()
+}
+
+/// What `attach` asks for.
+pub struct AttachRequest<'a> {
+    pub target: Target,
+    pub xdp_mode: XdpModeChoice,
+    /// Policy to apply; `None` keeps the pinned policy, or starts with [`Policy::starter`].
+    pub policy: Option<&'a Policy>,
+    /// Overrides the policy's mode.
+    pub mode: Option<Mode>,
+}
+
+/// What `attach` did.
+#[derive(Debug)]
+pub struct AttachReport {
+    /// The state was created now (false: existing pinned state was reused).
+    pub created_state: bool,
+    /// An existing link got the new program (false: a new link was made).
+    pub replaced_program: bool,
+    pub xdp_mode: &'static str,
+    pub program_id: u32,
+    pub applied: Option<ApplyReport>,
+}
+
+pub fn ifindex(iface: &str) -> Option<u32> {
+    let name = CString::new(iface).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Loads the program on the pinned maps (creating them if needed), brings the policy in and
+/// attaches, or atomically replaces the program of an existing link.
+pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneError> {
+    let target = &request.target;
+    let Some(if_index) = ifindex(&target.iface) else {
+        return Err(DataplaneError::NoInterface {
+            iface: target.iface.clone(),
+            netns: target.netns.clone(),
+        });
+    };
+    ensure_bpffs(&target.pin_root)?;
+    let dir = target.dir();
+    fs::create_dir_all(&dir).map_err(|source| StateError::Io {
+        what: format!("create {}", dir.display()),
+        source,
+    })?;
+    let _lock = Lock::acquire(&dir)?;
+    let existing = check_compatible(target)?;
+
+    let mut loader = EbpfLoader::new();
+    let pins: Vec<(&str, std::path::PathBuf)> = ALL_MAPS
+        .iter()
+        .map(|name| (*name, target.map_pin(name)))
+        .collect();
+    for (name, pin) in &pins {
+        loader.map_pin_path(name, pin.as_path());
+    }
+    let mut ebpf = loader
+        .load(crate::EBPF_OBJECT)
+        .map_err(DataplaneError::Load)?;
+    let mut state = State::open_unchecked(target)?;
+
+    let mut meta = if existing {
+        state.meta()?
+    } else {
+        Meta {
+            magic: 0,
+            abi_version: ABI_VERSION,
+            created_at_unix: now_unix(),
+            ..Meta::default()
+        }
+    };
+    if existing && meta.attached_at_unix != 0 && target.link_pin().exists() {
+        let current = meta.xdp_mode;
+        let requested = match request.xdp_mode {
+            XdpModeChoice::Native => Some(XDP_MODE_NATIVE),
+            XdpModeChoice::Skb => Some(XDP_MODE_SKB),
+            XdpModeChoice::Auto => None,
+        };
+        if let Some(requested) = requested.filter(|r| *r != current && current != 0) {
+            return Err(DataplaneError::ModeMismatch {
+                iface: target.iface.clone(),
+                current: xdp_mode_name(current),
+                requested: xdp_mode_name(requested),
+            });
+        }
+    }
+
+    let applied = match (request.policy, existing) {
+        (Some(policy), _) => Some(apply(&mut state, policy, request.mode)?),
+        (None, false) => Some(apply(&mut state, &Policy::starter(), request.mode)?),
+        (None, true) => {
+            if let Some(mode) = request.mode {
+                set_mode(&mut state, mode)?;
+            }
+            None
+        }
+    };
+
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| DataplaneError::Attach {
+            iface: target.iface.clone(),
+            detail: format!("program {PROGRAM_NAME} missing from the embedded object"),
+        })?
+        .try_into()
+        .map_err(DataplaneError::Program)?;
+    program.load().map_err(DataplaneError::Program)?;
+
+    let (replaced_program, xdp_mode) = match replace_in_link(program, &target.link_pin(), if_index)?
+    {
+        true => (true, meta.xdp_mode),
+        false => (false, attach_new_link(program, target, request.xdp_mode)?),
+    };
+    let program_id = pinned_link_info(&target.link_pin()).map_or(0, |info| info.prog_id);
+
+    meta.magic = META_MAGIC;
+    meta.attached_at_unix = now_unix();
+    meta.xdp_mode = xdp_mode;
+    meta.ifname = [0; 16];
+    for (slot, byte) in meta.ifname.iter_mut().zip(target.iface.bytes().take(15)) {
+        *slot = byte;
+    }
+    state.set_meta(&meta)?;
+
+    Ok(AttachReport {
+        created_state: !existing,
+        replaced_program,
+        xdp_mode: xdp_mode_name(xdp_mode),
+        program_id,
+        applied,
+    })
+}
+
+/// Swaps `program` into the pinned link, if there is a live one for this interface.
+fn replace_in_link(
+    program: &mut Xdp,
+    link_pin: &Path,
+    if_index: u32,
+) -> Result<bool, DataplaneError> {
+    if !link_pin.exists() {
+        return Ok(false);
+    }
+    let stale = |reason: &str| {
+        log::warn!("removing stale link pin {} ({reason})", link_pin.display());
+        let _ = fs::remove_file(link_pin);
+        Ok(false)
+    };
+    // A link whose interface went away (or was recreated) is defunct: make a new one.
+    match pinned_link_info(link_pin) {
+        None => return stale("not an XDP link"),
+        Some(info) if info.ifindex != if_index => return stale("its interface is gone"),
+        Some(_) => {}
+    }
+    let fd_link = match PinnedLink::from_pin(link_pin) {
+        Ok(pinned) => FdLink::from(pinned),
+        Err(_) => return stale("not a link"),
+    };
+    let xdp_link = match XdpLink::try_from(fd_link) {
+        Ok(link) => link,
+        Err(_) => return stale("not an XDP link"),
+    };
+    let link_id = program
+        .attach_to_link(xdp_link)
+        .map_err(DataplaneError::Program)?;
+    // Drop our handle only: the pin keeps the link (and now the new program) in place.
+    let link = program
+        .take_link(link_id)
+        .map_err(DataplaneError::Program)?;
+    drop(link);
+    Ok(true)
+}
+
+fn attach_new_link(
+    program: &mut Xdp,
+    target: &Target,
+    choice: XdpModeChoice,
+) -> Result<u8, DataplaneError> {
+    let attempts: &[(XdpMode, u8)] = match choice {
+        XdpModeChoice::Auto => &[
+            (XdpMode::Driver, XDP_MODE_NATIVE),
+            (XdpMode::Skb, XDP_MODE_SKB),
+        ],
+        XdpModeChoice::Native => &[(XdpMode::Driver, XDP_MODE_NATIVE)],
+        XdpModeChoice::Skb => &[(XdpMode::Skb, XDP_MODE_SKB)],
+    };
+    let mut last_error = String::new();
+    for (mode, mode_value) in attempts {
+        match program.attach(&target.iface, *mode) {
+            Ok(link_id) => {
+                let link = program
+                    .take_link(link_id)
+                    .map_err(DataplaneError::Program)?;
+                let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
+                    iface: target.iface.clone(),
+                    detail: format!("the kernel gave no BPF link ({e}); kernel 5.9+ is needed"),
+                })?;
+                fd_link
+                    .pin(target.link_pin())
+                    .map_err(|e| DataplaneError::Attach {
+                        iface: target.iface.clone(),
+                        detail: format!("pin link: {e}"),
+                    })?;
+                if *mode_value == XDP_MODE_SKB && choice == XdpModeChoice::Auto {
+                    log::warn!(
+                        "{}: native XDP failed ({last_error}); running in generic (skb) mode",
+                        target.iface
+                    );
+                }
+                return Ok(*mode_value);
+            }
+            Err(error) => last_error = explain_attach_error(&error),
+        }
+    }
+    Err(DataplaneError::Attach {
+        iface: target.iface.clone(),
+        detail: last_error,
+    })
+}
+
+fn explain_attach_error(error: &ProgramError) -> String {
+    let text = error.to_string();
+    let busy = match error {
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::EBUSY),
+        _ => false,
+    };
+    if busy || text.contains("Device or resource busy") {
+        format!(
+            "{text}: another XDP program is attached (see `ip link show`); sipguard does not \
+             replace programs it did not attach"
+        )
+    } else {
+        text
+    }
+}
+
+/// What `detach` did.
+#[derive(Debug)]
+pub struct DetachReport {
+    pub unlinked: bool,
+    pub removed_state: bool,
+}
+
+/// Detaches the program (by removing the link pin) and, unless `keep_state`, removes the maps.
+pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, DataplaneError> {
+    let dir = target.dir();
+    if !dir.exists() {
+        return Err(StateError::NotAttached {
+            label: target.label(),
+            root: target.pin_root.clone(),
+        }
+        .into());
+    }
+    let lock = Lock::acquire(&dir)?;
+    let link_pin = target.link_pin();
+    let unlinked = link_pin.exists();
+    if unlinked {
+        fs::remove_file(&link_pin).map_err(|source| StateError::Io {
+            what: format!("remove {}", link_pin.display()),
+            source,
+        })?;
+    }
+    if !keep_state {
+        for entry in fs::read_dir(&dir).map_err(|source| StateError::Io {
+            what: format!("read {}", dir.display()),
+            source,
+        })? {
+            let path = entry
+                .map_err(|source| StateError::Io {
+                    what: format!("read {}", dir.display()),
+                    source,
+                })?
+                .path();
+            fs::remove_file(&path).map_err(|source| StateError::Io {
+                what: format!("remove {}", path.display()),
+                source,
+            })?;
+        }
+        drop(lock);
+        fs::remove_dir(&dir).map_err(|source| StateError::Io {
+            what: format!("remove {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(DetachReport {
+        unlinked,
+        removed_state: !keep_state,
+    })
+}
+
+/// The link as the kernel sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkStatus {
+    pub link_id: u32,
+    pub program_id: u32,
+    /// 0 when the interface is gone (the link is defunct).
+    pub ifindex: u32,
+}
+
+pub fn link_status(target: &Target) -> Option<LinkStatus> {
+    let info = pinned_link_info(&target.link_pin())?;
+    Some(LinkStatus {
+        link_id: info.id,
+        program_id: info.prog_id,
+        ifindex: info.ifindex,
+    })
+}
+
+/// `struct bpf_link_info` up to the XDP member of its union (aya does not expose the ifindex).
+#[repr(C)]
+#[derive(Default)]
+struct RawLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    _rest: [u32; 31],
+}
+
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// Kernel information about the link pinned at `pin`, if it is an XDP link.
+fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
+    use std::os::unix::ffi::OsStrExt as _;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
+    let mut obj = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: obj is a valid BPF_OBJ_GET attribute with a NUL-terminated path.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut obj as *mut ObjAttr,
+            size_of::<ObjAttr>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this fd; OwnedFd closes it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = RawLinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<RawLinkInfo>() as u32,
+        info: &mut info as *mut RawLinkInfo as u64,
+    };
+    // SAFETY: attr is a valid attribute and info a buffer of info_len bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    (rc == 0 && info.link_type == BPF_LINK_TYPE_XDP).then_some(info)
+}

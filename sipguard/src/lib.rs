@@ -1,0 +1,15 @@
+//! sipguard's controller: policy files, pinned kernel state, attach/replace/detach of the XDP
+//! program, and the CLI built on them.
+//!
+//! Minimum kernel: 5.10 (BPF links for XDP, bounded loops, LPM tries); tested on 6.18.
+
+pub mod apply;
+pub mod cli;
+pub mod dataplane;
+pub mod netns;
+pub mod policy;
+pub mod report;
+pub mod state;
+
+/// The XDP program, built from `sipguard-ebpf` by this crate's build script.
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIPGUARD_EBPF_OBJECT"));

@@ -1,0 +1,628 @@
+//! Policy files: TOML plus plain list files, checked as a whole with file:line diagnostics.
+//!
+//! ```toml
+//! mode = "enforce"          # or "monitor"; leave out to keep the running mode
+//! fragments = "inherit"     # or "source", "pass"
+//!
+//! [ports]                   # trunk zone; leave the table out for UDP 5060, TCP 5060 and 5061
+//! udp = [5060]
+//! tcp = [5060, 5061]
+//!
+//! [[allow]]
+//! name = "carrier-a"
+//! cidrs = ["198.51.100.0/24", "2001:db8:100::/48"]
+//! files = ["carrier-a.txt"] # one address or CIDR per line, '#' comments; relative to this file
+//!
+//! [[deny]]
+//! name = "scanners"
+//! cidrs = ["203.0.113.0/24"]
+//! ```
+
+use std::{
+    collections::HashMap,
+    fmt, fs,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use sipguard_common::abi::{FragmentPolicy, MAX_PREFIXES, Mode};
+use toml::Spanned;
+
+use super::{
+    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, Location, Policy, PolicySource, Rule, parse_net,
+};
+
+/// Diagnostics reported at most; the rest are counted.
+const MAX_DIAGNOSTICS: usize = 50;
+
+/// One problem in a policy, pointing at where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem is not tied to a line (an unreadable file).
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
+    }
+}
+
+/// A policy that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render(.diagnostics, *.omitted))]
+pub struct PolicyError {
+    pub diagnostics: Vec<Diagnostic>,
+    /// Problems found beyond the ones listed.
+    pub omitted: usize,
+}
+
+fn render(diagnostics: &[Diagnostic], omitted: usize) -> String {
+    let mut text = String::from("invalid policy, nothing was applied:");
+    for diagnostic in diagnostics {
+        text.push_str("\n  ");
+        text.push_str(&diagnostic.to_string());
+    }
+    if omitted > 0 {
+        text.push_str(&format!("\n  ... and {omitted} more"));
+    }
+    text
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyDoc {
+    mode: Option<ModeSetting>,
+    fragments: Option<FragmentSetting>,
+    ports: Option<PortsDoc>,
+    #[serde(default)]
+    allow: Vec<ListDoc>,
+    #[serde(default)]
+    deny: Vec<ListDoc>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ModeSetting {
+    Enforce,
+    Monitor,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum FragmentSetting {
+    Inherit,
+    Source,
+    Pass,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortsDoc {
+    #[serde(default)]
+    udp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    tcp: Vec<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListDoc {
+    name: Option<String>,
+    #[serde(default)]
+    cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    files: Vec<Spanned<String>>,
+}
+
+/// Collects problems so that one run reports all of them.
+struct Checker {
+    diagnostics: Vec<Diagnostic>,
+    omitted: usize,
+}
+
+impl Checker {
+    fn report(&mut self, file: &Path, line: usize, message: impl Into<String>) {
+        if self.diagnostics.len() < MAX_DIAGNOSTICS {
+            self.diagnostics.push(Diagnostic {
+                file: file.to_path_buf(),
+                line,
+                message: message.into(),
+            });
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, PolicyError> {
+        if self.diagnostics.is_empty() {
+            Ok(value)
+        } else {
+            Err(PolicyError {
+                diagnostics: self.diagnostics,
+                omitted: self.omitted,
+            })
+        }
+    }
+}
+
+fn line_of(text: &str, span: &Range<usize>) -> usize {
+    let end = span.start.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// FNV-1a, 64 bit: a cheap fingerprint for "which policy is running", not a security hash.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+pub(super) fn load(path: &Path) -> Result<Policy, PolicyError> {
+    match fs::read_to_string(path) {
+        Ok(text) => parse(&text, path),
+        Err(error) => Err(PolicyError {
+            diagnostics: vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 0,
+                message: format!("cannot read policy file: {error}"),
+            }],
+            omitted: 0,
+        }),
+    }
+}
+
+pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
+    let mut checker = Checker {
+        diagnostics: Vec::new(),
+        omitted: 0,
+    };
+    let doc: PolicyDoc = match toml::from_str(text) {
+        Ok(doc) => doc,
+        Err(error) => {
+            let line = error.span().map_or(0, |span| line_of(text, &span));
+            checker.report(path, line, error.message().trim().to_string());
+            return checker.finish(Policy::starter());
+        }
+    };
+    let mut digest = Fnv::new();
+    digest.feed(text.as_bytes());
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+
+    let (udp_ports, tcp_ports) = match &doc.ports {
+        None => (DEFAULT_UDP_PORTS.to_vec(), DEFAULT_TCP_PORTS.to_vec()),
+        Some(ports) => (
+            check_ports(&mut checker, text, path, "udp", &ports.udp),
+            check_ports(&mut checker, text, path, "tcp", &ports.tcp),
+        ),
+    };
+
+    let allow = read_lists(
+        &mut checker,
+        &mut digest,
+        text,
+        path,
+        base,
+        "allow",
+        &doc.allow,
+    );
+    let deny = read_lists(
+        &mut checker,
+        &mut digest,
+        text,
+        path,
+        base,
+        "deny",
+        &doc.deny,
+    );
+    check_conflicts(&mut checker, &allow, &deny);
+    check_capacity(&mut checker, path, "allow", &allow);
+    check_capacity(&mut checker, path, "deny", &deny);
+
+    let policy = Policy {
+        mode: doc.mode.map(|mode| match mode {
+            ModeSetting::Enforce => Mode::Enforce,
+            ModeSetting::Monitor => Mode::Monitor,
+        }),
+        fragments: match doc.fragments {
+            None | Some(FragmentSetting::Inherit) => FragmentPolicy::Inherit,
+            Some(FragmentSetting::Source) => FragmentPolicy::Source,
+            Some(FragmentSetting::Pass) => FragmentPolicy::Pass,
+        },
+        udp_ports,
+        tcp_ports,
+        allow,
+        deny,
+        source: Some(PolicySource {
+            path: path.to_path_buf(),
+            digest: digest.0,
+        }),
+    };
+    checker.finish(policy)
+}
+
+fn check_ports(
+    checker: &mut Checker,
+    text: &str,
+    path: &Path,
+    transport: &str,
+    ports: &[Spanned<u16>],
+) -> Vec<u16> {
+    let mut out = Vec::with_capacity(ports.len());
+    for port in ports {
+        if *port.get_ref() == 0 {
+            checker.report(
+                path,
+                line_of(text, &port.span()),
+                format!("{transport} port 0 is not a port"),
+            );
+        } else {
+            out.push(*port.get_ref());
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+fn read_lists(
+    checker: &mut Checker,
+    digest: &mut Fnv,
+    text: &str,
+    path: &Path,
+    base: &Path,
+    kind: &str,
+    lists: &[ListDoc],
+) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    for (index, list) in lists.iter().enumerate() {
+        let group = list
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{kind}-{}", index + 1));
+        for cidr in &list.cidrs {
+            let line = line_of(text, &cidr.span());
+            match parse_net(cidr.get_ref()) {
+                Ok(net) => rules.push(Rule {
+                    net,
+                    group: group.clone(),
+                    at: Location {
+                        file: path.to_path_buf(),
+                        line,
+                    },
+                }),
+                Err(message) => checker.report(path, line, message),
+            }
+        }
+        for file in &list.files {
+            let line = line_of(text, &file.span());
+            let list_path = base.join(file.get_ref());
+            match fs::read_to_string(&list_path) {
+                Ok(list_text) => {
+                    digest.feed(list_text.as_bytes());
+                    read_list_file(checker, &list_path, &list_text, &group, &mut rules);
+                }
+                Err(error) => checker.report(
+                    path,
+                    line,
+                    format!("cannot read list file {}: {error}", list_path.display()),
+                ),
+            }
+        }
+    }
+    rules
+}
+
+/// One address or CIDR per line; `#` starts a comment; blank lines are fine.
+fn read_list_file(
+    checker: &mut Checker,
+    path: &Path,
+    text: &str,
+    group: &str,
+    rules: &mut Vec<Rule>,
+) {
+    for (index, raw) in text.lines().enumerate() {
+        let entry = raw.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        match parse_net(entry) {
+            Ok(net) => rules.push(Rule {
+                net,
+                group: group.to_string(),
+                at: Location {
+                    file: path.to_path_buf(),
+                    line: index + 1,
+                },
+            }),
+            Err(message) => checker.report(path, index + 1, message),
+        }
+    }
+}
+
+/// The same prefix both allowed and denied is a contradiction, not a preference.
+fn check_conflicts(checker: &mut Checker, allow: &[Rule], deny: &[Rule]) {
+    let allowed: HashMap<IpNet, &Rule> = allow.iter().map(|rule| (rule.net, rule)).collect();
+    for rule in deny {
+        if let Some(other) = allowed.get(&rule.net) {
+            checker.report(
+                &rule.at.file,
+                rule.at.line,
+                format!(
+                    "{} is denied here and allowed at {}; remove one of them",
+                    rule.net, other.at
+                ),
+            );
+        }
+    }
+}
+
+fn check_capacity(checker: &mut Checker, path: &Path, kind: &str, rules: &[Rule]) {
+    let v4 = rules
+        .iter()
+        .filter(|rule| rule.net.addr().is_ipv4())
+        .count();
+    let v6 = rules.len() - v4;
+    for (family, count) in [("IPv4", v4), ("IPv6", v6)] {
+        if count > MAX_PREFIXES as usize {
+            checker.report(
+                path,
+                0,
+                format!("{count} {family} {kind} entries; the filter holds at most {MAX_PREFIXES}"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::policy::EXAMPLE_POLICY;
+
+    fn parse_ok(text: &str) -> Policy {
+        match parse(text, Path::new("/etc/sipguard/policy.toml")) {
+            Ok(policy) => policy,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> Vec<String> {
+        match parse(text, Path::new("policy.toml")) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(error) => error.diagnostics.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults_and_keeps_the_mode() {
+        let policy = parse_ok("");
+        assert_eq!(policy.mode, None);
+        assert_eq!(policy.fragments, FragmentPolicy::Inherit);
+        assert_eq!(policy.udp_ports, vec![5060]);
+        assert_eq!(policy.tcp_ports, vec![5060, 5061]);
+        assert!(policy.allow.is_empty() && policy.deny.is_empty());
+    }
+
+    #[test]
+    fn full_policy_is_read_with_locations() {
+        let policy = parse_ok(
+            r#"
+mode = "enforce"
+fragments = "source"
+
+[ports]
+udp = [5060, 5080, 5060]
+tcp = [5061]
+
+[[allow]]
+name = "carrier-a"
+cidrs = ["198.51.100.0/24",
+         "2001:db8:100::/48", "192.0.2.7"]
+
+[[deny]]
+cidrs = ["203.0.113.0/24"]
+"#,
+        );
+        assert_eq!(policy.mode, Some(Mode::Enforce));
+        assert_eq!(policy.fragments, FragmentPolicy::Source);
+        assert_eq!(policy.udp_ports, vec![5060, 5080]);
+        assert_eq!(policy.tcp_ports, vec![5061]);
+        let allow: Vec<String> = policy.allow.iter().map(|r| r.net.to_string()).collect();
+        assert_eq!(
+            allow,
+            ["198.51.100.0/24", "2001:db8:100::/48", "192.0.2.7/32"]
+        );
+        assert_eq!(policy.allow[0].group, "carrier-a");
+        assert_eq!(policy.allow[0].at.line, 11);
+        assert_eq!(policy.allow[1].at.line, 12);
+        assert_eq!(policy.deny[0].group, "deny-1");
+        assert_eq!(policy.deny[0].at.line, 15);
+    }
+
+    #[test]
+    fn empty_ports_table_means_no_ports_of_that_transport() {
+        let policy = parse_ok("[ports]\ntcp = [5061]\n");
+        assert!(policy.udp_ports.is_empty());
+        assert_eq!(policy.tcp_ports, vec![5061]);
+    }
+
+    #[test]
+    fn bad_cidrs_are_reported_with_their_lines() {
+        let errors = parse_err(
+            "[[allow]]\ncidrs = [\n  \"198.51.100.0/24\",\n  \"10.0.0.300\",\n  \"10.1.2.3/24\",\n]\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("policy.toml:4: '10.0.0.300' is not"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with(
+                "policy.toml:5: '10.1.2.3/24' has host bits set (the network is 10.1.2.0/24)"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_lines() {
+        let errors = parse_err("mode = \"enforce\"\n\n[ports]\nudp = [5060]\nsctp = [5060]\n");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("policy.toml:5: unknown field `sctp`"),
+            "{errors:?}"
+        );
+
+        let errors = parse_err("mode = \"block\"\n");
+        assert!(
+            errors[0].starts_with("policy.toml:1: unknown variant `block`"),
+            "{errors:?}"
+        );
+
+        let errors = parse_err("[ports]\nudp = [70000]\n");
+        assert!(errors[0].starts_with("policy.toml:2:"), "{errors:?}");
+
+        let errors = parse_err("[ports]\nudp = [0]\n");
+        assert_eq!(errors, ["policy.toml:2: udp port 0 is not a port"]);
+
+        let errors = parse_err("[[allow]]\ncidrs = \"198.51.100.0/24\"\n");
+        assert!(errors[0].starts_with("policy.toml:2:"), "{errors:?}");
+
+        let errors = parse_err("allow = [\n");
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn the_same_prefix_allowed_and_denied_is_a_conflict() {
+        let errors =
+            parse_err("[[allow]]\ncidrs = [\"192.0.2.7\"]\n[[deny]]\ncidrs = [\"192.0.2.7/32\"]\n");
+        assert_eq!(
+            errors,
+            [
+                "policy.toml:4: 192.0.2.7/32 is denied here and allowed at policy.toml:2; remove one of them"
+            ]
+        );
+        // A host denied inside an allowed network is a normal exception, not a conflict.
+        parse_ok("[[allow]]\ncidrs = [\"192.0.2.0/24\"]\n[[deny]]\ncidrs = [\"192.0.2.7\"]\n");
+    }
+
+    #[test]
+    fn list_files_are_read_relative_to_the_policy_with_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("carrier.txt");
+        let mut file = fs::File::create(&list).unwrap();
+        writeln!(
+            file,
+            "# carrier A signalling ranges\n198.51.100.0/24\n\n  2001:db8:100::/48  # v6\n192.0.2.1"
+        )
+        .unwrap();
+        let policy_path = dir.path().join("policy.toml");
+        fs::write(
+            &policy_path,
+            "[[allow]]\nname = \"carrier-a\"\nfiles = [\"carrier.txt\"]\n",
+        )
+        .unwrap();
+        let policy = load(&policy_path).unwrap();
+        let nets: Vec<String> = policy.allow.iter().map(|r| r.net.to_string()).collect();
+        assert_eq!(
+            nets,
+            ["198.51.100.0/24", "2001:db8:100::/48", "192.0.2.1/32"]
+        );
+        assert_eq!(
+            policy.allow[1].at,
+            Location {
+                file: list.clone(),
+                line: 4
+            }
+        );
+
+        // The digest covers list files: editing one changes it.
+        let before = policy.source.unwrap().digest;
+        fs::write(&list, "198.51.100.0/24\n").unwrap();
+        assert_ne!(load(&policy_path).unwrap().source.unwrap().digest, before);
+    }
+
+    #[test]
+    fn list_file_errors_point_into_the_list_file_and_missing_files_at_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("bad.txt"),
+            "198.51.100.0/24\nnot-an-address\n",
+        )
+        .unwrap();
+        let policy_path = dir.path().join("policy.toml");
+        fs::write(
+            &policy_path,
+            "[[deny]]\nfiles = [\"bad.txt\",\n  \"missing.txt\"]\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = load(&policy_path)
+            .unwrap_err()
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].ends_with("bad.txt:2: 'not-an-address' is not an IPv4/IPv6 address or CIDR"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("policy.toml:3: cannot read list file"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("missing.txt"), "{errors:?}");
+    }
+
+    #[test]
+    fn unreadable_policy_file_is_an_error() {
+        let error = load(Path::new("/nonexistent/policy.toml")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("/nonexistent/policy.toml: cannot read policy file")
+        );
+    }
+
+    #[test]
+    fn many_problems_are_capped_and_counted() {
+        let cidrs: Vec<String> = (0..60).map(|i| format!("\"bad{i}\"")).collect();
+        let text = format!("[[allow]]\ncidrs = [{}]\n", cidrs.join(", "));
+        let error = parse(&text, Path::new("p.toml")).unwrap_err();
+        assert_eq!(error.diagnostics.len(), MAX_DIAGNOSTICS);
+        assert_eq!(error.omitted, 10);
+        assert!(error.to_string().ends_with("... and 10 more"));
+    }
+
+    #[test]
+    fn embedded_example_is_valid() {
+        let policy = parse(EXAMPLE_POLICY, Path::new("example.toml")).unwrap();
+        assert_eq!(policy.mode, Some(Mode::Enforce));
+        assert!(!policy.allow.is_empty());
+        assert!(!policy.deny.is_empty());
+    }
+}

@@ -1,0 +1,226 @@
+//! Read-only views of the pinned state: counters (`stats`) and configuration (`status`).
+
+use serde::Serialize;
+use sipguard_common::abi::{
+    Counter, FragmentPolicy, Mode, Origin, Reason, SOURCE_PATH_LEN, Zone, counter_index,
+};
+
+use crate::{
+    dataplane::{link_status, xdp_mode_name},
+    state::{List, State, StateError},
+};
+
+/// What happened to the packets of a counter slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    Dropped,
+    /// Monitor mode: a drop verdict that was only counted.
+    WouldDrop,
+}
+
+impl Outcome {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Dropped => "dropped",
+            Outcome::WouldDrop => "would_drop",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CounterRow {
+    pub zone: &'static str,
+    pub reason: &'static str,
+    pub outcome: Outcome,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, counter: &Counter) {
+        self.packets += counter.packets;
+        self.bytes += counter.bytes;
+    }
+}
+
+/// Counters of one interface, summed over CPUs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub interface: String,
+    pub mode: &'static str,
+    pub passed: Totals,
+    pub dropped: Totals,
+    pub would_drop: Totals,
+    /// Non-zero slots, by zone then reason.
+    pub counters: Vec<CounterRow>,
+    #[serde(skip)]
+    raw: Vec<Counter>,
+}
+
+impl Stats {
+    pub fn read(state: &State) -> Result<Stats, StateError> {
+        let raw = state.counters()?;
+        let active = state.active_generation()?;
+        let mode = Mode::from_u8(state.policy(active)?.header.mode);
+        let mut stats = Stats {
+            interface: state.target.label(),
+            mode: mode.name(),
+            passed: Totals::default(),
+            dropped: Totals::default(),
+            would_drop: Totals::default(),
+            counters: Vec::new(),
+            raw: raw.clone(),
+        };
+        for zone in Zone::ALL {
+            for reason in Reason::ALL {
+                for monitored in [false, true] {
+                    let counter = raw[counter_index(zone, reason, monitored) as usize];
+                    if counter.packets == 0 {
+                        continue;
+                    }
+                    let outcome = match (reason.is_drop(), monitored) {
+                        (false, _) => Outcome::Passed,
+                        (true, false) => Outcome::Dropped,
+                        (true, true) => Outcome::WouldDrop,
+                    };
+                    match outcome {
+                        Outcome::Passed => stats.passed.add(&counter),
+                        Outcome::Dropped => stats.dropped.add(&counter),
+                        Outcome::WouldDrop => {
+                            stats.would_drop.add(&counter);
+                            stats.passed.add(&counter);
+                        }
+                    }
+                    stats.counters.push(CounterRow {
+                        zone: zone.name(),
+                        reason: reason.name(),
+                        outcome,
+                        packets: counter.packets,
+                        bytes: counter.bytes,
+                    });
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// One slot.
+    pub fn get(&self, zone: Zone, reason: Reason, monitored: bool) -> Counter {
+        self.raw[counter_index(zone, reason, monitored) as usize]
+    }
+
+    /// Packets with this reason in any zone, acted on or monitored.
+    pub fn packets(&self, reason: Reason) -> u64 {
+        Zone::ALL
+            .iter()
+            .flat_map(|zone| [false, true].map(|m| self.get(*zone, reason, m).packets))
+            .sum()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ListSizes {
+    pub policy: usize,
+    pub runtime: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkView {
+    pub link_id: u32,
+    pub program_id: u32,
+    pub ifindex: u32,
+}
+
+/// Configuration and health of one interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub interface: String,
+    pub pin_dir: String,
+    /// The program is attached through a live link.
+    pub attached: bool,
+    pub link: Option<LinkView>,
+    pub xdp_mode: &'static str,
+    pub mode: &'static str,
+    pub fragments: &'static str,
+    pub generation: u32,
+    pub serial: u64,
+    pub applied_at_unix: u64,
+    pub policy_file: Option<String>,
+    pub policy_digest: Option<String>,
+    pub udp_ports: Vec<u16>,
+    pub tcp_ports: Vec<u16>,
+    pub allowlist: ListSizes,
+    pub denylist: ListSizes,
+    pub passed: Totals,
+    pub dropped: Totals,
+    pub would_drop: Totals,
+}
+
+impl Status {
+    pub fn read(state: &State) -> Result<Status, StateError> {
+        let meta = state.meta()?;
+        let generation = state.active_generation()?;
+        let policy = state.policy(generation)?;
+        let header = policy.header;
+        let link = link_status(&state.target);
+        let sizes = |list| -> Result<ListSizes, StateError> {
+            let rules = state.rules(generation, list)?;
+            let runtime = rules
+                .values()
+                .filter(|v| v.origin == Origin::Runtime as u8)
+                .count();
+            Ok(ListSizes {
+                policy: rules.len() - runtime,
+                runtime,
+            })
+        };
+        let ports = |table: &[u8]| -> Vec<u16> {
+            (0..table.len())
+                .filter(|port| table[*port] != Zone::None as u8)
+                .map(|port| port as u16)
+                .collect()
+        };
+        let path_len = header
+            .source_path
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(SOURCE_PATH_LEN);
+        let stats = Stats::read(state)?;
+        Ok(Status {
+            interface: state.target.label(),
+            pin_dir: state.target.dir().display().to_string(),
+            attached: link.is_some_and(|l| l.ifindex != 0),
+            link: link.map(|l| LinkView {
+                link_id: l.link_id,
+                program_id: l.program_id,
+                ifindex: l.ifindex,
+            }),
+            xdp_mode: xdp_mode_name(meta.xdp_mode),
+            mode: Mode::from_u8(header.mode).name(),
+            fragments: FragmentPolicy::from_u8(header.fragments).name(),
+            generation,
+            serial: header.serial,
+            applied_at_unix: header.applied_at_unix,
+            policy_file: (path_len > 0)
+                .then(|| String::from_utf8_lossy(&header.source_path[..path_len]).into_owned()),
+            policy_digest: (header.source_digest != 0)
+                .then(|| format!("{:016x}", header.source_digest)),
+            udp_ports: ports(&policy.udp_zone),
+            tcp_ports: ports(&policy.tcp_zone),
+            allowlist: sizes(List::Allow)?,
+            denylist: sizes(List::Deny)?,
+            passed: stats.passed,
+            dropped: stats.dropped,
+            would_drop: stats.would_drop,
+        })
+    }
+}

@@ -1,0 +1,532 @@
+//! The live state of one filtered interface: maps and the XDP link pinned in bpffs under
+//! `<pin-root>/<iface>[@<netns>]/`. It outlives the controller; every command opens it again.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{Array, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key};
+use sipguard_common::abi::{
+    self, ABI_VERSION, COUNTER_SLOTS, Counter, GENERATIONS, Ipv4Data, Ipv6Data, META_MAGIC, Meta,
+    RuleValue, map_name,
+};
+
+use crate::policy::{Prefix, zeroed_policy};
+
+/// Where pins go unless told otherwise.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sipguard";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Which interface (in which network namespace) and where its state is pinned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub iface: String,
+    /// Named network namespace (`ip netns`) the interface lives in, if not the caller's.
+    pub netns: Option<String>,
+    pub pin_root: PathBuf,
+}
+
+impl Target {
+    /// Name of the pin directory: `eth0`, or `eth0@sbc` for an interface in netns `sbc`.
+    pub fn label(&self) -> String {
+        match &self.netns {
+            Some(netns) => format!("{}@{netns}", self.iface),
+            None => self.iface.clone(),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.pin_root.join(self.label())
+    }
+
+    pub fn map_pin(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    pub fn link_pin(&self) -> PathBuf {
+        self.dir().join("link")
+    }
+
+    /// Labels of every interface with state under `pin_root`.
+    pub fn list(pin_root: &Path) -> Vec<String> {
+        let mut labels: Vec<String> = fs::read_dir(pin_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.path().join(map_name::META).exists())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        labels.sort();
+        labels
+    }
+
+    /// The target named by a pin directory label.
+    pub fn from_label(pin_root: &Path, label: &str) -> Target {
+        let (iface, netns) = match label.split_once('@') {
+            Some((iface, netns)) => (iface.to_string(), Some(netns.to_string())),
+            None => (label.to_string(), None),
+        };
+        Target {
+            iface,
+            netns,
+            pin_root: pin_root.to_path_buf(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("sipguard has no state for {label} under {root} (attach it first)", root = .root.display())]
+    NotAttached { label: String, root: PathBuf },
+    #[error(
+        "pinned state in {dir} was made by an incompatible sipguard build: {detail}; \
+         `sipguard detach --iface {iface}` removes it (filtering stops), then attach again",
+        dir = .dir.display()
+    )]
+    Incompatible {
+        dir: PathBuf,
+        iface: String,
+        detail: String,
+    },
+    #[error(
+        "{path} is not on a BPF filesystem; mount one with `mount -t bpf bpf {path}` or pick \
+         another --pin-root",
+        path = .path.display()
+    )]
+    NoBpffs { path: PathBuf },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Map {
+        what: String,
+        #[source]
+        source: MapError,
+    },
+}
+
+fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
+    let what = what.into();
+    move |source| StateError::Map { what, source }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
+    let what = what.into();
+    move |source| StateError::Io { what, source }
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Makes sure `pin_root` is on a bpffs, mounting one at /sys/fs/bpf if that is where it belongs
+/// and nothing is mounted there yet (what bpftool does too).
+pub fn ensure_bpffs(pin_root: &Path) -> Result<(), StateError> {
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if pin_root.starts_with(sys_bpf) && !is_bpffs(sys_bpf) {
+        let source = c"bpf";
+        let target = c"/sys/fs/bpf";
+        // SAFETY: valid NUL-terminated strings, no data argument.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                source.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(StateError::Io {
+                what: "mount bpffs at /sys/fs/bpf".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    let mut probe = pin_root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if !is_bpffs(&probe) {
+        return Err(StateError::NoBpffs {
+            path: pin_root.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out pointer.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Exclusive lock on an interface's pin directory, so that two controllers never interleave
+/// their changes. Released on drop.
+pub struct Lock {
+    _dir: fs::File,
+}
+
+impl Lock {
+    pub fn acquire(dir: &Path) -> Result<Lock, StateError> {
+        let file = fs::File::open(dir).map_err(io_err(format!("open {}", dir.display())))?;
+        // SAFETY: valid fd.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(StateError::Io {
+                what: format!("lock {}", dir.display()),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Lock { _dir: file })
+    }
+}
+
+/// Expected shape of one map, read from the XDP object this build embeds.
+struct MapSpec {
+    name: String,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+fn embedded_map_specs() -> Vec<MapSpec> {
+    let object = aya_obj::Object::parse(crate::EBPF_OBJECT)
+        .expect("the embedded XDP object parses (it was built with this controller)");
+    object
+        .maps
+        .iter()
+        .filter(|(name, _)| name.starts_with("SG_"))
+        .map(|(name, map)| MapSpec {
+            name: name.clone(),
+            map_type: map.map_type(),
+            key_size: map.key_size(),
+            value_size: map.value_size(),
+            max_entries: map.max_entries(),
+        })
+        .collect()
+}
+
+/// Refuses pinned maps this build would misread. `Ok(false)` means there is no state yet.
+pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
+    let dir = target.dir();
+    let incompatible = |detail: String| StateError::Incompatible {
+        dir: dir.clone(),
+        iface: target.iface.clone(),
+        detail,
+    };
+    let meta_pin = target.map_pin(map_name::META);
+    if !meta_pin.exists() {
+        return Ok(false);
+    }
+    let mut pinned_any = false;
+    for spec in embedded_map_specs() {
+        let pin = target.map_pin(&spec.name);
+        if !pin.exists() {
+            continue;
+        }
+        pinned_any = true;
+        let info = MapInfo::from_pin(&pin).map_err(map_err(format!("read {}", pin.display())))?;
+        let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let found = (
+            map_type,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let expected = (
+            spec.map_type,
+            spec.key_size,
+            spec.value_size,
+            spec.max_entries,
+        );
+        if found != expected {
+            return Err(incompatible(format!(
+                "map {} has (type, key size, value size, entries) {found:?}, this build expects \
+                 {expected:?}",
+                spec.name
+            )));
+        }
+    }
+    let meta = read_meta(&meta_pin)?;
+    if meta.magic == 0 {
+        // Created but never initialised (a controller died half-way): start over on top of it.
+        return Ok(false);
+    }
+    if meta.magic != META_MAGIC || meta.abi_version != ABI_VERSION {
+        return Err(incompatible(format!(
+            "state ABI version {} (magic {:#x}), this build uses {ABI_VERSION}",
+            meta.abi_version, meta.magic
+        )));
+    }
+    Ok(pinned_any)
+}
+
+fn read_meta(pin: &Path) -> Result<Meta, StateError> {
+    let array: Array<MapData, Meta> = open_pinned(pin)?;
+    array
+        .get(&0, 0)
+        .map_err(map_err(format!("read {}", pin.display())))
+}
+
+fn open_pinned<T>(pin: &Path) -> Result<T, StateError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let data = MapData::from_pin(pin).map_err(map_err(format!("open {}", pin.display())))?;
+    let map = Map::from_map_data(data).map_err(map_err(format!("open {}", pin.display())))?;
+    T::try_from(map).map_err(map_err(format!("open {}", pin.display())))
+}
+
+/// The allow or deny list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum List {
+    Allow,
+    Deny,
+}
+
+impl List {
+    pub const fn name(self) -> &'static str {
+        match self {
+            List::Allow => "allowlist",
+            List::Deny => "denylist",
+        }
+    }
+}
+
+type Trie4 = LpmTrie<MapData, Ipv4Data, RuleValue>;
+type Trie6 = LpmTrie<MapData, Ipv6Data, RuleValue>;
+
+/// Typed handles on the pinned maps of one interface.
+pub struct State {
+    pub target: Target,
+    meta: Array<MapData, Meta>,
+    active: Array<MapData, u32>,
+    policy: Array<MapData, abi::Policy>,
+    allow4: [Trie4; 2],
+    allow6: [Trie6; 2],
+    deny4: [Trie4; 2],
+    deny6: [Trie6; 2],
+    counters: PerCpuArray<MapData, Counter>,
+}
+
+impl State {
+    /// Opens the state of an interface after checking it is compatible.
+    pub fn open(target: &Target) -> Result<State, StateError> {
+        if !check_compatible(target)? {
+            return Err(StateError::NotAttached {
+                label: target.label(),
+                root: target.pin_root.clone(),
+            });
+        }
+        Self::open_unchecked(target)
+    }
+
+    /// Opens maps that the loader just created or checked.
+    pub(crate) fn open_unchecked(target: &Target) -> Result<State, StateError> {
+        let pin = |name: &str| target.map_pin(name);
+        let pair4 = |names: [&str; 2]| -> Result<[Trie4; 2], StateError> {
+            Ok([open_pinned(&pin(names[0]))?, open_pinned(&pin(names[1]))?])
+        };
+        let pair6 = |names: [&str; 2]| -> Result<[Trie6; 2], StateError> {
+            Ok([open_pinned(&pin(names[0]))?, open_pinned(&pin(names[1]))?])
+        };
+        Ok(State {
+            target: target.clone(),
+            meta: open_pinned(&pin(map_name::META))?,
+            active: open_pinned(&pin(map_name::ACTIVE))?,
+            policy: open_pinned(&pin(map_name::POLICY))?,
+            allow4: pair4(map_name::ALLOW4)?,
+            allow6: pair6(map_name::ALLOW6)?,
+            deny4: pair4(map_name::DENY4)?,
+            deny6: pair6(map_name::DENY6)?,
+            counters: open_pinned(&pin(map_name::COUNTERS))?,
+        })
+    }
+
+    pub fn meta(&self) -> Result<Meta, StateError> {
+        self.meta.get(&0, 0).map_err(map_err("read SG_META"))
+    }
+
+    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), StateError> {
+        self.meta.set(0, meta, 0).map_err(map_err("write SG_META"))
+    }
+
+    /// The policy generation the data plane reads (0 or 1).
+    pub fn active_generation(&self) -> Result<u32, StateError> {
+        Ok(self.active.get(&0, 0).map_err(map_err("read SG_ACTIVE"))? & 1)
+    }
+
+    /// Makes `generation` the one the data plane reads: a single 4-byte store.
+    pub fn activate(&mut self, generation: u32) -> Result<(), StateError> {
+        debug_assert!(generation < GENERATIONS);
+        self.active
+            .set(0, generation, 0)
+            .map_err(map_err("write SG_ACTIVE"))
+    }
+
+    pub fn policy(&self, generation: u32) -> Result<Box<abi::Policy>, StateError> {
+        let mut value = zeroed_policy();
+        *value = self
+            .policy
+            .get(&generation, 0)
+            .map_err(map_err("read SG_POLICY"))?;
+        Ok(value)
+    }
+
+    pub fn set_policy(&mut self, generation: u32, value: &abi::Policy) -> Result<(), StateError> {
+        self.policy
+            .set(generation, value, 0)
+            .map_err(map_err("write SG_POLICY"))
+    }
+
+    /// Every entry of a list in one generation.
+    pub fn rules(
+        &self,
+        generation: u32,
+        list: List,
+    ) -> Result<BTreeMap<Prefix, RuleValue>, StateError> {
+        let g = generation as usize & 1;
+        let (v4, v6) = match list {
+            List::Allow => (&self.allow4[g], &self.allow6[g]),
+            List::Deny => (&self.deny4[g], &self.deny6[g]),
+        };
+        let mut rules = BTreeMap::new();
+        for entry in v4.iter() {
+            let (key, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
+            rules.insert(
+                Prefix::V4 {
+                    len: key.prefix_len() as u8,
+                    addr: key.data(),
+                },
+                value,
+            );
+        }
+        for entry in v6.iter() {
+            let (key, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
+            rules.insert(
+                Prefix::V6 {
+                    len: key.prefix_len() as u8,
+                    addr: key.data(),
+                },
+                value,
+            );
+        }
+        Ok(rules)
+    }
+
+    /// Adds or replaces one entry.
+    pub fn insert_rule(
+        &mut self,
+        generation: u32,
+        list: List,
+        prefix: Prefix,
+        value: RuleValue,
+    ) -> Result<(), StateError> {
+        let g = generation as usize & 1;
+        let what = || format!("add {prefix} to the {}", list.name());
+        match (list, prefix) {
+            (List::Allow, Prefix::V4 { len, addr }) => {
+                self.allow4[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+            (List::Allow, Prefix::V6 { len, addr }) => {
+                self.allow6[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+            (List::Deny, Prefix::V4 { len, addr }) => {
+                self.deny4[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+            (List::Deny, Prefix::V6 { len, addr }) => {
+                self.deny6[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+        }
+        .map_err(map_err(what()))
+    }
+
+    /// Removes one entry; `Ok(false)` when it was not there.
+    pub fn remove_rule(
+        &mut self,
+        generation: u32,
+        list: List,
+        prefix: Prefix,
+    ) -> Result<bool, StateError> {
+        let g = generation as usize & 1;
+        let result = match (list, prefix) {
+            (List::Allow, Prefix::V4 { len, addr }) => {
+                self.allow4[g].remove(&Key::new(len.into(), addr))
+            }
+            (List::Allow, Prefix::V6 { len, addr }) => {
+                self.allow6[g].remove(&Key::new(len.into(), addr))
+            }
+            (List::Deny, Prefix::V4 { len, addr }) => {
+                self.deny4[g].remove(&Key::new(len.into(), addr))
+            }
+            (List::Deny, Prefix::V6 { len, addr }) => {
+                self.deny6[g].remove(&Key::new(len.into(), addr))
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(StateError::Map {
+                what: format!("remove {prefix} from the {}", list.name()),
+                source,
+            }),
+        }
+    }
+
+    /// Makes a list of one generation equal to `desired`, touching only what differs.
+    pub fn sync_rules(
+        &mut self,
+        generation: u32,
+        list: List,
+        desired: &BTreeMap<Prefix, RuleValue>,
+    ) -> Result<(), StateError> {
+        let current = self.rules(generation, list)?;
+        for prefix in current.keys().filter(|p| !desired.contains_key(p)) {
+            self.remove_rule(generation, list, *prefix)?;
+        }
+        for (prefix, value) in desired {
+            if current.get(prefix) != Some(value) {
+                self.insert_rule(generation, list, *prefix, *value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counters summed over CPUs, indexed like `SG_COUNTERS`.
+    pub fn counters(&self) -> Result<Vec<Counter>, StateError> {
+        let mut totals = vec![Counter::default(); COUNTER_SLOTS];
+        for (index, total) in totals.iter_mut().enumerate() {
+            let per_cpu = self
+                .counters
+                .get(&(index as u32), 0)
+                .map_err(map_err("read SG_COUNTERS"))?;
+            for counter in per_cpu.iter() {
+                total.packets += counter.packets;
+                total.bytes += counter.bytes;
+            }
+        }
+        Ok(totals)
+    }
+}
