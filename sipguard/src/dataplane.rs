@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -128,25 +128,62 @@ pub fn ifindex(iface: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// Loads the program on the pinned maps (creating them if needed), brings the policy in and
-/// attaches, or atomically replaces the program of an existing link.
-pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneError> {
-    let target = &request.target;
-    let Some(if_index) = ifindex(&target.iface) else {
-        return Err(DataplaneError::NoInterface {
-            iface: target.iface.clone(),
-            netns: target.netns.clone(),
-        });
-    };
+/// An interface's pin directory, locked, with its compatibility checked.
+struct Prepared {
+    lock: Lock,
+    /// Initialised state already exists.
+    existing: bool,
+}
+
+fn prepare(target: &Target) -> Result<Prepared, DataplaneError> {
     ensure_bpffs(&target.pin_root)?;
     let dir = target.dir();
     fs::create_dir_all(&dir).map_err(|source| StateError::Io {
         what: format!("create {}", dir.display()),
         source,
     })?;
-    let _lock = Lock::acquire(&dir)?;
+    let lock = Lock::acquire(&dir)?;
     let existing = check_compatible(target)?;
+    Ok(Prepared { lock, existing })
+}
 
+/// The program loaded (verified) on an interface's pinned maps, with the policy in place, but
+/// not attached: what `attach` hooks in, and what tests run with `BPF_PROG_TEST_RUN`.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub state: State,
+    /// The state was created now (false: existing pinned state was reused).
+    pub created_state: bool,
+    pub applied: Option<ApplyReport>,
+    _lock: Lock,
+}
+
+impl Loaded {
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|program| program.try_into().ok())
+            .expect("load() checked that the object holds the XDP program")
+    }
+}
+
+/// Loads the program on the pinned maps of `target` (creating them if needed) and brings the
+/// policy in: `policy` when given, else the pinned one, else [`Policy::starter`].
+pub fn load(
+    target: &Target,
+    policy: Option<&Policy>,
+    mode: Option<Mode>,
+) -> Result<Loaded, DataplaneError> {
+    let prepared = prepare(target)?;
+    load_prepared(target, prepared, policy, mode)
+}
+
+fn load_prepared(
+    target: &Target,
+    prepared: Prepared,
+    policy: Option<&Policy>,
+    mode: Option<Mode>,
+) -> Result<Loaded, DataplaneError> {
     let mut loader = EbpfLoader::new();
     let pins: Vec<(&str, std::path::PathBuf)> = ALL_MAPS
         .iter()
@@ -160,18 +197,57 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
         .map_err(DataplaneError::Load)?;
     let mut state = State::open_unchecked(target)?;
 
-    let mut meta = if existing {
-        state.meta()?
-    } else {
-        Meta {
-            magic: 0,
+    let applied = match (policy, prepared.existing) {
+        (Some(policy), _) => Some(apply(&mut state, policy, mode)?),
+        (None, false) => Some(apply(&mut state, &Policy::starter(), mode)?),
+        (None, true) => {
+            if let Some(mode) = mode {
+                set_mode(&mut state, mode)?;
+            }
+            None
+        }
+    };
+    if !prepared.existing {
+        state.set_meta(&Meta {
+            magic: META_MAGIC,
             abi_version: ABI_VERSION,
             created_at_unix: now_unix(),
             ..Meta::default()
-        }
+        })?;
+    }
+
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| DataplaneError::Attach {
+            iface: target.iface.clone(),
+            detail: format!("program {PROGRAM_NAME} missing from the embedded object"),
+        })?
+        .try_into()
+        .map_err(DataplaneError::Program)?;
+    program.load().map_err(DataplaneError::Program)?;
+
+    Ok(Loaded {
+        ebpf,
+        state,
+        created_state: !prepared.existing,
+        applied,
+        _lock: prepared.lock,
+    })
+}
+
+/// Loads the program on the pinned maps (creating them if needed), brings the policy in and
+/// attaches, or atomically replaces the program of an existing link.
+pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneError> {
+    let target = &request.target;
+    let Some(if_index) = ifindex(&target.iface) else {
+        return Err(DataplaneError::NoInterface {
+            iface: target.iface.clone(),
+            netns: target.netns.clone(),
+        });
     };
-    if existing && meta.attached_at_unix != 0 && target.link_pin().exists() {
-        let current = meta.xdp_mode;
+    let prepared = prepare(target)?;
+    if prepared.existing && target.link_pin().exists() {
+        let current = State::open_unchecked(target)?.meta()?.xdp_mode;
         let requested = match request.xdp_mode {
             XdpModeChoice::Native => Some(XDP_MODE_NATIVE),
             XdpModeChoice::Skb => Some(XDP_MODE_SKB),
@@ -185,50 +261,30 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
             });
         }
     }
-
-    let applied = match (request.policy, existing) {
-        (Some(policy), _) => Some(apply(&mut state, policy, request.mode)?),
-        (None, false) => Some(apply(&mut state, &Policy::starter(), request.mode)?),
-        (None, true) => {
-            if let Some(mode) = request.mode {
-                set_mode(&mut state, mode)?;
-            }
-            None
-        }
-    };
-
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| DataplaneError::Attach {
-            iface: target.iface.clone(),
-            detail: format!("program {PROGRAM_NAME} missing from the embedded object"),
-        })?
-        .try_into()
-        .map_err(DataplaneError::Program)?;
-    program.load().map_err(DataplaneError::Program)?;
-
-    let (replaced_program, xdp_mode) = match replace_in_link(program, &target.link_pin(), if_index)?
-    {
-        true => (true, meta.xdp_mode),
-        false => (false, attach_new_link(program, target, request.xdp_mode)?),
-    };
+    let mut loaded = load_prepared(target, prepared, request.policy, request.mode)?;
+    let mut meta = loaded.state.meta()?;
+    let program = loaded.program();
+    let (replaced_program, xdp_mode) =
+        match replace_in_link(program, &target.link_pin(), if_index)? {
+            true => (true, meta.xdp_mode),
+            false => (false, attach_new_link(program, target, request.xdp_mode)?),
+        };
     let program_id = pinned_link_info(&target.link_pin()).map_or(0, |info| info.prog_id);
 
-    meta.magic = META_MAGIC;
     meta.attached_at_unix = now_unix();
     meta.xdp_mode = xdp_mode;
     meta.ifname = [0; 16];
     for (slot, byte) in meta.ifname.iter_mut().zip(target.iface.bytes().take(15)) {
         *slot = byte;
     }
-    state.set_meta(&meta)?;
+    loaded.state.set_meta(&meta)?;
 
     Ok(AttachReport {
-        created_state: !existing,
+        created_state: loaded.created_state,
         replaced_program,
         xdp_mode: xdp_mode_name(xdp_mode),
         program_id,
-        applied,
+        applied: loaded.applied.take(),
     })
 }
 

@@ -1,1 +1,37 @@
+//! Support for sipguard's integration tests and the xtask lab: crafted frames, network namespaces
+//! with veth pairs, temporary bpffs pin roots, and a test_run harness on the real XDP program.
 
+pub mod frames;
+pub mod harness;
+pub mod lab;
+pub mod netns;
+pub mod pins;
+
+/// Kernel tests need root (CAP_BPF, CAP_NET_ADMIN); say so instead of failing obscurely.
+pub fn require_root() {
+    // SAFETY: no arguments.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test needs root (BPF and network namespaces): run `cargo xtask test`"
+    );
+}
+
+/// The `sipguard` binary built beside the tests (`SIPGUARD_BIN` overrides).
+pub fn sipguard_bin() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("SIPGUARD_BIN") {
+        return path.into();
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/sipguard
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary in target/<profile>/deps");
+    let bin = profile_dir.join("sipguard");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build -p sipguard) or set SIPGUARD_BIN",
+        bin.display()
+    );
+    bin
+}

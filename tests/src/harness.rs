@@ -1,0 +1,115 @@
+//! The real XDP program under `BPF_PROG_TEST_RUN`, with its verdict decoded from the counters.
+
+use aya::programs::{TestRun as _, TestRunOptions};
+use sipguard::{
+    apply::apply,
+    dataplane::{Loaded, load},
+    policy::Policy,
+    state::Target,
+};
+use sipguard_common::abi::{Counter, REASON_SLOTS, Reason, Zone};
+
+use crate::pins::TempPinRoot;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// What the program did with one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// `XDP_PASS` or `XDP_DROP`.
+    pub action: u32,
+    pub zone: Zone,
+    pub reason: Reason,
+    /// A drop verdict only counted (monitor mode).
+    pub monitored: bool,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.action == XDP_PASS
+    }
+}
+
+/// sipguard loaded on fresh pinned maps, not attached to any interface.
+pub struct TestFilter {
+    pub loaded: Loaded,
+    pub target: Target,
+    // Last: the pins go after the program and maps are closed.
+    _pins: TempPinRoot,
+}
+
+impl TestFilter {
+    /// Loads sipguard with a policy given as TOML text.
+    pub fn new(policy: &str) -> TestFilter {
+        let policy = Policy::parse(policy, "test-policy.toml").unwrap_or_else(|e| panic!("{e}"));
+        Self::with_policy(&policy)
+    }
+
+    pub fn with_policy(policy: &Policy) -> TestFilter {
+        let pins = TempPinRoot::new("testrun");
+        let target = Target {
+            iface: "testrun".into(),
+            netns: None,
+            pin_root: pins.path().to_path_buf(),
+        };
+        let loaded = load(&target, Some(policy), None).unwrap_or_else(|e| panic!("load: {e}"));
+        TestFilter {
+            loaded,
+            target,
+            _pins: pins,
+        }
+    }
+
+    /// Applies another policy (the same path as `sipguard apply`).
+    pub fn apply(&mut self, policy: &str) {
+        let policy = Policy::parse(policy, "test-policy.toml").unwrap_or_else(|e| panic!("{e}"));
+        apply(&mut self.loaded.state, &policy, None).unwrap_or_else(|e| panic!("apply: {e}"));
+    }
+
+    pub fn counters(&self) -> Vec<Counter> {
+        self.loaded.state.counters().expect("read counters")
+    }
+
+    /// Runs the program once on `frame` and returns its action only.
+    pub fn action(&mut self, frame: &[u8]) -> u32 {
+        let result = self
+            .loaded
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run on a {}-byte frame: {e}", frame.len()));
+        result.return_value
+    }
+
+    /// Runs the program once on `frame`; the counter slot that moved names the verdict.
+    pub fn run(&mut self, frame: &[u8]) -> Verdict {
+        let before = self.counters();
+        let action = self.action(frame);
+        let after = self.counters();
+        let moved: Vec<usize> = (0..before.len())
+            .filter(|i| before[*i] != after[*i])
+            .collect();
+        assert_eq!(
+            moved.len(),
+            1,
+            "exactly one counter slot moves per packet (frame of {} bytes)",
+            frame.len()
+        );
+        let index = moved[0];
+        assert_eq!(after[index].packets - before[index].packets, 1);
+        assert_eq!(after[index].bytes - before[index].bytes, frame.len() as u64);
+        let slot = index >> 1;
+        let zone = Zone::from_u8((slot / REASON_SLOTS) as u8);
+        let reason = Reason::from_u8((slot % REASON_SLOTS) as u8).expect("known reason slot");
+        Verdict {
+            action,
+            zone,
+            reason,
+            monitored: index & 1 == 1,
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! A two-namespace lab matching the example policy: a peer host with an allowlisted, an unknown
+//! and a denylisted source address (v4 and v6), joined by a veth pair to an SBC host.
+
+use std::{
+    collections::HashMap,
+    io::ErrorKind,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+
+use crate::netns::{NetNs, add_addr, veth};
+
+pub const SBC_IF: &str = "sbc0";
+pub const PEER_IF: &str = "peer0";
+pub const SBC_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const SBC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// In the example policy's `carrier-a` allow entry.
+pub const ALLOWED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+pub const ALLOWED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+/// In no list.
+pub const UNKNOWN_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+pub const UNKNOWN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10);
+/// In the example policy's `known-scanners` deny entry.
+pub const DENIED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 66, 10);
+pub const DENIED_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x66, 0, 0, 0, 0, 0x10);
+
+pub struct Lab {
+    pub peer: NetNs,
+    pub sbc: NetNs,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Result<Lab> {
+        let peer = NetNs::new(&format!("{tag}-peer"))?;
+        let sbc = NetNs::new(&format!("{tag}-sbc"))?;
+        veth(&peer, PEER_IF, &sbc, SBC_IF)?;
+        add_addr(&sbc, SBC_IF, "198.18.0.1/15")?;
+        add_addr(&sbc, SBC_IF, "2001:db8::1/32")?;
+        for source in [ALLOWED_V4, UNKNOWN_V4, DENIED_V4] {
+            add_addr(&peer, PEER_IF, &format!("{source}/15"))?;
+        }
+        for source in [ALLOWED_V6, UNKNOWN_V6, DENIED_V6] {
+            add_addr(&peer, PEER_IF, &format!("{source}/32"))?;
+        }
+        Ok(Lab { peer, sbc })
+    }
+
+    pub fn sbc_addr(v6: bool) -> IpAddr {
+        if v6 { SBC_V6.into() } else { SBC_V4.into() }
+    }
+}
+
+/// Sends `count` datagrams of `payload` from `source` (an address of this namespace) to `dest`.
+/// Call inside the sending namespace.
+pub fn send_udp(source: IpAddr, dest: SocketAddr, count: usize, payload: &[u8]) -> Result<()> {
+    let socket = UdpSocket::bind(SocketAddr::new(source, 0))?;
+    for _ in 0..count {
+        // A full socket buffer on a fast sender: wait and retry, never lose a datagram here.
+        loop {
+            match socket.send_to(payload, dest) {
+                Ok(_) => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tries a TCP connection from `source` to `dest`; true when it is accepted within `timeout`.
+pub fn tcp_connects(source: IpAddr, dest: SocketAddr, timeout: Duration) -> bool {
+    let domain = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    // std's TcpStream cannot bind before connecting; do it by hand.
+    // SAFETY: plain socket calls with valid sockaddr buffers.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let (src, src_len) = sockaddr(SocketAddr::new(source, 0));
+        if libc::bind(fd, &src as *const _ as *const libc::sockaddr, src_len) != 0 {
+            libc::close(fd);
+            return false;
+        }
+        let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let _ = stream.set_nonblocking(true);
+        let (dst, dst_len) = sockaddr(dest);
+        libc::connect(fd, &dst as *const _ as *const libc::sockaddr, dst_len);
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ready = libc::poll(&mut poll, 1, timeout.as_millis() as i32);
+        ready == 1 && stream.take_error().ok().flatten().is_none() && stream.peer_addr().is_ok()
+    }
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: zeroed sockaddr_storage is valid; we fill the family-specific prefix.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Counts datagrams per source address on a UDP port until stopped.
+pub struct UdpCounter {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<HashMap<IpAddr, usize>>,
+}
+
+impl UdpCounter {
+    /// Binds `[::]:port` (v4 and v6) inside `ns` and starts counting.
+    pub fn start(ns: &NetNs, port: u16) -> Result<UdpCounter> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let handle = ns.spawn(move || {
+            let socket = match UdpSocket::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e.to_string()));
+                    return HashMap::new();
+                }
+            };
+            let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+            let _ = bound_tx.send(Ok(()));
+            let mut counts: HashMap<IpAddr, usize> = HashMap::new();
+            let mut buffer = vec![0u8; 65_536];
+            loop {
+                match socket.recv_from(&mut buffer) {
+                    Ok((_, from)) => *counts.entry(canonical(from.ip())).or_default() += 1,
+                    Err(_) if flag.load(Ordering::Relaxed) => break,
+                    Err(_) => {}
+                }
+            }
+            counts
+        })?;
+        match bound_rx.recv() {
+            Ok(Ok(())) => Ok(UdpCounter { stop, handle }),
+            Ok(Err(e)) => anyhow::bail!("bind udp/{port}: {e}"),
+            Err(_) => anyhow::bail!("listener thread died"),
+        }
+    }
+
+    /// Waits until nothing arrived for `quiet`, then stops and returns the counts.
+    pub fn finish(self, quiet: Duration) -> HashMap<IpAddr, usize> {
+        std::thread::sleep(quiet);
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("listener thread")
+    }
+}
+
+/// v4-mapped v6 addresses (from a dual-stack socket) as plain v4.
+pub fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}

@@ -1,0 +1,296 @@
+//! Real packets through a veth pair between network namespaces, sipguard attached natively on the
+//! SBC side: listeners behind the filter see exactly the admitted packets, counters match exactly.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener},
+    time::Duration,
+};
+
+use sipguard::{
+    dataplane::{AttachRequest, XdpModeChoice, attach},
+    policy::Policy,
+    report::Stats,
+    state::{State, Target},
+};
+use sipguard_common::abi::{Mode, Reason, Zone};
+use sipguard_tests::{
+    lab::{
+        ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, Lab, SBC_IF, SBC_V4, SBC_V6, UNKNOWN_V4,
+        UNKNOWN_V6, UdpCounter, send_udp, tcp_connects,
+    },
+    netns::{NetNs, add_addr},
+    pins::TempPinRoot,
+};
+
+const SIP_OPTIONS: &[u8] = b"OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.18.1.10:5060;branch=z9hG4bK-veth\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@198.18.1.10>;tag=1\r\nTo: <sip:sbc@198.18.0.1>\r\n\
+Call-ID: veth-test@198.18.1.10\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+fn target(lab: &Lab, pins: &TempPinRoot) -> Target {
+    Target {
+        iface: SBC_IF.into(),
+        netns: Some(lab.sbc.name().to_string()),
+        pin_root: pins.path().to_path_buf(),
+    }
+}
+
+/// Attaches sipguard natively to the SBC's veth with `policy`.
+fn attach_policy(lab: &Lab, pins: &TempPinRoot, policy: Policy, mode: Option<Mode>) {
+    let target = target(lab, pins);
+    let report = lab
+        .sbc
+        .run(move || {
+            attach(&AttachRequest {
+                target,
+                xdp_mode: XdpModeChoice::Native,
+                policy: Some(&policy),
+                mode,
+            })
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("attach: {e}"));
+    assert_eq!(report.xdp_mode, "native");
+}
+
+fn stats(lab: &Lab, pins: &TempPinRoot) -> Stats {
+    Stats::read(&State::open(&target(lab, pins)).unwrap()).unwrap()
+}
+
+fn packets(stats: &Stats, zone: Zone, reason: Reason, monitored: bool) -> u64 {
+    stats.get(zone, reason, monitored).packets
+}
+
+/// Sends `count` datagrams from `source` to the SBC's SIP port, from the peer namespace.
+fn send(lab: &Lab, source: IpAddr, port: u16, count: usize, payload: &'static [u8]) {
+    let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), port);
+    lab.peer
+        .run(move || send_udp(source, dest, count, payload))
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn udp_listener_receives_exactly_the_allowed_datagrams_and_counters_match() {
+    let lab = Lab::new("udp").unwrap();
+    let pins = TempPinRoot::new("veth-udp");
+    attach_policy(&lab, &pins, Policy::example(), None);
+    let sip = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    let other = UdpCounter::start(&lab.sbc, 5999).unwrap();
+
+    // Distinct counts per source so that a mix-up cannot cancel out.
+    let plan: [(IpAddr, usize); 6] = [
+        (ALLOWED_V4.into(), 211),
+        (UNKNOWN_V4.into(), 157),
+        (DENIED_V4.into(), 103),
+        (ALLOWED_V6.into(), 189),
+        (UNKNOWN_V6.into(), 131),
+        (DENIED_V6.into(), 97),
+    ];
+    for (source, count) in plan {
+        send(&lab, source, 5060, count, SIP_OPTIONS);
+    }
+    send(&lab, UNKNOWN_V4.into(), 5999, 41, b"not sip");
+    send(&lab, DENIED_V6.into(), 5999, 37, b"not sip");
+
+    let sip = sip.finish(Duration::from_millis(300));
+    let other = other.finish(Duration::from_millis(100));
+    assert_eq!(sip.get(&ALLOWED_V4.into()), Some(&211), "{sip:?}");
+    assert_eq!(sip.get(&ALLOWED_V6.into()), Some(&189), "{sip:?}");
+    assert_eq!(sip.len(), 2, "only allowlisted sources reach the SIP port: {sip:?}");
+    assert_eq!(other.get(&UNKNOWN_V4.into()), Some(&41), "non-SIP passes untouched");
+    assert_eq!(other.get(&DENIED_V6.into()), Some(&37), "the denylist is for SIP only");
+
+    let stats = stats(&lab, &pins);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Allowlisted, false), 211 + 189);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, false), 157 + 131);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Denylisted, false), 103 + 97);
+    assert_eq!(stats.dropped.packets, 157 + 131 + 103 + 97, "nothing else was dropped");
+    assert!(packets(&stats, Zone::None, Reason::NotSip, false) >= 41 + 37);
+}
+
+#[test]
+fn monitor_mode_passes_everything_and_counts_what_it_would_drop() {
+    let lab = Lab::new("mon").unwrap();
+    let pins = TempPinRoot::new("veth-mon");
+    attach_policy(&lab, &pins, Policy::example(), Some(Mode::Monitor));
+    let sip = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    send(&lab, ALLOWED_V4.into(), 5060, 60, SIP_OPTIONS);
+    send(&lab, UNKNOWN_V4.into(), 5060, 70, SIP_OPTIONS);
+    send(&lab, DENIED_V6.into(), 5060, 80, SIP_OPTIONS);
+    let sip = sip.finish(Duration::from_millis(300));
+    assert_eq!(sip.get(&ALLOWED_V4.into()), Some(&60));
+    assert_eq!(sip.get(&UNKNOWN_V4.into()), Some(&70));
+    assert_eq!(sip.get(&DENIED_V6.into()), Some(&80));
+
+    let stats = stats(&lab, &pins);
+    assert_eq!(stats.mode, "monitor");
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, true), 70);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Denylisted, true), 80);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Allowlisted, false), 60);
+    assert_eq!(stats.dropped.packets, 0);
+    assert_eq!(stats.would_drop.packets, 150);
+}
+
+#[test]
+fn tcp_connects_only_from_allowed_sources() {
+    let lab = Lab::new("tcp").unwrap();
+    let pins = TempPinRoot::new("veth-tcp");
+    attach_policy(&lab, &pins, Policy::example(), None);
+    let listener_v4 = lab
+        .sbc
+        .run(|| TcpListener::bind(SocketAddr::new(SBC_V4.into(), 5061)))
+        .unwrap()
+        .unwrap();
+    let listener_v6 = lab
+        .sbc
+        .run(|| TcpListener::bind(SocketAddr::new(SBC_V6.into(), 5061)))
+        .unwrap()
+        .unwrap();
+    let try_connect = |source: IpAddr| {
+        let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), 5061);
+        lab.peer
+            .run(move || tcp_connects(source, dest, Duration::from_millis(1500)))
+            .unwrap()
+    };
+    assert!(try_connect(ALLOWED_V4.into()), "allowlisted v4 connects");
+    assert!(try_connect(ALLOWED_V6.into()), "allowlisted v6 connects");
+    assert!(!try_connect(UNKNOWN_V4.into()), "unknown v4 is dropped");
+    assert!(!try_connect(DENIED_V4.into()), "denied v4 is dropped");
+    assert!(!try_connect(UNKNOWN_V6.into()), "unknown v6 is dropped");
+    assert!(!try_connect(DENIED_V6.into()), "denied v6 is dropped");
+    drop((listener_v4, listener_v6));
+
+    let stats = stats(&lab, &pins);
+    // Every SYN (and retransmission) of the refused connections was dropped and counted.
+    assert!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, false) >= 2);
+    assert!(packets(&stats, Zone::Trunk, Reason::Denylisted, false) >= 2);
+    assert!(packets(&stats, Zone::Trunk, Reason::Allowlisted, false) >= 6, "SYN, ACK, FIN...");
+}
+
+/// A VLAN (802.1Q) and a QinQ (802.1ad + 802.1Q) link on top of the veth pair; the program on the
+/// parent veth sees the tags in the frame.
+#[test]
+fn vlan_and_qinq_tagged_sip_is_judged_by_source() {
+    let lab = Lab::new("vlan").unwrap();
+    let pins = TempPinRoot::new("veth-vlan");
+    // Tags must be in the frame, not in skb metadata, for the receiving XDP program to see them.
+    lab.peer
+        .exec("ethtool", &["-K", "peer0", "txvlan", "off", "tx-vlan-stag-hw-insert", "off"])
+        .unwrap();
+    let setup = |ns: &NetNs, parent: &str, addrs: [&str; 2]| {
+        ns.ip(&["link", "add", "link", parent, "name", "v100", "type", "vlan", "id", "100"])
+            .unwrap();
+        ns.ip(&[
+            "link", "add", "link", parent, "name", "s200", "type", "vlan", "proto", "802.1ad",
+            "id", "200",
+        ])
+        .unwrap();
+        ns.ip(&["link", "add", "link", "s200", "name", "q300", "type", "vlan", "id", "300"])
+            .unwrap();
+        for dev in ["v100", "s200", "q300"] {
+            ns.ip(&["link", "set", dev, "up"]).unwrap();
+        }
+        add_addr(ns, "v100", addrs[0]).unwrap();
+        add_addr(ns, "q300", addrs[1]).unwrap();
+    };
+    setup(&lab.sbc, "sbc0", ["198.19.100.1/24", "198.19.200.1/24"]);
+    setup(&lab.peer, "peer0", ["198.19.100.10/24", "198.19.200.10/24"]);
+    add_addr(&lab.peer, "v100", "198.19.100.20/24").unwrap();
+    add_addr(&lab.peer, "q300", "198.19.200.20/24").unwrap();
+
+    let policy = Policy::parse(
+        "mode = \"enforce\"\n[[allow]]\ncidrs = [\"198.19.100.10\", \"198.19.200.10\"]\n",
+        "vlan.toml",
+    )
+    .unwrap();
+    attach_policy(&lab, &pins, policy, None);
+    let sip = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    for (source, dest, count) in [
+        ("198.19.100.10", "198.19.100.1", 23),
+        ("198.19.100.20", "198.19.100.1", 29),
+        ("198.19.200.10", "198.19.200.1", 31),
+        ("198.19.200.20", "198.19.200.1", 37),
+    ] {
+        let source: IpAddr = source.parse().unwrap();
+        let dest = SocketAddr::new(dest.parse().unwrap(), 5060);
+        lab.peer
+            .run(move || send_udp(source, dest, count, SIP_OPTIONS))
+            .unwrap()
+            .unwrap();
+    }
+    let sip = sip.finish(Duration::from_millis(300));
+    assert_eq!(sip.get(&"198.19.100.10".parse().unwrap()), Some(&23), "{sip:?}");
+    assert_eq!(sip.get(&"198.19.200.10".parse().unwrap()), Some(&31), "{sip:?}");
+    assert_eq!(sip.len(), 2, "{sip:?}");
+    let stats = stats(&lab, &pins);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Allowlisted, false), 23 + 31);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, false), 29 + 37);
+}
+
+/// Datagrams larger than the MTU leave the kernel as fragments; later fragments inherit the first
+/// fragment's verdict.
+#[test]
+fn fragmented_sip_follows_its_first_fragment() {
+    let lab = Lab::new("frag").unwrap();
+    let pins = TempPinRoot::new("veth-frag");
+    attach_policy(&lab, &pins, Policy::example(), None);
+    let sip = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    // 3000 bytes over a 1500 MTU: three fragments each (v4 and v6).
+    static BIG: [u8; 3000] = [b'x'; 3000];
+    for (source, count) in [
+        (IpAddr::from(ALLOWED_V4), 13),
+        (UNKNOWN_V4.into(), 17),
+        (ALLOWED_V6.into(), 19),
+        (UNKNOWN_V6.into(), 11),
+    ] {
+        send(&lab, source, 5060, count, &BIG);
+    }
+    let sip = sip.finish(Duration::from_millis(300));
+    assert_eq!(sip.get(&ALLOWED_V4.into()), Some(&13), "{sip:?}");
+    assert_eq!(sip.get(&ALLOWED_V6.into()), Some(&19), "{sip:?}");
+    assert_eq!(sip.len(), 2, "{sip:?}");
+    let stats = stats(&lab, &pins);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Allowlisted, false), 3 * (13 + 19));
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, false), 3 * (17 + 11));
+    assert_eq!(packets(&stats, Zone::Unknown, Reason::FragmentUntracked, false), 0);
+}
+
+/// IPv6 with a destination-options header set by the sending socket (IPV6_DSTOPTS).
+#[test]
+fn ipv6_extension_headers_do_not_hide_the_source() {
+    let lab = Lab::new("ext").unwrap();
+    let pins = TempPinRoot::new("veth-ext");
+    attach_policy(&lab, &pins, Policy::example(), None);
+    let sip = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    for (source, count) in [(ALLOWED_V6, 14), (UNKNOWN_V6, 9)] {
+        let dest = SocketAddr::new(SBC_V6.into(), 5060);
+        lab.peer
+            .run(move || {
+                let socket = std::net::UdpSocket::bind(SocketAddr::new(source.into(), 0)).unwrap();
+                // Destination options: next header, length 0 (8 bytes), PadN of 4 bytes.
+                let dstopts: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+                // SAFETY: valid socket and option buffer.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&socket),
+                        libc::IPPROTO_IPV6,
+                        libc::IPV6_DSTOPTS,
+                        dstopts.as_ptr().cast(),
+                        dstopts.len() as u32,
+                    )
+                };
+                assert_eq!(rc, 0, "IPV6_DSTOPTS: {}", std::io::Error::last_os_error());
+                for _ in 0..count {
+                    socket.send_to(SIP_OPTIONS, dest).unwrap();
+                }
+            })
+            .unwrap();
+    }
+    let sip = sip.finish(Duration::from_millis(300));
+    assert_eq!(sip.get(&ALLOWED_V6.into()), Some(&14), "{sip:?}");
+    assert_eq!(sip.len(), 1, "{sip:?}");
+    let stats = stats(&lab, &pins);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::Allowlisted, false), 14);
+    assert_eq!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, false), 9);
+}
