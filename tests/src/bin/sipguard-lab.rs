@@ -1,0 +1,184 @@
+//! sipguard's lab runner (`cargo xtask demo` builds and runs it): sipguard in network namespaces,
+//! end to end, with the real CLI binary.
+//!
+//! ```text
+//!   netns sg-demo-peer-*                         netns sg-demo-sbc-*
+//!   peer0: 198.18.1.10   2001:db8:1::10 (allow)  sbc0: 198.18.0.1  2001:db8::1
+//!          198.18.2.10   2001:db8:2::10 (none)   <== sipguard (native XDP)
+//!          198.18.66.10  2001:db8:66::10 (deny)      UDP/TCP listeners on 5060, 5061
+//! ```
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use sipguard_tests::lab::{
+    ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, Lab, SBC_IF, UNKNOWN_V4, UNKNOWN_V6, UdpCounter,
+    send_udp, tcp_connects,
+};
+
+#[derive(Parser)]
+#[command(name = "sipguard-lab")]
+struct Cli {
+    /// The sipguard binary to drive.
+    #[arg(long, env = "SIPGUARD_BIN", default_value = "sipguard")]
+    sipguard: PathBuf,
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Attach sipguard in a two-namespace lab, send allowed and unwanted SIP, report, clean up.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// SIP OPTIONS datagrams per source.
+    #[arg(long, default_value_t = 20)]
+    datagrams: usize,
+}
+
+fn main() -> Result<()> {
+    sipguard_tests::require_root();
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Demo(args) => demo(&cli.sipguard, args),
+    }
+}
+
+const PIN_ROOT: &str = "/sys/fs/bpf/sipguard-demo";
+
+/// One SIP OPTIONS request, as a carrier's keepalive would send it.
+fn options(source: IpAddr, dest: IpAddr) -> Vec<u8> {
+    let host = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!(
+        "OPTIONS sip:ping@{d} SIP/2.0\r\nVia: SIP/2.0/UDP {s}:5060;branch=z9hG4bK-demo\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:demo@{s}>;tag=demo\r\nTo: <sip:ping@{d}>\r\n\
+         Call-ID: demo@{s}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        s = host(source),
+        d = host(dest)
+    )
+    .into_bytes()
+}
+
+struct Row {
+    source: IpAddr,
+    listed: &'static str,
+    sent: usize,
+    received: usize,
+    tcp: bool,
+}
+
+fn demo(bin: &Path, args: DemoArgs) -> Result<()> {
+    println!("\n== sipguard demo: a peer with allowlisted, unknown and denylisted addresses sends SIP to an SBC ==");
+    let lab = Lab::new("demo").context("create the lab namespaces")?;
+    let policy_dir = std::env::temp_dir().join(format!("sipguard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&policy_dir)?;
+    let policy = policy_dir.join("policy.toml");
+    std::fs::write(&policy, sipguard::policy::EXAMPLE_POLICY)?;
+    println!("policy ({}):\n", policy.display());
+    for line in sipguard::policy::EXAMPLE_POLICY.lines() {
+        println!("    {line}");
+    }
+
+    let cli = |args: &[&str]| -> Result<String> {
+        let mut all = vec!["--pin-root", PIN_ROOT, "--netns", lab.sbc.name()];
+        all.extend_from_slice(args);
+        println!("\n$ sipguard {}", all.join(" "));
+        let output = Command::new(bin)
+            .args(&all)
+            .output()
+            .with_context(|| format!("run {}", bin.display()))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        print!("{stdout}");
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            bail!("sipguard {} failed", args.join(" "));
+        }
+        Ok(stdout)
+    };
+    let result = (|| -> Result<()> {
+        cli(&["attach", "--iface", SBC_IF, "--xdp-mode", "native", "--policy", &policy.to_string_lossy()])?;
+        let rows = exchange(&lab, args.datagrams)?;
+        print_rows(&rows);
+        cli(&["stats", "--iface", SBC_IF])?;
+        cli(&["status", "--iface", SBC_IF])?;
+        Ok(())
+    })();
+    let detached = cli(&["detach", "--iface", SBC_IF]);
+    let _ = std::fs::remove_dir_all(&policy_dir);
+    drop(lab);
+    let _ = std::fs::remove_dir(PIN_ROOT);
+    println!("\nlab removed (namespaces, veth pair, pins under {PIN_ROOT})");
+    result?;
+    detached?;
+    Ok(())
+}
+
+fn exchange(lab: &Lab, datagrams: usize) -> Result<Vec<Row>> {
+    let udp = UdpCounter::start(&lab.sbc, 5060)?;
+    let listeners: Vec<TcpListener> = [Lab::sbc_addr(false), Lab::sbc_addr(true)]
+        .into_iter()
+        .map(|ip| lab.sbc.run(move || TcpListener::bind(SocketAddr::new(ip, 5061))))
+        .collect::<Result<Result<_, _>, _>>()??;
+    let sources: [(IpAddr, &str); 6] = [
+        (ALLOWED_V4.into(), "allow"),
+        (UNKNOWN_V4.into(), "-"),
+        (DENIED_V4.into(), "deny"),
+        (ALLOWED_V6.into(), "allow"),
+        (UNKNOWN_V6.into(), "-"),
+        (DENIED_V6.into(), "deny"),
+    ];
+    let mut rows = Vec::new();
+    for (source, listed) in sources {
+        let dest_ip = Lab::sbc_addr(source.is_ipv6());
+        let payload = options(source, dest_ip);
+        lab.peer
+            .run(move || send_udp(source, SocketAddr::new(dest_ip, 5060), datagrams, &payload))??;
+        let tcp = lab.peer.run(move || {
+            tcp_connects(source, SocketAddr::new(dest_ip, 5061), Duration::from_millis(800))
+        })?;
+        rows.push(Row {
+            source,
+            listed,
+            sent: datagrams,
+            received: 0,
+            tcp,
+        });
+    }
+    let counts = udp.finish(Duration::from_millis(300));
+    for row in &mut rows {
+        row.received = counts.get(&row.source).copied().unwrap_or(0);
+    }
+    drop(listeners);
+    Ok(rows)
+}
+
+fn print_rows(rows: &[Row]) {
+    println!("\nwhat reached the SBC (listeners behind the filter):");
+    println!(
+        "  {:<18} {:<6} {:>13} {:>14}  {:<22}",
+        "SOURCE", "LIST", "UDP/5060 SENT", "UDP RECEIVED", "TCP/5061 (SIP over TLS)"
+    );
+    for row in rows {
+        println!(
+            "  {:<18} {:<6} {:>13} {:>14}  {:<22}",
+            row.source.to_string(),
+            row.listed,
+            row.sent,
+            row.received,
+            if row.tcp { "connected" } else { "no answer (dropped)" }
+        );
+    }
+}
+

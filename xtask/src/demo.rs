@@ -1,0 +1,27 @@
+//! `cargo xtask demo`: build, then run the lab's demo with the release binaries.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::util::{cmd, require_root, run_with, setup, workspace_root};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Extra arguments for `sipguard-lab demo` (e.g. `--datagrams 50`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    require_root("demo")?;
+    setup()?;
+    cmd("cargo", &["build", "--release", "-p", "sipguard", "-p", "sipguard-tests", "--bins"])?;
+    let release = workspace_root().join("target/release");
+    run_with(
+        Command::new(release.join("sipguard-lab"))
+            .arg("demo")
+            .args(&args.rest)
+            .env("SIPGUARD_BIN", release.join("sipguard")),
+    )
+}

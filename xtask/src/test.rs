@@ -1,0 +1,64 @@
+//! `cargo xtask test` and `cargo xtask lint`.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::util::{cmd, require_root, run_with, setup, workspace_root};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip fmt/clippy.
+    #[arg(long)]
+    no_lint: bool,
+    /// Only run test names containing this (passed to the test harness).
+    filter: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    require_root("test")?;
+    setup()?;
+    if !args.no_lint {
+        lint()?;
+    }
+    // The CLI tests run the binary; build it first so they find it next to them.
+    cmd("cargo", &["build", "--all-targets"])?;
+    let bin = workspace_root().join("target/debug/sipguard");
+    let mut filter: Vec<&str> = Vec::new();
+    if let Some(f) = &args.filter {
+        filter.push(f);
+    }
+    // Host unit tests: parser, decisions, policy files, ABI layout.
+    let mut host = vec!["test", "-p", "sipguard-common", "-p", "sipguard", "--"];
+    host.extend(&filter);
+    cmd("cargo", &host)?;
+    // Kernel and network tests (root): test_run on crafted frames, veth namespaces, the CLI.
+    let mut kernel = vec!["test", "-p", "sipguard-tests", "--"];
+    kernel.extend(&filter);
+    run_with(
+        Command::new("cargo")
+            .args(&kernel)
+            .env("SIPGUARD_BIN", &bin)
+            .env("RUST_BACKTRACE", "1"),
+    )?;
+    eprintln!("all test suites passed");
+    Ok(())
+}
+
+pub fn lint() -> Result<()> {
+    cmd("cargo", &["fmt", "--all", "--", "--check"])?;
+    cmd(
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--exclude", "sipguard-ebpf", "--", "-D", "warnings"],
+    )?;
+    // The eBPF crate only builds for the BPF target, with nightly.
+    run_with(
+        Command::new("rustup")
+            .args(["run", "nightly", "cargo", "clippy", "-p", "sipguard-ebpf"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .env_remove("RUSTC"),
+    )
+}
