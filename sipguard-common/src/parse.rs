@@ -344,20 +344,23 @@ fn parse_l4<F: Frame + ?Sized>(
     offset: usize,
     len: usize,
 ) -> Parsed {
+    if let Fragment::Later { .. } = packet.fragment {
+        // IPv6 reassembly takes the next header from the first fragment and ignores what later
+        // ones announce; IPv4 keys reassembly by protocol, and AH may hide UDP/TCP.
+        let maybe_sip = match packet.family {
+            Family::V6 => true,
+            Family::V4 => matches!(packet.proto, IPPROTO_UDP | IPPROTO_TCP | IPPROTO_AH),
+        };
+        if maybe_sip {
+            packet.l4 = L4::Hidden(Hidden::LaterFragment);
+        }
+        return Parsed::Ip(packet);
+    }
     let transport = match packet.proto {
         IPPROTO_UDP => Transport::Udp,
         IPPROTO_TCP => Transport::Tcp,
-        // Behind a later fragment, an extension header may still hide UDP/TCP.
-        next if is_ipv6_ext(next) && matches!(packet.fragment, Fragment::Later { .. }) => {
-            packet.l4 = L4::Hidden(Hidden::LaterFragment);
-            return Parsed::Ip(packet);
-        }
         _ => return Parsed::Ip(packet),
     };
-    if let Fragment::Later { .. } = packet.fragment {
-        packet.l4 = L4::Hidden(Hidden::LaterFragment);
-        return Parsed::Ip(packet);
-    }
     if offset > MAX_L4_OFFSET {
         packet.l4 = L4::Hidden(Hidden::ChainTooLong);
         return Parsed::Ip(packet);

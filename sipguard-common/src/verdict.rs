@@ -44,38 +44,40 @@ pub fn decide<V: PolicyView>(parsed: &Parsed, view: &V) -> Verdict {
         Parsed::TooDeep => return Verdict::new(Reason::Unparsed, Zone::Unknown),
         Parsed::Ip(packet) => packet,
     };
-    match packet.l4 {
+    let verdict = match packet.l4 {
         L4::Other => Verdict::new(Reason::NotSip, Zone::None),
         L4::Ports {
             transport, dport, ..
         } => {
             let zone = view.zone(transport, dport);
-            let verdict = if zone == Zone::None {
+            if zone == Zone::None {
                 Verdict::new(Reason::NotSip, Zone::None)
             } else {
                 judge_source(view, packet, zone, Reason::NotAllowlisted)
-            };
-            remember_first_fragment(view, packet, verdict);
-            verdict
-        }
-        L4::Hidden(Hidden::LaterFragment) => match view.fragment_policy() {
-            FragmentPolicy::Pass => Verdict::new(Reason::FragmentPassed, Zone::Unknown),
-            FragmentPolicy::Source => {
-                judge_source(view, packet, Zone::Unknown, Reason::NotAllowlisted)
             }
-            FragmentPolicy::Inherit => match view.recall_fragment(&fragment_key(packet)) {
-                Some(first) => Verdict::new(
-                    Reason::from_u8(first.reason).unwrap_or(Reason::FragmentUntracked),
-                    Zone::from_u8(first.zone),
-                ),
-                None => judge_source(view, packet, Zone::Unknown, Reason::FragmentUntracked),
-            },
-        },
-        L4::Hidden(Hidden::TinyFirstFragment | Hidden::ChainTooLong) => {
-            let verdict = judge_source(view, packet, Zone::Unknown, Reason::Unparsed);
-            remember_first_fragment(view, packet, verdict);
-            verdict
         }
+        L4::Hidden(Hidden::LaterFragment) => return later_fragment(view, packet),
+        L4::Hidden(Hidden::TinyFirstFragment | Hidden::ChainTooLong) => {
+            judge_source(view, packet, Zone::Unknown, Reason::Unparsed)
+        }
+    };
+    // Later fragments of every datagram, SIP or not, follow their first fragment.
+    remember_first_fragment(view, packet, verdict);
+    verdict
+}
+
+#[inline(always)]
+fn later_fragment<V: PolicyView>(view: &V, packet: &IpPacket) -> Verdict {
+    match view.fragment_policy() {
+        FragmentPolicy::Pass => Verdict::new(Reason::FragmentPassed, Zone::Unknown),
+        FragmentPolicy::Source => judge_source(view, packet, Zone::Unknown, Reason::NotAllowlisted),
+        FragmentPolicy::Inherit => match view.recall_fragment(&fragment_key(packet)) {
+            Some(first) => Verdict::new(
+                Reason::from_u8(first.reason).unwrap_or(Reason::FragmentUntracked),
+                Zone::from_u8(first.zone),
+            ),
+            None => judge_source(view, packet, Zone::Unknown, Reason::FragmentUntracked),
+        },
     }
 }
 

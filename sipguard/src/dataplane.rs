@@ -264,11 +264,11 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
     let mut loaded = load_prepared(target, prepared, request.policy, request.mode)?;
     let mut meta = loaded.state.meta()?;
     let program = loaded.program();
-    let (replaced_program, xdp_mode) =
-        match replace_in_link(program, &target.link_pin(), if_index)? {
-            true => (true, meta.xdp_mode),
-            false => (false, attach_new_link(program, target, request.xdp_mode)?),
-        };
+    let (replaced_program, xdp_mode) = match replace_in_link(program, &target.link_pin(), if_index)?
+    {
+        true => (true, meta.xdp_mode),
+        false => (false, attach_new_link(program, target, request.xdp_mode)?),
+    };
     let program_id = pinned_link_info(&target.link_pin()).map_or(0, |info| info.prog_id);
 
     meta.attached_at_unix = now_unix();
@@ -411,10 +411,18 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
     let link_pin = target.link_pin();
     let unlinked = link_pin.exists();
     if unlinked {
+        let link_id = pinned_link_info(&link_pin).map(|info| info.id);
         fs::remove_file(&link_pin).map_err(|source| StateError::Io {
             what: format!("remove {}", link_pin.display()),
             source,
         })?;
+        // The kernel releases a link asynchronously; return once the program is really gone.
+        if let Some(id) = link_id {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while link_exists(id) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
     }
     if !keep_state {
         for entry in fs::read_dir(&dir).map_err(|source| StateError::Io {
@@ -529,4 +537,35 @@ fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
         )
     };
     (rc == 0 && info.link_type == BPF_LINK_TYPE_XDP).then_some(info)
+}
+
+/// Whether the kernel still holds the BPF link with this id.
+fn link_exists(id: u32) -> bool {
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    #[repr(C)]
+    struct IdAttr {
+        link_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = IdAttr {
+        link_id: id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: attr is a valid BPF_LINK_GET_FD_BY_ID attribute.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_GET_FD_BY_ID,
+            &mut attr as *mut IdAttr,
+            size_of::<IdAttr>(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the kernel just gave us this fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    true
 }

@@ -71,18 +71,22 @@ impl TestFilter {
         self.loaded.state.counters().expect("read counters")
     }
 
-    /// Runs the program once on `frame` and returns its action only.
-    pub fn action(&mut self, frame: &[u8]) -> u32 {
-        let result = self
-            .loaded
+    /// Runs the program once on `frame`; the kernel may refuse the frame.
+    pub fn try_run(&mut self, frame: &[u8]) -> Result<u32, aya::programs::ProgramError> {
+        self.loaded
             .program()
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 repeat: 1,
                 ..TestRunOptions::default()
             })
-            .unwrap_or_else(|e| panic!("test_run on a {}-byte frame: {e}", frame.len()));
-        result.return_value
+            .map(|result| result.return_value)
+    }
+
+    /// Runs the program once on `frame` and returns its action only.
+    pub fn action(&mut self, frame: &[u8]) -> u32 {
+        self.try_run(frame)
+            .unwrap_or_else(|e| panic!("test_run on a {}-byte frame: {e}", frame.len()))
     }
 
     /// Runs the program once on `frame`; the counter slot that moved names the verdict.

@@ -49,6 +49,45 @@ impl Lab {
         for source in [ALLOWED_V6, UNKNOWN_V6, DENIED_V6] {
             add_addr(&peer, PEER_IF, &format!("{source}/32"))?;
         }
+        // Static neighbours: a burst sent before ARP/NDP resolves would overflow the kernel's
+        // unresolved queue and lose datagrams that the filter never saw.
+        let sbc_mac = mac_text(&sbc, SBC_IF)?;
+        let peer_mac = mac_text(&peer, PEER_IF)?;
+        for addr in [SBC_V4.to_string(), SBC_V6.to_string()] {
+            peer.ip(&[
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                &sbc_mac,
+                "dev",
+                PEER_IF,
+                "nud",
+                "permanent",
+            ])?;
+        }
+        let sources: [IpAddr; 6] = [
+            ALLOWED_V4.into(),
+            UNKNOWN_V4.into(),
+            DENIED_V4.into(),
+            ALLOWED_V6.into(),
+            UNKNOWN_V6.into(),
+            DENIED_V6.into(),
+        ];
+        for addr in sources {
+            let addr = addr.to_string();
+            sbc.ip(&[
+                "neigh",
+                "replace",
+                &addr,
+                "lladdr",
+                &peer_mac,
+                "dev",
+                SBC_IF,
+                "nud",
+                "permanent",
+            ])?;
+        }
         Ok(Lab { peer, sbc })
     }
 
@@ -66,7 +105,10 @@ pub fn send_udp(source: IpAddr, dest: SocketAddr, count: usize, payload: &[u8]) 
         loop {
             match socket.send_to(payload, dest) {
                 Ok(_) => break,
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.raw_os_error() == Some(libc::ENOBUFS) => {
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
                     std::thread::sleep(Duration::from_micros(200));
                 }
                 Err(e) => return Err(e.into()),
@@ -78,7 +120,11 @@ pub fn send_udp(source: IpAddr, dest: SocketAddr, count: usize, payload: &[u8]) 
 
 /// Tries a TCP connection from `source` to `dest`; true when it is accepted within `timeout`.
 pub fn tcp_connects(source: IpAddr, dest: SocketAddr, timeout: Duration) -> bool {
-    let domain = if dest.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    let domain = if dest.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
     // std's TcpStream cannot bind before connecting; do it by hand.
     // SAFETY: plain socket calls with valid sockaddr buffers.
     unsafe {
@@ -153,7 +199,8 @@ impl UdpCounter {
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
         let handle = ns.spawn(move || {
-            let socket = match UdpSocket::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)) {
+            let socket = match UdpSocket::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port))
+            {
                 Ok(socket) => socket,
                 Err(e) => {
                     let _ = bound_tx.send(Err(e.to_string()));
@@ -206,4 +253,140 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(20));
     }
     condition()
+}
+
+/// Sends raw Ethernet frames out of `iface` (AF_PACKET). Call inside the sending namespace.
+pub fn inject(iface: &str, frames: &[Vec<u8>]) -> Result<()> {
+    let index = sipguard::dataplane::ifindex(iface)
+        .ok_or_else(|| anyhow::anyhow!("no interface {iface}"))?;
+    // SAFETY: plain socket calls; the sockaddr_ll is fully initialised.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            anyhow::bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+        }
+        let socket = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = index as i32;
+        addr.sll_halen = 6;
+        for frame in frames {
+            let sent = libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            if sent != frame.len() as isize {
+                anyhow::bail!("AF_PACKET send: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything that arrives on an interface after XDP let it pass (an AF_PACKET tap).
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<Vec<u8>>>,
+}
+
+impl Capture {
+    pub fn start(ns: &NetNs, iface: &str) -> Result<Capture> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let iface = iface.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = ns.spawn(move || {
+            let mut frames = Vec::new();
+            // SAFETY: plain socket calls with initialised buffers.
+            unsafe {
+                let protocol = (libc::ETH_P_ALL as u16).to_be() as i32;
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    protocol,
+                );
+                let index = sipguard::dataplane::ifindex(&iface).unwrap_or(0);
+                if fd < 0 || index == 0 {
+                    let _ = ready_tx.send(Err(std::io::Error::last_os_error().to_string()));
+                    return frames;
+                }
+                let socket = <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = protocol as u16;
+                addr.sll_ifindex = index as i32;
+                libc::bind(
+                    fd,
+                    &addr as *const libc::sockaddr_ll as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                let timeout = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 50_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                let _ = ready_tx.send(Ok(()));
+                let mut buffer = vec![0u8; 65_536];
+                loop {
+                    let n = libc::recv(
+                        std::os::fd::AsRawFd::as_raw_fd(&socket),
+                        buffer.as_mut_ptr().cast(),
+                        buffer.len(),
+                        0,
+                    );
+                    if n > 0 {
+                        frames.push(buffer[..n as usize].to_vec());
+                    } else if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+            frames
+        })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Capture { stop, handle }),
+            Ok(Err(e)) => anyhow::bail!("capture on {}: {e}", ns.name()),
+            Err(_) => anyhow::bail!("capture thread died"),
+        }
+    }
+
+    /// Waits `quiet`, stops, returns the frames seen.
+    pub fn finish(self, quiet: Duration) -> Vec<Vec<u8>> {
+        std::thread::sleep(quiet);
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("capture thread")
+    }
+}
+
+/// The MAC address of an interface in a namespace.
+pub fn mac_of(ns: &NetNs, iface: &str) -> Result<[u8; 6]> {
+    let text = ns.ip(&["-o", "link", "show", iface])?;
+    let field = text
+        .split_whitespace()
+        .skip_while(|word| *word != "link/ether")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no MAC in {text}"))?;
+    let mut mac = [0u8; 6];
+    for (slot, part) in mac.iter_mut().zip(field.split(':')) {
+        *slot = u8::from_str_radix(part, 16)?;
+    }
+    Ok(mac)
+}
+
+fn mac_text(ns: &NetNs, iface: &str) -> Result<String> {
+    Ok(mac_of(ns, iface)?
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":"))
 }

@@ -4,6 +4,7 @@
 pub mod frames;
 pub mod harness;
 pub mod lab;
+pub mod model;
 pub mod netns;
 pub mod pins;
 

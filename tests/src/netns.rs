@@ -134,7 +134,17 @@ pub fn veth(a: &NetNs, a_if: &str, b: &NetNs, b_if: &str) -> Result<()> {
     run(
         "ip",
         &[
-            "link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns",
+            "link",
+            "add",
+            a_if,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
             b.name(),
         ],
     )?;

@@ -16,7 +16,8 @@ impl TempPinRoot {
     pub fn new(tag: &str) -> TempPinRoot {
         crate::require_root();
         let base = Path::new("/sys/fs/bpf/sipguard-test");
-        sipguard::state::ensure_bpffs(base).expect("bpffs at /sys/fs/bpf (scripts/setup mounts it)");
+        sipguard::state::ensure_bpffs(base)
+            .expect("bpffs at /sys/fs/bpf (scripts/setup mounts it)");
         let path = base.join(format!(
             "{tag}-{}-{}",
             std::process::id(),

@@ -24,7 +24,8 @@ use sipguard_tests::{
     sipguard_bin,
 };
 
-const PAYLOAD: &[u8] = b"OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+const PAYLOAD: &[u8] =
+    b"OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
 
 /// Policy B keeps the classification of every lab source of the example policy (A) but changes
 /// everything around them.
@@ -140,21 +141,36 @@ fn filtering_outlives_the_controller_and_reattach_swaps_without_a_gap() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write(dir.path(), "policy.toml", sipguard::policy::EXAMPLE_POLICY);
     let cli = Cli::new(&lab, &pins);
-    cli.ok(&["attach", "--iface", SBC_IF, "--policy", &policy, "--xdp-mode", "native"]);
+    cli.ok(&[
+        "attach",
+        "--iface",
+        SBC_IF,
+        "--policy",
+        &policy,
+        "--xdp-mode",
+        "native",
+    ]);
     let first = cli.status();
     assert_eq!(first["attached"], true);
     assert_eq!(first["xdp_mode"], "native");
 
     let listener = UdpCounter::start(&lab.sbc, 5060).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = stream(&lab, vec![ALLOWED_V4.into(), UNKNOWN_V4.into()], stop.clone());
+    let sender = stream(
+        &lab,
+        vec![ALLOWED_V4.into(), UNKNOWN_V4.into()],
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_millis(200));
     let mut program_ids = vec![first["link"]["program_id"].as_u64().unwrap()];
     for _ in 0..5 {
         // No --policy: the pinned policy and counters are kept, only the program is swapped.
         cli.ok(&["attach", "--iface", SBC_IF]);
         let status = cli.status();
-        assert_eq!(status["link"]["link_id"], first["link"]["link_id"], "same link, new program");
+        assert_eq!(
+            status["link"]["link_id"], first["link"]["link_id"],
+            "same link, new program"
+        );
         program_ids.push(status["link"]["program_id"].as_u64().unwrap());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -163,14 +179,34 @@ fn filtering_outlives_the_controller_and_reattach_swaps_without_a_gap() {
     let received = listener.finish(Duration::from_millis(300));
 
     program_ids.dedup();
-    assert_eq!(program_ids.len(), 6, "every attach loaded a new program: {program_ids:?}");
+    assert_eq!(
+        program_ids.len(),
+        6,
+        "every attach loaded a new program: {program_ids:?}"
+    );
     let (allowed_sent, unknown_sent) = (sent[0].1, sent[1].1);
     assert!(allowed_sent > 100, "the stream ran across the re-attaches");
-    assert_eq!(received.get(&ALLOWED_V4.into()), Some(&allowed_sent), "no allowed datagram lost");
-    assert_eq!(received.get(&UNKNOWN_V4.into()), None, "no unknown datagram admitted");
+    assert_eq!(
+        received.get(&ALLOWED_V4.into()),
+        Some(&allowed_sent),
+        "no allowed datagram lost"
+    );
+    assert_eq!(
+        received.get(&UNKNOWN_V4.into()),
+        None,
+        "no unknown datagram admitted"
+    );
     let stats = cli.stats();
-    assert_eq!(stats.get(Zone::Trunk, Reason::Allowlisted, false).packets, allowed_sent as u64);
-    assert_eq!(stats.get(Zone::Trunk, Reason::NotAllowlisted, false).packets, unknown_sent as u64);
+    assert_eq!(
+        stats.get(Zone::Trunk, Reason::Allowlisted, false).packets,
+        allowed_sent as u64
+    );
+    assert_eq!(
+        stats
+            .get(Zone::Trunk, Reason::NotAllowlisted, false)
+            .packets,
+        unknown_sent as u64
+    );
 
     // Detach: the SBC is unprotected again, and the state is gone.
     cli.ok(&["detach", "--iface", SBC_IF]);
@@ -181,7 +217,12 @@ fn filtering_outlives_the_controller_and_reattach_swaps_without_a_gap() {
         .run(move || sipguard_tests::lab::send_udp(UNKNOWN_V4.into(), dest, 10, PAYLOAD))
         .unwrap()
         .unwrap();
-    assert_eq!(listener.finish(Duration::from_millis(200)).get(&UNKNOWN_V4.into()), Some(&10));
+    assert_eq!(
+        listener
+            .finish(Duration::from_millis(200))
+            .get(&UNKNOWN_V4.into()),
+        Some(&10)
+    );
 }
 
 #[test]
@@ -190,10 +231,22 @@ fn hundred_policy_applications_under_traffic_keep_every_classification() {
     let pins = TempPinRoot::new("cli-apply");
     let dir = tempfile::tempdir().unwrap();
     let policy_a = write(dir.path(), "a.toml", sipguard::policy::EXAMPLE_POLICY);
-    write(dir.path(), "carrier-b.txt", "# carrier B\n203.0.113.0/25\n2001:db8:bbbb::/48\n");
+    write(
+        dir.path(),
+        "carrier-b.txt",
+        "# carrier B\n203.0.113.0/25\n2001:db8:bbbb::/48\n",
+    );
     let policy_b = write(dir.path(), "b.toml", POLICY_B);
     let cli = Cli::new(&lab, &pins);
-    cli.ok(&["attach", "--iface", SBC_IF, "--policy", &policy_a, "--xdp-mode", "native"]);
+    cli.ok(&[
+        "attach",
+        "--iface",
+        SBC_IF,
+        "--policy",
+        &policy_a,
+        "--xdp-mode",
+        "native",
+    ]);
 
     let listener = UdpCounter::start(&lab.sbc, 5060).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -216,29 +269,47 @@ fn hundred_policy_applications_under_traffic_keep_every_classification() {
 
     let status = cli.status();
     assert_eq!(status["serial"], 101, "one attach plus 100 applications");
-    assert_eq!(status["policy_file"], policy_a.as_str(), "the last file applied (round 99) was A");
+    assert_eq!(
+        status["policy_file"],
+        policy_a.as_str(),
+        "the last file applied (round 99) was A"
+    );
     for (source, count) in &sent {
         assert!(*count > 50, "{source} kept sending during the applications");
         let got = received.get(source).copied().unwrap_or(0);
         if [IpAddr::from(ALLOWED_V4), ALLOWED_V6.into()].contains(source) {
-            assert_eq!(got, *count, "every datagram from allowlisted {source} arrived");
+            assert_eq!(
+                got, *count,
+                "every datagram from allowlisted {source} arrived"
+            );
         } else {
             assert_eq!(got, 0, "no datagram from denylisted {source} arrived");
         }
     }
     let stats = cli.stats();
     let denied_sent = (sent[2].1 + sent[3].1) as u64;
-    assert_eq!(stats.get(Zone::Trunk, Reason::Denylisted, false).packets, denied_sent);
+    assert_eq!(
+        stats.get(Zone::Trunk, Reason::Denylisted, false).packets,
+        denied_sent
+    );
 }
 
 /// Everything the kernel holds for an interface, both generations, as comparable text.
 fn snapshot(target: &Target) -> String {
     let state = State::open(target).unwrap();
-    let mut text = format!("active {}\nmeta {:?}\n", state.active_generation().unwrap(), state.meta().unwrap());
+    let mut text = format!(
+        "active {}\nmeta {:?}\n",
+        state.active_generation().unwrap(),
+        state.meta().unwrap()
+    );
     for generation in 0..2 {
         let policy = state.policy(generation).unwrap();
         text += &format!("gen {generation} header {:?}\n", policy.header);
-        text += &format!("udp {:?}\ntcp {:?}\n", policy.udp_zone.to_vec(), policy.tcp_zone.to_vec());
+        text += &format!(
+            "udp {:?}\ntcp {:?}\n",
+            policy.udp_zone.to_vec(),
+            policy.tcp_zone.to_vec()
+        );
         for list in [List::Allow, List::Deny] {
             text += &format!("{list:?} {:?}\n", state.rules(generation, list).unwrap());
         }
@@ -258,29 +329,71 @@ fn bad_policy_files_change_nothing_in_the_kernel() {
     cli.ok(&["allow", "add", "--iface", SBC_IF, "192.0.2.55"]);
     let before = snapshot(&cli.target());
 
-    write(dir.path(), "bad-list.txt", "198.51.100.0/24\n198.51.100.300\n");
+    write(
+        dir.path(),
+        "bad-list.txt",
+        "198.51.100.0/24\n198.51.100.300\n",
+    );
     let cases = [
-        ("cidr.toml", "[[allow]]\ncidrs = [\"198.18.1.0/24\", \"198.18.1.1/24\"]\n", "cidr.toml:2:"),
-        ("key.toml", "mode = \"enforce\"\nallowlist = []\n", "key.toml:2: unknown field `allowlist`"),
-        ("missing.toml", "[[deny]]\nfiles = [\"nope.txt\"]\n", "missing.toml:2: cannot read list file"),
-        ("list.toml", "[[allow]]\nfiles = [\"bad-list.txt\"]\n", "bad-list.txt:2: '198.51.100.300'"),
-        ("conflict.toml", "[[allow]]\ncidrs = [\"198.18.9.9\"]\n[[deny]]\ncidrs = [\"198.18.9.9\"]\n", "conflict.toml:4:"),
+        (
+            "cidr.toml",
+            "[[allow]]\ncidrs = [\"198.18.1.0/24\", \"198.18.1.1/24\"]\n",
+            "cidr.toml:2:",
+        ),
+        (
+            "key.toml",
+            "mode = \"enforce\"\nallowlist = []\n",
+            "key.toml:2: unknown field `allowlist`",
+        ),
+        (
+            "missing.toml",
+            "[[deny]]\nfiles = [\"nope.txt\"]\n",
+            "missing.toml:2: cannot read list file",
+        ),
+        (
+            "list.toml",
+            "[[allow]]\nfiles = [\"bad-list.txt\"]\n",
+            "bad-list.txt:2: '198.51.100.300'",
+        ),
+        (
+            "conflict.toml",
+            "[[allow]]\ncidrs = [\"198.18.9.9\"]\n[[deny]]\ncidrs = [\"198.18.9.9\"]\n",
+            "conflict.toml:4:",
+        ),
         ("syntax.toml", "[[allow]\ncidrs = []\n", "syntax.toml:1:"),
-        ("port.toml", "[ports]\nudp = [5060, 0]\n", "port.toml:2: udp port 0"),
+        (
+            "port.toml",
+            "[ports]\nudp = [5060, 0]\n",
+            "port.toml:2: udp port 0",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = write(dir.path(), name, text);
         let output = cli.run(&["apply", "--iface", SBC_IF, &path]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(3), "{name}: {stderr}");
-        assert!(stderr.contains(expected), "{name}: expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{name}: expected {expected:?} in {stderr}"
+        );
         assert!(stderr.contains("nothing was applied"), "{stderr}");
-        assert_eq!(snapshot(&cli.target()), before, "{name} changed the kernel state");
+        assert_eq!(
+            snapshot(&cli.target()),
+            before,
+            "{name} changed the kernel state"
+        );
     }
     let output = cli.run(&["apply", "--iface", SBC_IF, "/nonexistent/policy.toml"]);
     assert_eq!(output.status.code(), Some(3));
     // A refused runtime change is all or nothing as well.
-    let output = cli.run(&["allow", "del", "--iface", SBC_IF, "192.0.2.55", "192.0.2.56"]);
+    let output = cli.run(&[
+        "allow",
+        "del",
+        "--iface",
+        SBC_IF,
+        "192.0.2.55",
+        "192.0.2.56",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("192.0.2.56/32"));
     let output = cli.run(&["deny", "add", "--iface", SBC_IF, "192.0.2.0/33"]);
@@ -312,7 +425,11 @@ fn runtime_entries_act_at_once_and_survive_apply() {
     };
     assert_eq!(send_unknown(5), 0);
     cli.ok(&["allow", "add", "--iface", SBC_IF, "198.18.2.0/24"]);
-    assert_eq!(send_unknown(6), 6, "a runtime allow entry acts on the next packet");
+    assert_eq!(
+        send_unknown(6),
+        6,
+        "a runtime allow entry acts on the next packet"
+    );
     cli.ok(&["apply", "--iface", SBC_IF, &policy]);
     assert_eq!(send_unknown(7), 7, "runtime entries survive apply");
     let listed: serde_json::Value =
@@ -335,13 +452,25 @@ fn runtime_entries_act_at_once_and_survive_apply() {
     assert_eq!(cli.ok(&["mode", "--iface", SBC_IF]).trim(), "monitor");
     assert_eq!(send_unknown(8), 8, "monitor mode passes");
     let stats = cli.stats();
-    assert_eq!(stats.get(Zone::Trunk, Reason::NotAllowlisted, true).packets, 8);
-    assert_eq!(stats.get(Zone::Trunk, Reason::NotAllowlisted, false).packets, 5 + 3);
+    assert_eq!(
+        stats.get(Zone::Trunk, Reason::NotAllowlisted, true).packets,
+        8
+    );
+    assert_eq!(
+        stats
+            .get(Zone::Trunk, Reason::NotAllowlisted, false)
+            .packets,
+        5 + 3
+    );
     assert_eq!(stats.get(Zone::Trunk, Reason::Denylisted, false).packets, 4);
 
     let state = State::open(&cli.target()).unwrap();
-    let allow = state.rules(state.active_generation().unwrap(), List::Allow).unwrap();
-    assert!(!allow.contains_key(&Prefix::from("198.18.2.0/24".parse::<ipnet::IpNet>().unwrap())));
+    let allow = state
+        .rules(state.active_generation().unwrap(), List::Allow)
+        .unwrap();
+    assert!(!allow.contains_key(&Prefix::from(
+        "198.18.2.0/24".parse::<ipnet::IpNet>().unwrap()
+    )));
 }
 
 #[test]
@@ -356,8 +485,19 @@ fn state_from_an_incompatible_build_is_refused_and_left_alone() {
     sipguard_tests::netns::run(
         "bpftool",
         &[
-            "map", "create", meta_pin.to_str().unwrap(), "type", "array", "key", "4", "value", "8",
-            "entries", "1", "name", "SG_META",
+            "map",
+            "create",
+            meta_pin.to_str().unwrap(),
+            "type",
+            "array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "1",
+            "name",
+            "SG_META",
         ],
     )
     .unwrap();
@@ -367,10 +507,24 @@ fn state_from_an_incompatible_build_is_refused_and_left_alone() {
     assert!(stderr.contains("incompatible sipguard build"), "{stderr}");
     assert!(stderr.contains("SG_META"), "{stderr}");
     let remaining: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(remaining.len(), 1, "nothing was created beside the foreign map");
-    assert!(!lab.sbc.ip(&["link", "show", SBC_IF]).unwrap().contains("xdp"), "not attached");
+    assert_eq!(
+        remaining.len(),
+        1,
+        "nothing was created beside the foreign map"
+    );
+    assert!(
+        !lab.sbc
+            .ip(&["link", "show", SBC_IF])
+            .unwrap()
+            .contains("xdp"),
+        "not attached"
+    );
     // detach clears it so that a fresh attach works.
     cli.ok(&["detach", "--iface", SBC_IF]);
     cli.ok(&["attach", "--iface", SBC_IF]);
-    assert_eq!(cli.status()["mode"], "monitor", "a fresh attach starts in monitor mode");
+    assert_eq!(
+        cli.status()["mode"],
+        "monitor",
+        "a fresh attach starts in monitor mode"
+    );
 }

@@ -16,7 +16,18 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     require_root("demo")?;
     setup()?;
-    cmd("cargo", &["build", "--release", "-p", "sipguard", "-p", "sipguard-tests", "--bins"])?;
+    cmd(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "sipguard",
+            "-p",
+            "sipguard-tests",
+            "--bins",
+        ],
+    )?;
     let release = workspace_root().join("target/release");
     run_with(
         Command::new(release.join("sipguard-lab"))

@@ -49,7 +49,16 @@ pub fn lint() -> Result<()> {
     cmd("cargo", &["fmt", "--all", "--", "--check"])?;
     cmd(
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--exclude", "sipguard-ebpf", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--exclude",
+            "sipguard-ebpf",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
     // The eBPF crate only builds for the BPF target, with nightly.
     run_with(

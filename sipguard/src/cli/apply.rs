@@ -38,7 +38,7 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
         }
     };
     let target = global.target(args.iface.as_deref())?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| format!("{}", target.label()))?;
+    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
     let mut state = State::open(&target)?;
     let report = apply(&mut state, &policy, None)
         .with_context(|| format!("apply {} to {}", args.file.display(), target.label()))?;

@@ -80,7 +80,9 @@ struct Row {
 }
 
 fn demo(bin: &Path, args: DemoArgs) -> Result<()> {
-    println!("\n== sipguard demo: a peer with allowlisted, unknown and denylisted addresses sends SIP to an SBC ==");
+    println!(
+        "\n== sipguard demo: a peer with allowlisted, unknown and denylisted addresses sends SIP to an SBC =="
+    );
     let lab = Lab::new("demo").context("create the lab namespaces")?;
     let policy_dir = std::env::temp_dir().join(format!("sipguard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&policy_dir)?;
@@ -108,7 +110,15 @@ fn demo(bin: &Path, args: DemoArgs) -> Result<()> {
         Ok(stdout)
     };
     let result = (|| -> Result<()> {
-        cli(&["attach", "--iface", SBC_IF, "--xdp-mode", "native", "--policy", &policy.to_string_lossy()])?;
+        cli(&[
+            "attach",
+            "--iface",
+            SBC_IF,
+            "--xdp-mode",
+            "native",
+            "--policy",
+            &policy.to_string_lossy(),
+        ])?;
         let rows = exchange(&lab, args.datagrams)?;
         print_rows(&rows);
         cli(&["stats", "--iface", SBC_IF])?;
@@ -129,7 +139,10 @@ fn exchange(lab: &Lab, datagrams: usize) -> Result<Vec<Row>> {
     let udp = UdpCounter::start(&lab.sbc, 5060)?;
     let listeners: Vec<TcpListener> = [Lab::sbc_addr(false), Lab::sbc_addr(true)]
         .into_iter()
-        .map(|ip| lab.sbc.run(move || TcpListener::bind(SocketAddr::new(ip, 5061))))
+        .map(|ip| {
+            lab.sbc
+                .run(move || TcpListener::bind(SocketAddr::new(ip, 5061)))
+        })
         .collect::<Result<Result<_, _>, _>>()??;
     let sources: [(IpAddr, &str); 6] = [
         (ALLOWED_V4.into(), "allow"),
@@ -146,7 +159,11 @@ fn exchange(lab: &Lab, datagrams: usize) -> Result<Vec<Row>> {
         lab.peer
             .run(move || send_udp(source, SocketAddr::new(dest_ip, 5060), datagrams, &payload))??;
         let tcp = lab.peer.run(move || {
-            tcp_connects(source, SocketAddr::new(dest_ip, 5061), Duration::from_millis(800))
+            tcp_connects(
+                source,
+                SocketAddr::new(dest_ip, 5061),
+                Duration::from_millis(800),
+            )
         })?;
         rows.push(Row {
             source,
@@ -177,8 +194,11 @@ fn print_rows(rows: &[Row]) {
             row.listed,
             row.sent,
             row.received,
-            if row.tcp { "connected" } else { "no answer (dropped)" }
+            if row.tcp {
+                "connected"
+            } else {
+                "no answer (dropped)"
+            }
         );
     }
 }
-
