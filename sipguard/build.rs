@@ -34,7 +34,12 @@ fn build_ebpf() -> Result<(), String> {
     }
     println!("cargo:rerun-if-env-changed=SIPGUARD_EBPF_RUSTFLAGS");
 
-    let mut rustflags = vec!["-Cdebuginfo=2".to_string(), "-Clink-arg=--btf".to_string()];
+    // v3: 32-bit jumps and ALU, and the atomic compare-and-swap the budgets rely on (kernel 5.12+).
+    let mut rustflags = vec![
+        "-Cdebuginfo=2".to_string(),
+        "-Clink-arg=--btf".to_string(),
+        "-Ctarget-cpu=v3".to_string(),
+    ];
     if let Ok(extra) = env::var("SIPGUARD_EBPF_RUSTFLAGS") {
         rustflags.extend(extra.split_whitespace().map(str::to_string));
     }

@@ -5,8 +5,10 @@
 //! bump [`ABI_VERSION`] with it, so that a new controller refuses old pins instead of misreading them.
 //! All structs are `#[repr(C)]` with explicit padding so that the layout is the same on both sides.
 
+use crate::budget::{BanRule, Gcra};
+
 /// Version of this ABI. Written into [`Meta`] when the pinned state is created.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -22,6 +24,10 @@ pub mod map_name {
     pub const DENY6: [&str; 2] = ["SG_DENY6_0", "SG_DENY6_1"];
     pub const FRAGS: &str = "SG_FRAGS";
     pub const COUNTERS: &str = "SG_COUNTERS";
+    pub const SOURCES: &str = "SG_SOURCES";
+    pub const PEERS: &str = "SG_PEERS";
+    pub const BANS: &str = "SG_BANS";
+    pub const NEW_SOURCES: &str = "SG_NEWSRC";
 }
 
 /// Name of the XDP program in the object file.
@@ -44,7 +50,7 @@ pub enum Reason {
     /// Non-first IP fragment passed by `fragments = "pass"` (its datagram cannot be reassembled
     /// without the first fragment, which is always judged).
     FragmentPassed = 3,
-    /// Reserved for the access zone (unknown source admitted within its budget).
+    /// Access zone: a source on no list, admitted within its per-source budget.
     AccessAdmitted = 4,
     /// Source matched the denylist: dropped.
     Denylisted = 5,
@@ -59,17 +65,22 @@ pub enum Reason {
     /// Non-first fragment whose first fragment was not seen (`fragments = "inherit"`), from a
     /// source that is not allowlisted: dropped.
     FragmentUntracked = 9,
-    /// Reserved: over the per-source budget.
+    /// Access zone: an unknown source over its per-source budget (strikes lead to a ban).
     RateLimited = 10,
-    /// Reserved: source is temporarily banned.
+    /// Temporarily banned (automatically for exceeding its budget again and again, or by hand).
     Banned = 11,
+    /// Access zone: a source with no budget state yet, while the global budget for new sources
+    /// is spent (a spoofed-source flood cannot churn the per-source map).
+    NewSourceLimited = 12,
+    /// An allowlisted source over its class budget: throttled and reported, never banned.
+    PeerRateLimited = 13,
 }
 
 /// Number of reason slots in the counter table (room for reasons added later).
 pub const REASON_SLOTS: usize = 16;
 
 impl Reason {
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Allowlisted,
@@ -82,6 +93,8 @@ impl Reason {
         Reason::FragmentUntracked,
         Reason::RateLimited,
         Reason::Banned,
+        Reason::NewSourceLimited,
+        Reason::PeerRateLimited,
     ];
 
     /// True when the reason makes the packet drop (in enforce mode).
@@ -105,6 +118,8 @@ impl Reason {
             Reason::FragmentUntracked => "fragment_untracked",
             Reason::RateLimited => "rate_limited",
             Reason::Banned => "banned",
+            Reason::NewSourceLimited => "new_source_limited",
+            Reason::PeerRateLimited => "peer_rate_limited",
         }
     }
 
@@ -121,7 +136,7 @@ pub enum Zone {
     None = 0,
     /// Only allowlisted sources are admitted.
     Trunk = 1,
-    /// Reserved: unknown sources are admitted within a per-source budget.
+    /// Unknown sources are admitted within a per-source budget.
     Access = 2,
     /// Port not visible (fragment, parser limit): judged by source alone.
     Unknown = 3,
@@ -234,43 +249,78 @@ impl FragmentPolicy {
 }
 
 /// Length of the policy-file path kept for `sipguard status`.
-pub const SOURCE_PATH_LEN: usize = 224;
+pub const SOURCE_PATH_LEN: usize = 160;
 
-/// Settings of one policy generation. The data plane reads `mode` and `fragments`; the rest is
-/// bookkeeping for `sipguard status`.
+/// Settings of one policy generation. The data plane reads the first 72 bytes; `serial`,
+/// `applied_at_unix`, `source_digest` and `source_path` are bookkeeping for `sipguard status`.
 ///
 /// ```text
-///  0      1           2         8          16                24               32          256
-///  +------+-----------+---------+----------+-----------------+----------------+-----------+
-///  | mode | fragments | reserved| serial   | applied_at_unix | source_digest  | source_path
-///  +------+-----------+---------+----------+-----------------+----------------+-----------+
+///  0    1         2         3   4             6    8       16              24             32
+///  +----+---------+---------+---+-------------+----+-------+---------------+--------------+
+///  |mode|fragments|v6 prefix| - | access_class| -  |serial |applied_at_unix|source_digest |
+///  +----+---------+---------+---+-------------+----+-------+---------------+--------------+
+///  32                48                72       76       80         96                  256
+///  +-----------------+-----------------+--------+--------+----------+-------------------+
+///  | new_sources Gcra| ban BanRule     |ns rate |ns burst| reserved | source_path       |
+///  +-----------------+-----------------+--------+--------+----------+-------------------+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PolicyHeader {
     pub mode: u8,
     pub fragments: u8,
-    pub _reserved: [u8; 6],
+    /// IPv6 sources are budgeted (and banned) per prefix of this length.
+    pub ipv6_budget_prefix: u8,
+    pub _reserved0: u8,
+    /// Budget class of unknown sources in the access zone.
+    pub access_class: u16,
+    pub _reserved1: u16,
     /// Increases by one with every change made by the controller.
     pub serial: u64,
     pub applied_at_unix: u64,
     /// FNV-1a of the policy file(s) last applied; 0 when none.
     pub source_digest: u64,
+    /// Budget for creating per-source state in the access zone, per CPU (the controller divides
+    /// the configured rate by the number of CPUs).
+    pub new_sources: Gcra,
+    pub ban: BanRule,
+    /// The configured new-source budget (all CPUs), for display.
+    pub new_sources_rate: u32,
+    pub new_sources_burst: u32,
+    pub _reserved2: [u8; 16],
     /// NUL-padded path of the policy file last applied; empty when none.
     pub source_path: [u8; SOURCE_PATH_LEN],
+}
+
+/// Number of budget classes. Class 0 means "no budget"; class ids are assigned by the controller.
+pub const CLASS_SLOTS: usize = 64;
+
+/// Length of a class name (NUL-padded).
+pub const CLASS_NAME_LEN: usize = 24;
+
+/// A budget class: the GCRA the data plane uses, the numbers it was made from, and its name
+/// (for `sipguard limits`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassLimits {
+    pub gcra: Gcra,
+    pub rate: u32,
+    pub burst: u32,
+    pub name: [u8; CLASS_NAME_LEN],
 }
 
 /// Number of ports per transport.
 pub const PORT_SLOTS: usize = 65536;
 
-/// One policy generation: settings plus the zone of every UDP and TCP destination port
-/// (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this SIP?".
+/// One policy generation: settings, budget classes, and the zone of every UDP and TCP destination
+/// port (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this SIP?".
 ///
-/// Sizing: 256 + 2 x 65536 bytes = 131,328 bytes per generation, two generations.
+/// Sizing: 256 + 64 x 48 + 2 x 65536 bytes = 134,400 bytes per generation, two generations.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Policy {
     pub header: PolicyHeader,
+    pub classes: [ClassLimits; CLASS_SLOTS],
     pub udp_zone: [u8; PORT_SLOTS],
     pub tcp_zone: [u8; PORT_SLOTS],
 }
@@ -297,7 +347,8 @@ pub enum Origin {
     Runtime = 1,
 }
 
-/// Value of an allow/deny trie entry.
+/// Value of an allow/deny trie entry. On the allowlist, `class` names the budget of each source
+/// the entry covers (0: no budget).
 ///
 /// ```text
 ///  0        2        3          4                8
@@ -308,7 +359,7 @@ pub enum Origin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct RuleValue {
-    /// Budget class (reserved for rate budgets; 0 = default).
+    /// Budget class of the sources this entry covers; 0: none.
     pub class: u16,
     pub origin: u8,
     pub _reserved: u8,
@@ -353,6 +404,111 @@ pub struct FragVerdict {
 pub const MAX_TRACKED_FRAGMENTS: u32 = 16_384;
 
 // ------------------------------------------------------------------------------------------------
+// Budgets and bans (SG_SOURCES, SG_PEERS, SG_BANS, SG_NEWSRC)
+// ------------------------------------------------------------------------------------------------
+
+/// Whom a budget or ban belongs to: an IPv4 address, or an IPv6 prefix (`/64` by default) with
+/// the host bits cleared, so that one host cannot escape by rotating addresses in its /64.
+///
+/// ```text
+///  0          16       17           18         20
+///  +----------+--------+------------+----------+
+///  | addr     | family | prefix_len | reserved |
+///  +----------+--------+------------+----------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub prefix_len: u8,
+    pub _reserved: [u8; 2],
+}
+
+/// Budget state of one source.
+///
+/// ```text
+///  0         8               16                  24        28      30         32
+///  +---------+---------------+-------------------+---------+-------+----------+
+///  | tat_ns  | first_seen_ns | strike_window_ns  | strikes | class | reserved |
+///  +---------+---------------+-------------------+---------+-------+----------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceState {
+    /// GCRA theoretical arrival time (boot-time ns); updated by compare-and-swap.
+    pub tat_ns: u64,
+    pub first_seen_ns: u64,
+    /// Start of the current strike window (over-budget packets counted towards a ban).
+    pub strike_window_ns: u64,
+    pub strikes: u32,
+    pub class: u16,
+    pub _reserved: u16,
+}
+
+/// Why a source is banned.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BanReason {
+    /// Exceeded its budget `threshold` times within the window.
+    RateExceeded = 1,
+    /// `sipguard bans add`.
+    Manual = 2,
+}
+
+impl BanReason {
+    pub const fn name(self) -> &'static str {
+        match self {
+            BanReason::RateExceeded => "rate_exceeded",
+            BanReason::Manual => "manual",
+        }
+    }
+
+    pub const fn from_u8(value: u8) -> Option<BanReason> {
+        match value {
+            1 => Some(BanReason::RateExceeded),
+            2 => Some(BanReason::Manual),
+            _ => None,
+        }
+    }
+}
+
+/// A ban. Times are boot-time nanoseconds (`bpf_ktime_get_boot_ns`), so they stay right across
+/// suspend; the controller converts them to wall-clock time.
+///
+/// ```text
+///  0             8              16              24             32     40        44      45    48
+///  +-------------+--------------+---------------+--------------+------+---------+-------+-----+
+///  | banned_at   | expires_at   | first_seen    | last_seen    | hits | strikes | reason| res |
+///  +-------------+--------------+---------------+--------------+------+---------+-------+-----+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ban {
+    pub banned_at_ns: u64,
+    pub expires_at_ns: u64,
+    /// First packet seen from the source (auto-bans) or the ban time (manual).
+    pub first_seen_ns: u64,
+    /// Last packet from the source, dropped while banned.
+    pub last_seen_ns: u64,
+    /// Packets dropped because of this ban.
+    pub hits: u64,
+    /// Over-budget packets that triggered it.
+    pub strikes: u32,
+    pub reason: u8,
+    pub _reserved: [u8; 3],
+}
+
+/// Capacity of `SG_SOURCES` (unknown sources in the access zone, LRU). Sizing: 65,536 x
+/// (20 + 32 + ~56 LRU element overhead) ~ 7 MB, preallocated.
+pub const MAX_SOURCES: u32 = 65_536;
+/// Capacity of `SG_PEERS` (allowlisted sources with a budget, LRU fed only by allowlisted
+/// traffic). Sizing: 16,384 x ~108 bytes ~ 1.8 MB.
+pub const MAX_PEERS: u32 = 16_384;
+/// Capacity of `SG_BANS` (hash, allocated per ban). Sizing: up to 65,536 x ~120 bytes ~ 7.9 MB.
+pub const MAX_BANS: u32 = 65_536;
+
+// ------------------------------------------------------------------------------------------------
 // Meta (SG_META)
 // ------------------------------------------------------------------------------------------------
 
@@ -387,13 +543,21 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragVerdict {}
     unsafe impl aya::Pod for super::Meta {}
+    unsafe impl aya::Pod for super::SourceKey {}
+    unsafe impl aya::Pod for super::SourceState {}
+    unsafe impl aya::Pod for super::Ban {}
+    unsafe impl aya::Pod for crate::budget::Gcra {}
 }
 
 // Layout guards: a change here is an ABI change (bump ABI_VERSION).
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
     assert!(core::mem::size_of::<PolicyHeader>() == 256);
-    assert!(core::mem::size_of::<Policy>() == 256 + 2 * PORT_SLOTS);
+    assert!(core::mem::size_of::<ClassLimits>() == 48);
+    assert!(core::mem::size_of::<Policy>() == 256 + CLASS_SLOTS * 48 + 2 * PORT_SLOTS);
+    assert!(core::mem::size_of::<SourceKey>() == 20);
+    assert!(core::mem::size_of::<SourceState>() == 32);
+    assert!(core::mem::size_of::<Ban>() == 48);
     assert!(core::mem::size_of::<RuleValue>() == 8);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragVerdict>() == 4);
@@ -428,6 +592,8 @@ mod tests {
         }
         assert!(!Reason::Allowlisted.is_drop());
         assert!(!Reason::AccessAdmitted.is_drop());
+        assert!(Reason::PeerRateLimited.is_drop());
+        assert!(Reason::NewSourceLimited.is_drop());
         assert!(Reason::Denylisted.is_drop());
         assert!(Reason::Malformed.is_drop());
         assert_eq!(Reason::from_u8(200), None);

@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod budget;
 pub mod parse;
 pub mod verdict;
 

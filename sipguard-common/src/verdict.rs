@@ -1,25 +1,64 @@
 //! From a parsed packet and the policy to a verdict: the decision order of the data plane, written
 //! once for the XDP program and for host tests (which supply the policy through [`PolicyView`]).
 //!
-//! Order, cheapest first: not IP or not a SIP port -> pass untouched; denylist -> drop;
-//! allowlist -> pass; anything else on a trunk port -> drop. Packets whose port is hidden
-//! (fragments, parser limits) are judged by their source alone, so hiding the port never helps.
+//! Order, cheapest first, so that the flood paths touch the least state:
+//!
+//! ```text
+//!  not IP, not a SIP port ............................ pass untouched
+//!  denylisted ........................................ drop
+//!  allowlisted: banned by hand ....................... drop
+//!               class without budget ................. pass
+//!               within its class budget .............. pass, else drop (peer_rate_limited:
+//!                                                      throttled, never banned)
+//!  unknown, trunk zone (or port hidden) .............. drop, no state created
+//!  unknown, access zone: banned ...................... drop
+//!                        no state and no new-source budget left ... drop
+//!                        within its budget ........... pass, else drop (strikes lead to a ban)
+//! ```
+//!
+//! Packets whose port is hidden (fragments, parser limits) are judged by their source alone, as
+//! on a trunk port, so hiding the port never helps.
 
 use crate::{
-    abi::{FragKey, FragVerdict, FragmentPolicy, Reason, Zone},
+    abi::{FragKey, FragVerdict, FragmentPolicy, Reason, SourceKey, Zone},
     parse::{Family, Fragment, Hidden, IpPacket, L4, Parsed, Transport},
 };
 
-/// The policy as the decision sees it. The XDP program implements it with maps.
+/// [`PolicyView::allow_class`] of a source that is not on the allowlist.
+pub const NOT_ALLOWLISTED: u32 = u32::MAX;
+
+/// What spending one packet of an unknown source's budget gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spend {
+    Admitted,
+    OverBudget,
+    /// The source has no state and the global budget for new sources is spent.
+    NoNewSource,
+}
+
+/// The policy and budget state as the decision sees it. The XDP program implements it with maps.
 pub trait PolicyView {
     /// Zone of a destination port (`Zone::None` when it is not a SIP port).
     fn zone(&self, transport: Transport, port: u16) -> Zone;
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool;
-    fn is_allowed(&self, family: Family, addr: &[u8; 16]) -> bool;
+    /// The budget class of an allowlisted source (0: no budget), or [`NOT_ALLOWLISTED`].
+    ///
+    /// A plain integer rather than `Option<u16>`: LLVM leaves the payload of a `None` undefined
+    /// and may then store an unwritten register, which the verifier rejects.
+    fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32;
     fn fragment_policy(&self) -> FragmentPolicy;
     /// Verdict remembered for the datagram's first fragment.
     fn recall_fragment(&self, key: &FragKey) -> Option<FragVerdict>;
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict);
+    /// Length of the IPv6 prefix that budgets and bans apply to.
+    fn ipv6_budget_prefix(&self) -> u8;
+    /// Whether `source` is banned now (an implementation counts the hit).
+    fn is_banned(&self, source: &SourceKey) -> bool;
+    /// Spends one packet of an allowlisted source's budget; false when over it.
+    fn spend_peer(&self, source: &SourceKey, class: u16) -> bool;
+    /// Spends one packet of an unknown source's access budget, creating its state if the
+    /// new-source budget allows, and banning it when it keeps exceeding the budget.
+    fn spend_unknown(&self, source: &SourceKey) -> Spend;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +120,7 @@ fn later_fragment<V: PolicyView>(view: &V, packet: &IpPacket) -> Verdict {
     }
 }
 
-/// Denylist, then allowlist, then `unknown`.
+/// Denylist, allowlist and budgets; `unknown` for other sources outside the access zone.
 #[inline(always)]
 fn judge_source<V: PolicyView>(
     view: &V,
@@ -90,12 +129,54 @@ fn judge_source<V: PolicyView>(
     unknown: Reason,
 ) -> Verdict {
     if view.is_denied(packet.family, &packet.src) {
-        Verdict::new(Reason::Denylisted, zone)
-    } else if view.is_allowed(packet.family, &packet.src) {
-        Verdict::new(Reason::Allowlisted, zone)
-    } else {
-        Verdict::new(unknown, zone)
+        return Verdict::new(Reason::Denylisted, zone);
     }
+    let class = view.allow_class(packet.family, &packet.src);
+    if class == NOT_ALLOWLISTED && zone != Zone::Access {
+        // The flood path of a trunk: no ban lookup, no state.
+        return Verdict::new(unknown, zone);
+    }
+    let source = source_key(packet, view.ipv6_budget_prefix());
+    if view.is_banned(&source) {
+        return Verdict::new(Reason::Banned, zone);
+    }
+    let reason = match class {
+        0 => Reason::Allowlisted,
+        NOT_ALLOWLISTED => match view.spend_unknown(&source) {
+            Spend::Admitted => Reason::AccessAdmitted,
+            Spend::OverBudget => Reason::RateLimited,
+            Spend::NoNewSource => Reason::NewSourceLimited,
+        },
+        class if view.spend_peer(&source, class as u16) => Reason::Allowlisted,
+        _ => Reason::PeerRateLimited,
+    };
+    Verdict::new(reason, zone)
+}
+
+/// Whom budgets and bans of `packet` belong to: its IPv4 address, or its IPv6 address cut to
+/// `ipv6_prefix` bits.
+#[inline(always)]
+pub fn source_key(packet: &IpPacket, ipv6_prefix: u8) -> SourceKey {
+    let mut key = SourceKey {
+        addr: packet.src,
+        family: packet.family as u8,
+        prefix_len: 32,
+        _reserved: [0; 2],
+    };
+    if packet.family == Family::V6 {
+        let prefix = if ipv6_prefix > 128 { 128 } else { ipv6_prefix };
+        key.prefix_len = prefix;
+        let mut index = 0;
+        while index < 16 {
+            let bits_before = (index * 8) as u8;
+            let keep = prefix.saturating_sub(bits_before);
+            if keep < 8 {
+                key.addr[index] &= !(0xffu8 >> keep);
+            }
+            index += 1;
+        }
+    }
+    key
 }
 
 #[inline(always)]

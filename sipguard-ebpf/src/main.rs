@@ -5,6 +5,8 @@
 //! on 6.18.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod frame;
 mod maps;

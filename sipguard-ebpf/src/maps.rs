@@ -2,12 +2,14 @@
 //! See `sipguard_common::abi` for layouts; every map carries its sizing.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use sipguard_common::abi::{
-    COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, MAX_PREFIXES,
-    MAX_TRACKED_FRAGMENTS, Meta, Policy, RuleValue,
+    Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, MAX_BANS,
+    MAX_PEERS, MAX_PREFIXES, MAX_SOURCES, MAX_TRACKED_FRAGMENTS, Meta, Policy, RuleValue,
+    SourceKey, SourceState,
 };
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
@@ -47,6 +49,26 @@ pub static DENY6_1: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX
 #[map(name = "SG_FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, FragVerdict> =
     LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
+
+/// Budget state of unknown sources in the access zone. LRU: 65,536 x ~108 bytes ~ 7 MB. New
+/// entries only within the global new-source budget, so a spoofed flood cannot churn it.
+#[map(name = "SG_SOURCES")]
+pub static SOURCES: LruHashMap<SourceKey, SourceState> =
+    LruHashMap::with_max_entries(MAX_SOURCES, 0);
+
+/// Budget state of allowlisted sources whose class has a budget. Only allowlisted traffic
+/// inserts here, so no other source can evict or drain a peer. LRU: 16,384 x ~108 bytes ~ 1.8 MB.
+#[map(name = "SG_PEERS")]
+pub static PEERS: LruHashMap<SourceKey, SourceState> = LruHashMap::with_max_entries(MAX_PEERS, 0);
+
+/// Bans, automatic and manual; they expire by themselves. Allocated per ban: up to 65,536 x
+/// ~120 bytes ~ 7.9 MB.
+#[map(name = "SG_BANS")]
+pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
+
+/// Per-CPU GCRA state (TAT) of the budget for creating new per-source state. 1 x 8 bytes per CPU.
+#[map(name = "SG_NEWSRC")]
+pub static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Packets and bytes by zone, reason and monitored flag. 128 slots x 16 bytes per CPU.
 #[map(name = "SG_COUNTERS")]

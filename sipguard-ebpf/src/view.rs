@@ -1,20 +1,32 @@
-//! The policy of the active generation, as `sipguard_common::verdict` asks for it.
+//! The policy of the active generation and the budget state, as `sipguard_common::verdict` asks
+//! for them.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use core::{
+    cell::Cell,
+    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
+};
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
 use sipguard_common::{
-    abi::{FragKey, FragVerdict, FragmentPolicy, Mode, Policy, Zone},
+    abi::{
+        Ban, BanReason, CLASS_SLOTS, ClassLimits, FragKey, FragVerdict, FragmentPolicy, Mode,
+        Policy, SourceKey, SourceState, Zone,
+    },
+    budget::{Gcra, Strikes},
     parse::{Family, Transport},
-    verdict::PolicyView,
+    verdict::{NOT_ALLOWLISTED, PolicyView, Spend},
 };
 
 use crate::maps::{
-    ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, DENY4_0, DENY4_1, DENY6_0, DENY6_1, FRAGS,
-    POLICY,
+    ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, DENY4_0, DENY4_1, DENY6_0, DENY6_1,
+    FRAGS, NEW_SOURCES, PEERS, POLICY, SOURCES,
 };
 
 pub struct MapView {
     generation: u32,
     policy: &'static Policy,
+    /// Boot-time ns, read once per packet when first needed.
+    now: Cell<u64>,
 }
 
 impl MapView {
@@ -22,13 +34,57 @@ impl MapView {
     pub fn active() -> Option<Self> {
         let generation = *ACTIVE.get(0)? & 1;
         let policy = POLICY.get(generation)?;
-        Some(MapView { generation, policy })
+        Some(MapView {
+            generation,
+            policy,
+            now: Cell::new(0),
+        })
     }
 
     #[inline(always)]
     pub fn mode(&self) -> Mode {
         Mode::from_u8(self.policy.header.mode)
     }
+
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        let mut now = self.now.get();
+        if now == 0 {
+            // SAFETY: helper without arguments.
+            now = unsafe { bpf_ktime_get_boot_ns() };
+            self.now.set(now);
+        }
+        now
+    }
+
+    #[inline(always)]
+    fn class(&self, class: u16) -> &ClassLimits {
+        &self.policy.classes[class as usize & (CLASS_SLOTS - 1)]
+    }
+}
+
+/// Spends one packet from a shared GCRA state with compare-and-swap: exact across CPUs.
+#[inline(always)]
+fn spend(tat: *mut u64, now: u64, gcra: &Gcra) -> bool {
+    for _ in 0..3 {
+        // SAFETY: `tat` points into a map value that stays valid for this program run.
+        let seen = unsafe { core::ptr::read_volatile(tat) };
+        let Some(next) = gcra.admit(seen, now) else {
+            return false;
+        };
+        // SAFETY: as above; cmpxchg on an aligned u64.
+        let (_, swapped) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                tat, seen, next,
+            )
+        };
+        if swapped {
+            return true;
+        }
+    }
+    // Three races lost to other CPUs admitting the same source this instant: it was within
+    // budget at our last look, so admit (over-admission of at most a packet per CPU).
+    true
 }
 
 #[inline(always)]
@@ -62,12 +118,16 @@ impl PolicyView for MapView {
     }
 
     #[inline(always)]
-    fn is_allowed(&self, family: Family, addr: &[u8; 16]) -> bool {
-        match (family, self.generation) {
-            (Family::V4, 0) => ALLOW4_0.get(v4(addr)).is_some(),
-            (Family::V4, _) => ALLOW4_1.get(v4(addr)).is_some(),
-            (Family::V6, 0) => ALLOW6_0.get(v6(addr)).is_some(),
-            (Family::V6, _) => ALLOW6_1.get(v6(addr)).is_some(),
+    fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
+        let rule = match (family, self.generation) {
+            (Family::V4, 0) => ALLOW4_0.get(v4(addr)),
+            (Family::V4, _) => ALLOW4_1.get(v4(addr)),
+            (Family::V6, 0) => ALLOW6_0.get(v6(addr)),
+            (Family::V6, _) => ALLOW6_1.get(v6(addr)),
+        };
+        match rule {
+            Some(rule) => u32::from(rule.class),
+            None => NOT_ALLOWLISTED,
         }
     }
 
@@ -87,5 +147,110 @@ impl PolicyView for MapView {
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict) {
         // A full LRU evicts the oldest datagram; nothing to do on error.
         let _ = FRAGS.insert(key, verdict, 0);
+    }
+
+    #[inline(always)]
+    fn ipv6_budget_prefix(&self) -> u8 {
+        self.policy.header.ipv6_budget_prefix
+    }
+
+    #[inline(always)]
+    fn is_banned(&self, source: &SourceKey) -> bool {
+        let Some(ban) = BANS.get_ptr_mut(source) else {
+            return false;
+        };
+        let now = self.now();
+        // SAFETY: map value valid for this run; hits is an aligned u64.
+        unsafe {
+            if now >= (*ban).expires_at_ns {
+                let _ = BANS.remove(source);
+                return false;
+            }
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*ban).hits, 1);
+            (*ban).last_seen_ns = now;
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn spend_peer(&self, source: &SourceKey, class: u16) -> bool {
+        let gcra = self.class(class).gcra;
+        if gcra.is_unlimited() {
+            return true;
+        }
+        let now = self.now();
+        if let Some(state) = PEERS.get_ptr_mut(source) {
+            // SAFETY: map value valid for this run.
+            return spend(unsafe { &raw mut (*state).tat_ns }, now, &gcra);
+        }
+        let fresh = SourceState {
+            tat_ns: gcra.first(now),
+            first_seen_ns: now,
+            class,
+            ..SourceState::default()
+        };
+        // Another CPU may have created it meanwhile; the first packet is admitted either way.
+        let _ = PEERS.insert(source, fresh, BPF_NOEXIST as u64);
+        true
+    }
+
+    #[inline(always)]
+    fn spend_unknown(&self, source: &SourceKey) -> Spend {
+        let header = &self.policy.header;
+        let gcra = self.class(header.access_class).gcra;
+        if gcra.is_unlimited() {
+            return Spend::Admitted;
+        }
+        let now = self.now();
+        if let Some(state) = SOURCES.get_ptr_mut(source) {
+            // SAFETY: map value valid for this run.
+            if spend(unsafe { &raw mut (*state).tat_ns }, now, &gcra) {
+                return Spend::Admitted;
+            }
+            // SAFETY: as above. Strike bookkeeping races only with the same source on another
+            // CPU; a lost strike only delays a ban.
+            unsafe {
+                let mut strikes = Strikes {
+                    window_start_ns: (*state).strike_window_ns,
+                    count: (*state).strikes,
+                };
+                let ban = header.ban.strike(&mut strikes, now);
+                (*state).strike_window_ns = strikes.window_start_ns;
+                (*state).strikes = if ban { 0 } else { strikes.count };
+                if ban {
+                    let entry = Ban {
+                        banned_at_ns: now,
+                        expires_at_ns: now.saturating_add(header.ban.ttl_ns),
+                        first_seen_ns: (*state).first_seen_ns,
+                        last_seen_ns: now,
+                        hits: 0,
+                        strikes: strikes.count,
+                        reason: BanReason::RateExceeded as u8,
+                        _reserved: [0; 3],
+                    };
+                    let _ = BANS.insert(source, entry, 0);
+                }
+            }
+            return Spend::OverBudget;
+        }
+        // A source without state: creating it spends the new-source budget of this CPU.
+        let Some(new_tat) = NEW_SOURCES.get_ptr_mut(0) else {
+            return Spend::NoNewSource;
+        };
+        // SAFETY: per-CPU slot, no concurrent writer.
+        unsafe {
+            match header.new_sources.admit(*new_tat, now) {
+                Some(next) => *new_tat = next,
+                None => return Spend::NoNewSource,
+            }
+        }
+        let fresh = SourceState {
+            tat_ns: gcra.first(now),
+            first_seen_ns: now,
+            class: header.access_class,
+            ..SourceState::default()
+        };
+        let _ = SOURCES.insert(source, fresh, BPF_NOEXIST as u64);
+        Spend::Admitted
     }
 }

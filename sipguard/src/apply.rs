@@ -1,17 +1,20 @@
-//! Bringing a policy into the kernel without a gap.
+//! Bringing a policy into the kernel without a gap, and live changes to the running one.
 //!
 //! The data plane reads one of two policy generations, chosen by `SG_ACTIVE`. `apply` fills the
 //! generation not in use until it equals the new policy, then flips `SG_ACTIVE` with a single
 //! 4-byte store. Every packet is judged entirely by the old or entirely by the new policy, so a
 //! source allowed (or denied) by both is never dropped (or admitted) in between. A failure before
-//! the flip leaves the running policy untouched.
+//! the flip leaves the running policy untouched. Budget state (per-source buckets) is not part of
+//! a generation: it carries over, so a policy change never resets anyone's budget.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use sipguard_common::abi::{Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN};
+use sipguard_common::abi::{
+    BanReason, CLASS_SLOTS, Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN, SourceKey, Zone,
+};
 
 use crate::{
-    policy::{Policy, Prefix, Tables},
+    policy::{Budget, Policy, Prefix, Tables, class_limits, class_name, ports_in},
     state::{List, State, StateError, now_unix},
 };
 
@@ -40,10 +43,22 @@ pub struct ApplyReport {
     pub serial: u64,
     pub mode: &'static str,
     pub fragments: &'static str,
-    pub udp_ports: Vec<u16>,
-    pub tcp_ports: Vec<u16>,
+    pub trunk_udp: Vec<u16>,
+    pub trunk_tcp: Vec<u16>,
+    pub access_udp: Vec<u16>,
+    pub access_tcp: Vec<u16>,
+    pub classes: Vec<String>,
     pub allow: ListChange,
     pub deny: ListChange,
+    /// Automatic bans lifted because their source is allowlisted now.
+    pub bans_lifted: usize,
+    /// Runtime allow entries whose class the new policy no longer has (now without budget).
+    pub orphaned_classes: Vec<String>,
+}
+
+/// CPUs that run the program: the new-source budget is split over their per-CPU buckets.
+fn cpus() -> u64 {
+    aya::util::online_cpus().map_or(1, |cpus| cpus.len().max(1) as u64)
 }
 
 /// Makes the kernel run `policy` (with `mode` overriding the policy's mode when given).
@@ -58,19 +73,33 @@ pub fn apply(
     let running_mode = Mode::from_u8(current.header.mode);
     let old_allow = state.rules(active, List::Allow)?;
     let old_deny = state.rules(active, List::Deny)?;
-    let runtime = |rules: &BTreeMap<Prefix, RuleValue>| -> BTreeMap<Prefix, RuleValue> {
-        rules
-            .iter()
-            .filter(|(_, v)| v.origin == Origin::Runtime as u8)
-            .map(|(p, v)| (*p, *v))
-            .collect()
-    };
+    let is_runtime = |value: &RuleValue| value.origin == Origin::Runtime as u8;
+    // Runtime allow entries name their class by name across the change of class ids.
+    let runtime_allow: BTreeMap<Prefix, (RuleValue, Option<String>)> = old_allow
+        .iter()
+        .filter(|(_, value)| is_runtime(value))
+        .map(|(prefix, value)| {
+            let class = (value.class != 0)
+                .then(|| class_name(&current.classes[usize::from(value.class) % CLASS_SLOTS]));
+            (*prefix, (*value, class))
+        })
+        .collect();
+    let runtime_deny: BTreeMap<Prefix, RuleValue> = old_deny
+        .iter()
+        .filter(|(_, value)| is_runtime(value))
+        .map(|(prefix, value)| (*prefix, *value))
+        .collect();
+    let orphaned_classes: Vec<String> = runtime_allow
+        .values()
+        .filter_map(|(_, class)| class.clone())
+        .filter(|class| !policy.classes.contains_key(class))
+        .collect();
     let now = now_unix();
     let mut tables = Tables::compile(
         policy,
         running_mode,
-        &runtime(&old_allow),
-        &runtime(&old_deny),
+        &runtime_allow,
+        &runtime_deny,
         now as u32,
     );
     if let Some(mode) = mode {
@@ -98,19 +127,55 @@ pub fn apply(
             header.source_path = [0; SOURCE_PATH_LEN];
         }
     }
-    state.set_policy(next, &tables.policy_value(header))?;
+    state.set_policy(next, &tables.policy_value(header, cpus()))?;
     state.activate(next)?;
+    let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;
 
     Ok(ApplyReport {
         generation: next,
         serial: header.serial,
         mode: tables.mode.name(),
         fragments: tables.fragments.name(),
-        udp_ports: policy.udp_ports.clone(),
-        tcp_ports: policy.tcp_ports.clone(),
+        trunk_udp: ports_in(&tables.udp_zone, Zone::Trunk),
+        trunk_tcp: ports_in(&tables.tcp_zone, Zone::Trunk),
+        access_udp: ports_in(&tables.udp_zone, Zone::Access),
+        access_tcp: ports_in(&tables.tcp_zone, Zone::Access),
+        classes: tables
+            .classes
+            .iter()
+            .skip(1)
+            .map(|(name, _)| name.clone())
+            .collect(),
         allow: ListChange::between(&old_allow, &tables.allow),
         deny: ListChange::between(&old_deny, &tables.deny),
+        bans_lifted,
+        orphaned_classes,
     })
+}
+
+/// An automatic ban of a source that the allowlist now covers would outlive the operator's
+/// decision to trust it; lift it. Manual bans stay.
+fn lift_auto_bans_of_allowed(state: &mut State, tables: &Tables) -> Result<usize, StateError> {
+    let mut lifted = 0;
+    for (key, ban) in state.bans()? {
+        let addr = source_addr(&key);
+        if ban.reason == BanReason::RateExceeded as u8
+            && tables.allow.keys().any(|prefix| prefix.contains(addr))
+            && state.remove_ban(&key)?
+        {
+            lifted += 1;
+        }
+    }
+    Ok(lifted)
+}
+
+/// The address (network, for IPv6 prefixes) of a budget/ban key.
+pub fn source_addr(key: &SourceKey) -> IpAddr {
+    if key.family == 4 {
+        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+    } else {
+        IpAddr::from(key.addr)
+    }
 }
 
 /// Switches enforce/monitor on the running policy. Only the mode byte of the active generation
@@ -119,6 +184,52 @@ pub fn set_mode(state: &mut State, mode: Mode) -> Result<(), StateError> {
     let active = state.active_generation()?;
     let mut value = state.policy(active)?;
     value.header.mode = mode as u8;
+    value.header.serial += 1;
+    state.set_policy(active, &value)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no class named '{name}' in the running policy (classes: {known})")]
+    UnknownClass { name: String, known: String },
+}
+
+/// Changes one class's budget on the running filter, in place: the next packet uses it, and no
+/// source's bucket is reset (the GCRA state is an arrival time, valid under any rate).
+pub fn set_class(state: &mut State, name: &str, budget: Budget) -> Result<(), LimitError> {
+    let active = state.active_generation()?;
+    let mut value = state.policy(active)?;
+    let slot = (1..CLASS_SLOTS).find(|slot| class_name(&value.classes[*slot]) == name);
+    let Some(slot) = slot else {
+        let known: Vec<String> = (1..CLASS_SLOTS)
+            .map(|slot| class_name(&value.classes[slot]))
+            .filter(|name| !name.is_empty())
+            .collect();
+        return Err(LimitError::UnknownClass {
+            name: name.to_string(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    value.classes[slot] = class_limits(name, budget);
+    value.header.serial += 1;
+    state.set_policy(active, &value)?;
+    Ok(())
+}
+
+/// Changes the budget for creating state for new sources on the running filter.
+pub fn set_new_sources(state: &mut State, budget: Budget) -> Result<(), StateError> {
+    let active = state.active_generation()?;
+    let mut value = state.policy(active)?;
+    value.header.new_sources =
+        sipguard_common::budget::Gcra::new(budget.rate.into(), budget.burst.into()).split(cpus());
+    value.header.new_sources_rate = budget.rate;
+    value.header.new_sources_burst = budget.burst;
     value.header.serial += 1;
     state.set_policy(active, &value)
 }

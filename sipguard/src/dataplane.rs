@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// Every map of the program, pinned by name in the interface's directory.
-const ALL_MAPS: [&str; 13] = [
+const ALL_MAPS: [&str; 17] = [
     map_name::META,
     map_name::ACTIVE,
     map_name::POLICY,
@@ -42,6 +42,10 @@ const ALL_MAPS: [&str; 13] = [
     map_name::DENY6[1],
     map_name::FRAGS,
     map_name::COUNTERS,
+    map_name::SOURCES,
+    map_name::PEERS,
+    map_name::BANS,
+    map_name::NEW_SOURCES,
 ];
 
 /// How the program is hooked into the driver.

@@ -2,12 +2,14 @@
 
 use serde::Serialize;
 use sipguard_common::abi::{
-    Counter, FragmentPolicy, Mode, Origin, Reason, SOURCE_PATH_LEN, Zone, counter_index,
+    CLASS_SLOTS, Counter, FragmentPolicy, Mode, Origin, Reason, SOURCE_PATH_LEN, Zone,
+    counter_index,
 };
 
 use crate::{
     dataplane::{link_status, xdp_mode_name},
-    state::{List, State, StateError},
+    policy::{class_name, ports_in},
+    state::{List, State, StateError, boot_now_ns},
 };
 
 /// What happened to the packets of a counter slot.
@@ -133,6 +135,34 @@ pub struct ListSizes {
     pub runtime: usize,
 }
 
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ZonePorts {
+    pub udp: Vec<u16>,
+    pub tcp: Vec<u16>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BudgetView {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassView {
+    pub name: String,
+    pub rate: u32,
+    pub burst: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BanView {
+    pub threshold: u32,
+    pub window_seconds: u64,
+    pub ttl_seconds: u64,
+    /// Bans in force now.
+    pub active: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LinkView {
     pub link_id: u32,
@@ -156,8 +186,17 @@ pub struct Status {
     pub applied_at_unix: u64,
     pub policy_file: Option<String>,
     pub policy_digest: Option<String>,
-    pub udp_ports: Vec<u16>,
-    pub tcp_ports: Vec<u16>,
+    pub trunk: ZonePorts,
+    pub access: ZonePorts,
+    /// Budget class of unknown sources in the access zone.
+    pub access_class: Option<String>,
+    pub ipv6_budget_prefix: u8,
+    pub classes: Vec<ClassView>,
+    pub new_sources: BudgetView,
+    pub bans: BanView,
+    /// Entries in the per-source budget maps.
+    pub tracked_sources: usize,
+    pub tracked_peers: usize,
     pub allowlist: ListSizes,
     pub denylist: ListSizes,
     pub passed: Totals,
@@ -183,12 +222,30 @@ impl Status {
                 runtime,
             })
         };
-        let ports = |table: &[u8]| -> Vec<u16> {
-            (0..table.len())
-                .filter(|port| table[*port] != Zone::None as u8)
-                .map(|port| port as u16)
-                .collect()
+        let zone_ports = |zone: Zone| ZonePorts {
+            udp: ports_in(&policy.udp_zone, zone),
+            tcp: ports_in(&policy.tcp_zone, zone),
         };
+        let classes: Vec<ClassView> = policy
+            .classes
+            .iter()
+            .skip(1)
+            .filter(|limits| limits.name[0] != 0)
+            .map(|limits| ClassView {
+                name: class_name(limits),
+                rate: limits.rate,
+                burst: limits.burst,
+            })
+            .collect();
+        let access = zone_ports(Zone::Access);
+        let has_access = !access.udp.is_empty() || !access.tcp.is_empty();
+        let now = boot_now_ns();
+        let active_bans = state
+            .bans()?
+            .iter()
+            .filter(|(_, ban)| ban.expires_at_ns > now)
+            .count();
+        let (tracked_sources, tracked_peers) = state.budget_entries();
         let path_len = header
             .source_path
             .iter()
@@ -214,8 +271,25 @@ impl Status {
                 .then(|| String::from_utf8_lossy(&header.source_path[..path_len]).into_owned()),
             policy_digest: (header.source_digest != 0)
                 .then(|| format!("{:016x}", header.source_digest)),
-            udp_ports: ports(&policy.udp_zone),
-            tcp_ports: ports(&policy.tcp_zone),
+            trunk: zone_ports(Zone::Trunk),
+            access,
+            access_class: (has_access && header.access_class != 0).then(|| {
+                class_name(&policy.classes[usize::from(header.access_class) % CLASS_SLOTS])
+            }),
+            ipv6_budget_prefix: header.ipv6_budget_prefix,
+            classes,
+            new_sources: BudgetView {
+                rate: header.new_sources_rate,
+                burst: header.new_sources_burst,
+            },
+            bans: BanView {
+                threshold: header.ban.threshold,
+                window_seconds: header.ban.window_ns / 1_000_000_000,
+                ttl_seconds: header.ban.ttl_ns / 1_000_000_000,
+                active: active_bans,
+            },
+            tracked_sources,
+            tracked_peers,
             allowlist: sizes(List::Allow)?,
             denylist: sizes(List::Deny)?,
             passed: stats.passed,

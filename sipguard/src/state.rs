@@ -9,10 +9,12 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use aya::maps::{Array, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key};
+use aya::maps::{
+    Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key,
+};
 use sipguard_common::abi::{
-    self, ABI_VERSION, COUNTER_SLOTS, Counter, GENERATIONS, Ipv4Data, Ipv6Data, META_MAGIC, Meta,
-    RuleValue, map_name,
+    self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, GENERATIONS, Ipv4Data, Ipv6Data, META_MAGIC,
+    Meta, RuleValue, SourceKey, SourceState, map_name,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -126,6 +128,29 @@ pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Nanoseconds since boot, the clock of the data plane (`bpf_ktime_get_boot_ns`).
+pub fn boot_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A data-plane timestamp as seconds since the Unix epoch (0 stays 0).
+pub fn boot_ns_to_unix(boot_ns: u64) -> u64 {
+    if boot_ns == 0 {
+        return 0;
+    }
+    let now_unix_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let offset = now_unix_ns.saturating_sub(boot_now_ns());
+    boot_ns.saturating_add(offset) / 1_000_000_000
 }
 
 /// Makes sure `pin_root` is on a bpffs, mounting one at /sys/fs/bpf if that is where it belongs
@@ -324,6 +349,9 @@ pub struct State {
     deny4: [Trie4; 2],
     deny6: [Trie6; 2],
     counters: PerCpuArray<MapData, Counter>,
+    sources: HashMap<MapData, SourceKey, SourceState>,
+    peers: HashMap<MapData, SourceKey, SourceState>,
+    bans: HashMap<MapData, SourceKey, Ban>,
 }
 
 impl State {
@@ -357,6 +385,9 @@ impl State {
             deny4: pair4(map_name::DENY4)?,
             deny6: pair6(map_name::DENY6)?,
             counters: open_pinned(&pin(map_name::COUNTERS))?,
+            sources: open_pinned(&pin(map_name::SOURCES))?,
+            peers: open_pinned(&pin(map_name::PEERS))?,
+            bans: open_pinned(&pin(map_name::BANS))?,
         })
     }
 
@@ -528,5 +559,51 @@ impl State {
             }
         }
         Ok(totals)
+    }
+
+    /// Every ban, expired ones included (the data plane removes those lazily).
+    pub fn bans(&self) -> Result<Vec<(SourceKey, Ban)>, StateError> {
+        self.bans
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("read SG_BANS"))
+    }
+
+    pub fn insert_ban(&mut self, key: &SourceKey, ban: &Ban) -> Result<(), StateError> {
+        self.bans
+            .insert(key, ban, 0)
+            .map_err(map_err("write SG_BANS"))
+    }
+
+    /// Removes a ban; `Ok(false)` when there was none.
+    pub fn remove_ban(&mut self, key: &SourceKey) -> Result<bool, StateError> {
+        match self.bans.remove(key) {
+            Ok(()) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(StateError::Map {
+                what: "remove from SG_BANS".into(),
+                source,
+            }),
+        }
+    }
+
+    /// Budget state of an unknown source in the access zone.
+    pub fn source_state(&self, key: &SourceKey) -> Option<SourceState> {
+        self.sources.get(key, 0).ok()
+    }
+
+    /// Budget state of an allowlisted source.
+    pub fn peer_state(&self, key: &SourceKey) -> Option<SourceState> {
+        self.peers.get(key, 0).ok()
+    }
+
+    /// Entries in the per-source maps: (unknown sources, allowlisted peers).
+    pub fn budget_entries(&self) -> (usize, usize) {
+        (self.sources.keys().count(), self.peers.keys().count())
     }
 }

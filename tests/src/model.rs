@@ -1,32 +1,64 @@
 //! The policy as plain Rust data, deciding with the same shared logic as the kernel: the oracle
-//! that kernel tests compare the real program against.
+//! that kernel tests compare the real program against. Budgets run on a synthetic clock.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use sipguard::policy::{Policy, Prefix, Tables};
 use sipguard_common::{
-    abi::{FragKey, FragVerdict, FragmentPolicy, Mode, Zone},
+    abi::{
+        Ban, BanReason, FragKey, FragVerdict, FragmentPolicy, Mode, RuleValue, SourceKey,
+        SourceState, Zone,
+    },
+    budget::{Gcra, Strikes},
     parse::{Family, Transport, parse},
-    verdict::{PolicyView, decide},
+    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, decide},
 };
 
 use crate::harness::{Verdict, XDP_DROP, XDP_PASS};
 
 pub struct Model {
     tables: Tables,
+    value: Box<sipguard_common::abi::Policy>,
     remembered: RefCell<HashMap<(Vec<u8>, u32), FragVerdict>>,
+    now: Cell<u64>,
+    sources: RefCell<HashMap<SourceKey, SourceState>>,
+    peers: RefCell<HashMap<SourceKey, SourceState>>,
+    pub bans: RefCell<HashMap<SourceKey, Ban>>,
+    new_sources_tat: Cell<u64>,
 }
 
 impl Model {
     pub fn new(policy: &Policy) -> Model {
+        let tables = Tables::compile(policy, Mode::Enforce, &BTreeMap::new(), &BTreeMap::new(), 0);
+        let value = tables.policy_value(sipguard::policy::zeroed_policy().header, 1);
         Model {
-            tables: Tables::compile(policy, Mode::Enforce, &BTreeMap::new(), &BTreeMap::new(), 0),
+            tables,
+            value,
             remembered: RefCell::new(HashMap::new()),
+            now: Cell::new(1_000_000_000),
+            sources: RefCell::new(HashMap::new()),
+            peers: RefCell::new(HashMap::new()),
+            bans: RefCell::new(HashMap::new()),
+            new_sources_tat: Cell::new(0),
         }
+    }
+
+    /// Moves the synthetic clock forward.
+    pub fn advance(&self, nanos: u64) {
+        self.now.set(self.now.get() + nanos);
+    }
+
+    /// Entries in the per-source state of the access zone.
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.borrow().len()
+    }
+
+    fn gcra(&self, class: u16) -> Gcra {
+        self.value.classes[usize::from(class) % self.value.classes.len()].gcra
     }
 
     /// What the program should do with `frame`, given everything seen before.
@@ -46,16 +78,20 @@ impl Model {
         }
     }
 
-    fn matches(
-        set: &BTreeMap<Prefix, sipguard_common::abi::RuleValue>,
+    /// The longest matching entry, as an LPM trie answers.
+    fn lookup(
+        set: &BTreeMap<Prefix, RuleValue>,
         family: Family,
         addr: &[u8; 16],
-    ) -> bool {
+    ) -> Option<RuleValue> {
         let ip = match family {
             Family::V4 => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
             Family::V6 => IpAddr::V6(Ipv6Addr::from(*addr)),
         };
-        set.keys().any(|prefix| prefix.contains(ip))
+        set.iter()
+            .filter(|(prefix, _)| prefix.contains(ip))
+            .max_by_key(|(prefix, _)| prefix.net().prefix_len())
+            .map(|(_, value)| *value)
     }
 }
 
@@ -69,11 +105,12 @@ impl PolicyView for Model {
     }
 
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool {
-        Self::matches(&self.tables.deny, family, addr)
+        Self::lookup(&self.tables.deny, family, addr).is_some()
     }
 
-    fn is_allowed(&self, family: Family, addr: &[u8; 16]) -> bool {
-        Self::matches(&self.tables.allow, family, addr)
+    fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
+        Self::lookup(&self.tables.allow, family, addr)
+            .map_or(NOT_ALLOWLISTED, |rule| u32::from(rule.class))
     }
 
     fn fragment_policy(&self) -> FragmentPolicy {
@@ -86,6 +123,107 @@ impl PolicyView for Model {
 
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict) {
         self.remembered.borrow_mut().insert(frag_key(key), verdict);
+    }
+
+    fn ipv6_budget_prefix(&self) -> u8 {
+        self.tables.ipv6_prefix
+    }
+
+    fn is_banned(&self, source: &SourceKey) -> bool {
+        let now = self.now.get();
+        let mut bans = self.bans.borrow_mut();
+        match bans.get_mut(source) {
+            Some(ban) if now < ban.expires_at_ns => {
+                ban.hits += 1;
+                ban.last_seen_ns = now;
+                true
+            }
+            Some(_) => {
+                bans.remove(source);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn spend_peer(&self, source: &SourceKey, class: u16) -> bool {
+        let gcra = self.gcra(class);
+        let now = self.now.get();
+        let mut peers = self.peers.borrow_mut();
+        match peers.get_mut(source) {
+            Some(state) => match gcra.admit(state.tat_ns, now) {
+                Some(next) => {
+                    state.tat_ns = next;
+                    true
+                }
+                None => false,
+            },
+            None => {
+                peers.insert(
+                    *source,
+                    SourceState {
+                        tat_ns: gcra.first(now),
+                        first_seen_ns: now,
+                        class,
+                        ..Default::default()
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn spend_unknown(&self, source: &SourceKey) -> Spend {
+        let header = &self.value.header;
+        let gcra = self.gcra(header.access_class);
+        if gcra.is_unlimited() {
+            return Spend::Admitted;
+        }
+        let now = self.now.get();
+        let mut sources = self.sources.borrow_mut();
+        if let Some(state) = sources.get_mut(source) {
+            if let Some(next) = gcra.admit(state.tat_ns, now) {
+                state.tat_ns = next;
+                return Spend::Admitted;
+            }
+            let mut strikes = Strikes {
+                window_start_ns: state.strike_window_ns,
+                count: state.strikes,
+            };
+            let ban = header.ban.strike(&mut strikes, now);
+            state.strike_window_ns = strikes.window_start_ns;
+            state.strikes = if ban { 0 } else { strikes.count };
+            if ban {
+                self.bans.borrow_mut().insert(
+                    *source,
+                    Ban {
+                        banned_at_ns: now,
+                        expires_at_ns: now + header.ban.ttl_ns,
+                        first_seen_ns: state.first_seen_ns,
+                        last_seen_ns: now,
+                        hits: 0,
+                        strikes: strikes.count,
+                        reason: BanReason::RateExceeded as u8,
+                        _reserved: [0; 3],
+                    },
+                );
+            }
+            return Spend::OverBudget;
+        }
+        match header.new_sources.admit(self.new_sources_tat.get(), now) {
+            Some(next) => self.new_sources_tat.set(next),
+            None => return Spend::NoNewSource,
+        }
+        sources.insert(
+            *source,
+            SourceState {
+                tat_ns: gcra.first(now),
+                first_seen_ns: now,
+                class: header.access_class,
+                ..Default::default()
+            },
+        );
+        Spend::Admitted
     }
 }
 

@@ -32,7 +32,7 @@ const PAYLOAD: &[u8] =
 const POLICY_B: &str = r#"
 mode = "enforce"
 fragments = "source"
-[ports]
+[trunk]
 udp = [5060, 5080]
 tcp = [5060, 5061, 5062]
 [[allow]]
@@ -363,7 +363,7 @@ fn bad_policy_files_change_nothing_in_the_kernel() {
         ("syntax.toml", "[[allow]\ncidrs = []\n", "syntax.toml:1:"),
         (
             "port.toml",
-            "[ports]\nudp = [5060, 0]\n",
+            "[trunk]\nudp = [5060, 0]\n",
             "port.toml:2: udp port 0",
         ),
     ];

@@ -8,12 +8,12 @@ use std::{
 };
 
 use sipguard_common::{
-    abi::{FragKey, FragVerdict, FragmentPolicy, Reason, Zone},
+    abi::{FragKey, FragVerdict, FragmentPolicy, Reason, SourceKey, Zone},
     parse::{
         Family, Fragment, Hidden, IpPacket, L4, MAX_IPV6_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS,
         Parsed, Transport, parse,
     },
-    verdict::{PolicyView, Verdict, decide},
+    verdict::{PolicyView, Spend, Verdict, decide},
 };
 use sipguard_tests::frames::{
     self, ExtHeader, IpLayer, Packet, VlanTag, arp_request, checksum, sip_options_request,
@@ -177,8 +177,12 @@ impl PolicyView for FakePolicy {
         self.deny.iter().any(|p| p.contains(family, addr))
     }
 
-    fn is_allowed(&self, family: Family, addr: &[u8; 16]) -> bool {
-        self.allow.iter().any(|p| p.contains(family, addr))
+    fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
+        if self.allow.iter().any(|p| p.contains(family, addr)) {
+            0
+        } else {
+            sipguard_common::verdict::NOT_ALLOWLISTED
+        }
     }
 
     fn fragment_policy(&self) -> FragmentPolicy {
@@ -191,6 +195,24 @@ impl PolicyView for FakePolicy {
 
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict) {
         self.remembered.borrow_mut().insert(Self::key(key), verdict);
+    }
+
+    // No access zone and no budget classes here: budgets are tested with the model in
+    // `budgets.rs` and in the kernel.
+    fn ipv6_budget_prefix(&self) -> u8 {
+        64
+    }
+
+    fn is_banned(&self, _source: &SourceKey) -> bool {
+        false
+    }
+
+    fn spend_peer(&self, _source: &SourceKey, _class: u16) -> bool {
+        true
+    }
+
+    fn spend_unknown(&self, _source: &SourceKey) -> Spend {
+        Spend::Admitted
     }
 }
 

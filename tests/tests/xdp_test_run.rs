@@ -14,7 +14,7 @@ use sipguard_tests::{
 
 const POLICY: &str = r#"
 mode = "enforce"
-[ports]
+[trunk]
 udp = [5060, 5080]
 tcp = [5060, 5061]
 [[allow]]

@@ -53,20 +53,39 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
 
 pub fn print_report(report: &ApplyReport) {
     println!(
-        "  mode {}, fragments {}, SIP ports udp {} / tcp {}",
+        "  mode {}, fragments {}; trunk udp {} / tcp {}; access udp {} / tcp {}",
         report.mode,
         report.fragments,
-        format_ports(&report.udp_ports),
-        format_ports(&report.tcp_ports)
+        format_ports(&report.trunk_udp),
+        format_ports(&report.trunk_tcp),
+        format_ports(&report.access_udp),
+        format_ports(&report.access_tcp),
     );
     println!(
-        "  allowlist {} entries (+{} -{}), denylist {} entries (+{} -{}); policy serial {}",
+        "  allowlist {} entries (+{} -{}), denylist {} entries (+{} -{}), classes: {}; \
+         policy serial {}",
         report.allow.total,
         report.allow.added,
         report.allow.removed,
         report.deny.total,
         report.deny.added,
         report.deny.removed,
+        if report.classes.is_empty() {
+            "none".to_string()
+        } else {
+            report.classes.join(", ")
+        },
         report.serial
     );
+    if report.bans_lifted > 0 {
+        println!(
+            "  lifted {} automatic bans of sources now allowlisted",
+            report.bans_lifted
+        );
+    }
+    for class in &report.orphaned_classes {
+        eprintln!(
+            "warning: runtime allow entries of class '{class}' have no budget now (the policy dropped the class)"
+        );
+    }
 }

@@ -25,13 +25,17 @@ pub fn run(args: Args) -> Result<u8> {
                     .filter(|r| r.net.addr().is_ipv4() == v4)
                     .count()
             };
+            let access = policy.access.as_ref();
             println!(
-                "{}: valid; mode {}, SIP ports udp {} / tcp {}, allow {} IPv4 + {} IPv6, \
-                 deny {} IPv4 + {} IPv6",
+                "{}: valid; mode {}, trunk udp {} / tcp {}, access udp {} / tcp {}, {} classes, \
+                 allow {} IPv4 + {} IPv6, deny {} IPv4 + {} IPv6",
                 args.file.display(),
                 policy.mode.map_or("unchanged", |m| m.name()),
-                format_ports(&policy.udp_ports),
-                format_ports(&policy.tcp_ports),
+                format_ports(&policy.trunk.udp),
+                format_ports(&policy.trunk.tcp),
+                format_ports(access.map_or(&[][..], |a| &a.ports.udp)),
+                format_ports(access.map_or(&[][..], |a| &a.ports.tcp)),
+                policy.classes.len(),
                 count(&policy.allow, true),
                 count(&policy.allow, false),
                 count(&policy.deny, true),

@@ -3,11 +3,11 @@
 use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
-use sipguard_common::abi::{Origin, RuleValue};
+use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
 
 use super::{Global, format_time, print_json};
 use crate::{
-    policy::{Prefix, parse_net},
+    policy::{Prefix, class_name, parse_net},
     state::{List, Lock, State, now_unix},
 };
 
@@ -40,6 +40,10 @@ struct Entries {
     /// Interface (optional when only one is filtered).
     #[arg(long)]
     iface: Option<String>,
+    /// Budget class of each source these allow entries cover (as in `sipguard limits show`);
+    /// none: no budget.
+    #[arg(long)]
+    class: Option<String>,
     /// Addresses or CIDRs, e.g. 192.0.2.7 198.51.100.0/24 2001:db8::/48.
     #[arg(required = true, value_parser = parse_prefix)]
     entries: Vec<Prefix>,
@@ -53,6 +57,8 @@ fn parse_prefix(text: &str) -> Result<Prefix, String> {
 struct Row {
     prefix: String,
     origin: &'static str,
+    /// Budget class (allowlist), if any.
+    class: Option<String>,
     added_at_unix: u32,
 }
 
@@ -87,10 +93,23 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
             );
         }
     }
+    let class = match (&entries.class, list) {
+        (None, _) => 0,
+        (Some(_), List::Deny) => bail!("deny entries have no budget class"),
+        (Some(name), List::Allow) => {
+            let policy = state.policy(generation)?;
+            (1..CLASS_SLOTS)
+                .find(|slot| class_name(&policy.classes[*slot]) == *name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no class named '{name}' (see `sipguard limits show`)")
+                })? as u16
+        }
+    };
     let now = now_unix() as u32;
     for prefix in &entries.entries {
         if add {
             let value = RuleValue {
+                class,
                 origin: Origin::Runtime as u8,
                 added_at_unix: now,
                 ..RuleValue::default()
@@ -118,7 +137,9 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
 fn show(global: &Global, list: List, iface: Option<&str>, json: bool) -> Result<u8> {
     let target = global.target(iface)?;
     let state = State::open(&target)?;
-    let rules = state.rules(state.active_generation()?, list)?;
+    let generation = state.active_generation()?;
+    let policy = state.policy(generation)?;
+    let rules = state.rules(generation, list)?;
     let rows: Vec<Row> = rules
         .iter()
         .map(|(prefix, value)| Row {
@@ -128,6 +149,8 @@ fn show(global: &Global, list: List, iface: Option<&str>, json: bool) -> Result<
             } else {
                 "policy"
             },
+            class: (value.class != 0)
+                .then(|| class_name(&policy.classes[usize::from(value.class) % CLASS_SLOTS])),
             added_at_unix: value.added_at_unix,
         })
         .collect();
@@ -139,12 +162,13 @@ fn show(global: &Global, list: List, iface: Option<&str>, json: bool) -> Result<
         println!("{}: the {} is empty", target.label(), list.name());
         return Ok(0);
     }
-    println!("{:<44} {:<8} ADDED", "PREFIX", "ORIGIN");
+    println!("{:<44} {:<8} {:<16} ADDED", "PREFIX", "ORIGIN", "CLASS");
     for row in rows {
         println!(
-            "{:<44} {:<8} {}",
+            "{:<44} {:<8} {:<16} {}",
             row.prefix,
             row.origin,
+            row.class.as_deref().unwrap_or("-"),
             format_time(u64::from(row.added_at_unix))
         );
     }

@@ -2,8 +2,10 @@
 
 mod apply;
 mod attach;
+mod bans;
 mod check;
 mod detach;
+mod limits;
 mod lists;
 mod mode;
 mod stats;
@@ -56,6 +58,8 @@ pub enum Command {
     /// Show, add or remove denylist entries on the running filter.
     Deny(lists::Args),
     Mode(mode::Args),
+    Limits(limits::Args),
+    Bans(bans::Args),
     Stats(stats::Args),
     Status(status::Args),
     /// Print the example policy (the one `cargo xtask demo` uses).
@@ -77,6 +81,8 @@ impl Cli {
             Command::Allow(args) => lists::run(&global, crate::state::List::Allow, args),
             Command::Deny(args) => lists::run(&global, crate::state::List::Deny, args),
             Command::Mode(args) => mode::run(&global, args),
+            Command::Limits(args) => limits::run(&global, args),
+            Command::Bans(args) => bans::run(&global, args),
             Command::Stats(args) => stats::run(&global, args),
             Command::Status(args) => status::run(&global, args),
             Command::Example => {
@@ -155,6 +161,43 @@ pub fn format_time(unix: u64) -> String {
     )
 }
 
+/// Seconds since the epoch from `2026-11-26T04:00:00Z` (or with a space, or without `Z`: UTC), or
+/// from a duration meaning that long ago (`30m`, `2h`).
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    if let Ok(ago) = crate::policy::parse_duration(text) {
+        return Ok(crate::state::now_unix().saturating_sub(ago.as_secs()));
+    }
+    let bad = || format!("'{text}' is not a time (2026-11-26T04:00:00Z) or a duration ago (30m)");
+    let text = text.trim().trim_end_matches('Z');
+    let (date, time) = text.split_once(['T', ' ']).ok_or_else(bad)?;
+    let numbers = |part: &str, sep: char| -> Option<Vec<i64>> {
+        part.split(sep).map(|n| n.parse().ok()).collect()
+    };
+    let (Some(d), Some(t)) = (numbers(date, '-'), numbers(time, ':')) else {
+        return Err(bad());
+    };
+    let (&[year, month, day], &[hour, minute, second]) = (d.as_slice(), t.as_slice()) else {
+        return Err(bad());
+    };
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    // Days from civil (H. Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).map_err(|_| bad())
+}
+
 /// Compact port list: `5060, 5070-5079`.
 pub fn format_ports(ports: &[u16]) -> String {
     if ports.is_empty() {
@@ -193,6 +236,21 @@ mod tests {
         assert_eq!(format_time(0), "never");
         assert_eq!(format_time(1_795_667_288), "2026-11-26 04:28:08Z");
         assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00Z");
+    }
+
+    #[test]
+    fn times_parse_back() {
+        for unix in [0u64, 951_782_400, 1_795_667_288] {
+            let text = format_time(unix);
+            if unix != 0 {
+                assert_eq!(parse_time(&text.replace(' ', "T")), Ok(unix), "{text}");
+                assert_eq!(parse_time(&text), Ok(unix), "{text}");
+            }
+        }
+        let ago = parse_time("30m").unwrap();
+        assert!(crate::state::now_unix() - ago >= 1800);
+        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
+        assert!(parse_time("yesterday").is_err());
     }
 
     #[test]

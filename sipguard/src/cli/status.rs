@@ -72,9 +72,37 @@ fn print_status(status: &Status) {
         format_time(status.applied_at_unix)
     );
     println!(
-        "  SIP ports   udp {} / tcp {}",
-        format_ports(&status.udp_ports),
-        format_ports(&status.tcp_ports)
+        "  trunk       udp {} / tcp {} (allowlisted sources only)",
+        format_ports(&status.trunk.udp),
+        format_ports(&status.trunk.tcp)
+    );
+    if let Some(class) = &status.access_class {
+        println!(
+            "  access      udp {} / tcp {} (unknown sources: class {class}; new sources {}/s, burst {})",
+            format_ports(&status.access.udp),
+            format_ports(&status.access.tcp),
+            status.new_sources.rate,
+            status.new_sources.burst
+        );
+    }
+    if !status.classes.is_empty() {
+        let classes: Vec<String> = status
+            .classes
+            .iter()
+            .map(|c| format!("{} {}/s burst {}", c.name, c.rate, c.burst))
+            .collect();
+        println!("  classes     {}", classes.join("; "));
+    }
+    println!(
+        "  budgets     {} unknown sources and {} peers tracked; IPv6 per /{}",
+        status.tracked_sources, status.tracked_peers, status.ipv6_budget_prefix
+    );
+    println!(
+        "  bans        {} active; auto-ban after {} over-budget packets in {}s, for {}s",
+        status.bans.active,
+        status.bans.threshold,
+        status.bans.window_seconds,
+        status.bans.ttl_seconds
     );
     println!(
         "  allowlist   {} from policy, {} added at runtime",

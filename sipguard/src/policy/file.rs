@@ -3,13 +3,29 @@
 //! ```toml
 //! mode = "enforce"          # or "monitor"; leave out to keep the running mode
 //! fragments = "inherit"     # or "source", "pass"
+//! ipv6_prefix = 64          # IPv6 sources share budgets and bans per /64
 //!
-//! [ports]                   # trunk zone; leave the table out for UDP 5060, TCP 5060 and 5061
-//! udp = [5060]
+//! [trunk]                   # only allowlisted sources; with no [trunk] and no [access]:
+//! udp = [5060]              # UDP 5060 and TCP 5060, 5061
 //! tcp = [5060, 5061]
+//!
+//! [access]                  # unknown sources admitted within a per-source budget
+//! udp = [5070]
+//! class = "phones"          # default: access-default, 10/s burst 30
+//! new_sources = { rate = 200, burst = 1000 }
+//!
+//! [bans]                    # for unknown sources that keep exceeding their budget
+//! threshold = 100           # over-budget packets within `window`
+//! window = "10s"
+//! ttl = "15m"
+//!
+//! [classes]
+//! carrier-a = { rate = 2000, burst = 4000 }
+//! phones = { rate = 10, burst = 30 }
 //!
 //! [[allow]]
 //! name = "carrier-a"
+//! class = "carrier-a"       # budget of each source; leave out for none
 //! cidrs = ["198.51.100.0/24", "2001:db8:100::/48"]
 //! files = ["carrier-a.txt"] # one address or CIDR per line, '#' comments; relative to this file
 //!
@@ -19,19 +35,22 @@
 //! ```
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt, fs,
     ops::Range,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use sipguard_common::abi::{FragmentPolicy, MAX_PREFIXES, Mode};
+use sipguard_common::abi::{CLASS_NAME_LEN, FragmentPolicy, MAX_PREFIXES, Mode};
 use toml::Spanned;
 
 use super::{
-    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, Location, Policy, PolicySource, Rule, parse_net,
+    Access, BanSettings, Budget, DEFAULT_ACCESS_CLASS, DEFAULT_IPV6_PREFIX, DEFAULT_NEW_SOURCES,
+    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, Location, MAX_CLASSES, Policy, PolicySource, Ports, Rule,
+    parse_net,
 };
 
 /// Diagnostics reported at most; the rest are counted.
@@ -82,7 +101,12 @@ fn render(diagnostics: &[Diagnostic], omitted: usize) -> String {
 struct PolicyDoc {
     mode: Option<ModeSetting>,
     fragments: Option<FragmentSetting>,
-    ports: Option<PortsDoc>,
+    ipv6_prefix: Option<Spanned<u8>>,
+    trunk: Option<PortsDoc>,
+    access: Option<AccessDoc>,
+    bans: Option<BansDoc>,
+    #[serde(default)]
+    classes: BTreeMap<String, Spanned<BudgetDoc>>,
     #[serde(default)]
     allow: Vec<ListDoc>,
     #[serde(default)]
@@ -115,12 +139,71 @@ struct PortsDoc {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AccessDoc {
+    #[serde(default)]
+    udp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    tcp: Vec<Spanned<u16>>,
+    class: Option<Spanned<String>>,
+    new_sources: Option<Spanned<BudgetDoc>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct BudgetDoc {
+    rate: u32,
+    burst: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BansDoc {
+    threshold: Option<u32>,
+    window: Option<Spanned<DurationDoc>>,
+    ttl: Option<Spanned<DurationDoc>>,
+}
+
+/// Seconds, or text such as `90s`, `15m`, `2h`, `1d`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum DurationDoc {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListDoc {
     name: Option<String>,
+    class: Option<Spanned<String>>,
     #[serde(default)]
     cidrs: Vec<Spanned<String>>,
     #[serde(default)]
     files: Vec<Spanned<String>>,
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d` into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration (e.g. 30s, 15m, 2h, 1d)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "m" => value.saturating_mul(60),
+        "h" => value.saturating_mul(3600),
+        "d" => value.saturating_mul(86_400),
+        _ => {
+            return Err(format!(
+                "'{text}' is not a duration (e.g. 30s, 15m, 2h, 1d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 /// Collects problems so that one run reports all of them.
@@ -210,14 +293,158 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let mut digest = Fnv::new();
     digest.feed(text.as_bytes());
     let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let line = |span: Range<usize>| line_of(text, &span);
 
-    let (udp_ports, tcp_ports) = match &doc.ports {
-        None => (DEFAULT_UDP_PORTS.to_vec(), DEFAULT_TCP_PORTS.to_vec()),
-        Some(ports) => (
-            check_ports(&mut checker, text, path, "udp", &ports.udp),
-            check_ports(&mut checker, text, path, "tcp", &ports.tcp),
+    let mut classes = BTreeMap::new();
+    for (name, budget) in &doc.classes {
+        let at = line(budget.span());
+        if name.is_empty()
+            || name.len() >= CLASS_NAME_LEN
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            checker.report(
+                path,
+                at,
+                format!(
+                    "class name '{name}': use up to {} letters, digits, '-' or '_'",
+                    CLASS_NAME_LEN - 1
+                ),
+            );
+        }
+        match check_budget(budget.get_ref()) {
+            Ok(budget) => {
+                classes.insert(name.clone(), budget);
+            }
+            Err(message) => checker.report(path, at, format!("class {name}: {message}")),
+        }
+    }
+
+    let (trunk, access) = match (&doc.trunk, &doc.access) {
+        (None, None) => (
+            Ports {
+                udp: DEFAULT_UDP_PORTS.to_vec(),
+                tcp: DEFAULT_TCP_PORTS.to_vec(),
+            },
+            None,
         ),
+        (trunk, access) => {
+            let trunk = trunk.as_ref().map_or_else(Ports::default, |t| Ports {
+                udp: check_ports(&mut checker, text, path, "udp", &t.udp),
+                tcp: check_ports(&mut checker, text, path, "tcp", &t.tcp),
+            });
+            let access = access.as_ref().map(|a| {
+                let ports = Ports {
+                    udp: check_ports(&mut checker, text, path, "udp", &a.udp),
+                    tcp: check_ports(&mut checker, text, path, "tcp", &a.tcp),
+                };
+                for (transport, shared) in [("udp", &a.udp), ("tcp", &a.tcp)] {
+                    let trunk_ports = if transport == "udp" {
+                        &trunk.udp
+                    } else {
+                        &trunk.tcp
+                    };
+                    for port in shared.iter().filter(|p| trunk_ports.contains(p.get_ref())) {
+                        checker.report(
+                            path,
+                            line(port.span()),
+                            format!(
+                                "{transport} port {} is in both the trunk and the access zone",
+                                port.get_ref()
+                            ),
+                        );
+                    }
+                }
+                let class = match &a.class {
+                    Some(class) => {
+                        if !classes.contains_key(class.get_ref()) {
+                            checker.report(
+                                path,
+                                line(class.span()),
+                                format!("no class named '{}' in [classes]", class.get_ref()),
+                            );
+                        }
+                        class.get_ref().clone()
+                    }
+                    None => {
+                        let (name, budget) = DEFAULT_ACCESS_CLASS;
+                        classes.entry(name.to_string()).or_insert(budget);
+                        name.to_string()
+                    }
+                };
+                let new_sources = match &a.new_sources {
+                    Some(budget) => check_budget(budget.get_ref()).unwrap_or_else(|message| {
+                        checker.report(
+                            path,
+                            line(budget.span()),
+                            format!("new_sources: {message}"),
+                        );
+                        DEFAULT_NEW_SOURCES
+                    }),
+                    None => DEFAULT_NEW_SOURCES,
+                };
+                Access {
+                    ports,
+                    class,
+                    new_sources,
+                }
+            });
+            (trunk, access)
+        }
     };
+    if classes.len() > MAX_CLASSES {
+        checker.report(
+            path,
+            0,
+            format!(
+                "{} classes; the filter holds at most {MAX_CLASSES}",
+                classes.len()
+            ),
+        );
+    }
+
+    let ipv6_prefix = match &doc.ipv6_prefix {
+        Some(prefix) if !(1..=128).contains(prefix.get_ref()) => {
+            checker.report(
+                path,
+                line(prefix.span()),
+                "ipv6_prefix must be between 1 and 128",
+            );
+            DEFAULT_IPV6_PREFIX
+        }
+        Some(prefix) => *prefix.get_ref(),
+        None => DEFAULT_IPV6_PREFIX,
+    };
+
+    let mut bans = BanSettings::default();
+    if let Some(doc_bans) = &doc.bans {
+        if let Some(threshold) = doc_bans.threshold {
+            bans.threshold = threshold;
+        }
+        for (field, value, slot) in [
+            ("window", &doc_bans.window, &mut bans.window),
+            ("ttl", &doc_bans.ttl, &mut bans.ttl),
+        ] {
+            if let Some(value) = value {
+                let parsed = match value.get_ref() {
+                    DurationDoc::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
+                    DurationDoc::Text(text) => parse_duration(text),
+                };
+                match parsed {
+                    Ok(duration) if duration.is_zero() => checker.report(
+                        path,
+                        line(value.span()),
+                        format!("bans.{field} must be longer than 0"),
+                    ),
+                    Ok(duration) => *slot = duration,
+                    Err(message) => {
+                        checker.report(path, line(value.span()), format!("bans.{field}: {message}"))
+                    }
+                }
+            }
+        }
+    }
 
     let allow = read_lists(
         &mut checker,
@@ -227,6 +454,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         base,
         "allow",
         &doc.allow,
+        Some(&classes),
     );
     let deny = read_lists(
         &mut checker,
@@ -236,6 +464,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         base,
         "deny",
         &doc.deny,
+        None,
     );
     check_conflicts(&mut checker, &allow, &deny);
     check_capacity(&mut checker, path, "allow", &allow);
@@ -251,16 +480,35 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
             Some(FragmentSetting::Source) => FragmentPolicy::Source,
             Some(FragmentSetting::Pass) => FragmentPolicy::Pass,
         },
-        udp_ports,
-        tcp_ports,
+        ipv6_prefix,
+        trunk,
+        access,
+        classes,
+        bans,
         allow,
         deny,
         source: Some(PolicySource {
-            path: path.to_path_buf(),
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             digest: digest.0,
         }),
     };
     checker.finish(policy)
+}
+
+fn check_budget(doc: &BudgetDoc) -> Result<Budget, String> {
+    let burst = doc.burst.unwrap_or(doc.rate.max(1));
+    if doc.rate == 0 {
+        return Err(
+            "rate must be at least 1 packet per second (leave the class out for no budget)".into(),
+        );
+    }
+    if burst == 0 {
+        return Err("burst must be at least 1 packet".into());
+    }
+    Ok(Budget {
+        rate: doc.rate,
+        burst,
+    })
 }
 
 fn check_ports(
@@ -287,6 +535,7 @@ fn check_ports(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_lists(
     checker: &mut Checker,
     digest: &mut Fnv,
@@ -295,6 +544,7 @@ fn read_lists(
     base: &Path,
     kind: &str,
     lists: &[ListDoc],
+    classes: Option<&BTreeMap<String, Budget>>,
 ) -> Vec<Rule> {
     let mut rules = Vec::new();
     for (index, list) in lists.iter().enumerate() {
@@ -302,12 +552,32 @@ fn read_lists(
             .name
             .clone()
             .unwrap_or_else(|| format!("{kind}-{}", index + 1));
+        let class = list.class.as_ref().and_then(|class| {
+            let line = line_of(text, &class.span());
+            match classes {
+                None => {
+                    checker.report(path, line, "a deny entry has no budget class");
+                    None
+                }
+                Some(known) if !known.contains_key(class.get_ref()) => {
+                    checker.report(
+                        path,
+                        line,
+                        format!("no class named '{}' in [classes]", class.get_ref()),
+                    );
+                    None
+                }
+                Some(_) => Some(class.get_ref().clone()),
+            }
+        });
+        let mut group_rules = Vec::new();
         for cidr in &list.cidrs {
             let line = line_of(text, &cidr.span());
             match parse_net(cidr.get_ref()) {
-                Ok(net) => rules.push(Rule {
+                Ok(net) => group_rules.push(Rule {
                     net,
                     group: group.clone(),
+                    class: None,
                     at: Location {
                         file: path.to_path_buf(),
                         line,
@@ -322,7 +592,7 @@ fn read_lists(
             match fs::read_to_string(&list_path) {
                 Ok(list_text) => {
                     digest.feed(list_text.as_bytes());
-                    read_list_file(checker, &list_path, &list_text, &group, &mut rules);
+                    read_list_file(checker, &list_path, &list_text, &group, &mut group_rules);
                 }
                 Err(error) => checker.report(
                     path,
@@ -331,6 +601,10 @@ fn read_lists(
                 ),
             }
         }
+        for rule in &mut group_rules {
+            rule.class = class.clone();
+        }
+        rules.extend(group_rules);
     }
     rules
 }
@@ -352,6 +626,7 @@ fn read_list_file(
             Ok(net) => rules.push(Rule {
                 net,
                 group: group.to_string(),
+                class: None,
                 at: Location {
                     file: path.to_path_buf(),
                     line: index + 1,
@@ -422,8 +697,11 @@ mod tests {
         let policy = parse_ok("");
         assert_eq!(policy.mode, None);
         assert_eq!(policy.fragments, FragmentPolicy::Inherit);
-        assert_eq!(policy.udp_ports, vec![5060]);
-        assert_eq!(policy.tcp_ports, vec![5060, 5061]);
+        assert_eq!(policy.trunk.udp, vec![5060]);
+        assert_eq!(policy.trunk.tcp, vec![5060, 5061]);
+        assert_eq!(policy.access, None);
+        assert_eq!(policy.ipv6_prefix, 64);
+        assert_eq!(policy.bans, BanSettings::default());
         assert!(policy.allow.is_empty() && policy.deny.is_empty());
     }
 
@@ -434,7 +712,7 @@ mod tests {
 mode = "enforce"
 fragments = "source"
 
-[ports]
+[trunk]
 udp = [5060, 5080, 5060]
 tcp = [5061]
 
@@ -449,8 +727,8 @@ cidrs = ["203.0.113.0/24"]
         );
         assert_eq!(policy.mode, Some(Mode::Enforce));
         assert_eq!(policy.fragments, FragmentPolicy::Source);
-        assert_eq!(policy.udp_ports, vec![5060, 5080]);
-        assert_eq!(policy.tcp_ports, vec![5061]);
+        assert_eq!(policy.trunk.udp, vec![5060, 5080]);
+        assert_eq!(policy.trunk.tcp, vec![5061]);
         let allow: Vec<String> = policy.allow.iter().map(|r| r.net.to_string()).collect();
         assert_eq!(
             allow,
@@ -464,10 +742,141 @@ cidrs = ["203.0.113.0/24"]
     }
 
     #[test]
-    fn empty_ports_table_means_no_ports_of_that_transport() {
-        let policy = parse_ok("[ports]\ntcp = [5061]\n");
-        assert!(policy.udp_ports.is_empty());
-        assert_eq!(policy.tcp_ports, vec![5061]);
+    fn a_zone_table_lists_exactly_its_ports() {
+        let policy = parse_ok("[trunk]\ntcp = [5061]\n");
+        assert!(policy.trunk.udp.is_empty());
+        assert_eq!(policy.trunk.tcp, vec![5061]);
+        // Naming only an access zone leaves no trunk port.
+        let policy = parse_ok("[access]\nudp = [5060]\n");
+        assert!(policy.trunk.udp.is_empty() && policy.trunk.tcp.is_empty());
+        let access = policy.access.unwrap();
+        assert_eq!(access.ports.udp, vec![5060]);
+        assert_eq!(access.class, "access-default");
+        assert_eq!(access.new_sources, crate::policy::DEFAULT_NEW_SOURCES);
+        assert_eq!(
+            policy.classes["access-default"],
+            Budget {
+                rate: 10,
+                burst: 30
+            }
+        );
+    }
+
+    #[test]
+    fn zones_classes_and_bans_are_read() {
+        let policy = parse_ok(
+            r#"
+ipv6_prefix = 56
+[trunk]
+udp = [5060]
+[access]
+udp = [5070]
+tcp = [5070]
+class = "phones"
+new_sources = { rate = 50 }
+[bans]
+threshold = 7
+window = "30s"
+ttl = 3600
+[classes]
+phones = { rate = 5, burst = 15 }
+carrier = { rate = 1000 }
+[[allow]]
+name = "carrier"
+class = "carrier"
+cidrs = ["198.51.100.0/24"]
+[[allow]]
+cidrs = ["192.0.2.1"]
+"#,
+        );
+        assert_eq!(policy.ipv6_prefix, 56);
+        let access = policy.access.as_ref().unwrap();
+        assert_eq!(access.class, "phones");
+        assert_eq!(
+            access.new_sources,
+            Budget {
+                rate: 50,
+                burst: 50
+            },
+            "burst defaults to the rate"
+        );
+        assert_eq!(
+            policy.classes["carrier"],
+            Budget {
+                rate: 1000,
+                burst: 1000
+            }
+        );
+        assert_eq!(
+            policy.classes.len(),
+            2,
+            "no built-in class when the access zone names one"
+        );
+        assert_eq!(policy.bans.threshold, 7);
+        assert_eq!(policy.bans.window, Duration::from_secs(30));
+        assert_eq!(policy.bans.ttl, Duration::from_secs(3600));
+        assert_eq!(policy.allow[0].class.as_deref(), Some("carrier"));
+        assert_eq!(policy.allow[1].class, None);
+    }
+
+    #[test]
+    fn zone_class_and_budget_mistakes_are_reported_with_lines() {
+        let errors = parse_err("[trunk]\nudp = [5060]\n[access]\nudp = [5070, 5060]\n");
+        assert_eq!(
+            errors,
+            ["policy.toml:4: udp port 5060 is in both the trunk and the access zone"]
+        );
+        let errors = parse_err("[access]\nudp = [5070]\nclass = \"ghosts\"\n");
+        assert_eq!(
+            errors,
+            ["policy.toml:3: no class named 'ghosts' in [classes]"]
+        );
+        let errors = parse_err("[[allow]]\nclass = \"x\"\ncidrs = [\"192.0.2.1\"]\n");
+        assert_eq!(errors, ["policy.toml:2: no class named 'x' in [classes]"]);
+        let errors = parse_err("[classes]\nx = { rate = 1 }\n[[deny]]\nclass = \"x\"\n");
+        assert_eq!(errors, ["policy.toml:4: a deny entry has no budget class"]);
+        let errors = parse_err("[classes]\nslow = { rate = 0 }\n");
+        assert!(
+            errors[0].starts_with("policy.toml:2: class slow: rate must be at least 1"),
+            "{errors:?}"
+        );
+        let errors = parse_err("[classes]\nodd = { rate = 5, burst = 0 }\n");
+        assert_eq!(
+            errors,
+            ["policy.toml:2: class odd: burst must be at least 1 packet"]
+        );
+        let errors = parse_err("[classes]\n\"has space\" = { rate = 5 }\n");
+        assert!(
+            errors[0].starts_with("policy.toml:2: class name 'has space'"),
+            "{errors:?}"
+        );
+        let errors = parse_err("[classes]\nx = { rate = 5, brust = 9 }\n");
+        assert!(errors[0].contains("unknown field `brust`"), "{errors:?}");
+        let errors = parse_err("ipv6_prefix = 0\n");
+        assert_eq!(
+            errors,
+            ["policy.toml:1: ipv6_prefix must be between 1 and 128"]
+        );
+        let errors = parse_err("[bans]\nwindow = \"soon\"\nttl = 0\n");
+        assert_eq!(
+            errors,
+            [
+                "policy.toml:2: bans.window: 'soon' is not a duration (e.g. 30s, 15m, 2h, 1d)",
+                "policy.toml:3: bans.ttl must be longer than 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("m").is_err());
     }
 
     #[test]
@@ -490,7 +899,7 @@ cidrs = ["203.0.113.0/24"]
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_lines() {
-        let errors = parse_err("mode = \"enforce\"\n\n[ports]\nudp = [5060]\nsctp = [5060]\n");
+        let errors = parse_err("mode = \"enforce\"\n\n[trunk]\nudp = [5060]\nsctp = [5060]\n");
         assert_eq!(errors.len(), 1);
         assert!(
             errors[0].starts_with("policy.toml:5: unknown field `sctp`"),
@@ -503,10 +912,10 @@ cidrs = ["203.0.113.0/24"]
             "{errors:?}"
         );
 
-        let errors = parse_err("[ports]\nudp = [70000]\n");
+        let errors = parse_err("[trunk]\nudp = [70000]\n");
         assert!(errors[0].starts_with("policy.toml:2:"), "{errors:?}");
 
-        let errors = parse_err("[ports]\nudp = [0]\n");
+        let errors = parse_err("[trunk]\nudp = [0]\n");
         assert_eq!(errors, ["policy.toml:2: udp port 0 is not a port"]);
 
         let errors = parse_err("[[allow]]\ncidrs = \"198.51.100.0/24\"\n");
@@ -622,6 +1031,8 @@ cidrs = ["203.0.113.0/24"]
     fn embedded_example_is_valid() {
         let policy = parse(EXAMPLE_POLICY, Path::new("example.toml")).unwrap();
         assert_eq!(policy.mode, Some(Mode::Enforce));
+        assert!(policy.access.is_some());
+        assert_eq!(policy.allow[0].class.as_deref(), Some("carrier"));
         assert!(!policy.allow.is_empty());
         assert!(!policy.deny.is_empty());
     }

@@ -7,20 +7,37 @@
 mod file;
 mod tables;
 
-use std::{fmt, path::PathBuf};
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
 use sipguard_common::abi::{FragmentPolicy, Mode};
 
 pub use self::{
-    file::{Diagnostic, PolicyError},
-    tables::{Prefix, Tables, zeroed_policy},
+    file::{Diagnostic, PolicyError, parse_duration},
+    tables::{Prefix, Tables, class_limits, class_name, ports_in, zeroed_policy},
 };
 
-/// UDP ports judged as SIP when a policy does not say otherwise.
+/// UDP ports of the trunk zone when a policy names no zone.
 pub const DEFAULT_UDP_PORTS: [u16; 1] = [5060];
-/// TCP ports judged as SIP when a policy does not say otherwise (5061: SIP over TLS).
+/// TCP ports of the trunk zone when a policy names no zone (5061: SIP over TLS).
 pub const DEFAULT_TCP_PORTS: [u16; 2] = [5060, 5061];
+/// Budget of each unknown source in the access zone when the policy names no class.
+pub const DEFAULT_ACCESS_CLASS: (&str, Budget) = (
+    "access-default",
+    Budget {
+        rate: 10,
+        burst: 30,
+    },
+);
+/// Budget for creating state for sources never seen before (access zone), all CPUs together.
+pub const DEFAULT_NEW_SOURCES: Budget = Budget {
+    rate: 200,
+    burst: 1000,
+};
+/// IPv6 sources share budgets and bans per prefix of this length by default.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// Most classes a policy may define (slot 0 means "no budget").
+pub const MAX_CLASSES: usize = sipguard_common::abi::CLASS_SLOTS - 1;
 
 /// The example policy shipped in the binary (used by the demo and shown by `sipguard example`).
 pub const EXAMPLE_POLICY: &str = include_str!("example.toml");
@@ -44,7 +61,53 @@ pub struct Rule {
     pub net: IpNet,
     /// The `name` of the `[[allow]]`/`[[deny]]` group it came from.
     pub group: String,
+    /// Budget class of each source it covers (allowlist only); `None`: no budget.
+    pub class: Option<String>,
     pub at: Location,
+}
+
+/// Packets per second, and how many may come back to back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub rate: u32,
+    pub burst: u32,
+}
+
+/// Destination ports of a zone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    /// Sorted, unique.
+    pub udp: Vec<u16>,
+    pub tcp: Vec<u16>,
+}
+
+/// The access zone: sources on no list are admitted, each within a budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub ports: Ports,
+    /// Class of each unknown source.
+    pub class: String,
+    /// Budget for creating state for new sources, all CPUs together.
+    pub new_sources: Budget,
+}
+
+/// When unknown sources that keep exceeding their budget are banned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanSettings {
+    /// Over-budget packets within `window` that trigger a ban; 0: never ban.
+    pub threshold: u32,
+    pub window: Duration,
+    pub ttl: Duration,
+}
+
+impl Default for BanSettings {
+    fn default() -> Self {
+        BanSettings {
+            threshold: 100,
+            window: Duration::from_secs(10),
+            ttl: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// Identity of the file(s) a policy was read from, kept in the kernel for `sipguard status`.
@@ -61,23 +124,33 @@ pub struct Policy {
     /// `None`: keep the mode the filter runs in.
     pub mode: Option<Mode>,
     pub fragments: FragmentPolicy,
-    /// Destination ports of the trunk zone (only allowlisted sources), sorted and unique.
-    pub udp_ports: Vec<u16>,
-    pub tcp_ports: Vec<u16>,
+    /// IPv6 sources share budgets and bans per prefix of this length.
+    pub ipv6_prefix: u8,
+    /// Ports where only allowlisted sources are admitted.
+    pub trunk: Ports,
+    pub access: Option<Access>,
+    pub classes: BTreeMap<String, Budget>,
+    pub bans: BanSettings,
     pub allow: Vec<Rule>,
     pub deny: Vec<Rule>,
     pub source: Option<PolicySource>,
 }
 
 impl Policy {
-    /// What `attach` starts with when given no policy: default ports, empty lists, monitor mode,
-    /// so that a new user sees what would be dropped before anything is.
+    /// What `attach` starts with when given no policy: default trunk ports, empty lists, monitor
+    /// mode, so that a new user sees what would be dropped before anything is.
     pub fn starter() -> Self {
         Policy {
             mode: Some(Mode::Monitor),
             fragments: FragmentPolicy::default(),
-            udp_ports: DEFAULT_UDP_PORTS.to_vec(),
-            tcp_ports: DEFAULT_TCP_PORTS.to_vec(),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            trunk: Ports {
+                udp: DEFAULT_UDP_PORTS.to_vec(),
+                tcp: DEFAULT_TCP_PORTS.to_vec(),
+            },
+            access: None,
+            classes: BTreeMap::new(),
+            bans: BanSettings::default(),
             allow: Vec::new(),
             deny: Vec::new(),
             source: None,

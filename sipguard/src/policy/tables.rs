@@ -4,12 +4,19 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
 };
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use sipguard_common::abi::{self, FragmentPolicy, Mode, Origin, PORT_SLOTS, RuleValue, Zone};
+use sipguard_common::{
+    abi::{
+        self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS, RuleValue,
+        Zone,
+    },
+    budget::{BanRule, Gcra},
+};
 
-use super::Policy;
+use super::{BanSettings, Budget, DEFAULT_NEW_SOURCES, Policy, Ports};
 
 /// A prefix as the kernel tries hold it: length and network-order address bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,9 +68,16 @@ impl fmt::Display for Prefix {
 pub struct Tables {
     pub mode: Mode,
     pub fragments: FragmentPolicy,
+    pub ipv6_prefix: u8,
     /// Zone of every UDP and TCP destination port (index = port).
     pub udp_zone: Vec<u8>,
     pub tcp_zone: Vec<u8>,
+    /// Budget classes by id; id 0 is "no budget" and stays empty.
+    pub classes: Vec<(String, Budget)>,
+    /// Class id of unknown sources in the access zone (0 without an access zone).
+    pub access_class: u16,
+    pub new_sources: Budget,
+    pub bans: BanSettings,
     pub allow: BTreeMap<Prefix, RuleValue>,
     pub deny: BTreeMap<Prefix, RuleValue>,
 }
@@ -73,6 +87,7 @@ impl fmt::Debug for Tables {
         f.debug_struct("Tables")
             .field("mode", &self.mode)
             .field("fragments", &self.fragments)
+            .field("classes", &self.classes)
             .field("allow", &self.allow.len())
             .field("deny", &self.deny.len())
             .finish_non_exhaustive()
@@ -82,65 +97,158 @@ impl fmt::Debug for Tables {
 impl Tables {
     /// Compiles `policy`, running in `mode` unless the policy sets one, plus the runtime entries
     /// added by `sipguard allow|deny add` (a policy entry for the same prefix takes precedence).
+    /// Runtime entries name their class by name here; ids are assigned afresh.
     pub fn compile(
         policy: &Policy,
         running_mode: Mode,
-        runtime_allow: &BTreeMap<Prefix, RuleValue>,
+        runtime_allow: &BTreeMap<Prefix, (RuleValue, Option<String>)>,
         runtime_deny: &BTreeMap<Prefix, RuleValue>,
         now_unix: u32,
     ) -> Tables {
         let mut udp_zone = vec![Zone::None as u8; PORT_SLOTS];
         let mut tcp_zone = vec![Zone::None as u8; PORT_SLOTS];
-        for port in &policy.udp_ports {
-            udp_zone[usize::from(*port)] = Zone::Trunk as u8;
-        }
-        for port in &policy.tcp_ports {
-            tcp_zone[usize::from(*port)] = Zone::Trunk as u8;
-        }
-        let from_policy = |rules: &[super::Rule], runtime: &BTreeMap<Prefix, RuleValue>| {
-            let mut set = runtime.clone();
-            for rule in rules {
-                set.insert(
-                    Prefix::from(rule.net),
-                    RuleValue {
-                        class: 0,
-                        origin: Origin::Policy as u8,
-                        _reserved: 0,
-                        added_at_unix: now_unix,
-                    },
-                );
+        let mut mark = |ports: &Ports, zone: Zone| {
+            for port in &ports.udp {
+                udp_zone[usize::from(*port)] = zone as u8;
             }
-            set
+            for port in &ports.tcp {
+                tcp_zone[usize::from(*port)] = zone as u8;
+            }
         };
+        mark(&policy.trunk, Zone::Trunk);
+        if let Some(access) = &policy.access {
+            mark(&access.ports, Zone::Access);
+        }
+        // Slot 0 is "no budget"; named classes follow in name order.
+        let mut classes = vec![(String::new(), Budget { rate: 0, burst: 0 })];
+        classes.extend(
+            policy
+                .classes
+                .iter()
+                .map(|(name, budget)| (name.clone(), *budget)),
+        );
+        let class_id = |name: &Option<String>| -> u16 {
+            name.as_ref()
+                .and_then(|name| classes.iter().position(|(n, _)| n == name))
+                .map_or(0, |id| id as u16)
+        };
+        let mut allow: BTreeMap<Prefix, RuleValue> = runtime_allow
+            .iter()
+            .map(|(prefix, (value, class))| {
+                (
+                    *prefix,
+                    RuleValue {
+                        class: class_id(class),
+                        ..*value
+                    },
+                )
+            })
+            .collect();
+        let mut deny = runtime_deny.clone();
+        let policy_value = |class: u16| RuleValue {
+            class,
+            origin: Origin::Policy as u8,
+            _reserved: 0,
+            added_at_unix: now_unix,
+        };
+        for rule in &policy.allow {
+            allow.insert(Prefix::from(rule.net), policy_value(class_id(&rule.class)));
+        }
+        for rule in &policy.deny {
+            deny.insert(Prefix::from(rule.net), policy_value(0));
+        }
+        let access_class = policy
+            .access
+            .as_ref()
+            .map_or(0, |access| class_id(&Some(access.class.clone())));
         Tables {
             mode: policy.mode.unwrap_or(running_mode),
             fragments: policy.fragments,
+            ipv6_prefix: policy.ipv6_prefix,
             udp_zone,
             tcp_zone,
-            allow: from_policy(&policy.allow, runtime_allow),
-            deny: from_policy(&policy.deny, runtime_deny),
+            classes,
+            access_class,
+            new_sources: policy
+                .access
+                .as_ref()
+                .map_or(DEFAULT_NEW_SOURCES, |a| a.new_sources),
+            bans: policy.bans,
+            allow,
+            deny,
         }
     }
 
-    /// The generation's `SG_POLICY` entry.
-    pub fn policy_value(&self, header: abi::PolicyHeader) -> Box<abi::Policy> {
+    /// The generation's `SG_POLICY` entry. `cpus` splits the new-source budget per CPU.
+    pub fn policy_value(&self, header: abi::PolicyHeader, cpus: u64) -> Box<abi::Policy> {
         let mut value = zeroed_policy();
         value.header = header;
         value.header.mode = self.mode as u8;
         value.header.fragments = self.fragments as u8;
+        value.header.ipv6_budget_prefix = self.ipv6_prefix;
+        value.header.access_class = self.access_class;
+        value.header.new_sources =
+            Gcra::new(self.new_sources.rate.into(), self.new_sources.burst.into()).split(cpus);
+        value.header.new_sources_rate = self.new_sources.rate;
+        value.header.new_sources_burst = self.new_sources.burst;
+        value.header.ban = BanRule {
+            threshold: self.bans.threshold,
+            _reserved: 0,
+            window_ns: duration_ns(self.bans.window),
+            ttl_ns: duration_ns(self.bans.ttl),
+        };
+        for (slot, (name, budget)) in value.classes.iter_mut().zip(&self.classes).skip(1) {
+            *slot = class_limits(name, *budget);
+        }
         value.udp_zone.copy_from_slice(&self.udp_zone);
         value.tcp_zone.copy_from_slice(&self.tcp_zone);
         value
     }
 
-    /// SIP ports of a transport in a zone, as ranges for display.
+    /// SIP ports of a transport in a zone.
     pub fn ports(&self, udp: bool, zone: Zone) -> Vec<u16> {
-        let table = if udp { &self.udp_zone } else { &self.tcp_zone };
-        (0..PORT_SLOTS)
-            .filter(|port| table[*port] == zone as u8)
-            .map(|port| port as u16)
-            .collect()
+        ports_in(if udp { &self.udp_zone } else { &self.tcp_zone }, zone)
     }
+}
+
+/// Ports of a zone table that belong to `zone`.
+pub fn ports_in(table: &[u8], zone: Zone) -> Vec<u16> {
+    (0..table.len())
+        .filter(|port| table[*port] == zone as u8)
+        .map(|port| port as u16)
+        .collect()
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A class slot of `SG_POLICY`.
+pub fn class_limits(name: &str, budget: Budget) -> ClassLimits {
+    let mut limits = ClassLimits {
+        gcra: Gcra::new(budget.rate.into(), budget.burst.into()),
+        rate: budget.rate,
+        burst: budget.burst,
+        name: [0; CLASS_NAME_LEN],
+    };
+    for (slot, byte) in limits
+        .name
+        .iter_mut()
+        .zip(name.bytes().take(CLASS_NAME_LEN - 1))
+    {
+        *slot = byte;
+    }
+    limits
+}
+
+/// The name in a class slot.
+pub fn class_name(limits: &ClassLimits) -> String {
+    let end = limits
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(CLASS_NAME_LEN);
+    String::from_utf8_lossy(&limits.name[..end]).into_owned()
 }
 
 /// A zeroed `SG_POLICY` value on the heap (it is 128 KiB).
@@ -177,9 +285,11 @@ mod tests {
     }
 
     #[test]
-    fn compile_marks_ports_and_merges_runtime_entries() {
+    fn compile_marks_zones_assigns_classes_and_merges_runtime_entries() {
         let policy = Policy::parse(
-            "[ports]\nudp = [5060, 5080]\ntcp = [5061]\n[[allow]]\ncidrs = [\"198.51.100.0/24\"]\n",
+            "[trunk]\nudp = [5060, 5080]\ntcp = [5061]\n[access]\nudp = [5070]\n\
+             [classes]\ncarrier = { rate = 100, burst = 200 }\n\
+             [[allow]]\nclass = \"carrier\"\ncidrs = [\"198.51.100.0/24\"]\n",
             "p.toml",
         )
         .unwrap();
@@ -190,8 +300,11 @@ mod tests {
             added_at_unix: 5,
             ..Default::default()
         };
-        let runtime: BTreeMap<_, _> =
-            [(runtime_prefix, runtime_value), (shared, runtime_value)].into();
+        let runtime: BTreeMap<_, _> = [
+            (runtime_prefix, (runtime_value, Some("carrier".to_string()))),
+            (shared, (runtime_value, None)),
+        ]
+        .into();
         let tables = Tables::compile(&policy, Mode::Monitor, &runtime, &BTreeMap::new(), 100);
         assert_eq!(
             tables.mode,
@@ -200,17 +313,39 @@ mod tests {
         );
         assert_eq!(tables.ports(true, Zone::Trunk), [5060, 5080]);
         assert_eq!(tables.ports(false, Zone::Trunk), [5061]);
-        assert_eq!(tables.allow.len(), 2);
-        assert_eq!(tables.allow[&runtime_prefix], runtime_value);
+        assert_eq!(tables.ports(true, Zone::Access), [5070]);
+        let names: Vec<&str> = tables.classes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["", "access-default", "carrier"]);
+        assert_eq!(tables.access_class, 1);
+        assert_eq!(
+            tables.allow[&runtime_prefix].class, 2,
+            "runtime entries keep their class by name"
+        );
+        assert_eq!(tables.allow[&runtime_prefix].origin, Origin::Runtime as u8);
         assert_eq!(
             tables.allow[&shared].origin,
             Origin::Policy as u8,
             "policy wins over runtime"
         );
-        let value = tables.policy_value(zeroed_policy().header);
+        assert_eq!(tables.allow[&shared].class, 2);
+
+        let value = tables.policy_value(zeroed_policy().header, 2);
         assert_eq!(value.header.mode, Mode::Monitor as u8);
+        assert_eq!(value.header.access_class, 1);
+        assert_eq!(value.header.ipv6_budget_prefix, 64);
         assert_eq!(value.udp_zone[5080], Zone::Trunk as u8);
-        assert_eq!(value.udp_zone[5061], Zone::None as u8);
+        assert_eq!(value.udp_zone[5070], Zone::Access as u8);
         assert_eq!(value.tcp_zone[5061], Zone::Trunk as u8);
+        assert_eq!(class_name(&value.classes[2]), "carrier");
+        assert_eq!(value.classes[2].gcra, Gcra::new(100, 200));
+        assert_eq!(
+            value.classes[0],
+            ClassLimits::default(),
+            "slot 0 is no budget"
+        );
+        // 200 new sources/s over 2 CPUs: 100/s each.
+        assert_eq!(value.header.new_sources.interval_ns, 10_000_000);
+        assert_eq!(value.header.ban.threshold, 100);
+        assert_eq!(value.header.ban.ttl_ns, 900_000_000_000);
     }
 }
