@@ -7,9 +7,15 @@
 //! ```text
 //!   interval = 1 s / rate           tau = (burst - 1) x interval
 //!   packet at now:  base = max(tat, now)
-//!                   base - now > tau  -> over budget (state unchanged)
-//!                   otherwise         -> admitted, tat = base + interval
+//!                   base - now <= tau            -> admitted, tat = base + interval
+//!                   tat > now + tau + interval   -> admitted, tat = now + tau + interval
+//!                   otherwise                    -> over budget, state unchanged
 //! ```
+//!
+//! Under fixed limits the TAT never runs further ahead than an empty bucket, `now + tau +
+//! interval`, so the second rule never fires. It fires when an operator raises a class's rate
+//! live: a debt built up at the old, slower rate then counts as one last packet and an empty
+//! bucket at the new rate, so the change acts on the next packet instead of after the old debt.
 //!
 //! After an idle period a source may send `burst` packets back to back; sustained, it gets `rate`
 //! per second; over any window of length T it gets at most `burst + rate x T`.
@@ -69,11 +75,13 @@ impl Gcra {
             return Some(tat);
         }
         let base = if tat > now { tat } else { now };
-        if base - now > self.tau_ns {
-            None
-        } else {
-            Some(base.saturating_add(self.interval_ns))
+        if base - now <= self.tau_ns {
+            return Some(base.saturating_add(self.interval_ns));
         }
+        let empty = now
+            .saturating_add(self.tau_ns)
+            .saturating_add(self.interval_ns);
+        if tat > empty { Some(empty) } else { None }
     }
 
     /// The TAT of a source seen for the first time, after its first (admitted) packet.
@@ -184,6 +192,35 @@ mod tests {
             })
             .count();
         assert_eq!(admitted, 5);
+    }
+
+    #[test]
+    fn a_faster_rate_acts_on_the_next_packet_and_a_slower_one_keeps_the_debt() {
+        let slow = Gcra::new(1, 2);
+        let mut tat = 0;
+        for _ in 0..2 {
+            tat = slow.admit(tat, NANOS).unwrap();
+        }
+        assert_eq!(slow.admit(tat, NANOS), None, "drained");
+        let fast = Gcra::new(100_000, 100_000);
+        let empty = fast
+            .admit(tat, NANOS)
+            .expect("the next packet has the new budget");
+        assert_eq!(
+            empty,
+            NANOS + fast.tau_ns + fast.interval_ns,
+            "and leaves an empty bucket"
+        );
+        assert_eq!(fast.admit(empty, NANOS), None);
+        assert!(
+            fast.admit(empty, NANOS + fast.interval_ns).is_some(),
+            "one new interval later"
+        );
+        // Slower limits: a small debt is kept and paid at the new, longer interval.
+        let fast_tat = fast.admit(0, NANOS).unwrap();
+        let slower = Gcra::new(10, 1);
+        assert_eq!(slower.admit(fast_tat, NANOS), None);
+        assert!(slower.admit(fast_tat, NANOS + fast.interval_ns).is_some());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! sipguard's XDP program: judges every SIP packet by its source before the SBC sees it.
 //!
 //! The decision logic lives in `sipguard-common` (shared with host tests); this crate only binds it
-//! to the packet and to the maps. Minimum kernel: 5.10 (BPF links for XDP, bounded loops); tested
-//! on 6.18.
+//! to the packet and to the maps. Minimum kernel: 5.12 (BPF links for XDP, bounded loops, BPF
+//! atomics); tested on 6.18.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]

@@ -63,6 +63,18 @@ impl MapView {
     }
 }
 
+/// Compare-and-swap on a TAT.
+#[inline(always)]
+fn swap(tat: *mut u64, seen: u64, next: u64) -> bool {
+    // SAFETY: `tat` points at an aligned u64 in a map value valid for this program run.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            tat, seen, next,
+        )
+        .1
+    }
+}
+
 /// Spends one packet from a shared GCRA state with compare-and-swap: exact across CPUs.
 #[inline(always)]
 fn spend(tat: *mut u64, now: u64, gcra: &Gcra) -> bool {
@@ -72,13 +84,7 @@ fn spend(tat: *mut u64, now: u64, gcra: &Gcra) -> bool {
         let Some(next) = gcra.admit(seen, now) else {
             return false;
         };
-        // SAFETY: as above; cmpxchg on an aligned u64.
-        let (_, swapped) = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
-                tat, seen, next,
-            )
-        };
-        if swapped {
+        if swap(tat, seen, next) {
             return true;
         }
     }

@@ -134,7 +134,7 @@ pub fn ifindex(iface: &str) -> Option<u32> {
 
 /// An interface's pin directory, locked, with its compatibility checked.
 struct Prepared {
-    lock: Lock,
+    _lock: Lock,
     /// Initialised state already exists.
     existing: bool,
 }
@@ -148,7 +148,10 @@ fn prepare(target: &Target) -> Result<Prepared, DataplaneError> {
     })?;
     let lock = Lock::acquire(&dir)?;
     let existing = check_compatible(target)?;
-    Ok(Prepared { lock, existing })
+    Ok(Prepared {
+        _lock: lock,
+        existing,
+    })
 }
 
 /// The program loaded (verified) on an interface's pinned maps, with the policy in place, but
@@ -159,7 +162,6 @@ pub struct Loaded {
     /// The state was created now (false: existing pinned state was reused).
     pub created_state: bool,
     pub applied: Option<ApplyReport>,
-    _lock: Lock,
 }
 
 impl Loaded {
@@ -178,13 +180,14 @@ pub fn load(
     policy: Option<&Policy>,
     mode: Option<Mode>,
 ) -> Result<Loaded, DataplaneError> {
+    // The lock covers loading and the policy change only: the caller may keep the result.
     let prepared = prepare(target)?;
-    load_prepared(target, prepared, policy, mode)
+    load_prepared(target, &prepared, policy, mode)
 }
 
 fn load_prepared(
     target: &Target,
-    prepared: Prepared,
+    prepared: &Prepared,
     policy: Option<&Policy>,
     mode: Option<Mode>,
 ) -> Result<Loaded, DataplaneError> {
@@ -235,7 +238,6 @@ fn load_prepared(
         state,
         created_state: !prepared.existing,
         applied,
-        _lock: prepared.lock,
     })
 }
 
@@ -265,7 +267,7 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
             });
         }
     }
-    let mut loaded = load_prepared(target, prepared, request.policy, request.mode)?;
+    let mut loaded = load_prepared(target, &prepared, request.policy, request.mode)?;
     let mut meta = loaded.state.meta()?;
     let program = loaded.program();
     let (replaced_program, xdp_mode) = match replace_in_link(program, &target.link_pin(), if_index)?

@@ -1,7 +1,7 @@
 //! sipguard's controller: policy files, pinned kernel state, attach/replace/detach of the XDP
 //! program, and the CLI built on them.
 //!
-//! Minimum kernel: 5.10 (BPF links for XDP, bounded loops, LPM tries); tested on 6.18.
+//! Minimum kernel: 5.12 (BPF links for XDP, bounded loops, LPM tries, BPF atomics); tested on 6.18.
 
 pub mod apply;
 pub mod cli;

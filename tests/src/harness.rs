@@ -83,6 +83,23 @@ impl TestFilter {
             .map(|result| result.return_value)
     }
 
+    /// Runs the program `repeat` times on `frame` in one `BPF_PROG_TEST_RUN` call.
+    pub fn run_repeated(&mut self, frame: &[u8], repeat: u32) {
+        self.loaded
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("test_run x{repeat}: {e}"));
+    }
+
+    /// Counters summed over CPUs, by zone and reason.
+    pub fn stats(&self) -> sipguard::report::Stats {
+        sipguard::report::Stats::read(&self.loaded.state).expect("read stats")
+    }
+
     /// Runs the program once on `frame` and returns its action only.
     pub fn action(&mut self, frame: &[u8]) -> u32 {
         self.try_run(frame)

@@ -406,3 +406,54 @@ fn ipv6_extension_headers_do_not_hide_the_source() {
         9
     );
 }
+
+/// Real datagrams into the access zone: an unknown source flooding far above its class budget
+/// gets about burst + rate x elapsed through, then a ban; an allowlisted carrier within its class
+/// loses nothing meanwhile.
+#[test]
+fn access_zone_budget_and_ban_through_veth() {
+    let lab = Lab::new("budget").unwrap();
+    let pins = TempPinRoot::new("veth-budget");
+    // Example policy: phones 10/s burst 30, ban after 100 over-budget packets in 10 s;
+    // carrier 2000/s burst 4000.
+    attach_policy(&lab, &pins, Policy::example(), None);
+    let access = UdpCounter::start(&lab.sbc, 5070).unwrap();
+    let trunk = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    let started = std::time::Instant::now();
+    send(&lab, UNKNOWN_V4.into(), 5070, 400, SIP_OPTIONS);
+    let elapsed = started.elapsed().as_secs_f64();
+    send(&lab, ALLOWED_V4.into(), 5060, 500, SIP_OPTIONS);
+    let access = access.finish(Duration::from_millis(300));
+    let trunk = trunk.finish(Duration::from_millis(50));
+    let received = access.get(&UNKNOWN_V4.into()).copied().unwrap_or(0);
+    assert!(received >= 30, "the burst gets through: {received}");
+    assert!(
+        received as f64 <= 30.0 + 10.0 * elapsed + 1.0,
+        "{received} datagrams through in {elapsed:.3}s at 10/s, burst 30"
+    );
+    assert_eq!(
+        trunk.get(&ALLOWED_V4.into()),
+        Some(&500),
+        "the carrier is within its budget"
+    );
+    let stats = stats(&lab, &pins);
+    assert_eq!(
+        packets(&stats, Zone::Access, Reason::AccessAdmitted, false),
+        received as u64
+    );
+    let limited = packets(&stats, Zone::Access, Reason::RateLimited, false);
+    let banned = packets(&stats, Zone::Access, Reason::Banned, false);
+    assert_eq!(
+        limited + banned,
+        400 - received as u64,
+        "every refused datagram counted once"
+    );
+    assert!(
+        banned > 0 && limited >= 100,
+        "100 strikes, then the ban: {limited} / {banned}"
+    );
+    let state = State::open(&target(&lab, &pins)).unwrap();
+    let bans = state.bans().unwrap();
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].1.hits, banned);
+}

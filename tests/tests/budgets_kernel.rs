@@ -1,0 +1,515 @@
+//! Rate budgets, bans and live limits in the real XDP program (BPF_PROG_TEST_RUN). The kernel's
+//! clock runs on, so admission is checked against bounds computed from the measured elapsed time,
+//! never against a timing guess.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use sipguard::state::List;
+use sipguard_common::abi::{MAX_SOURCES, Reason, SourceKey, Zone};
+use sipguard_tests::{
+    frames::{Packet, sip_options_request},
+    harness::{TestFilter, XDP_PASS},
+    sipguard_bin,
+};
+
+const SBC4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const SBC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 1);
+
+fn frame(src: IpAddr, dport: u16) -> Vec<u8> {
+    match src {
+        IpAddr::V4(s) => Packet::udp4(s, SBC4, 5060, dport, payload(src, SBC4.into())).build(),
+        IpAddr::V6(s) => Packet::udp6(s, SBC6, 5060, dport, payload(src, SBC6.into())).build(),
+    }
+}
+
+fn payload(src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    sip_options_request(
+        SocketAddr::new(src, 5060),
+        SocketAddr::new(dst, 5060),
+        "UDP",
+    )
+}
+
+fn policy(classes: &str, extra: &str) -> String {
+    format!(
+        r#"
+mode = "enforce"
+[trunk]
+udp = [5060]
+[access]
+udp = [5070]
+class = "phones"
+new_sources = {{ rate = 1000, burst = 2000 }}
+[classes]
+{classes}
+[[allow]]
+name = "carrier"
+class = "carrier"
+cidrs = ["192.0.2.0/24", "2001:db8:1::/48"]
+{extra}
+"#
+    )
+}
+
+fn packets(filter: &TestFilter, zone: Zone, reason: Reason) -> u64 {
+    filter.stats().get(zone, reason, false).packets
+}
+
+/// `repeat` runs of one frame in one syscall; returns how long the call took (an upper bound on
+/// the kernel time the runs spanned).
+fn flood(filter: &mut TestFilter, frame: &[u8], repeat: u32) -> Duration {
+    let start = Instant::now();
+    filter.run_repeated(frame, repeat);
+    start.elapsed()
+}
+
+#[test]
+fn a_source_far_above_its_rate_gets_about_burst_plus_rate_times_elapsed() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1000, burst = 50 }\ncarrier = { rate = 2000, burst = 100 }",
+        "",
+    ));
+    // An unknown source in the access zone, and an allowlisted carrier on the trunk.
+    for (source, dport, admitted_reason, limited_reason, rate, burst) in [
+        (
+            "198.18.7.7",
+            5070,
+            Reason::AccessAdmitted,
+            Reason::RateLimited,
+            1000.0,
+            50,
+        ),
+        (
+            "192.0.2.10",
+            5060,
+            Reason::Allowlisted,
+            Reason::PeerRateLimited,
+            2000.0,
+            100,
+        ),
+    ] {
+        let zone = if dport == 5070 {
+            Zone::Access
+        } else {
+            Zone::Trunk
+        };
+        let frame = frame(source.parse().unwrap(), dport);
+        let elapsed = flood(&mut filter, &frame, 200_000);
+        let admitted = packets(&filter, zone, admitted_reason);
+        let limited =
+            packets(&filter, zone, limited_reason) + packets(&filter, zone, Reason::Banned);
+        assert_eq!(
+            admitted + limited,
+            200_000,
+            "{source}: every run counted once"
+        );
+        let ceiling = burst as f64 + rate * elapsed.as_secs_f64() + 1.0;
+        assert!(
+            admitted >= burst,
+            "{source}: admitted {admitted} < burst {burst}"
+        );
+        assert!(
+            (admitted as f64) <= ceiling,
+            "{source}: admitted {admitted} > burst + rate x {elapsed:?} = {ceiling}"
+        );
+    }
+}
+
+#[test]
+fn a_source_under_its_rate_loses_nothing() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 100, burst = 3 }\ncarrier = { rate = 100, burst = 3 }",
+        "",
+    ));
+    let phone = frame("198.18.7.8".parse().unwrap(), 5070);
+    let carrier = frame("192.0.2.20".parse().unwrap(), 5060);
+    // 100/s allows one packet per 10 ms; sleeping 15 ms between packets stays under the rate
+    // however slow the machine is (a sleep never returns early).
+    for _ in 0..40 {
+        assert_eq!(filter.action(&phone), XDP_PASS);
+        assert_eq!(filter.action(&carrier), XDP_PASS);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    assert_eq!(packets(&filter, Zone::Access, Reason::AccessAdmitted), 40);
+    assert_eq!(packets(&filter, Zone::Trunk, Reason::Allowlisted), 40);
+    assert_eq!(filter.stats().dropped.packets, 0);
+}
+
+/// One frame whose IPv4 source is patched in place: a million spoofed sources without building
+/// a million frames.
+struct Spoofer {
+    frame: Vec<u8>,
+}
+
+impl Spoofer {
+    fn new(dport: u16) -> Spoofer {
+        Spoofer {
+            frame: frame("10.0.0.0".parse().unwrap(), dport),
+        }
+    }
+
+    fn with_source(&mut self, source: u32) -> &[u8] {
+        self.frame[26..30].copy_from_slice(&source.to_be_bytes());
+        &self.frame
+    }
+}
+
+#[test]
+fn a_million_spoofed_sources_leave_allowlisted_peers_untouched_and_state_bounded() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 10, burst = 20 }\ncarrier = { rate = 2000, burst = 200 }",
+        "",
+    ));
+    let peers: Vec<Vec<u8>> = (1..=20u8)
+        .map(|host| frame(Ipv4Addr::new(192, 0, 2, host).into(), 5060))
+        .collect();
+    let peer6 = frame("2001:db8:1::5".parse().unwrap(), 5060);
+    let mut access = Spoofer::new(5070);
+    let mut trunk = Spoofer::new(5060);
+    let start = Instant::now();
+    let mut peer_runs = 0u64;
+    for i in 0..1_000_000u32 {
+        // Half the flood on the access port, half on the trunk; sources all distinct.
+        if i % 2 == 0 {
+            filter.action(access.with_source(0x0a00_0000 + i));
+        } else {
+            filter.action(trunk.with_source(0x0b00_0000 + i));
+        }
+        // The peers keep signalling all along, far under their 2000/s budget.
+        if i % 10_000 == 0 {
+            for peer in peers.iter().chain([&peer6]) {
+                assert_eq!(
+                    filter.action(peer),
+                    XDP_PASS,
+                    "peer dropped during the flood (run {i})"
+                );
+                peer_runs += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    let stats = filter.stats();
+    assert_eq!(
+        stats.get(Zone::Trunk, Reason::Allowlisted, false).packets,
+        peer_runs
+    );
+    assert_eq!(
+        stats
+            .get(Zone::Trunk, Reason::PeerRateLimited, false)
+            .packets,
+        0
+    );
+    assert_eq!(
+        stats
+            .get(Zone::Trunk, Reason::NotAllowlisted, false)
+            .packets,
+        500_000
+    );
+    let admitted = stats
+        .get(Zone::Access, Reason::AccessAdmitted, false)
+        .packets;
+    let refused = stats
+        .get(Zone::Access, Reason::NewSourceLimited, false)
+        .packets;
+    assert_eq!(admitted + refused, 500_000);
+    // State for new sources only within the new-source budget (1000/s, burst 2000, all CPUs).
+    let ceiling = 2000.0 + 1000.0 * elapsed.as_secs_f64() + 1.0;
+    assert!(
+        (admitted as f64) <= ceiling,
+        "{admitted} new sources admitted in {elapsed:?}"
+    );
+    let (tracked_sources, tracked_peers) = filter.loaded.state.budget_entries();
+    assert_eq!(
+        tracked_sources as u64, admitted,
+        "one entry per admitted new source, none for the trunk"
+    );
+    assert!(tracked_sources <= MAX_SOURCES as usize);
+    assert_eq!(tracked_peers, 21, "one bucket per peer, never evicted");
+    // Each peer's bucket holds only its own packets: far under budget, TAT close to now.
+    let key = SourceKey {
+        addr: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        family: 4,
+        prefix_len: 32,
+        _reserved: [0; 2],
+    };
+    let state = filter.loaded.state.peer_state(&key).expect("peer bucket");
+    assert!(
+        state.tat_ns <= sipguard::state::boot_now_ns() + 200 * 500_000,
+        "bucket not drained"
+    );
+}
+
+#[test]
+fn ipv6_sources_share_a_budget_per_64_and_not_across() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1, burst = 3 }\ncarrier = { rate = 1, burst = 1 }",
+        "",
+    ));
+    let start = Instant::now();
+    let same: u64 = (1..=12u16)
+        .map(|i| {
+            filter.action(&frame(
+                Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, i).into(),
+                5070,
+            ))
+        })
+        .filter(|action| *action == XDP_PASS)
+        .count() as u64;
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(same >= 3, "the burst of the shared /64");
+    assert!(
+        same as f64 <= 3.0 + elapsed + 1.0,
+        "12 addresses in one /64 got {same} in {elapsed}s"
+    );
+    // Twelve different /64s: twelve budgets.
+    let distinct = (1..=12u16)
+        .map(|net| {
+            filter.action(&frame(
+                Ipv6Addr::new(0x2001, 0xdb8, 9, net, 0, 0, 0, 1).into(),
+                5070,
+            ))
+        })
+        .filter(|action| *action == XDP_PASS)
+        .count();
+    assert_eq!(distinct, 12);
+}
+
+fn cli(filter: &TestFilter, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(sipguard_bin())
+        .arg("--pin-root")
+        .arg(&filter.target.pin_root)
+        .args(args)
+        .args(["--iface", &filter.target.iface])
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn bans_json(filter: &TestFilter) -> Vec<serde_json::Value> {
+    let (code, stdout, stderr) = cli(filter, &["bans", "list", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str::<serde_json::Value>(&stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn auto_bans_trigger_are_listed_expire_and_are_undone_in_bulk() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1, burst = 2 }\ncarrier = { rate = 1, burst = 1 }",
+        "[bans]\nthreshold = 5\nwindow = \"60s\"\nttl = \"3s\"",
+    ));
+    let attacker = frame("198.18.44.4".parse().unwrap(), 5070);
+    filter.run_repeated(&attacker, 30);
+    let stats = filter.stats();
+    let admitted = stats
+        .get(Zone::Access, Reason::AccessAdmitted, false)
+        .packets;
+    let limited = stats.get(Zone::Access, Reason::RateLimited, false).packets;
+    let banned = stats.get(Zone::Access, Reason::Banned, false).packets;
+    assert_eq!(admitted + limited + banned, 30);
+    assert_eq!(limited, 5, "the fifth over-budget packet triggers the ban");
+    assert!(banned >= 20, "then every packet hits the ban: {banned}");
+
+    let bans = bans_json(&filter);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    let ban = &bans[0];
+    assert_eq!(ban["source"], "198.18.44.4");
+    assert_eq!(ban["reason"], "rate_exceeded");
+    assert_eq!(ban["hits"], banned);
+    assert_eq!(ban["strikes"], 5);
+    let (banned_at, expires) = (
+        ban["banned_at_unix"].as_u64().unwrap(),
+        ban["expires_at_unix"].as_u64().unwrap(),
+    );
+    assert!((2..=4).contains(&(expires - banned_at)), "ttl 3 s: {ban}");
+    assert!(ban["first_seen_unix"].as_u64().unwrap() <= banned_at);
+    assert!(ban["last_seen_unix"].as_u64().unwrap() >= banned_at);
+
+    // The kernel lifts it by itself after the TTL, without the controller.
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(filter.run(&attacker).reason, Reason::AccessAdmitted);
+    assert!(bans_json(&filter).is_empty());
+
+    // Several auto bans and a manual one, then undo everything issued since a time.
+    let before = sipguard::state::now_unix();
+    for host in 1..=3u8 {
+        filter.run_repeated(&frame(Ipv4Addr::new(198, 18, 45, host).into(), 5070), 20);
+    }
+    let (code, _, stderr) = cli(
+        &filter,
+        &["bans", "add", "192.0.2.10", "2001:db8:77::9", "--ttl", "1h"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let bans = bans_json(&filter);
+    assert_eq!(bans.len(), 5, "{bans:?}");
+    let manual: Vec<&str> = bans
+        .iter()
+        .filter(|b| b["reason"] == "manual")
+        .map(|b| b["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(manual.len(), 2);
+    assert!(
+        manual.contains(&"2001:db8:77::/64"),
+        "IPv6 bans cover the budget prefix: {manual:?}"
+    );
+    // A manual ban applies to an allowlisted peer too.
+    assert_eq!(
+        filter
+            .run(&frame("192.0.2.10".parse().unwrap(), 5060))
+            .reason,
+        Reason::Banned
+    );
+    let (code, stdout, stderr) = cli(
+        &filter,
+        &[
+            "bans",
+            "clear",
+            "--since",
+            &sipguard::cli::format_time(before).replace(' ', "T"),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("lifted 5 bans"), "{stdout}");
+    assert!(bans_json(&filter).is_empty());
+    assert_eq!(
+        filter
+            .run(&frame("192.0.2.10".parse().unwrap(), 5060))
+            .reason,
+        Reason::Allowlisted
+    );
+    // Refusals change nothing.
+    let (code, _, stderr) = cli(&filter, &["bans", "add", "198.18.0.0/16"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("deny add"), "{stderr}");
+    let (code, _, stderr) = cli(&filter, &["bans", "del", "198.18.9.9"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not banned"), "{stderr}");
+}
+
+#[test]
+fn a_live_limit_change_acts_at_once_and_resets_no_other_bucket() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1, burst = 2 }\ncarrier = { rate = 1, burst = 2 }",
+        "[bans]\nthreshold = 0",
+    ));
+    let carrier = frame("192.0.2.30".parse().unwrap(), 5060);
+    let phone = frame("198.18.8.8".parse().unwrap(), 5070);
+    // Drain both buckets.
+    filter.run_repeated(&carrier, 10);
+    filter.run_repeated(&phone, 10);
+    assert_eq!(filter.run(&carrier).reason, Reason::PeerRateLimited);
+    assert_eq!(filter.run(&phone).reason, Reason::RateLimited);
+
+    let (code, stdout, stderr) = cli(
+        &filter,
+        &[
+            "limits", "set", "carrier", "--rate", "100000", "--burst", "100000",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("carrier now 100000/s, burst 100000"),
+        "{stdout}"
+    );
+    assert_eq!(
+        filter.run(&carrier).reason,
+        Reason::Allowlisted,
+        "the next packet has the new budget"
+    );
+    assert_eq!(
+        filter.run(&phone).reason,
+        Reason::RateLimited,
+        "the phone's bucket was not reset"
+    );
+    let (_, stdout, _) = cli(&filter, &["limits", "show", "--json"]);
+    let classes: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let carrier_row = classes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "carrier")
+        .unwrap();
+    assert_eq!(carrier_row["rate"], 100000);
+
+    // An apply of the policy file reconciles the limits back, still without resets.
+    filter.apply(&policy(
+        "phones = { rate = 1, burst = 2 }\ncarrier = { rate = 1, burst = 2 }",
+        "",
+    ));
+    filter.run_repeated(&carrier, 10);
+    assert_eq!(filter.run(&carrier).reason, Reason::PeerRateLimited);
+    let (code, _, stderr) = cli(&filter, &["limits", "set", "nosuch", "--rate", "5"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no class named 'nosuch'"), "{stderr}");
+}
+
+#[test]
+fn monitor_mode_counts_budget_drops_as_would_drop() {
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1, burst = 1 }\ncarrier = { rate = 1, burst = 1 }",
+        "",
+    ));
+    sipguard::apply::set_mode(
+        &mut filter.loaded.state,
+        sipguard_common::abi::Mode::Monitor,
+    )
+    .unwrap();
+    let phone = frame("198.18.8.9".parse().unwrap(), 5070);
+    filter.run_repeated(&phone, 10);
+    let stats = filter.stats();
+    assert_eq!(stats.dropped.packets, 0);
+    assert_eq!(
+        stats.get(Zone::Access, Reason::RateLimited, true).packets,
+        9
+    );
+}
+
+#[test]
+fn runtime_allow_entries_carry_a_class_across_applies() {
+    let policy_text = policy(
+        "phones = { rate = 1, burst = 1 }\ncarrier = { rate = 1, burst = 3 }",
+        "",
+    );
+    let mut filter = TestFilter::new(&policy_text);
+    let (code, _, stderr) = cli(
+        &filter,
+        &["allow", "add", "--class", "carrier", "203.0.113.7"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    // Renaming classes shifts their ids; the runtime entry follows its class by name.
+    filter.apply(&policy_text.replace(
+        "phones = { rate = 1, burst = 1 }",
+        "aaa = { rate = 9 }\nphones = { rate = 1, burst = 1 }",
+    ));
+    let source = frame("203.0.113.7".parse().unwrap(), 5060);
+    let reasons: Vec<Reason> = (0..4).map(|_| filter.run(&source).reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            Reason::Allowlisted,
+            Reason::Allowlisted,
+            Reason::Allowlisted,
+            Reason::PeerRateLimited
+        ]
+    );
+    let rules = filter
+        .loaded
+        .state
+        .rules(
+            filter.loaded.state.active_generation().unwrap(),
+            List::Allow,
+        )
+        .unwrap();
+    assert_eq!(rules.len(), 3);
+}
