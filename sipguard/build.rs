@@ -70,10 +70,17 @@ fn build_ebpf() -> Result<(), String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let built = target_dir.join("bpfel-unknown-none/release/sipguard");
-    let object = out_dir.join("sipguard.bpf.o");
-    copy(&built, &object)?;
-    println!("cargo:rustc-env=SIPGUARD_EBPF_OBJECT={}", object.display());
+    for (bin, env) in [
+        ("sipguard", "SIPGUARD_EBPF_OBJECT"),
+        ("sipguard-baselines", "SIPGUARD_BASELINES_OBJECT"),
+    ] {
+        let object = out_dir.join(format!("{bin}.bpf.o"));
+        copy(
+            &target_dir.join("bpfel-unknown-none/release").join(bin),
+            &object,
+        )?;
+        println!("cargo:rustc-env={env}={}", object.display());
+    }
     Ok(())
 }
 

@@ -13,3 +13,6 @@ pub mod state;
 
 /// The XDP program, built from `sipguard-ebpf` by this crate's build script.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIPGUARD_EBPF_OBJECT"));
+
+/// Baseline programs and the packet generator of `cargo xtask bench` (never attached by sipguard).
+pub const BASELINES_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIPGUARD_BASELINES_OBJECT"));
