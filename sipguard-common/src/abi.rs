@@ -28,6 +28,30 @@ pub mod map_name {
     pub const PEERS: &str = "SG_PEERS";
     pub const BANS: &str = "SG_BANS";
     pub const NEW_SOURCES: &str = "SG_NEWSRC";
+    pub const EVENTS: &str = "SG_EVENTS";
+    pub const EVENT_LIMITS: &str = "SG_EVLIMIT";
+    pub const EVENT_STATS: &str = "SG_EVSTATS";
+    pub const TAILS: &str = "SG_TAILS";
+    pub const SCRATCH: &str = "SG_SCRATCH";
+}
+
+/// Name of the event-reporting program, tail-called by [`PROGRAM_NAME`] on drop verdicts
+/// (verified on its own: one program doing both would exceed the verifier's complexity limit).
+pub const REPORT_PROGRAM_NAME: &str = "sipguard_report";
+
+/// Index of the report program in `SG_TAILS`.
+pub const TAIL_REPORT: u32 = 0;
+
+/// What the filter program hands to the report program (per CPU, one slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handoff {
+    /// The XDP action to return.
+    pub action: u32,
+    pub reason: u8,
+    pub zone: u8,
+    pub monitored: u8,
+    pub _reserved: u8,
 }
 
 /// Name of the XDP program in the object file.
@@ -249,20 +273,25 @@ impl FragmentPolicy {
 }
 
 /// Length of the policy-file path kept for `sipguard status`.
-pub const SOURCE_PATH_LEN: usize = 160;
+pub const SOURCE_PATH_LEN: usize = 128;
 
-/// Settings of one policy generation. The data plane reads the first 72 bytes; `serial`,
-/// `applied_at_unix`, `source_digest` and `source_path` are bookkeeping for `sipguard status`.
+/// Settings of one policy generation. The data plane reads the first 128 bytes; `serial`,
+/// `applied_at_unix`, `source_digest`, the `*_rate`/`*_burst` numbers and `source_path` are
+/// bookkeeping for `sipguard status`.
 ///
 /// ```text
 ///  0    1         2         3   4             6    8       16              24             32
 ///  +----+---------+---------+---+-------------+----+-------+---------------+--------------+
 ///  |mode|fragments|v6 prefix| - | access_class| -  |serial |applied_at_unix|source_digest |
 ///  +----+---------+---------+---+-------------+----+-------+---------------+--------------+
-///  32                48                72       76       80         96                  256
-///  +-----------------+-----------------+--------+--------+----------+-------------------+
-///  | new_sources Gcra| ban BanRule     |ns rate |ns burst| reserved | source_path       |
-///  +-----------------+-----------------+--------+--------+----------+-------------------+
+///  32                48            72       76       80             96             112
+///  +-----------------+-------------+--------+--------+--------------+--------------+
+///  | new_sources Gcra| ban BanRule |ns rate |ns burst| events Gcra  | events_global|
+///  +-----------------+-------------+--------+--------+--------------+--------------+
+///  112         116          120                128                              256
+///  +-----------+------------+------------------+--------------------------------+
+///  | ev rate   | ev burst   | ev global rate,- | source_path                    |
+///  +-----------+------------+------------------+--------------------------------+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -280,14 +309,21 @@ pub struct PolicyHeader {
     pub applied_at_unix: u64,
     /// FNV-1a of the policy file(s) last applied; 0 when none.
     pub source_digest: u64,
-    /// Budget for creating per-source state in the access zone, per CPU (the controller divides
-    /// the configured rate by the number of CPUs).
+    /// Budget for creating state for new sources in the access zone, per CPU (the controller
+    /// divides the configured rate by the number of CPUs).
     pub new_sources: Gcra,
     pub ban: BanRule,
     /// The configured new-source budget (all CPUs), for display.
     pub new_sources_rate: u32,
     pub new_sources_burst: u32,
-    pub _reserved2: [u8; 16],
+    /// Drop events each source may cause.
+    pub events: Gcra,
+    /// Drop events in all, per CPU (the controller divides the configured rate).
+    pub events_global: Gcra,
+    pub events_rate: u32,
+    pub events_burst: u32,
+    pub events_global_rate: u32,
+    pub _reserved2: u32,
     /// NUL-padded path of the policy file last applied; empty when none.
     pub source_path: [u8; SOURCE_PATH_LEN],
 }
@@ -509,6 +545,152 @@ pub const MAX_PEERS: u32 = 16_384;
 pub const MAX_BANS: u32 = 65_536;
 
 // ------------------------------------------------------------------------------------------------
+// Drop events (SG_EVENTS ring buffer, SG_EVLIMIT, SG_EVSTATS)
+// ------------------------------------------------------------------------------------------------
+
+/// The SIP method named by the first payload bytes of a dropped packet.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipMethod {
+    /// Not visible or not SIP.
+    Unknown = 0,
+    Invite = 1,
+    Ack = 2,
+    Bye = 3,
+    Cancel = 4,
+    Register = 5,
+    Options = 6,
+    Prack = 7,
+    Subscribe = 8,
+    Notify = 9,
+    Publish = 10,
+    Info = 11,
+    Refer = 12,
+    Message = 13,
+    Update = 14,
+    /// A response (`SIP/2.0 ...`).
+    Response = 15,
+}
+
+impl SipMethod {
+    pub const ALL: [SipMethod; 16] = [
+        SipMethod::Unknown,
+        SipMethod::Invite,
+        SipMethod::Ack,
+        SipMethod::Bye,
+        SipMethod::Cancel,
+        SipMethod::Register,
+        SipMethod::Options,
+        SipMethod::Prack,
+        SipMethod::Subscribe,
+        SipMethod::Notify,
+        SipMethod::Publish,
+        SipMethod::Info,
+        SipMethod::Refer,
+        SipMethod::Message,
+        SipMethod::Update,
+        SipMethod::Response,
+    ];
+
+    /// The token as it appears on the wire (`"SIP/2.0"` for responses, `""` when unknown).
+    pub const fn token(self) -> &'static str {
+        match self {
+            SipMethod::Unknown => "",
+            SipMethod::Invite => "INVITE",
+            SipMethod::Ack => "ACK",
+            SipMethod::Bye => "BYE",
+            SipMethod::Cancel => "CANCEL",
+            SipMethod::Register => "REGISTER",
+            SipMethod::Options => "OPTIONS",
+            SipMethod::Prack => "PRACK",
+            SipMethod::Subscribe => "SUBSCRIBE",
+            SipMethod::Notify => "NOTIFY",
+            SipMethod::Publish => "PUBLISH",
+            SipMethod::Info => "INFO",
+            SipMethod::Refer => "REFER",
+            SipMethod::Message => "MESSAGE",
+            SipMethod::Update => "UPDATE",
+            SipMethod::Response => "SIP/2.0",
+        }
+    }
+
+    pub fn from_u8(value: u8) -> SipMethod {
+        SipMethod::ALL
+            .iter()
+            .copied()
+            .find(|m| *m as u8 == value)
+            .unwrap_or(SipMethod::Unknown)
+    }
+}
+
+/// One dropped (or, in monitor mode, would-be-dropped) packet, as the ring buffer carries it.
+///
+/// ```text
+///  0        8          24         40        44           48           52      54      56
+///  +--------+----------+----------+---------+------------+------------+-------+-------+
+///  |time_ns | src      | dst      | ifindex | packet_len | suppressed | sport | dport |
+///  +--------+----------+----------+---------+------------+------------+-------+-------+
+///  56        60       61        62       63     64          65       66          72
+///  +---------+--------+---------+--------+------+-----------+--------+-----------+
+///  | vlan[2] | family | l4_proto| reason | zone | monitored | method | reserved  |
+///  +---------+--------+---------+--------+------+-----------+--------+-----------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    /// Boot-time nanoseconds.
+    pub time_ns: u64,
+    /// IPv4 addresses in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub ifindex: u32,
+    pub packet_len: u32,
+    /// Events this source did not get since its previous event (its event budget was spent).
+    pub suppressed: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// Outer and inner VLAN ids, 0 when untagged.
+    pub vlan: [u16; 2],
+    /// 4, 6, or 0 when no IP header was parsed.
+    pub family: u8,
+    pub l4_proto: u8,
+    pub reason: u8,
+    pub zone: u8,
+    /// 1: monitor mode, the packet passed.
+    pub monitored: u8,
+    pub method: u8,
+    pub _reserved: [u8; 6],
+}
+
+/// Per-source event budget state (GCRA, not shared-exact: a race only lets one more through).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventLimit {
+    pub tat_ns: u64,
+    /// Events suppressed since the last one sent.
+    pub suppressed: u32,
+    pub _reserved: u32,
+}
+
+/// Slots of `SG_EVSTATS` (per CPU). Every drop verdict counts in exactly one of the first three.
+pub mod event_stat {
+    /// Written to the ring buffer.
+    pub const EMITTED: u32 = 0;
+    /// Not written: the source's or the global event budget was spent.
+    pub const SUPPRESSED: u32 = 1;
+    /// Not written: the ring buffer was full.
+    pub const LOST: u32 = 2;
+    /// Automatic bans issued.
+    pub const BANS_ISSUED: u32 = 3;
+    pub const SLOTS: u32 = 4;
+}
+
+/// Bytes of the event ring buffer: about 14,500 events of 72 bytes (+8 header).
+pub const EVENT_RING_BYTES: u32 = 1 << 20;
+/// Capacity of `SG_EVLIMIT` (LRU). Sizing: 16,384 x (20 + 16 + ~56) bytes ~ 1.5 MB.
+pub const MAX_EVENT_SOURCES: u32 = 16_384;
+
+// ------------------------------------------------------------------------------------------------
 // Meta (SG_META)
 // ------------------------------------------------------------------------------------------------
 
@@ -546,6 +728,9 @@ mod pod {
     unsafe impl aya::Pod for super::SourceKey {}
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::Ban {}
+    unsafe impl aya::Pod for super::DropEvent {}
+    unsafe impl aya::Pod for super::EventLimit {}
+    unsafe impl aya::Pod for super::Handoff {}
     unsafe impl aya::Pod for crate::budget::Gcra {}
 }
 
@@ -558,6 +743,8 @@ const _: () = {
     assert!(core::mem::size_of::<SourceKey>() == 20);
     assert!(core::mem::size_of::<SourceState>() == 32);
     assert!(core::mem::size_of::<Ban>() == 48);
+    assert!(core::mem::size_of::<DropEvent>() == 72);
+    assert!(core::mem::size_of::<EventLimit>() == 16);
     assert!(core::mem::size_of::<RuleValue>() == 8);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragVerdict>() == 4);

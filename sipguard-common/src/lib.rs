@@ -6,6 +6,7 @@
 pub mod abi;
 pub mod budget;
 pub mod parse;
+pub mod sip;
 pub mod verdict;
 
 #[cfg(test)]

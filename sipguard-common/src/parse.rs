@@ -202,6 +202,15 @@ pub fn parse<F: Frame + ?Sized>(frame: &F) -> Parsed {
     }
 }
 
+/// An IPv4 address from `header[at..at + 4]` in the 16-byte form, copied as one word (building
+/// it byte by byte makes LLVM spill every byte to the BPF stack).
+#[inline(always)]
+fn v4_mapped(header: &[u8; 20], at: usize) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&header[at..at + 4]);
+    out
+}
+
 #[inline(always)]
 fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Parsed {
     let Some(h) = frame.load::<20>(offset) else {
@@ -245,12 +254,8 @@ fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
     }
     let packet = IpPacket {
         family: Family::V4,
-        src: [
-            h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
-        dst: [
-            h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
+        src: v4_mapped(&h, 12),
+        dst: v4_mapped(&h, 16),
         proto,
         l4: L4::Other,
         fragment,

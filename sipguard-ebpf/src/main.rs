@@ -8,18 +8,23 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod events;
 mod frame;
 mod maps;
 mod view;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use sipguard_common::{
-    abi::{Mode, counter_index},
+    abi::{Handoff, Mode, TAIL_REPORT, counter_index, event_stat},
     parse::parse,
     verdict::decide,
 };
 
-use crate::{frame::XdpFrame, maps::count, view::MapView};
+use crate::{
+    frame::XdpFrame,
+    maps::{HANDOFF, TAILS, count, event_stat},
+    view::MapView,
+};
 
 #[xdp]
 pub fn sipguard(ctx: XdpContext) -> u32 {
@@ -35,11 +40,48 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
         counter_index(verdict.zone, verdict.reason, monitored),
         frame.byte_len(),
     );
-    if drop && !monitored {
+    let action = if drop && !monitored {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
+    };
+    if drop {
+        // The report program returns `action` itself; a failed tail call falls through.
+        if let Some(handoff) = HANDOFF.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot.
+            unsafe {
+                *handoff = Handoff {
+                    action,
+                    reason: verdict.reason as u8,
+                    zone: verdict.zone as u8,
+                    monitored: monitored as u8,
+                    _reserved: 0,
+                };
+                TAILS.tail_call(&ctx, TAIL_REPORT);
+            }
+        }
+        event_stat(event_stat::LOST);
     }
+    action
+}
+
+/// Tail-called on drop verdicts: writes the drop event, returns the filter's action.
+#[xdp]
+pub fn sipguard_report(ctx: XdpContext) -> u32 {
+    let Some(handoff) = HANDOFF.get(0).copied() else {
+        return xdp_action::XDP_PASS;
+    };
+    if let Some(view) = MapView::active() {
+        let frame = XdpFrame::new(&ctx);
+        events::report(
+            ctx.ingress_ifindex() as u32,
+            &frame,
+            &parse(&frame),
+            &handoff,
+            &view,
+        );
+    }
+    handoff.action
 }
 
 #[cfg(not(test))]

@@ -4,12 +4,12 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sipguard_common::abi::{
-    Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, MAX_BANS,
-    MAX_PEERS, MAX_PREFIXES, MAX_SOURCES, MAX_TRACKED_FRAGMENTS, Meta, Policy, RuleValue,
-    SourceKey, SourceState,
+    Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventLimit, FragKey, FragVerdict, GENERATIONS,
+    Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_EVENT_SOURCES, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
+    MAX_TRACKED_FRAGMENTS, Meta, Policy, RuleValue, SourceKey, SourceState, event_stat,
 };
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
@@ -69,6 +69,37 @@ pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, B
 /// Per-CPU GCRA state (TAT) of the budget for creating new per-source state. 1 x 8 bytes per CPU.
 #[map(name = "SG_NEWSRC")]
 pub static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Drop events for the controller. 1 MiB: about 14,500 events of 72 + 8 bytes.
+#[map(name = "SG_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// Event budget per source, so that one flooding source cannot fill the ring buffer. LRU:
+/// 16,384 x ~92 bytes ~ 1.5 MB.
+#[map(name = "SG_EVLIMIT")]
+pub static EVENT_LIMITS: LruHashMap<SourceKey, EventLimit> =
+    LruHashMap::with_max_entries(MAX_EVENT_SOURCES, 0);
+
+/// Event accounting per CPU (`event_stat::*`): emitted, suppressed, lost, bans issued; and in
+/// slot SLOTS the per-CPU TAT of the global event budget. 5 x 8 bytes per CPU.
+#[map(name = "SG_EVSTATS")]
+pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event_stat::SLOTS + 1, 0);
+
+/// The report program (slot `TAIL_REPORT`), set by the controller at load. 1 slot.
+#[map(name = "SG_TAILS")]
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The verdict handed from the filter to the report program. 1 x 8 bytes per CPU.
+#[map(name = "SG_SCRATCH")]
+pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn event_stat(slot: u32) {
+    if let Some(value) = EVENT_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *value += 1 };
+    }
+}
 
 /// Packets and bytes by zone, reason and monitored flag. 128 slots x 16 bytes per CPU.
 #[map(name = "SG_COUNTERS")]

@@ -10,7 +10,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, maps::lpm_
 use sipguard_common::{
     abi::{
         Ban, BanReason, CLASS_SLOTS, ClassLimits, FragKey, FragVerdict, FragmentPolicy, Mode,
-        Policy, SourceKey, SourceState, Zone,
+        Policy, PolicyHeader, SourceKey, SourceState, Zone, event_stat,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -19,7 +19,7 @@ use sipguard_common::{
 
 use crate::maps::{
     ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, DENY4_0, DENY4_1, DENY6_0, DENY6_1,
-    FRAGS, NEW_SOURCES, PEERS, POLICY, SOURCES,
+    FRAGS, NEW_SOURCES, PEERS, POLICY, SOURCES, event_stat,
 };
 
 pub struct MapView {
@@ -47,7 +47,17 @@ impl MapView {
     }
 
     #[inline(always)]
-    fn now(&self) -> u64 {
+    pub fn header(&self) -> &PolicyHeader {
+        &self.policy.header
+    }
+
+    #[inline(always)]
+    pub fn ipv6_budget(&self) -> u8 {
+        self.policy.header.ipv6_budget_prefix
+    }
+
+    #[inline(always)]
+    pub fn now(&self) -> u64 {
         let mut now = self.now.get();
         if now == 0 {
             // SAFETY: helper without arguments.
@@ -234,7 +244,9 @@ impl PolicyView for MapView {
                         reason: BanReason::RateExceeded as u8,
                         _reserved: [0; 3],
                     };
-                    let _ = BANS.insert(source, entry, 0);
+                    if BANS.insert(source, entry, 0).is_ok() {
+                        event_stat(event_stat::BANS_ISSUED);
+                    }
                 }
             }
             return Spend::OverBudget;

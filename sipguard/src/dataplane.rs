@@ -11,6 +11,7 @@ use std::{
     path::Path,
 };
 
+use aya::maps::{MapData, ProgramArray};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
@@ -19,7 +20,9 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use sipguard_common::abi::{ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, map_name};
+use sipguard_common::abi::{
+    ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, REPORT_PROGRAM_NAME, TAIL_REPORT, map_name,
+};
 
 use crate::{
     apply::{ApplyReport, apply, set_mode},
@@ -28,7 +31,7 @@ use crate::{
 };
 
 /// Every map of the program, pinned by name in the interface's directory.
-const ALL_MAPS: [&str; 17] = [
+const ALL_MAPS: [&str; 22] = [
     map_name::META,
     map_name::ACTIVE,
     map_name::POLICY,
@@ -46,6 +49,11 @@ const ALL_MAPS: [&str; 17] = [
     map_name::PEERS,
     map_name::BANS,
     map_name::NEW_SOURCES,
+    map_name::EVENTS,
+    map_name::EVENT_LIMITS,
+    map_name::EVENT_STATS,
+    map_name::TAILS,
+    map_name::SCRATCH,
 ];
 
 /// How the program is hooked into the driver.
@@ -232,6 +240,7 @@ fn load_prepared(
         .try_into()
         .map_err(DataplaneError::Program)?;
     program.load().map_err(DataplaneError::Program)?;
+    link_report_program(&mut ebpf)?;
 
     Ok(Loaded {
         ebpf,
@@ -239,6 +248,44 @@ fn load_prepared(
         created_state: !prepared.existing,
         applied,
     })
+}
+
+/// Loads the event-reporting program and puts it in the filter's tail-call slot. The slot map is
+/// pinned, so the entry outlives this process (the kernel clears program arrays only when no
+/// file descriptor or pin refers to them).
+fn link_report_program(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let report: &mut Xdp = ebpf
+        .program_mut(REPORT_PROGRAM_NAME)
+        .ok_or_else(|| DataplaneError::Attach {
+            iface: String::new(),
+            detail: format!("program {REPORT_PROGRAM_NAME} missing from the embedded object"),
+        })?
+        .try_into()
+        .map_err(DataplaneError::Program)?;
+    report.load().map_err(DataplaneError::Program)?;
+    let fd = report
+        .fd()
+        .map_err(DataplaneError::Program)?
+        .try_clone()
+        .map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))?;
+    let map = ebpf
+        .map_mut(map_name::TAILS)
+        .ok_or_else(|| DataplaneError::Attach {
+            iface: String::new(),
+            detail: "map SG_TAILS missing from the embedded object".into(),
+        })?;
+    let mut tails: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(map).map_err(|source| StateError::Map {
+            what: "open SG_TAILS".into(),
+            source,
+        })?;
+    tails
+        .set(TAIL_REPORT, &fd, 0)
+        .map_err(|source| StateError::Map {
+            what: "set the report program in SG_TAILS".into(),
+            source,
+        })?;
+    Ok(())
 }
 
 /// Loads the program on the pinned maps (creating them if needed), brings the policy in and

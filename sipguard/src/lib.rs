@@ -5,7 +5,9 @@
 
 pub mod apply;
 pub mod cli;
+pub mod daemon;
 pub mod dataplane;
+pub mod events;
 pub mod netns;
 pub mod policy;
 pub mod report;

@@ -9,7 +9,7 @@ use sipguard_common::abi::{
 use crate::{
     dataplane::{link_status, xdp_mode_name},
     policy::{class_name, ports_in},
-    state::{List, State, StateError, boot_now_ns},
+    state::{EventStats, List, State, StateError, boot_now_ns},
 };
 
 /// What happened to the packets of a counter slot.
@@ -62,6 +62,8 @@ pub struct Stats {
     pub passed: Totals,
     pub dropped: Totals,
     pub would_drop: Totals,
+    /// Drop events emitted, suppressed (event budgets) and lost (ring buffer full).
+    pub events: EventStats,
     /// Non-zero slots, by zone then reason.
     pub counters: Vec<CounterRow>,
     #[serde(skip)]
@@ -79,6 +81,7 @@ impl Stats {
             passed: Totals::default(),
             dropped: Totals::default(),
             would_drop: Totals::default(),
+            events: state.event_stats()?,
             counters: Vec::new(),
             raw: raw.clone(),
         };

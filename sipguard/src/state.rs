@@ -13,8 +13,8 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key,
 };
 use sipguard_common::abi::{
-    self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, GENERATIONS, Ipv4Data, Ipv6Data, META_MAGIC,
-    Meta, RuleValue, SourceKey, SourceState, map_name,
+    self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, EventLimit, FragKey, FragVerdict, GENERATIONS,
+    Ipv4Data, Ipv6Data, META_MAGIC, Meta, RuleValue, SourceKey, SourceState, event_stat, map_name,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -352,6 +352,26 @@ pub struct State {
     sources: HashMap<MapData, SourceKey, SourceState>,
     peers: HashMap<MapData, SourceKey, SourceState>,
     bans: HashMap<MapData, SourceKey, Ban>,
+    event_limits: HashMap<MapData, SourceKey, EventLimit>,
+    event_stats: PerCpuArray<MapData, u64>,
+    frags: HashMap<MapData, FragKey, FragVerdict>,
+}
+
+/// Event accounting summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventStats {
+    pub emitted: u64,
+    pub suppressed: u64,
+    pub lost: u64,
+    pub bans_issued: u64,
+}
+
+/// Entries and capacity of the bounded maps (for "map fill").
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: usize,
+    pub capacity: u32,
 }
 
 impl State {
@@ -388,6 +408,9 @@ impl State {
             sources: open_pinned(&pin(map_name::SOURCES))?,
             peers: open_pinned(&pin(map_name::PEERS))?,
             bans: open_pinned(&pin(map_name::BANS))?,
+            event_limits: open_pinned(&pin(map_name::EVENT_LIMITS))?,
+            event_stats: open_pinned(&pin(map_name::EVENT_STATS))?,
+            frags: open_pinned(&pin(map_name::FRAGS))?,
         })
     }
 
@@ -605,5 +628,53 @@ impl State {
     /// Entries in the per-source maps: (unknown sources, allowlisted peers).
     pub fn budget_entries(&self) -> (usize, usize) {
         (self.sources.keys().count(), self.peers.keys().count())
+    }
+
+    pub fn event_stats(&self) -> Result<EventStats, StateError> {
+        let sum = |slot: u32| -> Result<u64, StateError> {
+            Ok(self
+                .event_stats
+                .get(&slot, 0)
+                .map_err(map_err("read SG_EVSTATS"))?
+                .iter()
+                .sum())
+        };
+        Ok(EventStats {
+            emitted: sum(event_stat::EMITTED)?,
+            suppressed: sum(event_stat::SUPPRESSED)?,
+            lost: sum(event_stat::LOST)?,
+            bans_issued: sum(event_stat::BANS_ISSUED)?,
+        })
+    }
+
+    /// Fill of the maps that hold per-source or per-datagram state.
+    pub fn map_fill(&self) -> Vec<MapFill> {
+        vec![
+            MapFill {
+                name: map_name::SOURCES,
+                entries: self.sources.keys().count(),
+                capacity: abi::MAX_SOURCES,
+            },
+            MapFill {
+                name: map_name::PEERS,
+                entries: self.peers.keys().count(),
+                capacity: abi::MAX_PEERS,
+            },
+            MapFill {
+                name: map_name::BANS,
+                entries: self.bans.keys().count(),
+                capacity: abi::MAX_BANS,
+            },
+            MapFill {
+                name: map_name::EVENT_LIMITS,
+                entries: self.event_limits.keys().count(),
+                capacity: abi::MAX_EVENT_SOURCES,
+            },
+            MapFill {
+                name: map_name::FRAGS,
+                entries: self.frags.keys().count(),
+                capacity: abi::MAX_TRACKED_FRAGMENTS,
+            },
+        ]
     }
 }

@@ -4,12 +4,16 @@ mod apply;
 mod attach;
 mod bans;
 mod check;
+mod client;
 mod detach;
+mod events;
 mod limits;
 mod lists;
 mod mode;
+mod run;
 mod stats;
 mod status;
+mod top;
 
 use std::path::PathBuf;
 
@@ -50,6 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Attach(attach::Args),
+    Run(run::Args),
     Detach(detach::Args),
     Apply(apply::Args),
     Check(check::Args),
@@ -62,6 +67,8 @@ pub enum Command {
     Bans(bans::Args),
     Stats(stats::Args),
     Status(status::Args),
+    Events(events::Args),
+    Top(top::Args),
     /// Print the example policy (the one `cargo xtask demo` uses).
     Example,
 }
@@ -75,6 +82,7 @@ impl Cli {
         };
         match self.command {
             Command::Attach(args) => attach::run(&global, args),
+            Command::Run(args) => run::run(&global, args),
             Command::Detach(args) => detach::run(&global, args),
             Command::Apply(args) => apply::run(&global, args),
             Command::Check(args) => check::run(args),
@@ -85,6 +93,8 @@ impl Cli {
             Command::Bans(args) => bans::run(&global, args),
             Command::Stats(args) => stats::run(&global, args),
             Command::Status(args) => status::run(&global, args),
+            Command::Events(args) => events::run(&global, args),
+            Command::Top(args) => top::run(&global, args),
             Command::Example => {
                 print!("{}", crate::policy::EXAMPLE_POLICY);
                 Ok(0)

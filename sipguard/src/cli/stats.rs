@@ -45,5 +45,10 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
         "total: passed {} packets, dropped {}, would drop {}",
         stats.passed.packets, stats.dropped.packets, stats.would_drop.packets
     );
+    println!(
+        "drop events: {} emitted, {} suppressed by event budgets, {} lost (ring buffer full); \
+         {} automatic bans issued",
+        stats.events.emitted, stats.events.suppressed, stats.events.lost, stats.events.bans_issued
+    );
     Ok(0)
 }

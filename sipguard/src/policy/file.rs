@@ -49,8 +49,8 @@ use toml::Spanned;
 
 use super::{
     Access, BanSettings, Budget, DEFAULT_ACCESS_CLASS, DEFAULT_IPV6_PREFIX, DEFAULT_NEW_SOURCES,
-    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, Location, MAX_CLASSES, Policy, PolicySource, Ports, Rule,
-    parse_net,
+    DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, EventSettings, Location, MAX_CLASSES, Policy,
+    PolicySource, Ports, Rule, parse_net,
 };
 
 /// Diagnostics reported at most; the rest are counted.
@@ -105,6 +105,7 @@ struct PolicyDoc {
     trunk: Option<PortsDoc>,
     access: Option<AccessDoc>,
     bans: Option<BansDoc>,
+    events: Option<EventsDoc>,
     #[serde(default)]
     classes: BTreeMap<String, Spanned<BudgetDoc>>,
     #[serde(default)]
@@ -153,6 +154,13 @@ struct AccessDoc {
 struct BudgetDoc {
     rate: u32,
     burst: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsDoc {
+    per_source: Option<Spanned<BudgetDoc>>,
+    total: Option<Spanned<BudgetDoc>>,
 }
 
 #[derive(Deserialize)]
@@ -446,6 +454,25 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         }
     }
 
+    let mut events = EventSettings::default();
+    if let Some(doc_events) = &doc.events {
+        for (field, value, slot) in [
+            ("per_source", &doc_events.per_source, &mut events.per_source),
+            ("total", &doc_events.total, &mut events.total),
+        ] {
+            if let Some(value) = value {
+                match check_budget(value.get_ref()) {
+                    Ok(budget) => *slot = budget,
+                    Err(message) => checker.report(
+                        path,
+                        line(value.span()),
+                        format!("events.{field}: {message}"),
+                    ),
+                }
+            }
+        }
+    }
+
     let allow = read_lists(
         &mut checker,
         &mut digest,
@@ -485,6 +512,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         access,
         classes,
         bans,
+        events,
         allow,
         deny,
         source: Some(PolicySource {
@@ -815,6 +843,7 @@ cidrs = ["192.0.2.1"]
         assert_eq!(policy.bans.threshold, 7);
         assert_eq!(policy.bans.window, Duration::from_secs(30));
         assert_eq!(policy.bans.ttl, Duration::from_secs(3600));
+        assert_eq!(policy.events, EventSettings::default());
         assert_eq!(policy.allow[0].class.as_deref(), Some("carrier"));
         assert_eq!(policy.allow[1].class, None);
     }
@@ -864,6 +893,25 @@ cidrs = ["192.0.2.1"]
                 "policy.toml:2: bans.window: 'soon' is not a duration (e.g. 30s, 15m, 2h, 1d)",
                 "policy.toml:3: bans.ttl must be longer than 0"
             ]
+        );
+    }
+
+    #[test]
+    fn event_budgets_are_read_and_checked() {
+        let policy =
+            parse_ok("[events]\nper_source = { rate = 2, burst = 10 }\ntotal = { rate = 500 }\n");
+        assert_eq!(policy.events.per_source, Budget { rate: 2, burst: 10 });
+        assert_eq!(
+            policy.events.total,
+            Budget {
+                rate: 500,
+                burst: 500
+            }
+        );
+        let errors = parse_err("[events]\ntotal = { rate = 0 }\n");
+        assert!(
+            errors[0].starts_with("policy.toml:2: events.total: rate must be at least 1"),
+            "{errors:?}"
         );
     }
 

@@ -34,6 +34,13 @@ pub const DEFAULT_NEW_SOURCES: Budget = Budget {
     rate: 200,
     burst: 1000,
 };
+/// Drop events one source may cause, by default.
+pub const DEFAULT_EVENTS_PER_SOURCE: Budget = Budget { rate: 1, burst: 5 };
+/// Drop events in all (all CPUs together), by default.
+pub const DEFAULT_EVENTS_TOTAL: Budget = Budget {
+    rate: 2000,
+    burst: 4000,
+};
 /// IPv6 sources share budgets and bans per prefix of this length by default.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// Most classes a policy may define (slot 0 means "no budget").
@@ -110,6 +117,22 @@ impl Default for BanSettings {
     }
 }
 
+/// How many drop events reach the controller: per source, and in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventSettings {
+    pub per_source: Budget,
+    pub total: Budget,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            per_source: DEFAULT_EVENTS_PER_SOURCE,
+            total: DEFAULT_EVENTS_TOTAL,
+        }
+    }
+}
+
 /// Identity of the file(s) a policy was read from, kept in the kernel for `sipguard status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicySource {
@@ -131,6 +154,7 @@ pub struct Policy {
     pub access: Option<Access>,
     pub classes: BTreeMap<String, Budget>,
     pub bans: BanSettings,
+    pub events: EventSettings,
     pub allow: Vec<Rule>,
     pub deny: Vec<Rule>,
     pub source: Option<PolicySource>,
@@ -151,6 +175,7 @@ impl Policy {
             access: None,
             classes: BTreeMap::new(),
             bans: BanSettings::default(),
+            events: EventSettings::default(),
             allow: Vec::new(),
             deny: Vec::new(),
             source: None,

@@ -16,7 +16,7 @@ use sipguard_common::{
     budget::{BanRule, Gcra},
 };
 
-use super::{BanSettings, Budget, DEFAULT_NEW_SOURCES, Policy, Ports};
+use super::{BanSettings, Budget, DEFAULT_NEW_SOURCES, EventSettings, Policy, Ports};
 
 /// A prefix as the kernel tries hold it: length and network-order address bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,6 +78,7 @@ pub struct Tables {
     pub access_class: u16,
     pub new_sources: Budget,
     pub bans: BanSettings,
+    pub events: EventSettings,
     pub allow: BTreeMap<Prefix, RuleValue>,
     pub deny: BTreeMap<Prefix, RuleValue>,
 }
@@ -174,6 +175,7 @@ impl Tables {
                 .as_ref()
                 .map_or(DEFAULT_NEW_SOURCES, |a| a.new_sources),
             bans: policy.bans,
+            events: policy.events,
             allow,
             deny,
         }
@@ -191,6 +193,13 @@ impl Tables {
             Gcra::new(self.new_sources.rate.into(), self.new_sources.burst.into()).split(cpus);
         value.header.new_sources_rate = self.new_sources.rate;
         value.header.new_sources_burst = self.new_sources.burst;
+        let per_source = self.events.per_source;
+        let total = self.events.total;
+        value.header.events = Gcra::new(per_source.rate.into(), per_source.burst.into());
+        value.header.events_global = Gcra::new(total.rate.into(), total.burst.into()).split(cpus);
+        value.header.events_rate = per_source.rate;
+        value.header.events_burst = per_source.burst;
+        value.header.events_global_rate = total.rate;
         value.header.ban = BanRule {
             threshold: self.bans.threshold,
             _reserved: 0,

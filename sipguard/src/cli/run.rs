@@ -1,0 +1,94 @@
+//! `sipguard run`
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use sipguard_common::abi::Mode;
+
+use super::{EXIT_INVALID_POLICY, Global, attach::parse_mode};
+use crate::{
+    daemon::{DEFAULT_LISTEN, DaemonConfig, serve},
+    dataplane::{AttachRequest, XdpModeChoice, attach},
+    policy::Policy,
+    state::State,
+};
+
+/// Attach (or keep) the filter and stay running: drain drop events to a JSON-lines log, keep the
+/// top offenders, serve Prometheus metrics and a JSON API.
+///
+/// Filtering does not depend on this process: stop, restart or upgrade it at any time; the
+/// kernel keeps filtering and counting. SIGHUP reopens the event log (for logrotate).
+///
+///   sipguard run --iface eth0 --policy /etc/sipguard/policy.toml --events /var/log/sipguard/events.jsonl
+///   curl -s http://127.0.0.1:9968/metrics
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Interfaces to filter (repeat the option for several).
+    #[arg(long = "iface", required = true)]
+    ifaces: Vec<String>,
+    /// Policy file to apply to every interface; without it the pinned (or starter) policy stays.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// enforce or monitor; overrides the policy's mode.
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<Mode>,
+    /// XDP hook for new attachments: native, skb, or auto.
+    #[arg(long, value_enum, default_value_t = XdpModeChoice::Auto)]
+    xdp_mode: XdpModeChoice,
+    /// JSON-lines event log; `-` for standard output.
+    #[arg(long, default_value = "-")]
+    events: String,
+    /// Address of /metrics and the /api used by `sipguard events` and `sipguard top`.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Serve interfaces already attached without attaching or changing anything.
+    #[arg(long)]
+    no_attach: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<u8> {
+    let policy = match &args.policy {
+        Some(path) => match Policy::load(path) {
+            Ok(policy) => Some(policy),
+            Err(error) => {
+                eprintln!("{error}");
+                return Ok(EXIT_INVALID_POLICY);
+            }
+        },
+        None => None,
+    };
+    let mut targets = Vec::new();
+    for iface in &args.ifaces {
+        let target = global.target(Some(iface))?;
+        if args.no_attach {
+            State::open(&target)?;
+        } else {
+            let report = attach(&AttachRequest {
+                target: target.clone(),
+                xdp_mode: args.xdp_mode,
+                policy: policy.as_ref(),
+                mode: args.mode,
+            })
+            .with_context(|| format!("attach to {}", target.label()))?;
+            eprintln!(
+                "sipguard: {} {} ({} XDP, program {})",
+                target.label(),
+                if report.replaced_program {
+                    "program replaced"
+                } else {
+                    "attached"
+                },
+                report.xdp_mode,
+                report.program_id
+            );
+        }
+        targets.push(target);
+    }
+    serve(DaemonConfig {
+        targets,
+        events_file: (args.events != "-").then(|| PathBuf::from(&args.events)),
+        listen: args.listen,
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,352 @@
+//! The Prometheus exposition: every value is read from the pinned kernel state at scrape time, so
+//! counters continue across daemon restarts and never depend on the daemon having seen a packet.
+//! No label carries an address: cardinality is bounded by interfaces x zones x reasons.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin};
+
+use crate::{
+    report::{Stats, Status},
+    state::{List, State, Target, boot_now_ns},
+};
+
+/// What the daemon itself counts, per interface label.
+#[derive(Debug, Default)]
+pub struct DaemonCounters {
+    /// Events written to the log.
+    pub written: HashMap<String, AtomicU64>,
+}
+
+#[derive(Debug)]
+struct SipguardCollector {
+    targets: Vec<Target>,
+    daemon: Arc<DaemonCounters>,
+    /// Serialises scrapes: reading every map is not free.
+    scrape: Mutex<()>,
+}
+
+/// A family of samples: labels and value.
+type Samples = Vec<(Vec<(&'static str, String)>, f64)>;
+
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &Samples,
+) -> Result<(), std::fmt::Error> {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*value as u64).encode(sample)?,
+            _ => ConstGauge::new(*value as i64).encode(sample)?,
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Scrape {
+    packets: Samples,
+    bytes: Samples,
+    events: Samples,
+    written: Samples,
+    bans_issued: Samples,
+    bans_active: Samples,
+    map_entries: Samples,
+    map_capacity: Samples,
+    list_entries: Samples,
+    attached: Samples,
+    monitor: Samples,
+    serial: Samples,
+    applied: Samples,
+    errors: Samples,
+}
+
+impl SipguardCollector {
+    fn read(&self, target: &Target, scrape: &mut Scrape) -> Result<(), crate::state::StateError> {
+        let state = State::open(target)?;
+        let interface = target.label();
+        let label = || ("interface", interface.clone());
+        let stats = Stats::read(&state)?;
+        for row in &stats.counters {
+            let labels = vec![
+                label(),
+                ("zone", row.zone.to_string()),
+                ("reason", row.reason.to_string()),
+                ("outcome", row.outcome.name().to_string()),
+            ];
+            scrape.packets.push((labels.clone(), row.packets as f64));
+            scrape.bytes.push((labels, row.bytes as f64));
+        }
+        let events = state.event_stats()?;
+        for (result, value) in [
+            ("emitted", events.emitted),
+            ("suppressed", events.suppressed),
+            ("lost", events.lost),
+        ] {
+            scrape
+                .events
+                .push((vec![label(), ("result", result.into())], value as f64));
+        }
+        scrape
+            .bans_issued
+            .push((vec![label()], events.bans_issued as f64));
+        let written = self
+            .daemon
+            .written
+            .get(&interface)
+            .map_or(0, |w| w.load(Ordering::Relaxed));
+        scrape.written.push((vec![label()], written as f64));
+
+        let now = boot_now_ns();
+        let mut active: HashMap<&str, u64> = HashMap::new();
+        for (_, ban) in state.bans()? {
+            if ban.expires_at_ns > now {
+                *active
+                    .entry(BanReason::from_u8(ban.reason).map_or("unknown", BanReason::name))
+                    .or_default() += 1;
+            }
+        }
+        for reason in [BanReason::RateExceeded, BanReason::Manual] {
+            let count = active.get(reason.name()).copied().unwrap_or(0);
+            scrape.bans_active.push((
+                vec![label(), ("reason", reason.name().into())],
+                count as f64,
+            ));
+        }
+        for fill in state.map_fill() {
+            let labels = vec![label(), ("map", fill.name.to_string())];
+            scrape
+                .map_entries
+                .push((labels.clone(), fill.entries as f64));
+            scrape.map_capacity.push((labels, f64::from(fill.capacity)));
+        }
+        let generation = state.active_generation()?;
+        for list in [List::Allow, List::Deny] {
+            let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+            for (prefix, value) in state.rules(generation, list)? {
+                let family = match prefix {
+                    crate::policy::Prefix::V4 { .. } => "ipv4",
+                    crate::policy::Prefix::V6 { .. } => "ipv6",
+                };
+                let origin = if value.origin == Origin::Runtime as u8 {
+                    "runtime"
+                } else {
+                    "policy"
+                };
+                *counts.entry((family, origin)).or_default() += 1;
+            }
+            for family in ["ipv4", "ipv6"] {
+                for origin in ["policy", "runtime"] {
+                    let count = counts.get(&(family, origin)).copied().unwrap_or(0);
+                    scrape.list_entries.push((
+                        vec![
+                            label(),
+                            ("list", list.name().into()),
+                            ("family", family.into()),
+                            ("origin", origin.into()),
+                        ],
+                        count as f64,
+                    ));
+                }
+            }
+        }
+        let status = Status::read(&state)?;
+        scrape.attached.push((
+            vec![label(), ("xdp_mode", status.xdp_mode.into())],
+            f64::from(u8::from(status.attached)),
+        ));
+        scrape.monitor.push((
+            vec![label()],
+            f64::from(u8::from(status.mode == Mode::Monitor.name())),
+        ));
+        scrape.serial.push((vec![label()], status.serial as f64));
+        scrape
+            .applied
+            .push((vec![label()], status.applied_at_unix as f64));
+        Ok(())
+    }
+}
+
+impl Collector for SipguardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let _guard = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scrape = Scrape::default();
+        for target in &self.targets {
+            if let Err(error) = self.read(target, &mut scrape) {
+                log::warn!("scrape of {}: {error}", target.label());
+                scrape
+                    .errors
+                    .push((vec![("interface", target.label())], 1.0));
+                scrape.attached.push((
+                    vec![
+                        ("interface", target.label()),
+                        ("xdp_mode", "unknown".into()),
+                    ],
+                    0.0,
+                ));
+            }
+        }
+        let e = &mut encoder;
+        use MetricType::{Counter, Gauge};
+        family(
+            e,
+            "sipguard_packets",
+            "Packets judged, by zone, reason and outcome (passed, dropped, would_drop in monitor mode).",
+            Counter,
+            &scrape.packets,
+        )?;
+        family(
+            e,
+            "sipguard_bytes",
+            "Bytes judged, by zone, reason and outcome.",
+            Counter,
+            &scrape.bytes,
+        )?;
+        family(
+            e,
+            "sipguard_events",
+            "Drop events: emitted to the ring buffer, suppressed by the event budgets, or lost (ring buffer full). Each drop counts once.",
+            Counter,
+            &scrape.events,
+        )?;
+        family(
+            e,
+            "sipguard_events_written",
+            "Drop events written to the event log by this daemon.",
+            Counter,
+            &scrape.written,
+        )?;
+        family(
+            e,
+            "sipguard_bans_issued",
+            "Automatic bans issued by the data plane.",
+            Counter,
+            &scrape.bans_issued,
+        )?;
+        family(
+            e,
+            "sipguard_bans_active",
+            "Bans in force, by reason.",
+            Gauge,
+            &scrape.bans_active,
+        )?;
+        family(
+            e,
+            "sipguard_map_entries",
+            "Entries in the bounded state maps.",
+            Gauge,
+            &scrape.map_entries,
+        )?;
+        family(
+            e,
+            "sipguard_map_capacity",
+            "Capacity of the bounded state maps.",
+            Gauge,
+            &scrape.map_capacity,
+        )?;
+        family(
+            e,
+            "sipguard_list_entries",
+            "Allowlist and denylist prefixes in force, by family and origin.",
+            Gauge,
+            &scrape.list_entries,
+        )?;
+        family(
+            e,
+            "sipguard_attached",
+            "1 when the XDP program is attached through a live link.",
+            Gauge,
+            &scrape.attached,
+        )?;
+        family(
+            e,
+            "sipguard_monitor_mode",
+            "1 in monitor (dry-run) mode, 0 when enforcing.",
+            Gauge,
+            &scrape.monitor,
+        )?;
+        family(
+            e,
+            "sipguard_policy_serial",
+            "Serial of the running policy (increases with every change).",
+            Gauge,
+            &scrape.serial,
+        )?;
+        family(
+            e,
+            "sipguard_policy_applied_timestamp_seconds",
+            "When the running policy was applied, Unix time.",
+            Gauge,
+            &scrape.applied,
+        )?;
+        family(
+            e,
+            "sipguard_scrape_errors",
+            "1 when the state of an interface could not be read.",
+            Gauge,
+            &scrape.errors,
+        )?;
+        let build = vec![(
+            vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("abi", ABI_VERSION.to_string()),
+            ],
+            1.0,
+        )];
+        family(
+            e,
+            "sipguard_build_info",
+            "Build of the running controller.",
+            Gauge,
+            &build,
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry for `/metrics`.
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    pub fn new(targets: Vec<Target>, daemon: Arc<DaemonCounters>) -> Exporter {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SipguardCollector {
+            targets,
+            daemon,
+            scrape: Mutex::new(()),
+        }));
+        Exporter { registry }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if encode(&mut text, &self.registry).is_err() {
+            let _ = writeln!(text, "# encoding failed");
+        }
+        text
+    }
+}

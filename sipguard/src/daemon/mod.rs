@@ -1,0 +1,349 @@
+//! `sipguard run`: the long-running side of the controller. It drains the drop events of every
+//! filtered interface, writes them as JSON lines, keeps bounded aggregates (top offenders, rates
+//! by reason) and serves `/metrics` and a small JSON API on one address (loopback by default).
+//!
+//! Filtering never depends on it: stopping, crashing or restarting the daemon only pauses the
+//! event log; counters live in the kernel and continue.
+
+mod http;
+pub mod metrics;
+pub mod top;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs::{File, OpenOptions},
+    io::{BufWriter, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{Map, MapData, RingBuf};
+use serde::{Deserialize, Serialize};
+use sipguard_common::abi::{Reason, Zone, counter_index, map_name};
+use tokio::{io::unix::AsyncFd, sync::Notify};
+
+use self::{
+    metrics::{DaemonCounters, Exporter},
+    top::{Offender, TopSources},
+};
+use crate::{
+    events::{Clock, EventRecord},
+    state::{State, Target},
+};
+
+/// Default address of `/metrics` and the JSON API: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9968";
+/// Events kept in memory for `sipguard events`.
+const RECENT_EVENTS: usize = 4096;
+/// Sources tracked for `sipguard top` (Space-Saving counters).
+const TOP_CAPACITY: usize = 1024;
+/// Rates are computed over this many one-second samples.
+const RATE_WINDOW: usize = 10;
+
+pub struct DaemonConfig {
+    pub targets: Vec<Target>,
+    /// `None`: standard output.
+    pub events_file: Option<PathBuf>,
+    pub listen: SocketAddr,
+}
+
+/// Where event lines go. Reopened on SIGHUP, so logrotate can move the file.
+enum Sink {
+    Stdout,
+    File { path: PathBuf, out: BufWriter<File> },
+}
+
+impl Sink {
+    fn open(path: Option<&PathBuf>) -> Result<Sink> {
+        Ok(match path {
+            None => Sink::Stdout,
+            Some(path) => Sink::File {
+                path: path.clone(),
+                out: BufWriter::new(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("open event log {}", path.display()))?,
+                ),
+            },
+        })
+    }
+
+    fn write(&mut self, line: &str) {
+        let result = match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}")
+            }
+            Sink::File { out, .. } => writeln!(out, "{line}"),
+        };
+        if let Err(error) = result {
+            log::warn!("event log: {error}");
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = match self {
+            Sink::Stdout => std::io::stdout().flush(),
+            Sink::File { out, .. } => out.flush(),
+        };
+    }
+
+    fn reopen(&mut self) {
+        if let Sink::File { path, .. } = self {
+            match Sink::open(Some(&path.clone())) {
+                Ok(fresh) => *self = fresh,
+                Err(error) => log::warn!("{error:#}"),
+            }
+        }
+    }
+}
+
+/// Packets per second over the last few seconds, by interface, zone, reason and outcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rate {
+    pub interface: String,
+    pub zone: String,
+    pub reason: String,
+    pub outcome: String,
+    pub packets_per_second: f64,
+}
+
+/// What `/api/top` returns.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopView {
+    pub sources: Vec<Offender>,
+    /// Drops attributed to sources since the daemon started.
+    pub drops_seen: u64,
+    pub sources_tracked: usize,
+    pub rates: Vec<Rate>,
+}
+
+pub(crate) struct Shared {
+    top: Mutex<TopSources>,
+    recent: Mutex<VecDeque<EventRecord>>,
+    next_seq: AtomicU64,
+    new_events: Notify,
+    rates: Mutex<Vec<Rate>>,
+    exporter: Exporter,
+}
+
+impl Shared {
+    pub(crate) fn top_view(&self, limit: usize) -> TopView {
+        let top = self.top.lock().unwrap_or_else(|e| e.into_inner());
+        TopView {
+            sources: top.top(limit),
+            drops_seen: top.total,
+            sources_tracked: top.len(),
+            rates: self.rates.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+
+    /// Events after sequence number `after`, oldest first; with `after == 0`, the newest.
+    pub(crate) fn events_after(&self, after: u64, limit: usize) -> Vec<EventRecord> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if after == 0 {
+            let skip = recent.len().saturating_sub(limit);
+            return recent.iter().skip(skip).cloned().collect();
+        }
+        recent
+            .iter()
+            .filter(|e| e.seq > after)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub fn serve(config: DaemonConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve_async(config))
+}
+
+async fn serve_async(config: DaemonConfig) -> Result<()> {
+    let counters = Arc::new(DaemonCounters {
+        written: config
+            .targets
+            .iter()
+            .map(|t| (t.label(), AtomicU64::new(0)))
+            .collect(),
+    });
+    let shared = Arc::new(Shared {
+        top: Mutex::new(TopSources::new(TOP_CAPACITY)),
+        recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+        next_seq: AtomicU64::new(1),
+        new_events: Notify::new(),
+        rates: Mutex::new(Vec::new()),
+        exporter: Exporter::new(config.targets.clone(), counters.clone()),
+    });
+    let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listen on {}", config.listen))?;
+    log::info!("serving /metrics and /api on http://{}", config.listen);
+    eprintln!(
+        "sipguard: draining events of {}; metrics on http://{}/metrics",
+        config
+            .targets
+            .iter()
+            .map(Target::label)
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.listen
+    );
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in &config.targets {
+        let ring = open_ring(target)?;
+        let written = counters.clone();
+        tasks.spawn(drain(
+            target.label(),
+            ring,
+            shared.clone(),
+            sink.clone(),
+            written,
+        ));
+    }
+    tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
+    tasks.spawn(http::serve(listener, shared.clone()));
+
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).reopen();
+            }
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            Some(result) = tasks.join_next() => {
+                // A task only ends on a fatal error.
+                result??;
+            }
+        }
+    }
+    sink.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    eprintln!("sipguard: stopped; filtering continues in the kernel");
+    Ok(())
+}
+
+fn open_ring(target: &Target) -> Result<AsyncFd<RingBuf<MapData>>> {
+    let pin = target.map_pin(map_name::EVENTS);
+    let data = MapData::from_pin(&pin).with_context(|| format!("open {}", pin.display()))?;
+    let ring = RingBuf::try_from(Map::from_map_data(data)?)?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd owns the ring buffer.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watch {}: {e}", pin.display()))
+}
+
+async fn drain(
+    label: String,
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    shared: Arc<Shared>,
+    sink: Arc<Mutex<Sink>>,
+    counters: Arc<DaemonCounters>,
+) -> Result<()> {
+    let mut clock = Clock::now();
+    let mut batches = 0u64;
+    loop {
+        let mut guard = ring.readable_mut().await?;
+        let mut batch = Vec::new();
+        while let Some(item) = guard.get_inner_mut().next() {
+            if let Some(event) = EventRecord::decode(&item, &label, &clock) {
+                batch.push(event);
+            }
+        }
+        guard.clear_ready();
+        if batch.is_empty() {
+            continue;
+        }
+        batches += 1;
+        if batches.is_multiple_of(1000) {
+            // Wall-clock adjustments (NTP) move the boot-to-Unix offset.
+            clock = Clock::now();
+        }
+        {
+            let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+            let mut top = shared.top.lock().unwrap_or_else(|e| e.into_inner());
+            let mut recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+            for mut event in batch {
+                event.seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+                if let Ok(line) = serde_json::to_string(&event) {
+                    sink.write(&line);
+                }
+                top.record(&event);
+                if recent.len() == RECENT_EVENTS {
+                    recent.pop_front();
+                }
+                recent.push_back(event);
+                if let Some(written) = counters.written.get(&label) {
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            sink.flush();
+        }
+        shared.new_events.notify_waiters();
+    }
+}
+
+/// Samples the kernel counters every second; rates are differences over the window.
+async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {
+    let mut history: HashMap<String, VecDeque<Vec<u64>>> = HashMap::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let mut rates = Vec::new();
+        for target in &targets {
+            let label = target.label();
+            let Ok(counters) = State::open(target).and_then(|state| state.counters()) else {
+                continue;
+            };
+            let packets: Vec<u64> = counters.iter().map(|c| c.packets).collect();
+            let samples = history.entry(label.clone()).or_default();
+            samples.push_back(packets);
+            if samples.len() > RATE_WINDOW + 1 {
+                samples.pop_front();
+            }
+            let (Some(first), Some(last)) = (samples.front(), samples.back()) else {
+                continue;
+            };
+            let seconds = (samples.len() - 1).max(1) as f64;
+            for zone in Zone::ALL {
+                for reason in Reason::ALL {
+                    for monitored in [false, true] {
+                        let index = counter_index(zone, reason, monitored) as usize;
+                        let delta = last[index].saturating_sub(first[index]);
+                        if delta == 0 {
+                            continue;
+                        }
+                        rates.push(Rate {
+                            interface: label.clone(),
+                            zone: zone.name().into(),
+                            reason: reason.name().into(),
+                            outcome: match (reason.is_drop(), monitored) {
+                                (false, _) => "passed",
+                                (true, false) => "dropped",
+                                (true, true) => "would_drop",
+                            }
+                            .into(),
+                            packets_per_second: delta as f64 / seconds,
+                        });
+                    }
+                }
+            }
+        }
+        rates.sort_by(|a, b| b.packets_per_second.total_cmp(&a.packets_per_second));
+        *shared.rates.lock().unwrap_or_else(|e| e.into_inner()) = rates;
+    }
+}

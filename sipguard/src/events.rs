@@ -1,0 +1,197 @@
+//! Drop events from the kernel's ring buffer, decoded for people and machines.
+
+use std::{
+    net::IpAddr,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use sipguard_common::abi::{DropEvent, Reason, SipMethod, Zone};
+
+use crate::state::boot_now_ns;
+
+/// One drop event, as written to the JSON-lines log and served by the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Sequence number given by the daemon (0 when read directly from the ring buffer).
+    #[serde(default)]
+    pub seq: u64,
+    /// RFC 3339, UTC, microseconds.
+    pub time: String,
+    pub interface: String,
+    /// Absent when the frame had no IP header (malformed, VLAN stack too deep).
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: u16,
+    pub dport: u16,
+    /// `udp`, `tcp`, or the IP protocol number.
+    pub transport: String,
+    /// Outer and inner VLAN ids present in the frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlan: Vec<u16>,
+    pub reason: String,
+    pub zone: String,
+    /// `dropped`, or `would_drop` in monitor mode.
+    pub outcome: String,
+    pub length: u32,
+    /// SIP method (or `SIP/2.0` for a response) when the first payload bytes name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_method: Option<String>,
+    /// Drops of this source that got no event since its previous one (event budget spent).
+    pub suppressed_before: u32,
+}
+
+/// Converts data-plane (boot-time) nanoseconds to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        Clock {
+            offset_ns: unix - i128::from(boot_now_ns()),
+        }
+    }
+
+    pub fn unix_ns(&self, boot_ns: u64) -> i128 {
+        i128::from(boot_ns) + self.offset_ns
+    }
+}
+
+/// `2026-11-26T05:30:01.123456Z`
+pub fn rfc3339_micros(unix_ns: i128) -> String {
+    let seconds = unix_ns.div_euclid(1_000_000_000);
+    let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
+    let base = crate::cli::format_time(seconds.max(1) as u64).replace(' ', "T");
+    format!("{}.{micros:06}Z", base.trim_end_matches('Z'))
+}
+
+fn address(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        4 => Some(IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])),
+        6 => Some(IpAddr::from(*bytes)),
+        _ => None,
+    }
+}
+
+impl EventRecord {
+    /// Decodes one ring-buffer record; `None` when it is not a whole `DropEvent`.
+    pub fn decode(bytes: &[u8], interface: &str, clock: &Clock) -> Option<EventRecord> {
+        if bytes.len() < size_of::<DropEvent>() {
+            return None;
+        }
+        // SAFETY: the length was checked; DropEvent is plain integers, valid for any bits.
+        let event: DropEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let reason = Reason::from_u8(event.reason).map_or("unknown", Reason::name);
+        let method = SipMethod::from_u8(event.method);
+        Some(EventRecord {
+            seq: 0,
+            time: rfc3339_micros(clock.unix_ns(event.time_ns)),
+            interface: interface.to_string(),
+            src: address(event.family, &event.src),
+            dst: address(event.family, &event.dst),
+            sport: event.sport,
+            dport: event.dport,
+            transport: match event.l4_proto {
+                17 => "udp".to_string(),
+                6 => "tcp".to_string(),
+                other => other.to_string(),
+            },
+            vlan: event.vlan.iter().copied().filter(|id| *id != 0).collect(),
+            reason: reason.to_string(),
+            zone: Zone::from_u8(event.zone).name().to_string(),
+            outcome: if event.monitored != 0 {
+                "would_drop"
+            } else {
+                "dropped"
+            }
+            .to_string(),
+            length: event.packet_len,
+            sip_method: (method != SipMethod::Unknown).then(|| method.token().to_string()),
+            suppressed_before: event.suppressed,
+        })
+    }
+
+    /// One line for a terminal.
+    pub fn human(&self) -> String {
+        let endpoint = |addr: Option<IpAddr>, port: u16| match addr {
+            Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+            Some(v4) => format!("{v4}:{port}"),
+            None => "-".to_string(),
+        };
+        let mut line = format!(
+            "{} {} {} {} -> {} {} {}/{}",
+            self.time,
+            self.interface,
+            self.transport,
+            endpoint(self.src, self.sport),
+            endpoint(self.dst, self.dport),
+            self.outcome,
+            self.zone,
+            self.reason
+        );
+        if let Some(method) = &self.sip_method {
+            line.push_str(&format!(" {method}"));
+        }
+        if !self.vlan.is_empty() {
+            line.push_str(&format!(" vlan {:?}", self.vlan));
+        }
+        if self.suppressed_before > 0 {
+            line.push_str(&format!(" (+{} suppressed)", self.suppressed_before));
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_decode_into_records() {
+        let mut event = DropEvent {
+            time_ns: 1_000,
+            ifindex: 3,
+            packet_len: 420,
+            suppressed: 7,
+            sport: 5060,
+            dport: 5070,
+            vlan: [100, 0],
+            family: 6,
+            l4_proto: 17,
+            reason: Reason::RateLimited as u8,
+            zone: Zone::Access as u8,
+            monitored: 1,
+            method: SipMethod::Register as u8,
+            ..DropEvent::default()
+        };
+        event.src = "2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        event.dst[..2].copy_from_slice(&[0x20, 0x01]);
+        // SAFETY: DropEvent is plain integers.
+        let bytes: [u8; size_of::<DropEvent>()] = unsafe { std::mem::transmute(event) };
+        let clock = Clock {
+            offset_ns: 1_795_667_288_000_000_000,
+        };
+        let record = EventRecord::decode(&bytes, "eth0", &clock).unwrap();
+        assert_eq!(record.time, "2026-11-26T04:28:08.000001Z");
+        assert_eq!(record.src, Some("2001:db8::7".parse().unwrap()));
+        assert_eq!(record.transport, "udp");
+        assert_eq!(record.vlan, [100]);
+        assert_eq!(record.reason, "rate_limited");
+        assert_eq!(record.zone, "access");
+        assert_eq!(record.outcome, "would_drop");
+        assert_eq!(record.sip_method.as_deref(), Some("REGISTER"));
+        assert_eq!(record.suppressed_before, 7);
+        assert!(EventRecord::decode(&bytes[..10], "eth0", &clock).is_none());
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<EventRecord>(&line).unwrap(), record);
+        assert!(record.human().contains("[2001:db8::7]:5060 -> [2001::]:5070 would_drop access/rate_limited REGISTER vlan [100] (+7 suppressed)"), "{}", record.human());
+    }
+}
