@@ -18,6 +18,7 @@ use sipguard_common::{
 };
 use sipguard_tests::{
     frames::{ExtHeader, Packet, VlanTag},
+    harness::drain_events,
     lab::{
         ALLOWED_V4, ALLOWED_V6, Capture, DENIED_V4, DENIED_V6, Lab, PEER_IF, SBC_IF, SBC_V4,
         SBC_V6, UNKNOWN_V4, UNKNOWN_V6, UdpCounter, inject, mac_of, send_udp, tcp_connects,
@@ -192,6 +193,22 @@ fn tcp_connects_only_from_allowed_sources() {
     assert!(!try_connect(DENIED_V6.into()), "denied v6 is dropped");
     drop((listener_v4, listener_v6));
 
+    let events = drain_events(&target(&lab, &pins));
+    for source in [
+        IpAddr::from(UNKNOWN_V4),
+        DENIED_V4.into(),
+        UNKNOWN_V6.into(),
+        DENIED_V6.into(),
+    ] {
+        let event = events
+            .iter()
+            .find(|e| e.src == Some(source))
+            .unwrap_or_else(|| panic!("no event from {source}: {events:#?}"));
+        assert_eq!((event.transport.as_str(), event.dport), ("tcp", 5061));
+        assert_eq!(event.dst, Some(Lab::sbc_addr(source.is_ipv6())));
+        assert_eq!(event.vlan, Vec::<u16>::new());
+    }
+    assert!(events.iter().all(|e| e.src != Some(ALLOWED_V4.into())));
     let stats = stats(&lab, &pins);
     // Every SYN (and retransmission) of the refused connections was dropped and counted.
     assert!(packets(&stats, Zone::Trunk, Reason::NotAllowlisted, false) >= 2);

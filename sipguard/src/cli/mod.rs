@@ -4,7 +4,7 @@ mod apply;
 mod attach;
 mod bans;
 mod check;
-mod client;
+pub mod client;
 mod detach;
 mod events;
 mod limits;

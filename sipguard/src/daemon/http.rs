@@ -52,8 +52,24 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) -> Result<()> {
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
             let shared = shared.clone();
-            let text = tokio::task::spawn_blocking(move || shared.exporter.render()).await?;
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
+            let openmetrics = head.lines().any(|line| {
+                line.to_ascii_lowercase().starts_with("accept:")
+                    && line.contains("application/openmetrics-text")
+            });
+            if openmetrics {
+                let text =
+                    tokio::task::spawn_blocking(move || shared.exporter.render_openmetrics())
+                        .await?;
+                (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            } else {
+                let text =
+                    tokio::task::spawn_blocking(move || shared.exporter.render_text()).await?;
+                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
+            }
         }
         ("GET", "/api/top") => {
             let view = shared.top_view(number("limit", 20) as usize);

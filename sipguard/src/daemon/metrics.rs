@@ -341,12 +341,59 @@ impl Exporter {
         Exporter { registry }
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// OpenMetrics text, what prometheus-client writes (and Prometheus prefers).
+    pub fn render_openmetrics(&self) -> String {
         let mut text = String::new();
         if encode(&mut text, &self.registry).is_err() {
             let _ = writeln!(text, "# encoding failed");
         }
         text
+    }
+
+    /// The classic Prometheus text format (0.0.4), for `curl`, promtool and older scrapers.
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render_openmetrics())
+    }
+}
+
+/// OpenMetrics names a counter family without `_total` in `# HELP`/`# TYPE`; the 0.0.4 format
+/// names it like its samples. Also drops the `# EOF` marker.
+fn openmetrics_to_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        text.push_str(renamed.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openmetrics_to_text;
+
+    #[test]
+    fn counter_families_are_renamed_for_the_classic_format() {
+        let open = "# HELP a_packets Packets.\n# TYPE a_packets counter\na_packets_total{x=\"1\"} 5\n\
+                    # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(open),
+            "# HELP a_packets_total Packets.\n# TYPE a_packets_total counter\n\
+             a_packets_total{x=\"1\"} 5\n# HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n"
+        );
     }
 }
