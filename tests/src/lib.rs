@@ -7,6 +7,7 @@ pub mod lab;
 pub mod model;
 pub mod netns;
 pub mod pins;
+pub mod sip_lab;
 
 /// Kernel tests need root (CAP_BPF, CAP_NET_ADMIN); say so instead of failing obscurely.
 pub fn require_root() {

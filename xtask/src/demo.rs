@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: build, then run the lab's demo with the release binaries.
+//! `cargo xtask demo`: build, then run the SIP lab with the release binaries.
 
 use std::process::Command;
 
@@ -8,7 +8,7 @@ use crate::util::{cmd, require_root, run_with, setup, workspace_root};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Extra arguments for `sipguard-lab demo` (e.g. `--datagrams 50`).
+    /// Extra arguments for `sipguard-lab demo` (`--quick`, `--keep`, `--json FILE`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<String>,
 }
@@ -35,4 +35,11 @@ pub fn run(args: Args) -> Result<()> {
             .args(&args.rest)
             .env("SIPGUARD_BIN", release.join("sipguard")),
     )
+}
+
+/// `cargo xtask demo-down`
+pub fn down() -> Result<()> {
+    require_root("demo-down")?;
+    let release = workspace_root().join("target/release");
+    run_with(&mut Command::new(release.join("sipguard-lab")).arg("down"))
 }

@@ -155,8 +155,8 @@ fn render(view: &TopView, source: &str, once: bool) {
         view.drops_seen, view.sources_tracked
     ));
     out.push_str(&format!(
-        "  {:<40} {:>10}  {:<40} {}\n",
-        "SOURCE", "DROPS", "REASONS", "LAST"
+        "  {:<40} {:>16}  {:<40} {}\n",
+        "SOURCE", "DROPS (+-ERROR)", "REASONS", "LAST"
     ));
     for offender in &view.sources {
         let reasons: Vec<String> = offender
@@ -167,10 +167,16 @@ fn render(view: &TopView, source: &str, once: bool) {
         let source = offender
             .source
             .map_or_else(|| "(no IP header)".to_string(), |s| s.to_string());
+        // Space-Saving may overcount a source by `error` (counts inherited from evicted ones).
+        let drops = if offender.error > 0 {
+            format!("{} (+-{})", offender.drops, offender.error)
+        } else {
+            offender.drops.to_string()
+        };
         out.push_str(&format!(
-            "  {:<40} {:>10}  {:<40} {} {}:{}\n",
+            "  {:<40} {:>16}  {:<40} {} {}:{}\n",
             format!("{source} ({})", offender.interface),
-            offender.drops,
+            drops,
             reasons.join(", "),
             offender.last_seen.get(11..19).unwrap_or(""),
             offender.last_method.as_deref().unwrap_or("-"),

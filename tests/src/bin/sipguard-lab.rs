@@ -21,6 +21,7 @@ use sipguard_tests::lab::{
     ALLOWED_V4, ALLOWED_V6, DENIED_V4, DENIED_V6, Lab, SBC_IF, UNKNOWN_V4, UNKNOWN_V6, UdpCounter,
     send_udp, tcp_connects,
 };
+use sipguard_tests::sip_lab::{self, LabOptions, LabRun, Protection, Scale};
 
 #[derive(Parser)]
 #[command(name = "sipguard-lab")]
@@ -34,8 +35,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Attach sipguard in a two-namespace lab, send allowed and unwanted SIP, report, clean up.
-    Demo(DemoArgs),
+    /// The SIP lab (Kamailio SBC, sipp carrier and phone, SIPVicious, a spoofed flood), played
+    /// without a filter, in monitor mode and enforcing, side by side.
+    Demo(LabArgs),
+    /// One run of the SIP lab under one protection.
+    Run(RunArgs),
+    /// Remove a lab kept with --keep: processes, pins, namespaces.
+    Down,
+    /// A smaller demo: two namespaces, allowed, unknown and denied sources, no SIP servers.
+    Basic(DemoArgs),
     /// Measure admitted versus configured rate for one source flooding from one CPU and from
     /// every CPU at once (BPF_PROG_TEST_RUN, real program).
     BudgetAccuracy(BudgetArgs),
@@ -55,6 +63,29 @@ struct BudgetArgs {
 }
 
 #[derive(clap::Args)]
+struct LabArgs {
+    /// Only the enforcing run (about a minute instead of three).
+    #[arg(long)]
+    quick: bool,
+    /// Leave the enforcing lab running afterwards, to explore it (`sipguard-lab down` removes it).
+    #[arg(long)]
+    keep: bool,
+    /// Also write the runs as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, value_enum, default_value_t = Protection::Enforce)]
+    protection: Protection,
+    #[arg(long)]
+    keep: bool,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct DemoArgs {
     /// SIP OPTIONS datagrams per source.
     #[arg(long, default_value_t = 20)]
@@ -65,7 +96,17 @@ fn main() -> Result<()> {
     sipguard_tests::require_root();
     let cli = Cli::parse();
     match cli.task {
-        Task::Demo(args) => demo(&cli.sipguard, args),
+        Task::Demo(args) => lab_demo(&cli.sipguard, &args),
+        Task::Run(args) => lab_run(&cli.sipguard, &args),
+        Task::Down => {
+            if sip_lab::tear_down()? {
+                println!("lab removed");
+            } else {
+                println!("no kept lab ({} not found)", sip_lab::KEPT_STATE);
+            }
+            Ok(())
+        }
+        Task::Basic(args) => demo(&cli.sipguard, args),
         Task::BudgetAccuracy(args) => budget_accuracy(&args),
     }
 }
@@ -94,6 +135,60 @@ struct Row {
     sent: usize,
     received: usize,
     tcp: bool,
+}
+
+const LAB_PIN_ROOT: &str = "/sys/fs/bpf/sipguard-lab";
+
+fn work_dir(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "sipguard-lab-{}-{tag}",
+        sipguard::state::now_unix()
+    ))
+}
+
+fn play(bin: &Path, protection: Protection, keep: bool) -> Result<LabRun> {
+    if keep {
+        // One kept lab at a time.
+        sip_lab::tear_down()?;
+    }
+    println!("== {} run ...", protection.name());
+    let run = sip_lab::run_lab(&LabOptions {
+        protection,
+        scale: Scale::default(),
+        sipguard: bin.to_path_buf(),
+        work_dir: work_dir(protection.name().replace(' ', "-").as_str()),
+        pin_root: PathBuf::from(LAB_PIN_ROOT),
+        keep,
+    })?;
+    println!("   done in {:.0} s", run.seconds);
+    Ok(run)
+}
+
+fn lab_demo(bin: &Path, args: &LabArgs) -> Result<()> {
+    println!(
+        "sipguard lab: a Kamailio SBC with a carrier trunk (5060) and remote phones (5070), \
+         attacked by SIPVicious and a spoofed-source flood"
+    );
+    let mut runs = Vec::new();
+    if !args.quick {
+        runs.push(play(bin, Protection::Off, false)?);
+        runs.push(play(bin, Protection::Monitor, false)?);
+    }
+    runs.push(play(bin, Protection::Enforce, args.keep)?);
+    println!("\n{}", sip_lab::render(&runs));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
+    }
+    Ok(())
+}
+
+fn lab_run(bin: &Path, args: &RunArgs) -> Result<()> {
+    let run = play(bin, args.protection, args.keep)?;
+    println!("\n{}", sip_lab::render(std::slice::from_ref(&run)));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&run)?)?;
+    }
+    Ok(())
 }
 
 fn demo(bin: &Path, args: DemoArgs) -> Result<()> {

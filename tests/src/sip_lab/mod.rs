@@ -1,0 +1,1023 @@
+//! A real SIP lab in network namespaces, joined by a bridge, all inside 198.18.0.0/15:
+//!
+//! ```text
+//!          hub: bridge br0, 198.18.255.254 = the SBC's gateway (blackholes 198.19.0.0/16)
+//!    +-----------+---------------+---------------+-----------+------------+-----------+
+//!   sbc        carrier         phone          scanner     enumerator    cracker
+//!   198.18.0.1 198.18.1.10/.20 198.18.2.10    198.18.3.10 198.18.3.11   198.18.3.12
+//!   Kamailio   sipp UAC (in)   sipp REGISTER  svmap,      svwar         svcrack
+//!   PBX :5090  sipp UAS (out)  sipp calls out svwar trunk (access)      (access)
+//!   sipguard                                  trafgen flood from 198.19.0.0/16
+//! ```
+//!
+//! Each attacker has its own namespace: SIPVicious ignores its `-b` (bind address) option. Spoofed
+//! sources are off-link, as on the internet: the SBC answers them through its gateway instead of
+//! stalling on ARP for addresses that do not exist.
+//!
+//! One run plays the same scenario under a chosen protection (none, monitor, enforce) and measures
+//! what the peers saw: sipp call statistics, the requests that reached Kamailio (logged by its
+//! script, per source), Kamailio's CPU time, and sipguard's counters, bans and events.
+
+mod report;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use sipguard::{
+    report::Stats,
+    state::{State, Target},
+};
+use sipguard_common::abi::{Reason, Zone};
+
+pub use self::report::render;
+use crate::{
+    lab::{mac_of, wait_until},
+    netns::{NetNs, add_addr, run},
+};
+
+const KAMAILIO_CFG: &str = include_str!("assets/kamailio.cfg");
+const CARRIER_UAC: &str = include_str!("assets/carrier-uac.xml");
+const PHONE_REGISTER: &str = include_str!("assets/phone-register.xml");
+const PHONE_CALL: &str = include_str!("assets/phone-call.xml");
+const UAS: &str = include_str!("assets/uas.xml");
+/// The lab SBC's sipguard policy (trunk 5060 for the carrier, access 5070 for phones).
+pub const LAB_POLICY: &str = include_str!("assets/policy.toml");
+
+pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const CARRIER_UAC_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+pub const CARRIER_UAS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
+pub const PHONE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+/// svmap, and svwar against the trunk.
+pub const SCANNER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 10);
+/// svwar against the access zone.
+pub const ENUMERATOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 11);
+/// svcrack against the access zone.
+pub const CRACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 12);
+/// Where the metrics/API of `sipguard run` listen, inside the SBC namespace.
+pub const DAEMON_LISTEN: &str = "127.0.0.1:9968";
+
+/// What protects the SBC during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protection {
+    /// No sipguard at all: the baseline.
+    Off,
+    /// sipguard attached in monitor mode: counts what it would drop, drops nothing.
+    Monitor,
+    /// sipguard enforcing the lab policy.
+    Enforce,
+}
+
+impl Protection {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protection::Off => "no filter",
+            Protection::Monitor => "monitor",
+            Protection::Enforce => "enforce",
+        }
+    }
+}
+
+/// How much traffic a run plays. Everything is bounded in packets and seconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scale {
+    pub carrier_calls: u32,
+    pub carrier_rate: u32,
+    pub phone_registrations: u32,
+    pub phone_calls: u32,
+    /// Seconds each SIPVicious tool may run.
+    pub attack_seconds: u32,
+    pub flood_packets: u32,
+    pub flood_rate: u32,
+}
+
+impl Default for Scale {
+    fn default() -> Self {
+        Scale {
+            carrier_calls: 120,
+            carrier_rate: 4,
+            phone_registrations: 30,
+            phone_calls: 25,
+            attack_seconds: 12,
+            flood_packets: 30_000,
+            flood_rate: 3_000,
+        }
+    }
+}
+
+pub struct LabOptions {
+    pub protection: Protection,
+    pub scale: Scale,
+    pub sipguard: PathBuf,
+    /// Directory for configs, logs and sipp statistics (kept after the run).
+    pub work_dir: PathBuf,
+    pub pin_root: PathBuf,
+    /// Leave everything running afterwards (`sipguard-lab down` removes it).
+    pub keep: bool,
+}
+
+/// sipp's own account of its calls.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CallStats {
+    pub created: u64,
+    pub successful: u64,
+    pub failed: u64,
+}
+
+/// One SIPVicious run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolRun {
+    pub tool: String,
+    pub source: Ipv4Addr,
+    pub target_port: u16,
+    /// The tool's last lines of output.
+    pub result: String,
+}
+
+/// What reached Kamailio, from its script's log.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KamailioView {
+    pub requests: u64,
+    /// Requests by source class (carrier, phone, scanner, enumerator, cracker, flood, other).
+    pub by_source: BTreeMap<String, u64>,
+    /// Requests on the trunk port from sources outside the carrier's range.
+    pub trunk_from_unknown: u64,
+    /// CPU seconds used by all Kamailio processes during the run.
+    pub cpu_seconds: f64,
+    /// Request time (Unix seconds, fractional) of each attacker request, by source.
+    #[serde(skip)]
+    pub attacker_times: BTreeMap<Ipv4Addr, Vec<f64>>,
+}
+
+/// A ban as `sipguard bans list --json` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BanView {
+    pub source: String,
+    pub reason: String,
+    pub banned_at_unix: u64,
+    pub hits: u64,
+}
+
+/// sipguard's account of the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SipguardView {
+    /// Packets by "zone/reason/outcome".
+    pub counters: BTreeMap<String, u64>,
+    pub dropped: u64,
+    pub would_drop: u64,
+    pub bans: Vec<BanView>,
+    pub events_emitted: u64,
+    pub events_suppressed: u64,
+    pub events_lost: u64,
+    /// Counter deltas over the flood phase (only the flood hits the SBC from unknown sources
+    /// then): trunk not_allowlisted, and access new_source_limited.
+    pub flood_trunk_refused: u64,
+    pub flood_access_refused: u64,
+    /// Attacker requests that reached Kamailio more than a second after their source's ban.
+    pub attacker_requests_after_ban: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabRun {
+    pub protection: Protection,
+    pub scale: Scale,
+    pub carrier_calls: CallStats,
+    pub phone_registrations: CallStats,
+    pub phone_calls: CallStats,
+    pub tools: Vec<ToolRun>,
+    /// Flood datagrams sent by trafgen, per destination port.
+    pub flood_sent: BTreeMap<u16, u64>,
+    pub kamailio: KamailioView,
+    pub sipguard: Option<SipguardView>,
+    pub seconds: f64,
+    pub work_dir: PathBuf,
+    /// How to look at a kept lab.
+    pub hints: Vec<String>,
+}
+
+/// A process killed on drop, unless released (keep mode).
+struct Process {
+    name: &'static str,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn wait(mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{} did not finish within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn release(mut self) {
+        self.child.take();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM first, so that daemons flush and sipp writes its statistics.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The namespaces of one lab. Deleted on drop unless kept.
+pub struct Nodes {
+    pub hub: NetNs,
+    pub sbc: NetNs,
+    pub carrier: NetNs,
+    pub phone: NetNs,
+    pub scanner: NetNs,
+    pub enumerator: NetNs,
+    pub cracker: NetNs,
+}
+
+impl Nodes {
+    fn build() -> Result<Nodes> {
+        let nodes = Nodes {
+            hub: NetNs::new("lab-hub")?,
+            sbc: NetNs::new("lab-sbc")?,
+            carrier: NetNs::new("lab-carrier")?,
+            phone: NetNs::new("lab-phone")?,
+            scanner: NetNs::new("lab-scan")?,
+            enumerator: NetNs::new("lab-enum")?,
+            cracker: NetNs::new("lab-crack")?,
+        };
+        nodes.hub.ip(&["link", "add", "br0", "type", "bridge"])?;
+        nodes.hub.ip(&["link", "set", "br0", "up"])?;
+        add_addr(&nodes.hub, "br0", "198.18.255.254/16")?;
+        nodes
+            .hub
+            .ip(&["route", "add", "blackhole", "198.19.0.0/16"])?;
+        for (name, node) in nodes.leaves() {
+            let port = format!("v-{name}");
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    node.name(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &port,
+                    "netns",
+                    nodes.hub.name(),
+                ],
+            )?;
+            nodes.hub.ip(&["link", "set", &port, "master", "br0"])?;
+            nodes.hub.ip(&["link", "set", &port, "up"])?;
+            node.ip(&["link", "set", "eth0", "up"])?;
+        }
+        add_addr(&nodes.sbc, "eth0", "198.18.0.1/16")?;
+        nodes
+            .sbc
+            .ip(&["route", "add", "default", "via", "198.18.255.254"])?;
+        add_addr(&nodes.carrier, "eth0", "198.18.1.10/16")?;
+        add_addr(&nodes.carrier, "eth0", "198.18.1.20/16")?;
+        add_addr(&nodes.phone, "eth0", "198.18.2.10/16")?;
+        add_addr(&nodes.scanner, "eth0", &format!("{SCANNER_IP}/16"))?;
+        add_addr(&nodes.enumerator, "eth0", &format!("{ENUMERATOR_IP}/16"))?;
+        add_addr(&nodes.cracker, "eth0", &format!("{CRACKER_IP}/16"))?;
+        Ok(nodes)
+    }
+
+    fn leaves(&self) -> [(&'static str, &NetNs); 6] {
+        [
+            ("sbc", &self.sbc),
+            ("carrier", &self.carrier),
+            ("phone", &self.phone),
+            ("scan", &self.scanner),
+            ("enum", &self.enumerator),
+            ("crack", &self.cracker),
+        ]
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        [
+            &self.hub,
+            &self.sbc,
+            &self.carrier,
+            &self.phone,
+            &self.scanner,
+            &self.enumerator,
+            &self.cracker,
+        ]
+        .iter()
+        .map(|ns| ns.name().to_string())
+        .collect()
+    }
+}
+
+/// State left behind by a kept lab, for `sipguard-lab down`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeptLab {
+    pub namespaces: Vec<String>,
+    pub pin_root: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+pub const KEPT_STATE: &str = "/run/sipguard-lab/kept.json";
+
+fn write_assets(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir.join("kamailio-run"))?;
+    fs::create_dir_all(dir.join("home"))?;
+    for (name, text) in [
+        ("kamailio.cfg", KAMAILIO_CFG),
+        ("carrier-uac.xml", CARRIER_UAC),
+        ("phone-register.xml", PHONE_REGISTER),
+        ("phone-call.xml", PHONE_CALL),
+        ("uas.xml", UAS),
+        ("policy.toml", LAB_POLICY),
+    ] {
+        fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// Runs `program args` inside `ns`, output to files in the work dir.
+fn spawn(
+    ns: &NetNs,
+    name: &'static str,
+    dir: &Path,
+    program: &str,
+    args: &[String],
+) -> Result<Process> {
+    let stdout = fs::File::create(dir.join(format!("{name}.out")))?;
+    let stderr = fs::File::create(dir.join(format!("{name}.err")))?;
+    let child = ns
+        .command(program)
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir.join("home"))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("start {program}"))?;
+    Ok(Process {
+        name,
+        child: Some(child),
+    })
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// A sipp client run: scenario, target, rate, count.
+fn sipp_client(
+    ns: &NetNs,
+    name: &'static str,
+    dir: &Path,
+    scenario: &str,
+    target: &str,
+    local: Ipv4Addr,
+    port: u16,
+    rate: u32,
+    calls: u32,
+) -> Result<Process> {
+    let args = [
+        "-sf".to_string(),
+        scenario.to_string(),
+        "-s".into(),
+        "1000".into(),
+        target.to_string(),
+        "-i".into(),
+        local.to_string(),
+        "-p".into(),
+        port.to_string(),
+        "-r".into(),
+        rate.to_string(),
+        "-m".into(),
+        calls.to_string(),
+        "-d".into(),
+        "1000".into(),
+        "-nostdin".into(),
+        "-trace_stat".into(),
+        "-fd".into(),
+        "1".into(),
+        "-stf".into(),
+        format!("{name}.csv"),
+        "-trace_err".into(),
+        "-error_file".into(),
+        format!("{name}.errors"),
+        // A failed call is failed after 8 s, not after sipp's default 64 x T1.
+        "-recv_timeout".into(),
+        "8000".into(),
+    ];
+    spawn(ns, name, dir, "sipp", &args)
+}
+
+/// sipp's final statistics (its CSV: header line, then one line per period).
+fn call_stats(path: &Path) -> CallStats {
+    let Ok(text) = fs::read_to_string(path) else {
+        return CallStats::default();
+    };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return CallStats::default();
+    };
+    let Some(last) = lines.last() else {
+        return CallStats::default();
+    };
+    let columns: Vec<&str> = header.split(';').collect();
+    let values: Vec<&str> = last.split(';').collect();
+    let field = |name: &str| -> u64 {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .and_then(|i| values.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    CallStats {
+        created: field("TotalCallCreated"),
+        successful: field("SuccessfulCall(C)"),
+        failed: field("FailedCall(C)"),
+    }
+}
+
+/// trafgen configuration: OPTIONS datagrams from random 198.19.x.y sources, alternating between
+/// the trunk and the access port, to the SBC's MAC.
+fn flood_config(sbc_mac: [u8; 6]) -> String {
+    let payload = "OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.19.0.1:5060;branch=z9hG4bK-flood\r\n\
+                   From: <sip:flood@198.19.0.1>;tag=1\r\nTo: <sip:sbc@198.18.0.1>\r\nCall-ID: flood@lab\r\n\
+                   CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let udp_len = 8 + payload.len();
+    let total = 20 + udp_len;
+    let mac: Vec<String> = sbc_mac.iter().map(|b| format!("0x{b:02x}")).collect();
+    let body: Vec<String> = payload.bytes().map(|b| b.to_string()).collect();
+    [5060u16, 5070]
+        .iter()
+        .map(|port| {
+            format!(
+                "{{\n  {}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, c16(0x0800),\n  \
+                 0x45, 0x00, c16({total}), drnd(2), 0x00, 0x00, 64, 17, csumip(14, 33),\n  \
+                 198, 19, drnd(2), 198, 18, 0, 1,\n  drnd(2), c16({port}), c16({udp_len}), 0x00, 0x00,\n  {}\n}}\n",
+                mac.join(", "),
+                body.join(", ")
+            )
+        })
+        .collect()
+}
+
+fn source_class(ip: Ipv4Addr) -> &'static str {
+    match ip {
+        ip if ip == CARRIER_UAC_IP || ip == CARRIER_UAS_IP => "carrier",
+        ip if ip == PHONE_IP => "phone",
+        ip if ip == SCANNER_IP => "scanner",
+        ip if ip == ENUMERATOR_IP => "enumerator",
+        ip if ip == CRACKER_IP => "cracker",
+        ip if ip.octets()[..2] == [198, 19] => "flood",
+        ip if ip == SBC => "sbc",
+        _ => "other",
+    }
+}
+
+/// Parses `SG-REQ <time> <method> <source ip> <source port> <local port>` lines.
+fn kamailio_view(log: &Path) -> KamailioView {
+    let mut view = KamailioView::default();
+    let text = fs::read_to_string(log).unwrap_or_default();
+    for line in text.lines() {
+        let Some(rest) = line.split("SG-REQ ").nth(1) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let [time, _method, source, _sport, local_port] = fields[..] else {
+            continue;
+        };
+        let Ok(source) = source.parse::<Ipv4Addr>() else {
+            continue;
+        };
+        view.requests += 1;
+        let class = source_class(source);
+        *view.by_source.entry(class.to_string()).or_default() += 1;
+        if local_port == "5060" && class != "carrier" && class != "sbc" {
+            view.trunk_from_unknown += 1;
+        }
+        if matches!(class, "scanner" | "enumerator" | "cracker")
+            && let Ok(time) = time.parse::<f64>()
+        {
+            view.attacker_times.entry(source).or_default().push(time);
+        }
+    }
+    view
+}
+
+/// CPU seconds of every Kamailio process in the SBC namespace.
+fn kamailio_cpu(sbc: &NetNs) -> f64 {
+    let pids = run("ip", &["netns", "pids", sbc.name()]).unwrap_or_default();
+    // SAFETY: sysconf without side effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    pids.split_whitespace()
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kamailio")
+        })
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (utime + stime) / ticks
+        })
+        .sum()
+}
+
+fn counters_by_reason(stats: &Stats) -> BTreeMap<String, u64> {
+    stats
+        .counters
+        .iter()
+        .map(|row| {
+            (
+                format!("{}/{}/{}", row.zone, row.reason, row.outcome.name()),
+                row.packets,
+            )
+        })
+        .collect()
+}
+
+fn both(stats: &Stats, zone: Zone, reason: Reason) -> u64 {
+    stats.get(zone, reason, false).packets + stats.get(zone, reason, true).packets
+}
+
+/// Plays the scenario once. Cleans up everything (unless `keep`), also on failure.
+pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
+    crate::require_root();
+    let started = Instant::now();
+    let dir = &options.work_dir;
+    write_assets(dir)?;
+    let nodes = Nodes::build()?;
+    let sbc_mac = mac_of(&nodes.sbc, "eth0")?;
+    let target = Target {
+        iface: "eth0".into(),
+        netns: Some(nodes.sbc.name().to_string()),
+        pin_root: options.pin_root.clone(),
+    };
+    let mut background: Vec<Process> = Vec::new();
+
+    // The SBC: Kamailio, the PBX behind it, and sipguard in front of it.
+    let kamailio_run = dir.join("kamailio-run");
+    background.push(spawn(
+        &nodes.sbc,
+        "kamailio",
+        dir,
+        "kamailio",
+        &strings(&[
+            "-f",
+            &dir.join("kamailio.cfg").to_string_lossy(),
+            "-DD",
+            "-E",
+            "-m",
+            "128",
+            "-P",
+            &kamailio_run.join("kamailio.pid").to_string_lossy(),
+            "-Y",
+            &kamailio_run.to_string_lossy(),
+        ]),
+    )?);
+    let kamailio_log = dir.join("kamailio.err");
+    if !wait_until(Duration::from_secs(15), || {
+        fs::read_to_string(&kamailio_log).is_ok_and(|l| l.contains("SO_RCVBUF is finally"))
+    }) {
+        bail!("Kamailio did not start; see {}", kamailio_log.display());
+    }
+    if options.protection != Protection::Off {
+        let mode = if options.protection == Protection::Monitor {
+            "monitor"
+        } else {
+            "enforce"
+        };
+        let pin_root = options.pin_root.to_string_lossy().to_string();
+        let mut daemon = Command::new(&options.sipguard);
+        daemon
+            .args(["--pin-root", &pin_root, "--netns", nodes.sbc.name(), "run"])
+            .args(["--iface", "eth0", "--xdp-mode", "native", "--mode", mode])
+            .arg("--policy")
+            .arg(dir.join("policy.toml"))
+            .arg("--events")
+            .arg(dir.join("events.jsonl"))
+            .args(["--listen", DAEMON_LISTEN])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(dir.join("sipguard.out"))?)
+            .stderr(fs::File::create(dir.join("sipguard.err"))?);
+        background.push(Process {
+            name: "sipguard run",
+            child: Some(daemon.spawn().context("start sipguard run")?),
+        });
+        if !wait_until(Duration::from_secs(20), || State::open(&target).is_ok()) {
+            bail!(
+                "sipguard did not attach; see {}",
+                dir.join("sipguard.err").display()
+            );
+        }
+    }
+    background.push(spawn(
+        &nodes.sbc,
+        "pbx",
+        dir,
+        "sipp",
+        &strings(&[
+            "-sf",
+            "uas.xml",
+            "-i",
+            "198.18.0.1",
+            "-p",
+            "5090",
+            "-nostdin",
+        ]),
+    )?);
+    background.push(spawn(
+        &nodes.carrier,
+        "carrier-uas",
+        dir,
+        "sipp",
+        &strings(&[
+            "-sf",
+            "uas.xml",
+            "-i",
+            "198.18.1.20",
+            "-p",
+            "5060",
+            "-nostdin",
+        ]),
+    )?);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Legitimate traffic for the whole run.
+    let scale = &options.scale;
+    let carrier = sipp_client(
+        &nodes.carrier,
+        "carrier-calls",
+        dir,
+        "carrier-uac.xml",
+        "198.18.0.1:5060",
+        CARRIER_UAC_IP,
+        5060,
+        scale.carrier_rate,
+        scale.carrier_calls,
+    )?;
+    let registrations = sipp_client(
+        &nodes.phone,
+        "phone-registrations",
+        dir,
+        "phone-register.xml",
+        "198.18.0.1:5070",
+        PHONE_IP,
+        5061,
+        1,
+        scale.phone_registrations,
+    )?;
+    let calls = sipp_client(
+        &nodes.phone,
+        "phone-calls",
+        dir,
+        "phone-call.xml",
+        "198.18.0.1:5070",
+        PHONE_IP,
+        5062,
+        1,
+        scale.phone_calls,
+    )?;
+
+    // The attack: SIPVicious against both zones, then a spoofed-source flood.
+    std::thread::sleep(Duration::from_secs(4));
+    let seconds = scale.attack_seconds.to_string();
+    let tools: Vec<(&'static str, &NetNs, &str, Ipv4Addr, u16, Vec<String>)> = vec![
+        (
+            "svmap",
+            &nodes.scanner,
+            "sipvicious_svmap",
+            SCANNER_IP,
+            5060,
+            strings(&["198.18.0.1", "-p5060,5070"]),
+        ),
+        (
+            "svwar-trunk",
+            &nodes.scanner,
+            "sipvicious_svwar",
+            SCANNER_IP,
+            5060,
+            strings(&[
+                "198.18.0.1",
+                "-p",
+                "5060",
+                "-e",
+                "100-999",
+                "-m",
+                "INVITE",
+                "--force",
+                "--maximumtime",
+                &seconds,
+            ]),
+        ),
+        (
+            "svwar-access",
+            &nodes.enumerator,
+            "sipvicious_svwar",
+            ENUMERATOR_IP,
+            5070,
+            strings(&[
+                "198.18.0.1",
+                "-p",
+                "5070",
+                "-e",
+                "100-999",
+                "-m",
+                "REGISTER",
+                "--force",
+                "--maximumtime",
+                &seconds,
+            ]),
+        ),
+        (
+            "svcrack-access",
+            &nodes.cracker,
+            "sipvicious_svcrack",
+            CRACKER_IP,
+            5070,
+            strings(&[
+                "198.18.0.1",
+                "-p",
+                "5070",
+                "-u",
+                "1001",
+                "-r",
+                "1000-9999",
+                "--maximumtime",
+                &seconds,
+            ]),
+        ),
+    ];
+    let mut attackers: Vec<(&'static str, Ipv4Addr, u16, Process)> = Vec::new();
+    for (name, ns, program, source, port, args) in tools {
+        attackers.push((name, source, port, spawn(ns, name, dir, program, &args)?));
+    }
+    let mut tool_runs = Vec::new();
+    for (name, source, port, process) in attackers {
+        let limit = Duration::from_secs(u64::from(scale.attack_seconds) + 20);
+        let status = process.wait(limit);
+        let output = fs::read_to_string(dir.join(format!("{name}.out"))).unwrap_or_default()
+            + &fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+        let tail: Vec<&str> = output
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(3)
+            .collect();
+        tool_runs.push(ToolRun {
+            tool: name.to_string(),
+            source,
+            target_port: port,
+            result: match status {
+                Ok(_) => tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                Err(error) => error.to_string(),
+            },
+        });
+    }
+
+    let before_flood = (options.protection != Protection::Off)
+        .then(|| State::open(&target).and_then(|s| Stats::read(&s)))
+        .transpose()?;
+    fs::write(dir.join("flood.cfg"), flood_config(sbc_mac))?;
+    let flood = spawn(
+        &nodes.scanner,
+        "trafgen",
+        dir,
+        "trafgen",
+        &strings(&[
+            "--dev",
+            "eth0",
+            "--conf",
+            "flood.cfg",
+            "-n",
+            &scale.flood_packets.to_string(),
+            "-b",
+            &format!("{}pps", scale.flood_rate),
+            "-P",
+            "1",
+            "--no-sock-mem",
+            "-Q",
+            "-C",
+        ]),
+    )?;
+    let flood_limit =
+        Duration::from_secs(u64::from(scale.flood_packets / scale.flood_rate.max(1)) + 30);
+    flood.wait(flood_limit)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after_flood = (options.protection != Protection::Off)
+        .then(|| State::open(&target).and_then(|s| Stats::read(&s)))
+        .transpose()?;
+    let flood_sent: BTreeMap<u16, u64> = [
+        (5060, u64::from(scale.flood_packets.div_ceil(2))),
+        (5070, u64::from(scale.flood_packets / 2)),
+    ]
+    .into();
+
+    // Legitimate traffic ends by itself (bounded call counts).
+    let call_limit = Duration::from_secs(
+        u64::from(scale.carrier_calls / scale.carrier_rate.max(1))
+            + u64::from(scale.phone_registrations)
+            + 60,
+    );
+    let waits: Vec<JoinHandle<Result<std::process::ExitStatus>>> = [carrier, registrations, calls]
+        .into_iter()
+        .map(|p| std::thread::spawn(move || p.wait(call_limit)))
+        .collect();
+    for wait in waits {
+        let _ = wait.join();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut kamailio = kamailio_view(&kamailio_log);
+    kamailio.cpu_seconds = kamailio_cpu(&nodes.sbc);
+    let sipguard = match (&before_flood, &after_flood) {
+        (Some(before), Some(after)) => {
+            let state = State::open(&target)?;
+            let stats = Stats::read(&state)?;
+            let bans = Command::new(&options.sipguard)
+                .arg("--pin-root")
+                .arg(&options.pin_root)
+                .args([
+                    "--netns",
+                    nodes.sbc.name(),
+                    "bans",
+                    "list",
+                    "--iface",
+                    "eth0",
+                    "--json",
+                ])
+                .output()?;
+            let bans: Vec<BanView> = serde_json::from_slice(&bans.stdout).unwrap_or_default();
+            let attacker_requests_after_ban = bans
+                .iter()
+                .filter_map(|ban| {
+                    let ip: Ipv4Addr = ban.source.parse().ok()?;
+                    let times = kamailio.attacker_times.get(&ip)?;
+                    Some(
+                        times
+                            .iter()
+                            .filter(|t| **t > ban.banned_at_unix as f64 + 1.0)
+                            .count() as u64,
+                    )
+                })
+                .sum();
+            Some(SipguardView {
+                counters: counters_by_reason(&stats),
+                dropped: stats.dropped.packets,
+                would_drop: stats.would_drop.packets,
+                bans,
+                events_emitted: stats.events.emitted,
+                events_suppressed: stats.events.suppressed,
+                events_lost: stats.events.lost,
+                flood_trunk_refused: both(after, Zone::Trunk, Reason::NotAllowlisted)
+                    - both(before, Zone::Trunk, Reason::NotAllowlisted),
+                flood_access_refused: both(after, Zone::Access, Reason::NewSourceLimited)
+                    - both(before, Zone::Access, Reason::NewSourceLimited),
+                attacker_requests_after_ban,
+            })
+        }
+        _ => None,
+    };
+
+    let mut hints = Vec::new();
+    if options.keep {
+        let sbc = nodes.sbc.name();
+        let root = options.pin_root.display();
+        hints = vec![
+            format!("sipguard --netns {sbc} --pin-root {root} top"),
+            format!("sipguard --netns {sbc} --pin-root {root} events --follow"),
+            format!("sipguard --netns {sbc} --pin-root {root} bans list"),
+            format!("ip netns exec {sbc} curl -s http://{DAEMON_LISTEN}/metrics"),
+            format!(
+                "ip netns exec {sbc} curl -s 'http://127.0.0.1:9090/api/v1/query?query=sipguard_packets_total'   (Prometheus)"
+            ),
+            format!("tail -f {}", dir.join("events.jsonl").display()),
+            "sipguard-lab down   (or: cargo xtask demo-down)".to_string(),
+        ];
+        if options.protection != Protection::Off {
+            let config = dir.join("prometheus.yml");
+            fs::write(
+                &config,
+                format!(
+                    "global:\n  scrape_interval: 5s\nscrape_configs:\n  - job_name: sipguard\n    static_configs:\n      - targets: ['{DAEMON_LISTEN}']\n"
+                ),
+            )?;
+            background.push(spawn(
+                &nodes.sbc,
+                "prometheus",
+                dir,
+                "prometheus",
+                &[
+                    format!("--config.file={}", config.display()),
+                    format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+                    "--web.listen-address=127.0.0.1:9090".to_string(),
+                ],
+            )?);
+        }
+        fs::create_dir_all("/run/sipguard-lab")?;
+        fs::write(
+            KEPT_STATE,
+            serde_json::to_string_pretty(&KeptLab {
+                namespaces: nodes.names(),
+                pin_root: options.pin_root.clone(),
+                work_dir: dir.clone(),
+            })?,
+        )?;
+        for process in background {
+            process.release();
+        }
+        std::mem::forget(nodes);
+    } else {
+        drop(background);
+        if options.protection != Protection::Off {
+            let _ = sipguard::dataplane::detach(&target, false);
+        }
+        drop(nodes);
+    }
+
+    Ok(LabRun {
+        protection: options.protection,
+        scale: options.scale.clone(),
+        carrier_calls: call_stats(&dir.join("carrier-calls.csv")),
+        phone_registrations: call_stats(&dir.join("phone-registrations.csv")),
+        phone_calls: call_stats(&dir.join("phone-calls.csv")),
+        tools: tool_runs,
+        flood_sent,
+        kamailio,
+        sipguard,
+        seconds: started.elapsed().as_secs_f64(),
+        work_dir: dir.clone(),
+        hints,
+    })
+}
+
+/// Removes a kept lab: every process in its namespaces, its pins, its namespaces.
+pub fn tear_down() -> Result<bool> {
+    let Ok(text) = fs::read_to_string(KEPT_STATE) else {
+        return Ok(false);
+    };
+    let kept: KeptLab = serde_json::from_str(&text)?;
+    for ns in &kept.namespaces {
+        let pids = run("ip", &["netns", "pids", ns]).unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2); processes of our own lab.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for ns in &kept.namespaces {
+        let pids = run("ip", &["netns", "pids", ns]).unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = fs::remove_dir_all(&kept.pin_root);
+    for ns in &kept.namespaces {
+        let _ = run("ip", &["netns", "del", ns]);
+    }
+    let _ = fs::remove_file(KEPT_STATE);
+    Ok(true)
+}

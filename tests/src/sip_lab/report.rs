@@ -1,0 +1,159 @@
+//! The lab report: the same scenario under each protection, side by side.
+
+use std::fmt::Write as _;
+
+use super::{LabRun, Protection};
+
+fn ratio(ok: u64, of: u64) -> String {
+    if of == 0 {
+        "-".to_string()
+    } else {
+        format!("{ok}/{of} ({:.0}%)", ok as f64 * 100.0 / of as f64)
+    }
+}
+
+/// Renders one or more runs of the lab as a table, then the details of the enforcing run.
+pub fn render(runs: &[LabRun]) -> String {
+    let mut out = String::new();
+    let Some(first) = runs.first() else {
+        return out;
+    };
+    let scale = &first.scale;
+    let _ = writeln!(
+        out,
+        "Scenario: carrier {} calls at {}/s over the trunk; phone {} registrations and {} calls \
+         over the access port; SIPVicious svmap/svwar/svcrack for {} s each; then a flood of {} \
+         spoofed OPTIONS at {}/s (half to 5060, half to 5070).\n",
+        scale.carrier_calls,
+        scale.carrier_rate,
+        scale.phone_registrations,
+        scale.phone_calls,
+        scale.attack_seconds,
+        scale.flood_packets,
+        scale.flood_rate
+    );
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut row = |name: &str, f: &dyn Fn(&LabRun) -> String| {
+        rows.push((name.to_string(), runs.iter().map(f).collect()));
+    };
+    row("carrier calls completed", &|r| {
+        ratio(r.carrier_calls.successful, r.carrier_calls.created)
+    });
+    row("phone registrations", &|r| {
+        ratio(
+            r.phone_registrations.successful,
+            r.phone_registrations.created,
+        )
+    });
+    row("phone calls completed", &|r| {
+        ratio(r.phone_calls.successful, r.phone_calls.created)
+    });
+    let class = |r: &LabRun, c: &str| r.kamailio.by_source.get(c).copied().unwrap_or(0);
+    row("requests reaching Kamailio", &|r| {
+        r.kamailio.requests.to_string()
+    });
+    row("  from the carrier", &|r| class(r, "carrier").to_string());
+    row("  from the phone", &|r| class(r, "phone").to_string());
+    row("  from svmap/svwar (trunk)", &|r| {
+        class(r, "scanner").to_string()
+    });
+    row("  from svwar (access)", &|r| {
+        class(r, "enumerator").to_string()
+    });
+    row("  from svcrack (access)", &|r| {
+        class(r, "cracker").to_string()
+    });
+    row("  from the spoofed flood", &|r| {
+        class(r, "flood").to_string()
+    });
+    row("  unknown sources on the trunk", &|r| {
+        r.kamailio.trunk_from_unknown.to_string()
+    });
+    row("Kamailio CPU seconds", &|r| {
+        format!("{:.2}", r.kamailio.cpu_seconds)
+    });
+    row("sipguard drops (or would-drops)", &|r| {
+        r.sipguard
+            .as_ref()
+            .map_or("-".to_string(), |s| (s.dropped + s.would_drop).to_string())
+    });
+    row("sipguard bans", &|r| {
+        r.sipguard
+            .as_ref()
+            .map_or("-".to_string(), |s| s.bans.len().to_string())
+    });
+    row("flood refused: trunk / access", &|r| {
+        r.sipguard.as_ref().map_or("-".to_string(), |s| {
+            format!("{} / {}", s.flood_trunk_refused, s.flood_access_refused)
+        })
+    });
+    let width = 34;
+    let _ = write!(out, "{:<width$}", "");
+    for run in runs {
+        let _ = write!(out, "{:>22}", run.protection.name());
+    }
+    out.push('\n');
+    for (name, values) in rows {
+        let _ = write!(out, "{name:<width$}");
+        for value in values {
+            let _ = write!(out, "{value:>22}");
+        }
+        out.push('\n');
+    }
+    if let Some(enforce) = runs.iter().find(|r| r.protection == Protection::Enforce)
+        && let Some(sipguard) = &enforce.sipguard
+    {
+        let _ = writeln!(out, "\nsipguard (enforce) drops by zone/reason:");
+        for (key, packets) in sipguard
+            .counters
+            .iter()
+            .filter(|(k, _)| !k.ends_with("/passed"))
+        {
+            let _ = writeln!(out, "  {key:<44} {packets:>10}");
+        }
+        let _ = writeln!(out, "bans:");
+        for ban in &sipguard.bans {
+            let _ = writeln!(
+                out,
+                "  {:<18} {:<14} banned at {} ({} packets dropped since)",
+                ban.source,
+                ban.reason,
+                sipguard::cli::format_time(ban.banned_at_unix),
+                ban.hits
+            );
+        }
+        let _ = writeln!(
+            out,
+            "drop events: {} emitted, {} suppressed, {} lost; attacker requests reaching Kamailio \
+             after their ban: {}",
+            sipguard.events_emitted,
+            sipguard.events_suppressed,
+            sipguard.events_lost,
+            sipguard.attacker_requests_after_ban
+        );
+        let _ = writeln!(out, "SIPVicious said:");
+        for tool in &enforce.tools {
+            let _ = writeln!(
+                out,
+                "  {:<15} from {}: {}",
+                tool.tool, tool.source, tool.result
+            );
+        }
+        let _ = writeln!(
+            out,
+            "files: {} (kamailio.err, events.jsonl, sipp *.csv)",
+            enforce.work_dir.display()
+        );
+    }
+    for run in runs.iter().filter(|r| !r.hints.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\nThe {} lab is still up. Look around:",
+            run.protection.name()
+        );
+        for hint in &run.hints {
+            let _ = writeln!(out, "  {hint}");
+        }
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! The SIP lab with real peers (Kamailio, sipp, SIPVicious, trafgen), enforcing and in monitor
+//! mode: real SIP keeps working while the attacks are stopped, and what the peers report agrees
+//! with sipguard's counters. One test, so that the two runs never compete for the CPUs.
+
+use std::{net::Ipv4Addr, process::Command};
+
+use sipguard_tests::{
+    pins::TempPinRoot,
+    sip_lab::{CRACKER_IP, ENUMERATOR_IP, LabOptions, LabRun, Protection, Scale, render, run_lab},
+    sipguard_bin,
+};
+
+fn play(protection: Protection, pins: &TempPinRoot, work: &tempfile::TempDir) -> LabRun {
+    let run = run_lab(&LabOptions {
+        protection,
+        scale: Scale::default(),
+        sipguard: sipguard_bin(),
+        work_dir: work.path().join(format!("{protection:?}")),
+        pin_root: pins.path().to_path_buf(),
+        keep: false,
+    })
+    .unwrap_or_else(|e| panic!("{protection:?} run: {e:#}"));
+    println!("{}", render(std::slice::from_ref(&run)));
+    run
+}
+
+fn class(run: &LabRun, name: &str) -> u64 {
+    run.kamailio.by_source.get(name).copied().unwrap_or(0)
+}
+
+#[test]
+fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
+    let pins = TempPinRoot::new("lab");
+    let work = tempfile::tempdir().unwrap();
+    let scale = Scale::default();
+
+    let enforce = play(Protection::Enforce, &pins, &work);
+    // Every carrier call and every phone registration and call succeeds during the attack.
+    assert_eq!(
+        enforce.carrier_calls.created,
+        u64::from(scale.carrier_calls)
+    );
+    assert_eq!(
+        enforce.carrier_calls.successful,
+        u64::from(scale.carrier_calls)
+    );
+    assert_eq!(enforce.carrier_calls.failed, 0);
+    assert_eq!(
+        enforce.phone_registrations.successful,
+        u64::from(scale.phone_registrations)
+    );
+    assert_eq!(enforce.phone_registrations.failed, 0);
+    assert_eq!(enforce.phone_calls.successful, u64::from(scale.phone_calls));
+    // No SIP from a source outside the carrier's range reaches Kamailio on the trunk.
+    assert_eq!(enforce.kamailio.trunk_from_unknown, 0);
+    assert_eq!(
+        class(&enforce, "scanner"),
+        1,
+        "only svmap's probe of the access port"
+    );
+    // svwar and svcrack against the access zone are banned and stop getting answers.
+    let sipguard = enforce.sipguard.as_ref().expect("sipguard view");
+    for attacker in [ENUMERATOR_IP, CRACKER_IP] {
+        let ban = sipguard
+            .bans
+            .iter()
+            .find(|b| b.source.parse::<Ipv4Addr>() == Ok(attacker))
+            .unwrap_or_else(|| panic!("{attacker} not banned: {:?}", sipguard.bans));
+        assert_eq!(ban.reason, "rate_exceeded");
+        assert!(ban.hits > 0, "{attacker} kept trying and was refused");
+    }
+    assert_eq!(
+        sipguard.attacker_requests_after_ban, 0,
+        "nothing of theirs after the ban"
+    );
+    // Before the ban only the class burst (60) and a little refill got through.
+    assert!(
+        class(&enforce, "enumerator") <= 100,
+        "{}",
+        class(&enforce, "enumerator")
+    );
+    assert!(
+        class(&enforce, "cracker") <= 100,
+        "{}",
+        class(&enforce, "cracker")
+    );
+    // Counters agree with the peers: sipp's completed calls against Kamailio's log (INVITE, ACK,
+    // BYE per call); trafgen's datagrams against sipguard's counters; and the flood datagrams
+    // Kamailio logged against those sipguard admitted to the access port.
+    assert_eq!(
+        class(&enforce, "carrier"),
+        3 * enforce.carrier_calls.successful
+    );
+    assert_eq!(sipguard.flood_trunk_refused, enforce.flood_sent[&5060]);
+    assert_eq!(
+        class(&enforce, "flood"),
+        enforce.flood_sent[&5070] - sipguard.flood_access_refused
+    );
+    assert_eq!(sipguard.would_drop, 0);
+    assert!(
+        !sipguard
+            .counters
+            .keys()
+            .any(|k| k.contains("peer_rate_limited")),
+        "no peer throttled"
+    );
+    assert_eq!(sipguard.events_lost, 0);
+
+    let monitor = play(Protection::Monitor, &pins, &work);
+    let watched = monitor.sipguard.as_ref().expect("sipguard view");
+    // The same traffic reaches Kamailio: nothing is dropped ...
+    assert_eq!(watched.dropped, 0);
+    assert!(
+        monitor.kamailio.trunk_from_unknown >= monitor.flood_sent[&5060] / 2,
+        "{}",
+        monitor.kamailio.trunk_from_unknown
+    );
+    assert!(class(&monitor, "flood") > class(&enforce, "flood") * 5);
+    assert!(class(&monitor, "cracker") > class(&enforce, "cracker"));
+    // ... and what would be dropped matches the enforcing run where the traffic is the same
+    // (SIPVicious, answered in monitor mode, sends more than when it is cut off).
+    assert_eq!(watched.flood_trunk_refused, sipguard.flood_trunk_refused);
+    assert!(watched.would_drop >= sipguard.dropped - sipguard.flood_access_refused);
+    for reason in [
+        "trunk/not_allowlisted",
+        "access/new_source_limited",
+        "access/rate_limited",
+        "access/banned",
+    ] {
+        assert!(
+            sipguard.counters.contains_key(&format!("{reason}/dropped")),
+            "{reason} in enforce"
+        );
+        assert!(
+            watched
+                .counters
+                .contains_key(&format!("{reason}/would_drop")),
+            "{reason} in monitor"
+        );
+    }
+    assert_eq!(monitor.carrier_calls.failed, 0);
+    assert_eq!(monitor.phone_registrations.failed, 0);
+
+    // Nothing is left behind: namespaces, pins, processes.
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+    let ours = format!("-{}-", std::process::id());
+    assert!(
+        !namespaces
+            .lines()
+            .any(|l| l.starts_with("sg-lab-") && l.contains(&ours)),
+        "{namespaces}"
+    );
+    let pinned: Vec<_> = std::fs::read_dir(pins.path()).unwrap().collect();
+    assert!(pinned.is_empty(), "pins left: {pinned:?}");
+    // Every lab process ran in the work directory.
+    let leftovers: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(work.path()))
+        })
+        .map(|entry| {
+            std::fs::read_to_string(entry.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "processes left: {leftovers:?}");
+}
