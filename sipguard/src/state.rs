@@ -319,6 +319,26 @@ where
     T::try_from(map).map_err(map_err(format!("open {}", pin.display())))
 }
 
+/// A map deletion: `Ok(false)` when the key was not there.
+fn removed(
+    result: Result<(), MapError>,
+    what: impl FnOnce() -> String,
+) -> Result<bool, StateError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(error))
+            if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(source) => Err(StateError::Map {
+            what: what(),
+            source,
+        }),
+    }
+}
+
 /// The allow or deny list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum List {
@@ -534,19 +554,9 @@ impl State {
                 self.deny6[g].remove(&Key::new(len.into(), addr))
             }
         };
-        match result {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(error))
-                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(false)
-            }
-            Err(source) => Err(StateError::Map {
-                what: format!("remove {prefix} from the {}", list.name()),
-                source,
-            }),
-        }
+        removed(result, || {
+            format!("remove {prefix} from the {}", list.name())
+        })
     }
 
     /// Makes a list of one generation equal to `desired`, touching only what differs.
@@ -600,19 +610,7 @@ impl State {
 
     /// Removes a ban; `Ok(false)` when there was none.
     pub fn remove_ban(&mut self, key: &SourceKey) -> Result<bool, StateError> {
-        match self.bans.remove(key) {
-            Ok(()) => Ok(true),
-            Err(MapError::KeyNotFound) => Ok(false),
-            Err(MapError::SyscallError(error))
-                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(false)
-            }
-            Err(source) => Err(StateError::Map {
-                what: "remove from SG_BANS".into(),
-                source,
-            }),
-        }
+        removed(self.bans.remove(key), || "remove from SG_BANS".into())
     }
 
     /// Budget state of an unknown source in the access zone.

@@ -5,11 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use sipguard_common::abi::Mode;
 
-use super::{EXIT_INVALID_POLICY, Global, print_json};
-use crate::{
-    dataplane::{AttachRequest, XdpModeChoice, attach},
-    policy::Policy,
-};
+use super::{Global, load_policy, print_json};
+use crate::dataplane::{AttachRequest, XdpModeChoice, attach};
 
 /// Attach the filter to an interface, or replace the running program in place.
 ///
@@ -46,15 +43,9 @@ pub fn parse_mode(text: &str) -> Result<Mode, String> {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<u8> {
-    let policy = match &args.policy {
-        Some(path) => match Policy::load(path) {
-            Ok(policy) => Some(policy),
-            Err(error) => {
-                eprintln!("{error}");
-                return Ok(EXIT_INVALID_POLICY);
-            }
-        },
-        None => None,
+    let policy = match load_policy(args.policy.as_deref()) {
+        Ok(policy) => policy,
+        Err(status) => return Ok(status),
     };
     let target = global.target(Some(&args.iface))?;
     let report = attach(&AttachRequest {

@@ -140,6 +140,18 @@ impl Global {
     }
 }
 
+/// Reads the policy file given on the command line; `Err(exit status)` after printing every
+/// problem in it.
+pub fn load_policy(path: Option<&std::path::Path>) -> Result<Option<crate::policy::Policy>, u8> {
+    match path.map(crate::policy::Policy::load).transpose() {
+        Ok(policy) => Ok(policy),
+        Err(error) => {
+            eprintln!("{error}");
+            Err(EXIT_INVALID_POLICY)
+        }
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -5,11 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context as _, Result};
 use sipguard_common::abi::Mode;
 
-use super::{EXIT_INVALID_POLICY, Global, attach::parse_mode};
+use super::{Global, attach::parse_mode, load_policy};
 use crate::{
     daemon::{DEFAULT_LISTEN, DaemonConfig, serve},
     dataplane::{AttachRequest, XdpModeChoice, attach},
-    policy::Policy,
     state::State,
 };
 
@@ -48,15 +47,9 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<u8> {
-    let policy = match &args.policy {
-        Some(path) => match Policy::load(path) {
-            Ok(policy) => Some(policy),
-            Err(error) => {
-                eprintln!("{error}");
-                return Ok(EXIT_INVALID_POLICY);
-            }
-        },
-        None => None,
+    let policy = match load_policy(args.policy.as_deref()) {
+        Ok(policy) => policy,
+        Err(status) => return Ok(status),
     };
     let mut targets = Vec::new();
     for iface in &args.ifaces {
