@@ -41,5 +41,5 @@ pub fn run(args: Args) -> Result<()> {
 pub fn down() -> Result<()> {
     require_root("demo-down")?;
     let release = workspace_root().join("target/release");
-    run_with(&mut Command::new(release.join("sipguard-lab")).arg("down"))
+    run_with(Command::new(release.join("sipguard-lab")).arg("down"))
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: everything beyond a plain `cargo build`.
 
+mod bench;
 mod demo;
 mod test;
 mod util;
@@ -22,8 +23,13 @@ enum Task {
     Lint,
     /// Every test suite: host unit tests, kernel test_run, veth namespaces, CLI (needs root).
     Test(test::Args),
-    /// Build, attach sipguard in a two-namespace lab, send allowed and unwanted SIP, report.
+    /// The SIP lab (Kamailio, sipp, SIPVicious, a spoofed flood) without a filter, in monitor
+    /// mode and enforcing, side by side. `--quick`: enforcing only; `--keep`: leave it running.
     Demo(demo::Args),
+    /// Remove a lab left running by `demo --keep`.
+    DemoDown,
+    /// Per-packet cost and throughput against baselines, side by side: target/bench/report.md.
+    Bench(bench::Args),
 }
 
 fn main() -> Result<()> {
@@ -32,5 +38,7 @@ fn main() -> Result<()> {
         Task::Lint => test::lint(),
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
+        Task::DemoDown => demo::down(),
+        Task::Bench(args) => bench::run(args),
     }
 }

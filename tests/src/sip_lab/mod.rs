@@ -399,47 +399,60 @@ fn strings(args: &[&str]) -> Vec<String> {
 }
 
 /// A sipp client run: scenario, target, rate, count.
-fn sipp_client(
-    ns: &NetNs,
+struct SippClient<'a> {
     name: &'static str,
-    dir: &Path,
-    scenario: &str,
-    target: &str,
+    scenario: &'a str,
+    target: &'a str,
     local: Ipv4Addr,
     port: u16,
     rate: u32,
     calls: u32,
-) -> Result<Process> {
-    let args = [
-        "-sf".to_string(),
-        scenario.to_string(),
-        "-s".into(),
-        "1000".into(),
-        target.to_string(),
-        "-i".into(),
-        local.to_string(),
-        "-p".into(),
-        port.to_string(),
-        "-r".into(),
-        rate.to_string(),
-        "-m".into(),
-        calls.to_string(),
-        "-d".into(),
-        "1000".into(),
-        "-nostdin".into(),
-        "-trace_stat".into(),
-        "-fd".into(),
-        "1".into(),
-        "-stf".into(),
-        format!("{name}.csv"),
-        "-trace_err".into(),
-        "-error_file".into(),
-        format!("{name}.errors"),
-        // A failed call is failed after 8 s, not after sipp's default 64 x T1.
-        "-recv_timeout".into(),
-        "8000".into(),
-    ];
-    spawn(ns, name, dir, "sipp", &args)
+}
+
+impl SippClient<'_> {
+    fn start(&self, ns: &NetNs, dir: &Path) -> Result<Process> {
+        let name = self.name;
+        let args = [
+            "-sf".to_string(),
+            self.scenario.to_string(),
+            "-s".into(),
+            "1000".into(),
+            self.target.to_string(),
+            "-i".into(),
+            self.local.to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-r".into(),
+            self.rate.to_string(),
+            "-m".into(),
+            self.calls.to_string(),
+            "-d".into(),
+            "1000".into(),
+            "-nostdin".into(),
+            "-trace_stat".into(),
+            "-fd".into(),
+            "1".into(),
+            "-stf".into(),
+            format!("{name}.csv"),
+            "-trace_err".into(),
+            "-error_file".into(),
+            format!("{name}.errors"),
+            // A failed call is failed after 8 s, not after sipp's default 64 x T1.
+            "-recv_timeout".into(),
+            "8000".into(),
+        ];
+        spawn(ns, name, dir, "sipp", &args)
+    }
+}
+
+/// One SIPVicious tool to run from an attacker's namespace.
+struct AttackTool<'a> {
+    name: &'static str,
+    ns: &'a NetNs,
+    program: &'static str,
+    source: Ipv4Addr,
+    port: u16,
+    args: Vec<String>,
 }
 
 /// sipp's final statistics (its CSV: header line, then one line per period).
@@ -451,7 +464,7 @@ fn call_stats(path: &Path) -> CallStats {
     let Some(header) = lines.next() else {
         return CallStats::default();
     };
-    let Some(last) = lines.last() else {
+    let Some(last) = lines.next_back() else {
         return CallStats::default();
     };
     let columns: Vec<&str> = header.split(';').collect();
@@ -681,59 +694,64 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
 
     // Legitimate traffic for the whole run.
     let scale = &options.scale;
-    let carrier = sipp_client(
-        &nodes.carrier,
-        "carrier-calls",
-        dir,
-        "carrier-uac.xml",
-        "198.18.0.1:5060",
-        CARRIER_UAC_IP,
-        5060,
-        scale.carrier_rate,
-        scale.carrier_calls,
-    )?;
-    let registrations = sipp_client(
-        &nodes.phone,
-        "phone-registrations",
-        dir,
-        "phone-register.xml",
-        "198.18.0.1:5070",
-        PHONE_IP,
-        5061,
-        1,
-        scale.phone_registrations,
-    )?;
-    let calls = sipp_client(
-        &nodes.phone,
-        "phone-calls",
-        dir,
-        "phone-call.xml",
-        "198.18.0.1:5070",
-        PHONE_IP,
-        5062,
-        1,
-        scale.phone_calls,
-    )?;
+    let carrier = SippClient {
+        name: "carrier-calls",
+        scenario: "carrier-uac.xml",
+        target: "198.18.0.1:5060",
+        local: CARRIER_UAC_IP,
+        port: 5060,
+        rate: scale.carrier_rate,
+        calls: scale.carrier_calls,
+    }
+    .start(&nodes.carrier, dir)?;
+    let registrations = SippClient {
+        name: "phone-registrations",
+        scenario: "phone-register.xml",
+        target: "198.18.0.1:5070",
+        local: PHONE_IP,
+        port: 5061,
+        rate: 1,
+        calls: scale.phone_registrations,
+    }
+    .start(&nodes.phone, dir)?;
+    let calls = SippClient {
+        name: "phone-calls",
+        scenario: "phone-call.xml",
+        target: "198.18.0.1:5070",
+        local: PHONE_IP,
+        port: 5062,
+        rate: 1,
+        calls: scale.phone_calls,
+    }
+    .start(&nodes.phone, dir)?;
 
     // The attack: SIPVicious against both zones, then a spoofed-source flood.
     std::thread::sleep(Duration::from_secs(4));
     let seconds = scale.attack_seconds.to_string();
-    let tools: Vec<(&'static str, &NetNs, &str, Ipv4Addr, u16, Vec<String>)> = vec![
-        (
+    let tool = |name, ns, program, source, port, args: &[&str]| AttackTool {
+        name,
+        ns,
+        program,
+        source,
+        port,
+        args: strings(args),
+    };
+    let tools = [
+        tool(
             "svmap",
             &nodes.scanner,
             "sipvicious_svmap",
             SCANNER_IP,
             5060,
-            strings(&["198.18.0.1", "-p5060,5070"]),
+            &["198.18.0.1", "-p5060,5070"],
         ),
-        (
+        tool(
             "svwar-trunk",
             &nodes.scanner,
             "sipvicious_svwar",
             SCANNER_IP,
             5060,
-            strings(&[
+            &[
                 "198.18.0.1",
                 "-p",
                 "5060",
@@ -744,15 +762,15 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 "--force",
                 "--maximumtime",
                 &seconds,
-            ]),
+            ],
         ),
-        (
+        tool(
             "svwar-access",
             &nodes.enumerator,
             "sipvicious_svwar",
             ENUMERATOR_IP,
             5070,
-            strings(&[
+            &[
                 "198.18.0.1",
                 "-p",
                 "5070",
@@ -763,15 +781,15 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 "--force",
                 "--maximumtime",
                 &seconds,
-            ]),
+            ],
         ),
-        (
+        tool(
             "svcrack-access",
             &nodes.cracker,
             "sipvicious_svcrack",
             CRACKER_IP,
             5070,
-            strings(&[
+            &[
                 "198.18.0.1",
                 "-p",
                 "5070",
@@ -781,12 +799,13 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 "1000-9999",
                 "--maximumtime",
                 &seconds,
-            ]),
+            ],
         ),
     ];
     let mut attackers: Vec<(&'static str, Ipv4Addr, u16, Process)> = Vec::new();
-    for (name, ns, program, source, port, args) in tools {
-        attackers.push((name, source, port, spawn(ns, name, dir, program, &args)?));
+    for tool in tools {
+        let process = spawn(tool.ns, tool.name, dir, tool.program, &tool.args)?;
+        attackers.push((tool.name, tool.source, tool.port, process));
     }
     let mut tool_runs = Vec::new();
     for (name, source, port, process) in attackers {

@@ -1,0 +1,417 @@
+//! Per-packet cost with BPF_PROG_TEST_RUN: sipguard under each allowlist size, the baselines and
+//! xdp-filter, every one on every scenario frame it applies to, in interleaved rounds.
+//!
+//! Each measurement is one test_run call of `repeat` runs; the kernel reports the mean time per
+//! run in whole nanoseconds, test_run's own loop included (the bare XDP_DROP baseline shows what
+//! that costs). For sipguard, the counters are read around every call: all `repeat` runs must land
+//! in the scenario's counter slot, so a budget that ran out or a changed decision shows up as a
+//! wrong verdict, never as a silently different path.
+
+use std::{net::Ipv4Addr, path::Path, time::Instant};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap as BpfHashMap, Map, MapData, ProgramArray},
+    programs::{ProgramInfo, TestRun as _, TestRunOptions, Xdp},
+};
+use serde::Serialize;
+use sipguard::{
+    policy::Policy,
+    state::{EventStats, Target, boot_now_ns},
+};
+use sipguard_common::abi::{
+    Ban, BanReason, EventLimit, MAX_EVENT_SOURCES, MAX_PEERS, MAX_SOURCES, SourceKey, SourceState,
+    TAIL_REPORT, counter_index, map_name,
+};
+use sipguard_tests::harness::TestFilter;
+
+use super::{
+    mix::{BANNED_V4, Mix, MixCounts, write_policy},
+    programs::ProgramRow,
+    scenarios::{Scenario, XfSetup},
+    stats::round_order,
+    sys::check_interrupted,
+    xdp_filter::XdpFilter,
+};
+
+/// The programs every sipguard figure is divided by.
+pub const BASELINES: [&str; 3] = ["bench_drop", "bench_pass", "bench_parse"];
+
+/// sipguard loaded with one allowlist.
+pub struct Config {
+    pub info: ConfigInfo,
+    pub filter: TestFilter,
+}
+
+/// How a configuration differs from sipguard as deployed with its allowlist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    Plain,
+    /// SG_SOURCES, SG_PEERS and SG_EVLIMIT filled to capacity before measuring.
+    MapsFull,
+    /// Diagnostic, not a product configuration: the drop-event program is taken out of its
+    /// tail-call slot, so drop verdicts skip event reporting. The difference to `Plain` is what
+    /// drop events cost.
+    NoEvents,
+}
+
+impl Variant {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Variant::Plain => "as deployed",
+            Variant::MapsFull => "SG_SOURCES, SG_PEERS, SG_EVLIMIT full",
+            Variant::NoEvents => "diagnostic: drop events off",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigInfo {
+    /// `100`, `1k`, `10k`, `100k`, `10k+full`, `10k-noevents`.
+    pub name: String,
+    pub prefixes: usize,
+    pub variant: Variant,
+    /// Kept out of the targets (an experiment, not how sipguard runs).
+    pub diagnostic: bool,
+    pub mix: MixCounts,
+    /// Entries in SG_SOURCES and SG_PEERS after setup.
+    pub sources_entries: usize,
+    pub peers_entries: usize,
+    /// Time to parse the policy and load it (program, maps, all prefixes).
+    pub load_seconds: f64,
+    /// Drop events after the measurements: emitted, suppressed by the event budgets, lost
+    /// (ring buffer full).
+    pub events: Option<EventStats>,
+}
+
+fn source_key(addr: Ipv4Addr) -> SourceKey {
+    let mut key = SourceKey {
+        family: 4,
+        prefix_len: 32,
+        ..SourceKey::default()
+    };
+    key.addr[..4].copy_from_slice(&addr.octets());
+    key
+}
+
+impl Config {
+    /// Writes the policy for `mix` under `dir`, loads sipguard with it, bans [`BANNED_V4`] by hand
+    /// and sets up `variant`.
+    pub fn load(dir: &Path, name: &str, mix: &Mix, variant: Variant) -> Result<Config> {
+        let path = write_policy(&dir.join(name), mix)?;
+        let start = Instant::now();
+        let policy = Policy::load(&path).map_err(|e| anyhow!("{e}"))?;
+        let mut filter = TestFilter::with_policy(&policy);
+        let load_seconds = start.elapsed().as_secs_f64();
+        let now = boot_now_ns();
+        let ban = Ban {
+            banned_at_ns: now,
+            expires_at_ns: now + 24 * 3600 * 1_000_000_000,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            reason: BanReason::Manual as u8,
+            ..Ban::default()
+        };
+        filter
+            .loaded
+            .state
+            .insert_ban(&source_key(BANNED_V4), &ban)?;
+        match variant {
+            Variant::Plain => {}
+            Variant::MapsFull => fill_per_source_maps(&filter.target)?,
+            Variant::NoEvents => {
+                let map = filter
+                    .loaded
+                    .ebpf
+                    .map_mut(map_name::TAILS)
+                    .context("no SG_TAILS: this sipguard has no drop-event program")?;
+                ProgramArray::try_from(map)?.clear_index(&TAIL_REPORT)?;
+            }
+        }
+        let (sources_entries, peers_entries) = filter.loaded.state.budget_entries();
+        Ok(Config {
+            info: ConfigInfo {
+                name: name.to_string(),
+                prefixes: mix.counts.total,
+                variant,
+                diagnostic: variant == Variant::NoEvents,
+                mix: mix.counts.clone(),
+                sources_entries,
+                peers_entries,
+                load_seconds,
+                events: None,
+            },
+            filter,
+        })
+    }
+
+    pub fn programs(&self) -> Result<Vec<ProgramRow>> {
+        let mut rows = Vec::new();
+        for (name, program) in self.filter.loaded.ebpf.programs() {
+            if let Ok(info) = program.info() {
+                rows.push(ProgramRow::new(&info, &format!("sipguard ({name})")));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Fills SG_SOURCES (unknown sources of the access zone), SG_PEERS (allowlisted peers with a
+/// budget) and SG_EVLIMIT (per-source event budgets) to capacity with fresh state, as after a
+/// flood of new sources with every slot in use. Keys: 198.18.0.0/16, 198.19.128.0/18 and
+/// 198.19.64.0/18, none of them a scenario source.
+fn fill_per_source_maps(target: &Target) -> Result<()> {
+    fn fill<V: aya::Pod>(
+        target: &Target,
+        name: &str,
+        capacity: u32,
+        base: Ipv4Addr,
+        value: V,
+    ) -> Result<()> {
+        let pin = target.map_pin(name);
+        let mut map: BpfHashMap<MapData, SourceKey, V> =
+            Map::from_map_data(MapData::from_pin(&pin)?)?.try_into()?;
+        for i in 0..capacity {
+            let key = source_key(Ipv4Addr::from(u32::from(base) + i));
+            map.insert(key, value, 0)
+                .with_context(|| format!("fill {name}"))?;
+        }
+        Ok(())
+    }
+    let state = SourceState {
+        first_seen_ns: boot_now_ns(),
+        ..SourceState::default()
+    };
+    fill(
+        target,
+        map_name::SOURCES,
+        MAX_SOURCES,
+        Ipv4Addr::new(198, 18, 0, 0),
+        state,
+    )?;
+    fill(
+        target,
+        map_name::PEERS,
+        MAX_PEERS,
+        Ipv4Addr::new(198, 19, 128, 0),
+        state,
+    )?;
+    fill(
+        target,
+        map_name::EVENT_LIMITS,
+        MAX_EVENT_SOURCES,
+        Ipv4Addr::new(198, 19, 64, 0),
+        EventLimit::default(),
+    )?;
+    Ok(())
+}
+
+/// bench_drop, bench_pass and bench_parse from `sipguard::BASELINES_OBJECT`.
+pub struct Baselines {
+    ebpf: Ebpf,
+}
+
+impl Baselines {
+    pub fn load() -> Result<Baselines> {
+        let mut ebpf = EbpfLoader::new().load(sipguard::BASELINES_OBJECT)?;
+        for name in BASELINES {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("{name} missing from the baselines object"))?
+                .try_into()?;
+            program.load()?;
+        }
+        Ok(Baselines { ebpf })
+    }
+
+    fn program(&self, name: &str) -> Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?)
+    }
+
+    pub fn programs(&self) -> Result<Vec<ProgramRow>> {
+        BASELINES
+            .iter()
+            .map(|name| {
+                let info: ProgramInfo = self.program(name)?.info()?;
+                Ok(ProgramRow::new(&info, &format!("baseline ({name})")))
+            })
+            .collect()
+    }
+}
+
+/// One xdp-filter configuration.
+pub struct XfInstance {
+    pub setup: XfSetup,
+    /// The sipguard configuration whose allowlist it holds (drop-unmatched), or None.
+    pub config: Option<String>,
+    /// What it holds, for the report.
+    pub label: String,
+    pub filter: XdpFilter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Sipguard(usize),
+    Baseline(&'static str),
+    XdpFilter(usize),
+}
+
+/// One subject on one scenario frame, measured once per round.
+pub struct Unit {
+    pub subject: Subject,
+    pub scenario: usize,
+    /// ns per run, one per round.
+    pub samples: Vec<f64>,
+    /// Runs whose verdict was checked, and how many were not the expected one.
+    pub runs_checked: u64,
+    pub runs_off: u64,
+    /// Runs with the scenario's tolerated reason (the throttled class refilling between rounds).
+    pub runs_tolerated: u64,
+    pub return_value: u32,
+    /// xdp-filter: the action matched the scenario's.
+    pub action_ok: bool,
+}
+
+pub struct Settings {
+    pub rounds: usize,
+    pub repeat: u32,
+}
+
+fn test_run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    });
+    if result.is_err() {
+        // A signal cuts a test_run short (EINTR): say why.
+        check_interrupted()?;
+    }
+    let result = result?;
+    Ok((result.duration.as_nanos() as f64, result.return_value))
+}
+
+/// Measures every unit once per round; returns the units with their samples.
+pub fn measure(
+    settings: &Settings,
+    scenarios: &[Scenario],
+    configs: &mut [Config],
+    baselines: &Baselines,
+    xdp_filters: &[XfInstance],
+) -> Result<Vec<Unit>> {
+    let mut units = Vec::new();
+    for (s, scenario) in scenarios.iter().enumerate() {
+        let mut subjects: Vec<Subject> = BASELINES.iter().map(|b| Subject::Baseline(b)).collect();
+        subjects.extend((0..configs.len()).map(Subject::Sipguard));
+        subjects.extend(
+            xdp_filters
+                .iter()
+                .enumerate()
+                .filter(|(_, xf)| Some(xf.setup) == scenario.xdp_filter)
+                .map(|(i, _)| Subject::XdpFilter(i)),
+        );
+        for subject in subjects {
+            units.push(Unit {
+                subject,
+                scenario: s,
+                samples: Vec::new(),
+                runs_checked: 0,
+                runs_off: 0,
+                runs_tolerated: 0,
+                return_value: 0,
+                action_ok: true,
+            });
+        }
+    }
+    // Warm up caches and buckets (the throttled class spends its burst here), unrecorded.
+    let warm = (settings.repeat / 10).clamp(100, 10_000);
+    for unit in &mut units {
+        run_unit(
+            unit,
+            scenarios,
+            configs,
+            baselines,
+            xdp_filters,
+            warm,
+            false,
+        )?;
+    }
+    for round in 0..settings.rounds {
+        for index in round_order(units.len(), round, settings.rounds) {
+            check_interrupted()?;
+            run_unit(
+                &mut units[index],
+                scenarios,
+                configs,
+                baselines,
+                xdp_filters,
+                settings.repeat,
+                true,
+            )?;
+        }
+    }
+    Ok(units)
+}
+
+fn run_unit(
+    unit: &mut Unit,
+    scenarios: &[Scenario],
+    configs: &mut [Config],
+    baselines: &Baselines,
+    xdp_filters: &[XfInstance],
+    repeat: u32,
+    record: bool,
+) -> Result<()> {
+    let scenario = &scenarios[unit.scenario];
+    let (ns, return_value) = match unit.subject {
+        Subject::Baseline(name) => test_run(baselines.program(name)?, &scenario.frame, repeat)?,
+        Subject::XdpFilter(i) => {
+            let (ns, rv) = test_run(&xdp_filters[i].filter.program, &scenario.frame, repeat)?;
+            if record {
+                unit.action_ok &= rv == scenario.action;
+            }
+            (ns, rv)
+        }
+        Subject::Sipguard(c) => {
+            let filter = &mut configs[c].filter;
+            let before = filter.counters();
+            let (ns, rv) = test_run(filter.loaded.program(), &scenario.frame, repeat)?;
+            let after = filter.counters();
+            if record {
+                let slot = counter_index(scenario.zone, scenario.reason, false) as usize;
+                let mut hit = after[slot].packets - before[slot].packets;
+                if let Some(reason) = scenario.tolerated {
+                    let slot = counter_index(scenario.zone, reason, false) as usize;
+                    let tolerated = after[slot].packets - before[slot].packets;
+                    unit.runs_tolerated += tolerated;
+                    hit += tolerated;
+                }
+                let all: u64 = after
+                    .iter()
+                    .zip(&before)
+                    .map(|(a, b)| a.packets - b.packets)
+                    .sum();
+                let expected_action = rv == scenario.action;
+                unit.runs_checked += u64::from(repeat);
+                let runs = u64::from(repeat);
+                unit.runs_off += if expected_action {
+                    runs.saturating_sub(hit).max(all.abs_diff(runs))
+                } else {
+                    runs
+                };
+            }
+            (ns, rv)
+        }
+    };
+    if record {
+        unit.samples.push(ns);
+        unit.return_value = return_value;
+    }
+    Ok(())
+}

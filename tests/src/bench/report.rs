@@ -1,0 +1,674 @@
+//! The report: JSON for machines (every sample kept), Markdown for people, a summary for stdout,
+//! and the issue's targets with where we stand. Targets are reported, never asserted.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{
+    per_packet::{ConfigInfo, Variant},
+    programs::ProgramRow,
+    scenarios::XfSetup,
+    stats::Summary,
+    throughput::{ThroughputReport, Traffic},
+};
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub schema: u32,
+    /// `full` or `quick`.
+    pub mode: &'static str,
+    pub started_unix: u64,
+    pub seconds: f64,
+    pub machine: Machine,
+    pub settings: SettingsOut,
+    pub prefix_mix: String,
+    pub configs: Vec<ConfigInfo>,
+    pub scenarios: Vec<ScenarioInfo>,
+    /// sipguard: every scenario under every configuration.
+    pub per_packet: Vec<SipguardCell>,
+    /// bench_drop, bench_pass, bench_parse and xdp-filter on the same frames, same rounds.
+    pub baselines: Vec<BaselineCell>,
+    pub xdp_filter_setups: Vec<XfInfo>,
+    /// Cost with the largest allowlist over cost with the smallest, per scenario.
+    pub growth: Vec<GrowthRow>,
+    /// Where the time of a packet goes: differences between paths, round by round.
+    pub breakdown: Vec<BreakdownRow>,
+    pub throughput: ThroughputReport,
+    pub programs: Vec<ProgramRow>,
+    pub targets: Vec<TargetRow>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpus: usize,
+}
+
+#[derive(Serialize)]
+pub struct SettingsOut {
+    pub rounds: usize,
+    pub repeat: u32,
+    pub throughput_rounds: usize,
+    pub throughput_packets: u64,
+    pub throughput_seconds: f64,
+}
+
+#[derive(Serialize)]
+pub struct ScenarioInfo {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub frame_bytes: usize,
+    pub action: &'static str,
+    pub zone: &'static str,
+    pub reason: &'static str,
+    pub xdp_filter: Option<XfSetup>,
+}
+
+#[derive(Serialize)]
+pub struct SipguardCell {
+    pub scenario: &'static str,
+    pub config: String,
+    pub prefixes: usize,
+    pub variant: Variant,
+    /// An experiment, kept out of the targets.
+    pub diagnostic: bool,
+    /// ns per packet, one sample per round.
+    pub ns: Summary,
+    /// Every measured run landed in the scenario's counter slot with the expected action.
+    pub verdict_ok: bool,
+    pub runs_checked: u64,
+    pub runs_off: u64,
+    /// Over-budget scenario: runs admitted by the 1/s budget refilling between rounds.
+    pub runs_tolerated: u64,
+    pub vs_bench_drop: Summary,
+    pub vs_bench_pass: Summary,
+    pub vs_bench_parse: Summary,
+    /// Where xdp-filter can express the scenario.
+    pub vs_xdp_filter: Option<XfRatio>,
+}
+
+#[derive(Serialize)]
+pub struct XfRatio {
+    pub setup: XfSetup,
+    pub against: String,
+    pub ratio: Summary,
+}
+
+#[derive(Serialize)]
+pub struct BaselineCell {
+    /// `bench_drop`, `bench_pass`, `bench_parse`, `xdp_filter`.
+    pub baseline: String,
+    pub scenario: &'static str,
+    /// xdp-filter only: which setup and which sipguard configuration's allowlist it holds.
+    pub setup: Option<XfSetup>,
+    pub config: Option<String>,
+    pub label: Option<String>,
+    pub ns: Summary,
+    pub return_value: u32,
+    /// xdp-filter only: it reached the scenario's action (pass/drop) in every round.
+    pub action_ok: bool,
+}
+
+#[derive(Serialize)]
+pub struct XfInfo {
+    pub setup: XfSetup,
+    pub config: Option<String>,
+    pub label: String,
+    pub program: String,
+}
+
+#[derive(Serialize)]
+pub struct GrowthRow {
+    pub scenario: &'static str,
+    pub from: String,
+    pub to: String,
+    pub ratio: Summary,
+}
+
+#[derive(Serialize)]
+pub struct BreakdownRow {
+    pub step: String,
+    pub computed_as: String,
+    /// ns per packet (a difference of two medians measured in the same rounds; noise can make
+    /// small steps negative).
+    pub ns: Summary,
+}
+
+#[derive(Serialize)]
+pub struct TargetRow {
+    pub target: String,
+    pub value: Option<f64>,
+    pub limit: f64,
+    /// True for "at least" targets.
+    pub at_least: bool,
+    pub met: Option<bool>,
+    pub status: String,
+    pub detail: String,
+}
+
+impl TargetRow {
+    fn new(target: &str, value: Option<f64>, limit: f64, at_least: bool, detail: String) -> Self {
+        let (met, status) = match value {
+            None => (None, "not measured".to_string()),
+            Some(v) => {
+                let met = if at_least { v >= limit } else { v <= limit };
+                let sign = if at_least { ">=" } else { "<=" };
+                let status = if met {
+                    format!("met ({v:.2}x, target {sign} {limit}x)")
+                } else {
+                    let by = if at_least {
+                        (1.0 - v / limit) * 100.0
+                    } else {
+                        (v / limit - 1.0) * 100.0
+                    };
+                    format!("missed by {by:.0}% ({v:.2}x, target {sign} {limit}x)")
+                };
+                (Some(met), status)
+            }
+        };
+        TargetRow {
+            target: target.to_string(),
+            value,
+            limit,
+            at_least,
+            met,
+            status,
+            detail,
+        }
+    }
+}
+
+fn worst<'a>(
+    rows: impl Iterator<Item = (String, &'a Summary)>,
+    at_least: bool,
+) -> (Option<f64>, String) {
+    let mut all: Vec<(String, f64)> = rows.map(|(label, s)| (label, s.median)).collect();
+    all.sort_by(|a, b| {
+        if at_least {
+            a.1.total_cmp(&b.1)
+        } else {
+            b.1.total_cmp(&a.1)
+        }
+    });
+    let detail = all
+        .iter()
+        .map(|(label, v)| format!("{label} {v:.2}x"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (all.first().map(|(_, v)| *v), detail)
+}
+
+/// The targets of issue 6, from the measured cells.
+pub fn targets(
+    cells: &[SipguardCell],
+    growth: &[GrowthRow],
+    throughput: &ThroughputReport,
+) -> Vec<TargetRow> {
+    let mut rows = Vec::new();
+    let cells: Vec<&SipguardCell> = cells.iter().filter(|c| !c.diagnostic).collect();
+    let (value, detail) = worst(
+        cells
+            .iter()
+            .filter(|c| c.scenario == "unknown_trunk_dropped")
+            .map(|c| (c.config.clone(), &c.vs_bench_drop)),
+        false,
+    );
+    rows.push(TargetRow::new(
+        "unknown-source drop (trunk) at most 2x bare XDP_DROP, every allowlist size",
+        value,
+        2.0,
+        false,
+        format!("worst first: {detail}"),
+    ));
+    let (value, detail) = worst(
+        cells
+            .iter()
+            .filter(|c| c.scenario == "allowlisted_under_budget" && c.config == "10k")
+            .map(|c| (c.config.clone(), &c.vs_bench_drop)),
+        false,
+    );
+    rows.push(TargetRow::new(
+        "allowlisted under budget at most 3x bare XDP_DROP with 10k prefixes",
+        value,
+        3.0,
+        false,
+        detail,
+    ));
+    let (value, detail) = worst(
+        growth.iter().map(|g| (g.scenario.to_string(), &g.ratio)),
+        false,
+    );
+    let span = growth
+        .first()
+        .map(|g| format!("{} -> {} prefixes", g.from, g.to))
+        .unwrap_or_default();
+    rows.push(TargetRow::new(
+        "cost growth from 100 to 100k prefixes at most 1.3x (worst scenario)",
+        value,
+        1.3,
+        false,
+        format!("{span}, worst first: {detail}"),
+    ));
+    let ratio = |against: &str| {
+        throughput
+            .ratios
+            .iter()
+            .find(|r| r.traffic == Traffic::SpoofedFlood && r.against == against)
+            .map(|r| r.ratio.median)
+    };
+    rows.push(TargetRow::new(
+        "through veth: drop rate at least 90% of the bare-drop rate",
+        ratio("bench_drop"),
+        0.9,
+        true,
+        "sipguard / bench_drop, spoofed flood".into(),
+    ));
+    let nft = [ratio("nft_netdev_ingress"), ratio("nft_inet_prerouting")];
+    let vs_nft = nft.iter().flatten().copied().reduce(f64::min);
+    rows.push(TargetRow::new(
+        "through veth: drop rate at least 2x nftables",
+        vs_nft,
+        2.0,
+        true,
+        format!(
+            "against the faster nftables hook; netdev ingress {}, inet prerouting {}",
+            nft[0].map_or("-".into(), |v| format!("{v:.2}x")),
+            nft[1].map_or("-".into(), |v| format!("{v:.2}x")),
+        ),
+    ));
+    let (value, detail) = worst(
+        cells.iter().filter_map(|c| {
+            c.vs_xdp_filter
+                .as_ref()
+                .map(|x| (format!("{} @{}", c.scenario, c.config), &x.ratio))
+        }),
+        false,
+    );
+    rows.push(TargetRow::new(
+        "per-packet cost at or below xdp-filter's where both can express the scenario",
+        value,
+        1.0,
+        false,
+        format!("sipguard / xdp-filter, worst first: {detail}"),
+    ));
+    rows
+}
+
+fn ns(summary: &Summary) -> String {
+    format!(
+        "{:.0} [{:.0}-{:.0}]",
+        summary.median, summary.min, summary.max
+    )
+}
+
+fn ratio(summary: &Summary) -> String {
+    format!("{:.2}x", summary.median)
+}
+
+fn mpps(summary: &Summary) -> String {
+    format!(
+        "{:.2} [{:.2}-{:.2}]",
+        summary.median / 1e6,
+        summary.min / 1e6,
+        summary.max / 1e6
+    )
+}
+
+impl Report {
+    fn config_names(&self) -> Vec<&str> {
+        self.configs.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    fn cell(&self, scenario: &str, config: &str) -> Option<&SipguardCell> {
+        self.per_packet
+            .iter()
+            .find(|c| c.scenario == scenario && c.config == config)
+    }
+
+    fn baseline(&self, baseline: &str, scenario: &str) -> Vec<&BaselineCell> {
+        self.baselines
+            .iter()
+            .filter(|b| b.baseline == baseline && b.scenario == scenario)
+            .collect()
+    }
+
+    /// A table of one figure of sipguard, scenario by configuration.
+    fn sipguard_table(&self, md: &mut String, figure: impl Fn(&SipguardCell) -> Option<String>) {
+        let names = self.config_names();
+        let _ = writeln!(md, "| scenario | {} |", names.join(" | "));
+        let _ = writeln!(md, "|---|{}", "---|".repeat(names.len()));
+        for scenario in &self.scenarios {
+            let row: Vec<String> = names
+                .iter()
+                .map(|config| {
+                    self.cell(scenario.name, config)
+                        .and_then(&figure)
+                        .unwrap_or_else(|| "-".into())
+                })
+                .collect();
+            if row.iter().all(|r| r == "-") {
+                continue;
+            }
+            let _ = writeln!(md, "| {} | {} |", scenario.name, row.join(" | "));
+        }
+        md.push('\n');
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# sipguard benchmark ({})\n", self.mode);
+        let _ = writeln!(
+            md,
+            "Kernel {}, {} CPUs, {:.0} s. A small, shared and noisy VM: only ratios against \
+             baselines measured in the same run and the same rounds mean something; absolute \
+             times include BPF_PROG_TEST_RUN's own loop, absolute rates are one CPU running \
+             generator and receiver.\n",
+            self.machine.kernel, self.machine.cpus, self.seconds
+        );
+
+        md.push_str("## Targets to chase (reported, not asserted)\n\n");
+        md.push_str("| target | where we stand | detail |\n|---|---|---|\n");
+        for t in &self.targets {
+            let _ = writeln!(md, "| {} | {} | {} |", t.target, t.status, t.detail);
+        }
+        md.push('\n');
+
+        md.push_str("## Per-packet cost (BPF_PROG_TEST_RUN)\n\n");
+        let _ = writeln!(
+            md,
+            "{} runs per measurement, {} interleaved rounds (every subject on every frame once \
+             per round, rotated order). Cells: median ns per packet [min-max over rounds]; \
+             ratios: median of the per-round ratios. Every sipguard run's verdict is checked \
+             against the counters.\n",
+            self.settings.repeat, self.settings.rounds
+        );
+        let _ = writeln!(md, "Allowlist mix: {}.\n", self.prefix_mix);
+        md.push_str(
+            "Budgets: classes `carrier` (allowlist) and `phones` (access zone) at 10^9 \
+             packets/s, burst 10^9, the fastest budget still enforced (every packet goes \
+             through its bucket, none runs out under test_run); `throttled` 1/s burst 1 for \
+             the over-budget scenario; the banned source has a manual ban (SG_BANS).\n\n",
+        );
+        md.push_str(
+            "| config | prefixes | variant | v4 /32 | v4 /28-/30 | v4 /24 | v6 /128 | v6 /64 | \
+             v6 /48 | SG_SOURCES | SG_PEERS | load s (side by side) | drop events emitted / \
+             suppressed / lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for c in &self.configs {
+            let m = &c.mix;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+                c.name,
+                c.prefixes,
+                c.variant.describe(),
+                m.v4_hosts,
+                m.v4_28_to_30,
+                m.v4_24,
+                m.v6_hosts,
+                m.v6_64,
+                m.v6_48,
+                c.sources_entries,
+                c.peers_entries,
+                c.load_seconds,
+                c.events.map_or("-".into(), |e| format!(
+                    "{} / {} / {}",
+                    e.emitted, e.suppressed, e.lost
+                ))
+            );
+        }
+        md.push_str(
+            "\nScenarios:\n\n| scenario | frame | bytes | sipguard verdict |\n|---|---|---|---|\n",
+        );
+        for s in &self.scenarios {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} ({}/{}) |",
+                s.name, s.title, s.frame_bytes, s.action, s.zone, s.reason
+            );
+        }
+        md.push_str("\n### sipguard, ns per packet\n\n");
+        self.sipguard_table(&mut md, |c| {
+            let flag = if c.verdict_ok { "" } else { " WRONG VERDICT" };
+            Some(format!("{}{flag}", ns(&c.ns)))
+        });
+
+        md.push_str("### Baselines on the same frames, ns per packet\n\n");
+        let xf_configs: Vec<String> = {
+            let mut v: Vec<String> = self
+                .xdp_filter_setups
+                .iter()
+                .map(|x| x.config.clone().unwrap_or_else(|| "denylist".into()))
+                .collect();
+            v.dedup();
+            v
+        };
+        let _ = writeln!(
+            md,
+            "| scenario | bench_drop | bench_pass | bench_parse | xdp-filter ({}) |\n|---|---|---|---|---|",
+            xf_configs.join(" / ")
+        );
+        for s in &self.scenarios {
+            let one = |name: &str| {
+                self.baseline(name, s.name)
+                    .first()
+                    .map_or("-".into(), |b| ns(&b.ns))
+            };
+            let xf: Vec<String> = self
+                .baseline("xdp_filter", s.name)
+                .iter()
+                .map(|b| {
+                    let flag = if b.action_ok { "" } else { " WRONG ACTION" };
+                    format!(
+                        "{}: {}{flag}",
+                        b.config.clone().unwrap_or_else(|| "denylist".into()),
+                        ns(&b.ns)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                s.name,
+                one("bench_drop"),
+                one("bench_pass"),
+                one("bench_parse"),
+                if xf.is_empty() {
+                    "-".into()
+                } else {
+                    xf.join(", ")
+                }
+            );
+        }
+        md.push('\n');
+        md.push_str("xdp-filter setups:\n\n");
+        for x in &self.xdp_filter_setups {
+            let _ = writeln!(md, "- {} ({}): {}", x.setup.name(), x.program, x.label);
+        }
+        md.push('\n');
+
+        md.push_str("### sipguard / bare XDP_DROP (bench_drop)\n\n");
+        self.sipguard_table(&mut md, |c| Some(ratio(&c.vs_bench_drop)));
+        md.push_str("### sipguard / parse only (bench_parse: the same parser, no lookups)\n\n");
+        self.sipguard_table(&mut md, |c| Some(ratio(&c.vs_bench_parse)));
+        md.push_str("### sipguard / xdp-filter, where xdp-filter expresses the scenario\n\n");
+        self.sipguard_table(&mut md, |c| {
+            c.vs_xdp_filter.as_ref().map(|x| ratio(&x.ratio))
+        });
+        md.push_str("### Cost growth with the allowlist size\n\n| scenario | ratio |\n|---|---|\n");
+        for g in &self.growth {
+            let _ = writeln!(
+                md,
+                "| {} | {} prefixes / {} prefixes: {} [{:.2}-{:.2}] |",
+                g.scenario,
+                g.to,
+                g.from,
+                ratio(&g.ratio),
+                g.ratio.min,
+                g.ratio.max
+            );
+        }
+        md.push('\n');
+
+        md.push_str(
+            "### Where the time goes (10k prefixes)\n\nEach step: what one path does more than \
+             another, ns per packet, median of the per-round differences [min-max]. No hardware \
+             counters here, so this stands in for a profile.\n\n| step | computed as | ns |\n\
+             |---|---|---|\n",
+        );
+        for row in &self.breakdown {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} [{:.0} to {:.0}] |",
+                row.step, row.computed_as, row.ns.median, row.ns.min, row.ns.max
+            );
+        }
+        md.push('\n');
+
+        let tp = &self.throughput;
+        md.push_str("## Throughput through veth\n\n");
+        let _ = writeln!(
+            md,
+            "Generator: {}; {}-byte SIP OPTIONS over UDP to port 5060; spoofed flood: a new \
+             source from 198.19.0.0/17 every packet (8,192 sources, none allowlisted); allowed: \
+             one allowlisted source. Each send at most {} packets and {:.1} s, {} rounds, \
+             generator pinned to CPU {}. Cells: median Mpps [min-max over rounds] the subject \
+             dropped (flood) or passed to the stack (allowed), over the kernel's time for \
+             sending and receiving (test_run's clock: it stops while the CPU is handed to other \
+             tasks, which on this shared VM take a large and varying share; the wall-clock \
+             rate, also given, includes that and test_run's per-call setup).\n",
+            tp.generator,
+            tp.frame_bytes,
+            tp.packets_per_send,
+            tp.seconds_per_send,
+            tp.rounds,
+            tp.generator_cpu
+        );
+        md.push_str(
+            "| subject | setup | spoofed flood dropped, Mpps | allowed passed, Mpps |\n\
+             |---|---|---|---|\n",
+        );
+        for subject in &tp.subjects {
+            let cell = |traffic: Traffic| {
+                tp.results
+                    .iter()
+                    .find(|c| c.subject == subject.subject && c.traffic == traffic)
+                    .map_or("-".into(), |c| {
+                        format!(
+                            "{} (wall clock {:.2}; {} of {} sent)",
+                            mpps(&c.pps),
+                            c.wall_pps.median / 1e6,
+                            c.counted,
+                            c.generated
+                        )
+                    })
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                subject.subject,
+                subject.setup,
+                cell(Traffic::SpoofedFlood),
+                cell(Traffic::Allowed)
+            );
+        }
+        if let Some(e) = &tp.sipguard_events {
+            let _ = writeln!(
+                md,
+                "\nsipguard's drop events over the throughput part: {} emitted, {} suppressed by \
+                 the event budgets, {} lost (ring buffer full, nobody draining it).",
+                e.emitted, e.suppressed, e.lost
+            );
+        }
+        md.push_str("\n| ratio | traffic | median [min-max] |\n|---|---|---|\n");
+        for r in &tp.ratios {
+            let _ = writeln!(
+                md,
+                "| {} / {} | {} | {} [{:.2}-{:.2}] |",
+                r.subject,
+                r.against,
+                r.traffic.name(),
+                ratio(&r.ratio),
+                r.ratio.min,
+                r.ratio.max
+            );
+        }
+        md.push('\n');
+
+        md.push_str("## Programs\n\n");
+        md.push_str(
+            "xlated: instructions after verification (bytes / 8); verifier-processed: \
+             instructions the verifier walked over all paths (`verified_insns`), a complexity \
+             measure, not the cost of one packet.\n\n",
+        );
+        md.push_str("| program | role | xlated insns | verifier-processed insns | JIT bytes |\n|---|---|---|---|---|\n");
+        for p in &self.programs {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                p.program, p.role, p.xlated_insns, p.verified_insns, p.jited_bytes
+            );
+        }
+        md.push('\n');
+        if !self.notes.is_empty() {
+            md.push_str("## Notes\n\n");
+            for note in &self.notes {
+                let _ = writeln!(md, "- {note}");
+            }
+        }
+        md
+    }
+
+    /// A few lines for stdout.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "sipguard bench ({}): {} scenarios x {} configurations, {} rounds, {:.0} s",
+            self.mode,
+            self.scenarios.len(),
+            self.configs.len(),
+            self.settings.rounds,
+            self.seconds
+        );
+        for config in ["100", "10k", "100k"] {
+            let pick = |scenario: &str| {
+                self.cell(scenario, config)
+                    .map_or("-".into(), |c| ratio(&c.vs_bench_drop))
+            };
+            let _ = writeln!(
+                out,
+                "  {config:>5} prefixes, x bare drop: unknown dropped {}, allowlisted {}, \
+                 IPv6 {}, access admitted {}",
+                pick("unknown_trunk_dropped"),
+                pick("allowlisted_under_budget"),
+                pick("ipv6_allowlisted"),
+                pick("unknown_access_admitted"),
+            );
+        }
+        for r in &self.throughput.ratios {
+            let _ = writeln!(
+                out,
+                "  veth {}: sipguard / {} = {}",
+                r.traffic.name(),
+                r.against,
+                ratio(&r.ratio)
+            );
+        }
+        for t in &self.targets {
+            let _ = writeln!(out, "  target: {}: {}", t.target, t.status);
+        }
+        let wrong = self.per_packet.iter().filter(|c| !c.verdict_ok).count();
+        if wrong > 0 {
+            let _ = writeln!(
+                out,
+                "  WARNING: {wrong} sipguard cells had unexpected verdicts"
+            );
+        }
+        out
+    }
+}

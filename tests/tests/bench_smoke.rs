@@ -1,0 +1,248 @@
+//! The benchmark harness in its smoke mode (`sipguard-bench --quick`), so that it does not rot:
+//! the report must be complete and well-formed, and nothing may be left behind. Timings and
+//! ratios are never asserted; the machine is shared and noisy.
+
+use std::{collections::BTreeSet, process::Command};
+
+use serde_json::Value;
+use sipguard_tests::require_root;
+
+fn num(value: &Value, what: &str) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {value}"))
+}
+
+/// A summary (median, min, max, rounds) with a positive, finite median.
+fn positive_summary(summary: &Value, rounds: usize, what: &str) {
+    let median = num(&summary["median"], what);
+    assert!(
+        median.is_finite() && median > 0.0,
+        "{what}: median {median}"
+    );
+    assert!(num(&summary["min"], what) <= median, "{what}: min > median");
+    assert!(num(&summary["max"], what) >= median, "{what}: max < median");
+    let samples = summary["rounds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no rounds"));
+    assert_eq!(samples.len(), rounds, "{what}: one sample per round");
+}
+
+fn strings<'a>(items: &'a [Value], key: &str) -> BTreeSet<&'a str> {
+    items.iter().filter_map(|i| i[key].as_str()).collect()
+}
+
+#[test]
+fn quick_bench_writes_a_complete_report_and_cleans_up() {
+    require_root();
+    let out = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sipguard-bench"))
+        .arg("--quick")
+        .arg("--out")
+        .arg(out.path())
+        .spawn()
+        .expect("run sipguard-bench");
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "sipguard-bench --quick failed");
+
+    // Nothing of the run is left: namespaces and pin directories carry its pid.
+    let tag = format!("-{pid}-");
+    let netns = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !netns.lines().any(|l| l.contains(&tag)),
+        "namespaces left behind: {netns}"
+    );
+    let pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf/sipguard-test")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(&tag))
+        .collect();
+    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    for heading in [
+        "## Targets to chase",
+        "## Per-packet cost",
+        "## Throughput through veth",
+        "## Programs",
+    ] {
+        assert!(markdown.contains(heading), "report.md lacks {heading}");
+    }
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .expect("report.json is JSON");
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["mode"], "quick");
+    let rounds = report["settings"]["rounds"].as_u64().unwrap() as usize;
+    assert!(rounds >= 2, "several interleaved rounds");
+    assert!(!report["prefix_mix"].as_str().unwrap().is_empty());
+
+    // Every scenario under every allowlist size, the full maps and the diagnostic variant.
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names = strings(scenarios, "name");
+    for expected in [
+        "allowlisted_under_budget",
+        "allowlisted_over_budget",
+        "unknown_trunk_dropped",
+        "unknown_access_admitted",
+        "denylisted",
+        "banned",
+        "non_sip_passed",
+        "ipv6_allowlisted",
+        "vlan_allowlisted",
+        "malformed",
+    ] {
+        assert!(names.contains(expected), "scenario {expected} missing");
+    }
+    let configs = report["configs"].as_array().unwrap();
+    let plain: BTreeSet<u64> = configs
+        .iter()
+        .filter(|c| c["variant"] == "plain")
+        .map(|c| c["prefixes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(plain, BTreeSet::from([100, 1_000, 10_000, 100_000]));
+    let full = configs
+        .iter()
+        .find(|c| c["variant"] == "maps_full")
+        .expect("a configuration with the per-source maps full");
+    assert!(full["sources_entries"].as_u64().unwrap() > 60_000);
+    assert!(full["peers_entries"].as_u64().unwrap() > 0);
+
+    let cells = report["per_packet"].as_array().unwrap();
+    for scenario in scenarios {
+        let name = scenario["name"].as_str().unwrap();
+        let xdp_filter = !scenario["xdp_filter"].is_null();
+        for config in configs {
+            let config_name = config["name"].as_str().unwrap();
+            let what = format!("{name} @{config_name}");
+            let cell = cells
+                .iter()
+                .find(|c| c["scenario"] == name && c["config"] == config_name)
+                .unwrap_or_else(|| panic!("{what}: no measurement"));
+            positive_summary(&cell["ns"], rounds, &what);
+            assert_eq!(
+                cell["verdict_ok"], true,
+                "{what}: runs with another verdict than the scenario's: {cell}"
+            );
+            assert!(cell["runs_checked"].as_u64().unwrap() > 0);
+            for ratio in ["vs_bench_drop", "vs_bench_pass", "vs_bench_parse"] {
+                positive_summary(&cell[ratio], rounds, &format!("{what} {ratio}"));
+            }
+            // xdp-filter holds 10,000 addresses per family: no 100k counterpart.
+            if xdp_filter && config["prefixes"].as_u64().unwrap() <= 10_000 {
+                positive_summary(
+                    &cell["vs_xdp_filter"]["ratio"],
+                    rounds,
+                    &format!("{what} vs xdp-filter"),
+                );
+            }
+        }
+        let baselines = report["baselines"].as_array().unwrap();
+        for baseline in ["bench_drop", "bench_pass", "bench_parse"] {
+            let cell = baselines
+                .iter()
+                .find(|b| b["baseline"] == baseline && b["scenario"] == name)
+                .unwrap_or_else(|| panic!("{baseline} on {name} missing"));
+            positive_summary(&cell["ns"], rounds, &format!("{baseline} {name}"));
+        }
+        let xf: Vec<&Value> = baselines
+            .iter()
+            .filter(|b| b["baseline"] == "xdp_filter" && b["scenario"] == name)
+            .collect();
+        assert_eq!(!xf.is_empty(), xdp_filter, "xdp-filter on {name}");
+        for cell in xf {
+            positive_summary(&cell["ns"], rounds, &format!("xdp-filter {name}"));
+            assert_eq!(cell["action_ok"], true, "xdp-filter on {name}: {cell}");
+        }
+    }
+    let growth = report["growth"].as_array().unwrap();
+    assert_eq!(growth.len(), scenarios.len());
+    for row in growth {
+        positive_summary(&row["ratio"], rounds, "growth");
+    }
+
+    // Instruction counts and JIT sizes of every program measured.
+    let programs = report["programs"].as_array().unwrap();
+    let program_names = strings(programs, "program");
+    for expected in [
+        "sipguard",
+        "bench_drop",
+        "bench_pass",
+        "bench_parse",
+        "bench_gen",
+    ] {
+        assert!(
+            program_names.contains(expected),
+            "program {expected} missing"
+        );
+    }
+    assert!(program_names.iter().any(|n| n.starts_with("xdpfilt_")));
+    for program in programs {
+        for key in ["xlated_insns", "verified_insns", "jited_bytes"] {
+            assert!(
+                program[key].as_u64().unwrap() > 0,
+                "{key} of {}",
+                program["program"]
+            );
+        }
+    }
+
+    // Throughput: every subject, packets counted, rates and ratios.
+    let throughput = &report["throughput"];
+    let tp_rounds = report["settings"]["throughput_rounds"].as_u64().unwrap() as usize;
+    let results = throughput["results"].as_array().unwrap();
+    for (subject, traffic) in [
+        ("sipguard", "spoofed_flood"),
+        ("sipguard", "allowed"),
+        ("bench_drop", "spoofed_flood"),
+        ("bench_pass", "allowed"),
+        ("xdp_filter", "spoofed_flood"),
+        ("xdp_filter", "allowed"),
+        ("nft_netdev_ingress", "spoofed_flood"),
+        ("nft_netdev_ingress", "allowed"),
+        ("nft_inet_prerouting", "spoofed_flood"),
+        ("nft_inet_prerouting", "allowed"),
+    ] {
+        let cell = results
+            .iter()
+            .find(|c| c["subject"] == subject && c["traffic"] == traffic)
+            .unwrap_or_else(|| panic!("throughput {subject} {traffic} missing"));
+        let what = format!("throughput {subject} {traffic}");
+        assert!(cell["generated"].as_u64().unwrap() > 0, "{what}: generated");
+        assert!(cell["counted"].as_u64().unwrap() > 0, "{what}: counted");
+        positive_summary(&cell["pps"], tp_rounds, &what);
+        positive_summary(&cell["wall_pps"], tp_rounds, &what);
+    }
+    let ratios = throughput["ratios"].as_array().unwrap();
+    for against in [
+        "bench_drop",
+        "xdp_filter",
+        "nft_netdev_ingress",
+        "nft_inet_prerouting",
+    ] {
+        let row = ratios
+            .iter()
+            .find(|r| r["traffic"] == "spoofed_flood" && r["against"] == against)
+            .unwrap_or_else(|| panic!("flood ratio against {against} missing"));
+        positive_summary(&row["ratio"], tp_rounds, against);
+    }
+
+    // The targets, each with where we stand (never asserted to be met).
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 6);
+    for target in targets {
+        assert!(target["value"].is_number(), "target not measured: {target}");
+        assert!(target["met"].is_boolean());
+        assert!(!target["status"].as_str().unwrap().is_empty());
+    }
+}
