@@ -29,7 +29,7 @@ pub mod map_name {
     pub const BANS: &str = "SG_BANS";
     pub const NEW_SOURCES: &str = "SG_NEWSRC";
     pub const EVENTS: &str = "SG_EVENTS";
-    pub const EVENT_LIMITS: &str = "SG_EVLIMIT";
+    pub const EVENT_CACHE: &str = "SG_EVCACHE";
     pub const EVENT_STATS: &str = "SG_EVSTATS";
     pub const TAILS: &str = "SG_TAILS";
     pub const SCRATCH: &str = "SG_SCRATCH";
@@ -52,6 +52,9 @@ pub struct Handoff {
     pub zone: u8,
     pub monitored: u8,
     pub _reserved: u8,
+    /// Drops of this source whose events were suppressed since its previous event.
+    pub suppressed: u32,
+    pub _reserved2: u32,
 }
 
 /// Name of the XDP program in the object file.
@@ -280,10 +283,10 @@ pub const SOURCE_PATH_LEN: usize = 128;
 /// bookkeeping for `sipguard status`.
 ///
 /// ```text
-///  0    1         2         3   4             6    8       16              24             32
-///  +----+---------+---------+---+-------------+----+-------+---------------+--------------+
-///  |mode|fragments|v6 prefix| - | access_class| -  |serial |applied_at_unix|source_digest |
-///  +----+---------+---------+---+-------------+----+-------+---------------+--------------+
+///  0    1         2         3     4             6    8       16              24             32
+///  +----+---------+---------+-----+-------------+----+-------+---------------+--------------+
+///  |mode|fragments|v6 prefix|flags| access_class| -  |serial |applied_at_unix|source_digest |
+///  +----+---------+---------+-----+-------------+----+-------+---------------+--------------+
 ///  32                48            72       76       80             96             112
 ///  +-----------------+-------------+--------+--------+--------------+--------------+
 ///  | new_sources Gcra| ban BanRule |ns rate |ns burst| events Gcra  | events_global|
@@ -300,7 +303,8 @@ pub struct PolicyHeader {
     pub fragments: u8,
     /// IPv6 sources are budgeted (and banned) per prefix of this length.
     pub ipv6_budget_prefix: u8,
-    pub _reserved0: u8,
+    /// `policy_flags::*`.
+    pub flags: u8,
     /// Budget class of unknown sources in the access zone.
     pub access_class: u16,
     pub _reserved1: u16,
@@ -326,6 +330,14 @@ pub struct PolicyHeader {
     pub _reserved2: u32,
     /// NUL-padded path of the policy file last applied; empty when none.
     pub source_path: [u8; SOURCE_PATH_LEN],
+}
+
+/// Bits of [`PolicyHeader::flags`].
+pub mod policy_flags {
+    /// The IPv4 denylist has entries (without it the data plane skips the lookup).
+    pub const DENY4: u8 = 1;
+    /// The IPv6 denylist has entries.
+    pub const DENY6: u8 = 2;
 }
 
 /// Number of budget classes. Class 0 means "no budget"; class ids are assigned by the controller.
@@ -662,14 +674,27 @@ pub struct DropEvent {
     pub _reserved: [u8; 6],
 }
 
-/// Per-source event budget state (GCRA, not shared-exact: a race only lets one more through).
+/// Slots in each CPU's event cache.
+pub const EVENT_CACHE_SLOTS: usize = 256;
+
+/// One source's event budget in a CPU's direct-mapped event cache. A source that maps to an
+/// occupied slot takes it over only when it may send an event: approximate per-source limiting
+/// at the cost of one array lookup, the global budget bounding the total.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventLimit {
-    pub tat_ns: u64,
+pub struct EventSlot {
+    /// [`crate::verdict::source_tag`] of the source; 0: empty.
+    pub tag: u32,
     /// Events suppressed since the last one sent.
     pub suppressed: u32,
-    pub _reserved: u32,
+    pub tat_ns: u64,
+}
+
+/// The per-CPU event cache: `SG_EVCACHE[0]`. Sizing: 256 x 16 = 4 KiB per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventCache {
+    pub slots: [EventSlot; EVENT_CACHE_SLOTS],
 }
 
 /// Slots of `SG_EVSTATS` (per CPU). Every drop verdict counts in exactly one of the first three.
@@ -687,8 +712,6 @@ pub mod event_stat {
 
 /// Bytes of the event ring buffer: about 14,500 events of 72 bytes (+8 header).
 pub const EVENT_RING_BYTES: u32 = 1 << 20;
-/// Capacity of `SG_EVLIMIT` (LRU). Sizing: 16,384 x (20 + 16 + ~56) bytes ~ 1.5 MB.
-pub const MAX_EVENT_SOURCES: u32 = 16_384;
 
 // ------------------------------------------------------------------------------------------------
 // Meta (SG_META)
@@ -729,7 +752,8 @@ mod pod {
     unsafe impl aya::Pod for super::SourceState {}
     unsafe impl aya::Pod for super::Ban {}
     unsafe impl aya::Pod for super::DropEvent {}
-    unsafe impl aya::Pod for super::EventLimit {}
+    unsafe impl aya::Pod for super::EventSlot {}
+    unsafe impl aya::Pod for super::EventCache {}
     unsafe impl aya::Pod for super::Handoff {}
     unsafe impl aya::Pod for crate::budget::Gcra {}
 }
@@ -744,7 +768,9 @@ const _: () = {
     assert!(core::mem::size_of::<SourceState>() == 32);
     assert!(core::mem::size_of::<Ban>() == 48);
     assert!(core::mem::size_of::<DropEvent>() == 72);
-    assert!(core::mem::size_of::<EventLimit>() == 16);
+    assert!(core::mem::size_of::<EventSlot>() == 16);
+    assert!(core::mem::size_of::<EventCache>() == 16 * EVENT_CACHE_SLOTS);
+    assert!(core::mem::size_of::<Handoff>() == 16);
     assert!(core::mem::size_of::<RuleValue>() == 8);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragVerdict>() == 4);

@@ -153,6 +153,25 @@ fn judge_source<V: PolicyView>(
     Verdict::new(reason, zone)
 }
 
+/// A 32-bit fingerprint of a source key, never 0 (0 marks an empty event-cache slot); the top
+/// byte picks the slot.
+#[inline(always)]
+pub fn source_tag(source: &SourceKey) -> u32 {
+    let word = |i: usize| {
+        u32::from_ne_bytes([
+            source.addr[i],
+            source.addr[i + 1],
+            source.addr[i + 2],
+            source.addr[i + 3],
+        ])
+    };
+    let folded =
+        word(0) ^ word(4).rotate_left(8) ^ word(8).rotate_left(16) ^ word(12).rotate_left(24);
+    // Fibonacci hashing spreads neighbouring addresses over the slots.
+    let mixed = (folded ^ u32::from(source.family)).wrapping_mul(0x9E37_79B1);
+    mixed | 1
+}
+
 /// Whom budgets and bans of `packet` belong to: its IPv4 address, or its IPv6 address cut to
 /// `ipv6_prefix` bits.
 #[inline(always)]
@@ -164,17 +183,27 @@ pub fn source_key(packet: &IpPacket, ipv6_prefix: u8) -> SourceKey {
         _reserved: [0; 2],
     };
     if packet.family == Family::V6 {
+        // Two 64-bit masks, not a loop of per-byte branches: the verifier walks every path of a
+        // branch on a value it cannot know, and sixteen of them multiply.
         let prefix = if ipv6_prefix > 128 { 128 } else { ipv6_prefix };
         key.prefix_len = prefix;
-        let mut index = 0;
-        while index < 16 {
-            let bits_before = (index * 8) as u8;
-            let keep = prefix.saturating_sub(bits_before);
-            if keep < 8 {
-                key.addr[index] &= !(0xffu8 >> keep);
-            }
-            index += 1;
-        }
+        let high_mask = match prefix {
+            0 => 0,
+            1..=63 => u64::MAX << (64 - u32::from(prefix)),
+            _ => u64::MAX,
+        };
+        let low_mask = match prefix {
+            0..=64 => 0,
+            _ => u64::MAX << (128 - u32::from(prefix)),
+        };
+        let mut high = [0u8; 8];
+        let mut low = [0u8; 8];
+        high.copy_from_slice(&key.addr[..8]);
+        low.copy_from_slice(&key.addr[8..]);
+        let high = u64::from_be_bytes(high) & high_mask;
+        let low = u64::from_be_bytes(low) & low_mask;
+        key.addr[..8].copy_from_slice(&high.to_be_bytes());
+        key.addr[8..].copy_from_slice(&low.to_be_bytes());
     }
     key
 }
@@ -208,5 +237,81 @@ pub fn fragment_key(packet: &IpPacket) -> FragKey {
         id,
         family: packet.family as u8,
         _reserved: [0; 3],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(family: u8, addr: [u8; 16]) -> SourceKey {
+        SourceKey {
+            addr,
+            family,
+            prefix_len: if family == 4 { 32 } else { 64 },
+            _reserved: [0; 2],
+        }
+    }
+
+    #[test]
+    fn source_tags_are_never_empty_and_spread_neighbours_over_slots() {
+        let mut slots = std::collections::BTreeSet::new();
+        for host in 0..=255u8 {
+            let tag = source_tag(&key(
+                4,
+                [198, 18, 0, host, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ));
+            assert_ne!(tag, 0);
+            slots.insert(tag >> 24);
+        }
+        assert!(
+            slots.len() > 150,
+            "256 neighbours fill {} of 256 slots",
+            slots.len()
+        );
+        let v4 = source_tag(&key(4, [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        let v6 = source_tag(&key(6, [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        assert_ne!(v4, v6, "the family is part of the tag");
+    }
+
+    #[test]
+    fn ipv6_keys_are_cut_to_the_budget_prefix() {
+        let mut addr = [0u8; 16];
+        addr[..8].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 1]);
+        addr[15] = 7;
+        let packet = IpPacket {
+            family: Family::V6,
+            src: addr,
+            dst: [0; 16],
+            proto: 17,
+            l4: L4::Other,
+            fragment: Fragment::None,
+            vlan: [0; 2],
+        };
+        let key = source_key(&packet, 64);
+        assert_eq!(key.addr[8..], [0; 8]);
+        assert_eq!(key.addr[..8], addr[..8]);
+        assert_eq!(source_key(&packet, 56).addr[7], 0);
+        assert_eq!(source_key(&packet, 60).addr[7], 0);
+        assert_eq!(source_key(&packet, 63).addr[7], 0);
+        assert_eq!(source_key(&packet, 200).prefix_len, 128);
+        assert_eq!(source_key(&packet, 128).addr, addr);
+        assert_eq!(source_key(&packet, 0).addr, [0; 16]);
+        assert_eq!(
+            source_key(&packet, 65).addr[8..],
+            [0; 8],
+            "bit 65 of the address is 0"
+        );
+        let mut full = [0xffu8; 16];
+        let packet = IpPacket {
+            src: full,
+            ..packet
+        };
+        assert_eq!(source_key(&packet, 65).addr[8], 0x80);
+        assert_eq!(source_key(&packet, 127).addr[15], 0xfe);
+        assert_eq!(source_key(&packet, 1).addr[0], 0x80);
+        full[1..].fill(0);
+        full[0] = 0x80;
+        assert_eq!(source_key(&packet, 1).addr, full);
     }
 }

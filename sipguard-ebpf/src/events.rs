@@ -1,36 +1,80 @@
-//! Drop events into the ring buffer, within a per-source and a global budget, every drop
-//! accounted as emitted, suppressed or lost.
+//! Drop events, in the report program: a per-source budget in a per-CPU direct-mapped cache, then
+//! a global per-CPU budget (two array lookups) decide whether a drop gets an event in the ring
+//! buffer. Every drop counts once as emitted, suppressed or lost.
 
 use sipguard_common::{
-    abi::{DropEvent, EventLimit, Handoff, SourceKey, event_stat},
+    abi::{DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat},
     parse::{Frame, IpPacket, L4, Parsed, Transport},
     sip::{METHOD_BYTES, sip_method},
-    verdict::source_key,
+    verdict::{source_key, source_tag},
 };
 
 use crate::{
     frame::XdpFrame,
-    maps::{EVENT_LIMITS, EVENT_STATS, EVENTS, event_stat},
+    maps::{EVENT_CACHE, EVENT_STATS, EVENTS, event_stat},
     view::MapView,
 };
 
-/// Reports a drop (or would-drop) verdict handed over by the filter program.
+/// Spends one event of the source's and of the global budget. `Some(n)`: report the drop, `n`
+/// drops of this source having been suppressed since its previous event.
 #[inline(always)]
-pub fn report(ifindex: u32, frame: &XdpFrame, parsed: &Parsed, handoff: &Handoff, view: &MapView) {
-    let packet = match parsed {
-        Parsed::Ip(packet) => Some(packet),
-        _ => None,
-    };
-    let source = match packet {
-        Some(packet) => source_key(packet, view.ipv6_budget()),
+pub fn admit(parsed: &Parsed, view: &MapView) -> Option<u32> {
+    let source = match parsed {
+        Parsed::Ip(packet) => source_key(packet, view.ipv6_budget()),
         // Frames without an IP header share one budget.
-        None => SourceKey::default(),
+        _ => SourceKey::default(),
     };
+    let tag = source_tag(&source);
+    let cache = EVENT_CACHE.get_ptr_mut(0)?;
     let now = view.now();
-    let Some(suppressed) = spend_event_budget(&source, now, view) else {
-        event_stat(event_stat::SUPPRESSED);
-        return;
+    let events = &view.header().events;
+    // SAFETY: per-CPU value; no other writer while this program runs on this CPU.
+    unsafe {
+        let slot = &mut (*cache).slots[(tag >> 24) as usize & (EVENT_CACHE_SLOTS - 1)];
+        let (tat, suppressed) = if slot.tag == tag {
+            (slot.tat_ns, slot.suppressed)
+        } else {
+            (0, 0)
+        };
+        match events.admit(tat, now) {
+            Some(next) if spend_global(now, view) => {
+                slot.tag = tag;
+                slot.tat_ns = next;
+                slot.suppressed = 0;
+                Some(suppressed)
+            }
+            _ => {
+                // A newcomer without budget leaves the slot to its occupant.
+                if slot.tag == tag {
+                    slot.suppressed = suppressed.saturating_add(1);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// The global event budget, per CPU (its TAT lives in the last `SG_EVSTATS` slot).
+#[inline(always)]
+fn spend_global(now: u64, view: &MapView) -> bool {
+    let Some(tat) = EVENT_STATS.get_ptr_mut(event_stat::SLOTS) else {
+        return false;
     };
+    // SAFETY: per-CPU slot.
+    unsafe {
+        match view.header().events_global.admit(*tat, now) {
+            Some(next) => {
+                *tat = next;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Writes the event of a drop that got one.
+#[inline(always)]
+pub fn report(ifindex: u32, frame: &XdpFrame, parsed: &Parsed, handoff: &Handoff, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         event_stat(event_stat::LOST);
         return;
@@ -42,14 +86,14 @@ pub fn report(ifindex: u32, frame: &XdpFrame, parsed: &Parsed, handoff: &Handoff
         (*event).time_ns = now;
         (*event).ifindex = ifindex;
         (*event).packet_len = frame.byte_len() as u32;
-        (*event).suppressed = suppressed;
+        (*event).suppressed = handoff.suppressed;
         (*event).reason = handoff.reason;
         (*event).zone = handoff.zone;
         (*event).monitored = handoff.monitored;
         (*event)._reserved = [0; 6];
-        match packet {
-            Some(packet) => describe(&mut *event, packet, frame),
-            None => {
+        match parsed {
+            Parsed::Ip(packet) => describe(&mut *event, packet, frame),
+            _ => {
                 (*event).src = [0; 16];
                 (*event).dst = [0; 16];
                 (*event).sport = 0;
@@ -95,62 +139,6 @@ fn describe(event: &mut DropEvent, packet: &IpPacket, frame: &XdpFrame) {
         _ => {
             event.sport = 0;
             event.dport = 0;
-        }
-    }
-}
-
-/// Spends one event of the source's budget and of the global one. `Some(n)`: send the event,
-/// `n` events of this source having been suppressed since its previous one.
-#[inline(always)]
-fn spend_event_budget(source: &SourceKey, now: u64, view: &MapView) -> Option<u32> {
-    let header = view.header();
-    let limit = EVENT_LIMITS.get_ptr_mut(source);
-    if let Some(limit) = limit {
-        // SAFETY: map value valid for this run; races with the same source on another CPU at
-        // worst let one more event through.
-        unsafe {
-            match header.events.admit((*limit).tat_ns, now) {
-                Some(next) if spend_global(now, view) => {
-                    (*limit).tat_ns = next;
-                    let suppressed = (*limit).suppressed;
-                    (*limit).suppressed = 0;
-                    return Some(suppressed);
-                }
-                _ => {
-                    (*limit).suppressed = (*limit).suppressed.saturating_add(1);
-                    return None;
-                }
-            }
-        }
-    }
-    // A source without an entry only gets one if the global budget allows an event: a spoofed
-    // flood must not churn this map either.
-    if !spend_global(now, view) {
-        return None;
-    }
-    let fresh = EventLimit {
-        tat_ns: header.events.first(now),
-        suppressed: 0,
-        _reserved: 0,
-    };
-    let _ = EVENT_LIMITS.insert(source, fresh, 0);
-    Some(0)
-}
-
-/// The global event budget, per CPU (its TAT lives in the last `SG_EVSTATS` slot).
-#[inline(always)]
-fn spend_global(now: u64, view: &MapView) -> bool {
-    let Some(tat) = EVENT_STATS.get_ptr_mut(event_stat::SLOTS) else {
-        return false;
-    };
-    // SAFETY: per-CPU slot.
-    unsafe {
-        match view.header().events_global.admit(*tat, now) {
-            Some(next) => {
-                *tat = next;
-                true
-            }
-            None => false,
         }
     }
 }

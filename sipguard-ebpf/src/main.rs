@@ -56,6 +56,8 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
                     zone: verdict.zone as u8,
                     monitored: monitored as u8,
                     _reserved: 0,
+                    suppressed: 0,
+                    _reserved2: 0,
                 };
                 TAILS.tail_call(&ctx, TAIL_REPORT);
             }
@@ -65,21 +67,31 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
     action
 }
 
-/// Tail-called on drop verdicts: writes the drop event, returns the filter's action.
+/// Tail-called on drop verdicts (verified on its own: one program doing both would exceed the
+/// verifier's complexity limit): applies the event budgets, writes the event, returns the
+/// filter's action.
 #[xdp]
 pub fn sipguard_report(ctx: XdpContext) -> u32 {
-    let Some(handoff) = HANDOFF.get(0).copied() else {
+    let Some(mut handoff) = HANDOFF.get(0).copied() else {
         return xdp_action::XDP_PASS;
     };
-    if let Some(view) = MapView::active() {
-        let frame = XdpFrame::new(&ctx);
-        events::report(
-            ctx.ingress_ifindex() as u32,
-            &frame,
-            &parse(&frame),
-            &handoff,
-            &view,
-        );
+    let Some(view) = MapView::active() else {
+        return handoff.action;
+    };
+    let frame = XdpFrame::new(&ctx);
+    let parsed = parse(&frame);
+    match events::admit(&parsed, &view) {
+        Some(suppressed) => {
+            handoff.suppressed = suppressed;
+            events::report(
+                ctx.ingress_ifindex() as u32,
+                &frame,
+                &parsed,
+                &handoff,
+                view.now(),
+            );
+        }
+        None => event_stat(event_stat::SUPPRESSED),
     }
     handoff.action
 }

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use sipguard_common::abi::{
-    Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventLimit, FragKey, FragVerdict, GENERATIONS,
-    Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_EVENT_SOURCES, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
+    Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventCache, FragKey, FragVerdict, GENERATIONS,
+    Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
     MAX_TRACKED_FRAGMENTS, Meta, Policy, RuleValue, SourceKey, SourceState, event_stat,
 };
 
@@ -74,11 +74,10 @@ pub static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "SG_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
-/// Event budget per source, so that one flooding source cannot fill the ring buffer. LRU:
-/// 16,384 x ~92 bytes ~ 1.5 MB.
-#[map(name = "SG_EVLIMIT")]
-pub static EVENT_LIMITS: LruHashMap<SourceKey, EventLimit> =
-    LruHashMap::with_max_entries(MAX_EVENT_SOURCES, 0);
+/// Event budget per source, per CPU, direct-mapped: one array lookup decides whether a drop gets
+/// an event. 256 x 16 bytes per CPU.
+#[map(name = "SG_EVCACHE")]
+pub static EVENT_CACHE: PerCpuArray<EventCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// Event accounting per CPU (`event_stat::*`): emitted, suppressed, lost, bans issued; and in
 /// slot SLOTS the per-CPU TAT of the global event budget. 5 x 8 bytes per CPU.

@@ -10,7 +10,7 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, maps::lpm_
 use sipguard_common::{
     abi::{
         Ban, BanReason, CLASS_SLOTS, ClassLimits, FragKey, FragVerdict, FragmentPolicy, Mode,
-        Policy, PolicyHeader, SourceKey, SourceState, Zone, event_stat,
+        Policy, PolicyHeader, SourceKey, SourceState, Zone, event_stat, policy_flags,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -125,6 +125,14 @@ impl PolicyView for MapView {
 
     #[inline(always)]
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool {
+        let present = match family {
+            Family::V4 => policy_flags::DENY4,
+            Family::V6 => policy_flags::DENY6,
+        };
+        // An empty denylist costs no lookup.
+        if self.policy.header.flags & present == 0 {
+            return false;
+        }
         match (family, self.generation) {
             (Family::V4, 0) => DENY4_0.get(v4(addr)).is_some(),
             (Family::V4, _) => DENY4_1.get(v4(addr)).is_some(),

@@ -50,7 +50,7 @@ const ALL_MAPS: [&str; 22] = [
     map_name::BANS,
     map_name::NEW_SOURCES,
     map_name::EVENTS,
-    map_name::EVENT_LIMITS,
+    map_name::EVENT_CACHE,
     map_name::EVENT_STATS,
     map_name::TAILS,
     map_name::SCRATCH,

@@ -13,8 +13,8 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key,
 };
 use sipguard_common::abi::{
-    self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, EventLimit, FragKey, FragVerdict, GENERATIONS,
-    Ipv4Data, Ipv6Data, META_MAGIC, Meta, RuleValue, SourceKey, SourceState, event_stat, map_name,
+    self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data,
+    Ipv6Data, META_MAGIC, Meta, RuleValue, SourceKey, SourceState, event_stat, map_name,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -372,7 +372,6 @@ pub struct State {
     sources: HashMap<MapData, SourceKey, SourceState>,
     peers: HashMap<MapData, SourceKey, SourceState>,
     bans: HashMap<MapData, SourceKey, Ban>,
-    event_limits: HashMap<MapData, SourceKey, EventLimit>,
     event_stats: PerCpuArray<MapData, u64>,
     frags: HashMap<MapData, FragKey, FragVerdict>,
 }
@@ -428,7 +427,6 @@ impl State {
             sources: open_pinned(&pin(map_name::SOURCES))?,
             peers: open_pinned(&pin(map_name::PEERS))?,
             bans: open_pinned(&pin(map_name::BANS))?,
-            event_limits: open_pinned(&pin(map_name::EVENT_LIMITS))?,
             event_stats: open_pinned(&pin(map_name::EVENT_STATS))?,
             frags: open_pinned(&pin(map_name::FRAGS))?,
         })
@@ -662,11 +660,6 @@ impl State {
                 name: map_name::BANS,
                 entries: self.bans.keys().count(),
                 capacity: abi::MAX_BANS,
-            },
-            MapFill {
-                name: map_name::EVENT_LIMITS,
-                entries: self.event_limits.keys().count(),
-                capacity: abi::MAX_EVENT_SOURCES,
             },
             MapFill {
                 name: map_name::FRAGS,

@@ -513,3 +513,29 @@ fn runtime_allow_entries_carry_a_class_across_applies() {
         .unwrap();
     assert_eq!(rules.len(), 3);
 }
+
+/// The data plane skips the denylist of a family marked empty; a runtime entry must clear the
+/// mark at once, and removing the last one sets it again.
+#[test]
+fn a_runtime_deny_entry_acts_even_when_the_denylist_was_empty() {
+    let mut filter = TestFilter::new(
+        "[trunk]\nudp = [5060]\n[[allow]]\ncidrs = [\"192.0.2.0/24\", \"2001:db8:1::/48\"]\n",
+    );
+    let v4 = frame("192.0.2.10".parse().unwrap(), 5060);
+    let v6 = frame("2001:db8:1::10".parse().unwrap(), 5060);
+    assert_eq!(filter.run(&v4).reason, Reason::Allowlisted);
+    assert_eq!(filter.run(&v6).reason, Reason::Allowlisted);
+    let (code, _, stderr) = cli(&filter, &["deny", "add", "192.0.2.10", "2001:db8:1::/64"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(filter.run(&v4).reason, Reason::Denylisted);
+    assert_eq!(filter.run(&v6).reason, Reason::Denylisted);
+    let (code, _, stderr) = cli(&filter, &["deny", "del", "192.0.2.10", "2001:db8:1::/64"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(filter.run(&v4).reason, Reason::Allowlisted);
+    let policy = filter
+        .loaded
+        .state
+        .policy(filter.loaded.state.active_generation().unwrap())
+        .unwrap();
+    assert_eq!(policy.header.flags, 0, "both families marked empty again");
+}

@@ -7,7 +7,7 @@ use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
 
 use super::{Global, format_time, print_json};
 use crate::{
-    policy::{Prefix, class_name, parse_net},
+    policy::{Prefix, class_name, deny_flags, parse_net},
     state::{List, Lock, State, now_unix},
 };
 
@@ -117,6 +117,15 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
             state.insert_rule(generation, list, *prefix, value)?;
         } else {
             state.remove_rule(generation, list, *prefix)?;
+        }
+    }
+    if list == List::Deny {
+        // The data plane skips the denylist lookup of a family marked empty.
+        let mut policy = state.policy(generation)?;
+        let flags = deny_flags(&state.rules(generation, List::Deny)?);
+        if policy.header.flags != flags {
+            policy.header.flags = flags;
+            state.set_policy(generation, &policy)?;
         }
     }
     let verb = if add { "added to" } else { "removed from" };

@@ -11,7 +11,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sipguard_common::{
     abi::{
         self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS, RuleValue,
-        Zone,
+        Zone, policy_flags,
     },
     budget::{BanRule, Gcra},
 };
@@ -188,6 +188,7 @@ impl Tables {
         value.header.mode = self.mode as u8;
         value.header.fragments = self.fragments as u8;
         value.header.ipv6_budget_prefix = self.ipv6_prefix;
+        value.header.flags = deny_flags(&self.deny);
         value.header.access_class = self.access_class;
         value.header.new_sources =
             Gcra::new(self.new_sources.rate.into(), self.new_sources.burst.into()).split(cpus);
@@ -218,6 +219,17 @@ impl Tables {
     pub fn ports(&self, udp: bool, zone: Zone) -> Vec<u16> {
         ports_in(if udp { &self.udp_zone } else { &self.tcp_zone }, zone)
     }
+}
+
+/// `policy_flags` for the families whose denylist has entries.
+pub fn deny_flags(deny: &BTreeMap<Prefix, RuleValue>) -> u8 {
+    deny.keys().fold(0, |flags, prefix| {
+        flags
+            | match prefix {
+                Prefix::V4 { .. } => policy_flags::DENY4,
+                Prefix::V6 { .. } => policy_flags::DENY6,
+            }
+    })
 }
 
 /// Ports of a zone table that belong to `zone`.

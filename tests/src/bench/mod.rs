@@ -532,7 +532,7 @@ fn notes() -> Vec<String> {
          has no budgets, zones, bans or header checks: allowlisted_over_budget, \
          unknown_access_admitted and malformed have no xdp-filter figure, and a ban is an \
          address rule there. It looks up destination and source address of every packet.",
-        "10k+full: SG_SOURCES, SG_PEERS and SG_EVLIMIT filled to capacity (fresh state of other \
+        "10k+full: SG_SOURCES and SG_PEERS filled to capacity (fresh state of other \
          sources) before measuring; the access-zone scenario then inserts into a full LRU map.",
         "10k-noevents is a diagnostic, not a product configuration, and is kept out of the \
          targets: the drop-event program is removed from its tail-call slot (SG_TAILS), so a drop \

@@ -21,8 +21,8 @@ use sipguard::{
     state::{EventStats, Target, boot_now_ns},
 };
 use sipguard_common::abi::{
-    Ban, BanReason, EventLimit, MAX_EVENT_SOURCES, MAX_PEERS, MAX_SOURCES, SourceKey, SourceState,
-    TAIL_REPORT, counter_index, map_name,
+    Ban, BanReason, MAX_PEERS, MAX_SOURCES, SourceKey, SourceState, TAIL_REPORT, counter_index,
+    map_name,
 };
 use sipguard_tests::harness::TestFilter;
 
@@ -49,7 +49,7 @@ pub struct Config {
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
     Plain,
-    /// SG_SOURCES, SG_PEERS and SG_EVLIMIT filled to capacity before measuring.
+    /// SG_SOURCES and SG_PEERS filled to capacity before measuring.
     MapsFull,
     /// Diagnostic, not a product configuration: the drop-event program is taken out of its
     /// tail-call slot, so drop verdicts skip event reporting. The difference to `Plain` is what
@@ -61,7 +61,7 @@ impl Variant {
     pub fn describe(self) -> &'static str {
         match self {
             Variant::Plain => "as deployed",
-            Variant::MapsFull => "SG_SOURCES, SG_PEERS, SG_EVLIMIT full",
+            Variant::MapsFull => "SG_SOURCES, SG_PEERS full",
             Variant::NoEvents => "diagnostic: drop events off",
         }
     }
@@ -158,10 +158,10 @@ impl Config {
     }
 }
 
-/// Fills SG_SOURCES (unknown sources of the access zone), SG_PEERS (allowlisted peers with a
-/// budget) and SG_EVLIMIT (per-source event budgets) to capacity with fresh state, as after a
-/// flood of new sources with every slot in use. Keys: 198.18.0.0/16, 198.19.128.0/18 and
-/// 198.19.64.0/18, none of them a scenario source.
+/// Fills SG_SOURCES (unknown sources of the access zone) and SG_PEERS (allowlisted peers with a
+/// budget) to capacity with fresh state, as after a flood of new sources with every slot in use.
+/// Keys: 198.18.0.0/16 and 198.19.128.0/18, none of them a scenario source. (The per-source event
+/// budgets live in a fixed-size per-CPU cache: nothing to fill.)
 fn fill_per_source_maps(target: &Target) -> Result<()> {
     fn fill<V: aya::Pod>(
         target: &Target,
@@ -197,13 +197,6 @@ fn fill_per_source_maps(target: &Target) -> Result<()> {
         MAX_PEERS,
         Ipv4Addr::new(198, 19, 128, 0),
         state,
-    )?;
-    fill(
-        target,
-        map_name::EVENT_LIMITS,
-        MAX_EVENT_SOURCES,
-        Ipv4Addr::new(198, 19, 64, 0),
-        EventLimit::default(),
     )?;
     Ok(())
 }
