@@ -208,6 +208,9 @@ impl UdpCounter {
                 }
             };
             let _ = socket.set_read_timeout(Some(Duration::from_millis(50)));
+            // Bursts of a few hundred datagrams must not overflow the default receive
+            // buffer while this thread waits for a busy CPU: lost here would look like XDP.
+            force_receive_buffer(&socket, 16 << 20);
             let _ = bound_tx.send(Ok(()));
             let mut counts: HashMap<IpAddr, usize> = HashMap::new();
             let mut buffer = vec![0u8; 65_536];
@@ -232,6 +235,21 @@ impl UdpCounter {
         std::thread::sleep(quiet);
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("listener thread")
+    }
+}
+
+fn force_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a valid fd and an int option value. SO_RCVBUFFORCE
+    // (root) ignores rmem_max; failure leaves the default, which only makes loss likelier.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &bytes as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
