@@ -40,6 +40,9 @@ pub const THROTTLED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
 pub const UNBUDGETED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 2);
 /// On no list (last two bits 11, among allowlisted hosts).
 pub const UNKNOWN_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 7);
+/// On no list, in a /24 that no allow or deny prefix touches (TEST-NET-3): the IPv4 prefilter
+/// answers without a trie walk. Only ever a test_run frame.
+pub const UNLISTED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 pub const ACCESS_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 11);
 pub const BANNED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 15);
 pub const NON_SIP_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 19);

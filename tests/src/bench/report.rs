@@ -642,9 +642,10 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "  {config:>5} prefixes, x bare drop: unknown dropped {}, allowlisted {}, \
-                 IPv6 {}, access admitted {}",
+                "  {config:>5} prefixes, x bare drop: unknown dropped {} (unlisted /24 {}), \
+                 allowlisted {}, IPv6 {}, access admitted {}",
                 pick("unknown_trunk_dropped"),
+                pick("unknown_unlisted_dropped"),
                 pick("allowlisted_under_budget"),
                 pick("ipv6_allowlisted"),
                 pick("unknown_access_admitted"),

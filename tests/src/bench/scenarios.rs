@@ -13,7 +13,7 @@ use sipguard_tests::{
 
 use super::mix::{
     ACCESS_PORT, ACCESS_V4, BANNED_V4, CARRIER_V4, CARRIER_V6, DENIED_V4, MALFORMED_V4, NON_SIP_V4,
-    SBC_V4, SBC_V6, THROTTLED_V4, TRUNK_PORT, UNBUDGETED_V4, UNKNOWN_V4,
+    SBC_V4, SBC_V6, THROTTLED_V4, TRUNK_PORT, UNBUDGETED_V4, UNKNOWN_V4, UNLISTED_V4,
 };
 
 /// Which xdp-filter setup expresses a scenario.
@@ -112,6 +112,15 @@ pub fn all() -> Vec<Scenario> {
             "unknown_trunk_dropped",
             "unknown source dropped (trunk zone)",
             options4(UNKNOWN_V4, TRUNK_PORT).build(),
+            XDP_DROP,
+            Zone::Trunk,
+            Reason::NotAllowlisted,
+            Some(XfSetup::DropUnmatched),
+        ),
+        scenario(
+            "unknown_unlisted_dropped",
+            "unknown source from a /24 no list touches, dropped (trunk zone)",
+            options4(UNLISTED_V4, TRUNK_PORT).build(),
             XDP_DROP,
             Zone::Trunk,
             Reason::NotAllowlisted,
