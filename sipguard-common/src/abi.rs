@@ -30,6 +30,7 @@ pub mod map_name {
     pub const NEW_SOURCES: &str = "SG_NEWSRC";
     pub const EVENTS: &str = "SG_EVENTS";
     pub const EVENT_CACHE: &str = "SG_EVCACHE";
+    pub const PREFILTER: &str = "SG_PREFILTER";
     pub const EVENT_STATS: &str = "SG_EVSTATS";
     pub const TAILS: &str = "SG_TAILS";
     pub const SCRATCH: &str = "SG_SCRATCH";
@@ -384,6 +385,29 @@ pub type Ipv6Data = [u8; 16];
 /// Capacity of each allow/deny trie (per family and generation). LPM tries allocate per entry
 /// (BPF_F_NO_PREALLOC), so this is a ceiling, not a reservation: about 100 bytes per prefix used.
 pub const MAX_PREFIXES: u32 = 262_144;
+
+/// The IPv4 prefilter: one bit per /24, set when any allow or deny prefix touches it. A source
+/// whose bit is clear is on neither list, which the data plane learns from one inlined array
+/// lookup instead of two LPM trie walks: the path every spoofed flood takes.
+///
+/// `SG_PREFILTER` holds `PREFILTER_CHUNKS` chunks per generation (generation g at
+/// `g * PREFILTER_CHUNKS ..`). Sizing: 2^24 bits = 2 MiB per generation, two generations.
+pub const PREFILTER_CHUNK_WORDS: usize = 4096;
+pub const PREFILTER_CHUNKS: u32 = 64;
+
+/// One chunk: 4096 x 64 bits = 262,144 consecutive /24s (a /6 of the address space).
+pub type PrefilterChunk = [u64; PREFILTER_CHUNK_WORDS];
+
+/// Chunk (within a generation), word and bit of an IPv4 address's /24.
+#[inline(always)]
+pub const fn prefilter_position(addr: [u8; 4]) -> (u32, usize, u32) {
+    let slash24 = u32::from_be_bytes(addr) >> 8;
+    (
+        slash24 >> 18,
+        ((slash24 >> 6) as usize) & (PREFILTER_CHUNK_WORDS - 1),
+        slash24 & 63,
+    )
+}
 
 /// Where a rule came from.
 #[repr(u8)]

@@ -41,6 +41,10 @@ pub trait PolicyView {
     /// Zone of a destination port (`Zone::None` when it is not a SIP port).
     fn zone(&self, transport: Transport, port: u16) -> Zone;
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool;
+    /// False when `addr` is certainly on neither list (the IPv4 prefilter); true when it may be.
+    fn maybe_listed(&self, _family: Family, _addr: &[u8; 16]) -> bool {
+        true
+    }
     /// The budget class of an allowlisted source (0: no budget), or [`NOT_ALLOWLISTED`].
     ///
     /// A plain integer rather than `Option<u16>`: LLVM leaves the payload of a `None` undefined
@@ -128,10 +132,15 @@ fn judge_source<V: PolicyView>(
     zone: Zone,
     unknown: Reason,
 ) -> Verdict {
-    if view.is_denied(packet.family, &packet.src) {
+    let listed = view.maybe_listed(packet.family, &packet.src);
+    if listed && view.is_denied(packet.family, &packet.src) {
         return Verdict::new(Reason::Denylisted, zone);
     }
-    let class = view.allow_class(packet.family, &packet.src);
+    let class = if listed {
+        view.allow_class(packet.family, &packet.src)
+    } else {
+        NOT_ALLOWLISTED
+    };
     if class == NOT_ALLOWLISTED && zone != Zone::Access {
         // The flood path of a trunk: no ban lookup, no state.
         return Verdict::new(unknown, zone);

@@ -10,7 +10,8 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, maps::lpm_
 use sipguard_common::{
     abi::{
         Ban, BanReason, CLASS_SLOTS, ClassLimits, FragKey, FragVerdict, FragmentPolicy, Mode,
-        Policy, PolicyHeader, SourceKey, SourceState, Zone, event_stat, policy_flags,
+        PREFILTER_CHUNKS, Policy, PolicyHeader, SourceKey, SourceState, Zone, event_stat,
+        policy_flags, prefilter_position,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -19,7 +20,7 @@ use sipguard_common::{
 
 use crate::maps::{
     ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, DENY4_0, DENY4_1, DENY6_0, DENY6_1,
-    FRAGS, NEW_SOURCES, PEERS, POLICY, SOURCES, event_stat,
+    FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SOURCES, event_stat,
 };
 
 pub struct MapView {
@@ -121,6 +122,18 @@ impl PolicyView for MapView {
             Transport::Tcp => &self.policy.tcp_zone,
         };
         Zone::from_u8(table[port as usize])
+    }
+
+    #[inline(always)]
+    fn maybe_listed(&self, family: Family, addr: &[u8; 16]) -> bool {
+        if family == Family::V6 {
+            return true;
+        }
+        let (chunk, word, bit) = prefilter_position([addr[0], addr[1], addr[2], addr[3]]);
+        match PREFILTER.get(self.generation * PREFILTER_CHUNKS + chunk) {
+            Some(bits) => bits[word] & (1 << bit) != 0,
+            None => true,
+        }
     }
 
     #[inline(always)]

@@ -14,7 +14,7 @@ use sipguard_common::abi::{
 };
 
 use crate::{
-    policy::{Budget, Policy, Prefix, Tables, class_limits, class_name, ports_in},
+    policy::{Budget, Policy, Prefix, Tables, class_limits, class_name, ports_in, prefilter},
     state::{List, State, StateError, now_unix},
 };
 
@@ -112,6 +112,10 @@ pub fn apply(
     wait_for_inflight_packets();
     state.sync_rules(next, List::Allow, &tables.allow)?;
     state.sync_rules(next, List::Deny, &tables.deny)?;
+    state.sync_prefilter(
+        next,
+        &prefilter(tables.allow.keys().chain(tables.deny.keys())),
+    )?;
     let mut header = PolicyHeader {
         serial: current.header.serial + 1,
         applied_at_unix: now,

@@ -14,7 +14,8 @@ use aya::maps::{
 };
 use sipguard_common::abi::{
     self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data,
-    Ipv6Data, META_MAGIC, Meta, RuleValue, SourceKey, SourceState, event_stat, map_name,
+    Ipv6Data, META_MAGIC, Meta, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, SourceKey,
+    SourceState, event_stat, map_name,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -374,6 +375,7 @@ pub struct State {
     bans: HashMap<MapData, SourceKey, Ban>,
     event_stats: PerCpuArray<MapData, u64>,
     frags: HashMap<MapData, FragKey, FragVerdict>,
+    prefilter: Array<MapData, PrefilterChunk>,
 }
 
 /// Event accounting summed over CPUs.
@@ -429,6 +431,7 @@ impl State {
             bans: open_pinned(&pin(map_name::BANS))?,
             event_stats: open_pinned(&pin(map_name::EVENT_STATS))?,
             frags: open_pinned(&pin(map_name::FRAGS))?,
+            prefilter: open_pinned(&pin(map_name::PREFILTER))?,
         })
     }
 
@@ -667,5 +670,34 @@ impl State {
                 capacity: abi::MAX_TRACKED_FRAGMENTS,
             },
         ]
+    }
+
+    /// The IPv4 prefilter of a generation, chunk by chunk.
+    pub fn prefilter(&self, generation: u32) -> Result<Vec<Box<PrefilterChunk>>, StateError> {
+        (0..PREFILTER_CHUNKS)
+            .map(|chunk| {
+                self.prefilter
+                    .get(&(generation * PREFILTER_CHUNKS + chunk), 0)
+                    .map(Box::new)
+                    .map_err(map_err("read SG_PREFILTER"))
+            })
+            .collect()
+    }
+
+    /// Writes the chunks of a generation's prefilter that differ from `desired`.
+    pub fn sync_prefilter(
+        &mut self,
+        generation: u32,
+        desired: &[Box<PrefilterChunk>],
+    ) -> Result<(), StateError> {
+        let current = self.prefilter(generation)?;
+        for (chunk, (now, wanted)) in current.iter().zip(desired).enumerate() {
+            if now != wanted {
+                self.prefilter
+                    .set(generation * PREFILTER_CHUNKS + chunk as u32, **wanted, 0)
+                    .map_err(map_err("write SG_PREFILTER"))?;
+            }
+        }
+        Ok(())
     }
 }

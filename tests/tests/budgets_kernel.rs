@@ -539,3 +539,49 @@ fn a_runtime_deny_entry_acts_even_when_the_denylist_was_empty() {
         .unwrap();
     assert_eq!(policy.header.flags, 0, "both families marked empty again");
 }
+
+/// The IPv4 prefilter (one bit per /24) must let every address of a runtime entry reach the
+/// allowlist at once, across prefilter chunks, and keep outsiders off it.
+#[test]
+fn a_runtime_allow_entry_passes_the_prefilter_across_its_whole_range() {
+    let mut filter =
+        TestFilter::new("[trunk]\nudp = [5060]\n[[allow]]\ncidrs = [\"192.0.2.0/24\"]\n");
+    let inside = ["64.0.0.1", "67.255.255.254", "68.0.0.1", "71.255.255.254"];
+    for source in inside {
+        assert_eq!(
+            filter.run(&frame(source.parse().unwrap(), 5060)).reason,
+            Reason::NotAllowlisted
+        );
+    }
+    // 64.0.0.0/5 spans two prefilter chunks (a chunk covers a /6).
+    let (code, _, stderr) = cli(&filter, &["allow", "add", "64.0.0.0/5"]);
+    assert_eq!(code, 0, "{stderr}");
+    for source in inside {
+        assert_eq!(
+            filter.run(&frame(source.parse().unwrap(), 5060)).reason,
+            Reason::Allowlisted,
+            "{source}"
+        );
+    }
+    for source in ["63.255.255.254", "72.0.0.1"] {
+        assert_eq!(
+            filter.run(&frame(source.parse().unwrap(), 5060)).reason,
+            Reason::NotAllowlisted,
+            "{source}"
+        );
+    }
+    // An apply rebuilds the prefilter from the policy plus the runtime entries.
+    filter.apply("[trunk]\nudp = [5060]\n[[allow]]\ncidrs = [\"192.0.2.0/24\"]\n");
+    assert_eq!(
+        filter
+            .run(&frame("71.255.255.254".parse().unwrap(), 5060))
+            .reason,
+        Reason::Allowlisted
+    );
+    assert_eq!(
+        filter
+            .run(&frame("192.0.2.9".parse().unwrap(), 5060))
+            .reason,
+        Reason::Allowlisted
+    );
+}

@@ -7,7 +7,7 @@ use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
 
 use super::{Global, format_time, print_json};
 use crate::{
-    policy::{Prefix, class_name, deny_flags, parse_net},
+    policy::{Prefix, class_name, deny_flags, mark_prefilter, parse_net},
     state::{List, Lock, State, now_unix},
 };
 
@@ -105,6 +105,14 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
                 })? as u16
         }
     };
+    if add {
+        // Mark the prefilter first: a source whose /24 is clear is taken as on no list.
+        let mut chunks = state.prefilter(generation)?;
+        for prefix in &entries.entries {
+            mark_prefilter(&mut chunks, prefix);
+        }
+        state.sync_prefilter(generation, &chunks)?;
+    }
     let now = now_unix() as u32;
     for prefix in &entries.entries {
         if add {

@@ -14,7 +14,10 @@ use sipguard_common::abi::{FragmentPolicy, Mode};
 
 pub use self::{
     file::{Diagnostic, PolicyError, parse_duration},
-    tables::{Prefix, Tables, class_limits, class_name, deny_flags, ports_in, zeroed_policy},
+    tables::{
+        Prefix, Tables, class_limits, class_name, deny_flags, mark_prefilter, ports_in, prefilter,
+        zeroed_policy,
+    },
 };
 
 /// UDP ports of the trunk zone when a policy names no zone.

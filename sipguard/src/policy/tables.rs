@@ -10,8 +10,9 @@ use std::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sipguard_common::{
     abi::{
-        self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS, RuleValue,
-        Zone, policy_flags,
+        self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS,
+        PREFILTER_CHUNK_WORDS, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, Zone, policy_flags,
+        prefilter_position,
     },
     budget::{BanRule, Gcra},
 };
@@ -221,6 +222,33 @@ impl Tables {
     }
 }
 
+/// The IPv4 prefilter of a generation (`SG_PREFILTER`): one bit per /24 that an allow or deny
+/// prefix touches.
+pub fn prefilter<'a>(prefixes: impl IntoIterator<Item = &'a Prefix>) -> Vec<Box<PrefilterChunk>> {
+    let mut chunks: Vec<Box<PrefilterChunk>> = (0..PREFILTER_CHUNKS)
+        .map(|_| Box::new([0u64; PREFILTER_CHUNK_WORDS]))
+        .collect();
+    for prefix in prefixes {
+        mark_prefilter(&mut chunks, prefix);
+    }
+    chunks
+}
+
+/// Sets the bits of the /24s an IPv4 prefix touches (IPv6 prefixes have no prefilter).
+pub fn mark_prefilter(chunks: &mut [Box<PrefilterChunk>], prefix: &Prefix) {
+    let Prefix::V4 { len, addr } = *prefix else {
+        return;
+    };
+    let first = u32::from_be_bytes(addr) >> 8;
+    let count = 1u64 << 24u32.saturating_sub(u32::from(len));
+    for slash24 in u64::from(first)..u64::from(first) + count {
+        let (chunk, word, bit) = prefilter_position(((slash24 as u32) << 8).to_be_bytes());
+        if let Some(chunk) = chunks.get_mut(chunk as usize) {
+            chunk[word] |= 1 << bit;
+        }
+    }
+}
+
 /// `policy_flags` for the families whose denylist has entries.
 pub fn deny_flags(deny: &BTreeMap<Prefix, RuleValue>) -> u8 {
     deny.keys().fold(0, |flags, prefix| {
@@ -303,6 +331,35 @@ mod tests {
                 addr: [198, 51, 100, 0]
             }
         );
+    }
+
+    #[test]
+    fn the_prefilter_marks_every_slash24_a_prefix_touches() {
+        let prefix = |text: &str| Prefix::from(text.parse::<IpNet>().unwrap());
+        let is_set = |chunks: &[Box<PrefilterChunk>], addr: [u8; 4]| {
+            let (chunk, word, bit) = prefilter_position(addr);
+            chunks[chunk as usize][word] & (1 << bit) != 0
+        };
+        let prefixes = [
+            prefix("198.51.100.7/32"),
+            prefix("10.0.0.0/8"),
+            prefix("192.0.2.16/28"),
+            prefix("2001:db8::/32"),
+        ];
+        let chunks = prefilter(&prefixes);
+        assert!(is_set(&chunks, [198, 51, 100, 200]), "the /24 of a host");
+        assert!(!is_set(&chunks, [198, 51, 101, 7]));
+        assert!(is_set(&chunks, [10, 0, 0, 1]) && is_set(&chunks, [10, 255, 255, 255]));
+        assert!(!is_set(&chunks, [11, 0, 0, 0]) && !is_set(&chunks, [9, 255, 255, 255]));
+        assert!(is_set(&chunks, [192, 0, 2, 1]), "a /28 marks its /24");
+        let bits: u32 = chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|w| w.count_ones())
+            .sum();
+        assert_eq!(bits, 1 + 65_536 + 1, "IPv6 prefixes mark nothing");
+        let everything = prefilter(&[prefix("0.0.0.0/0")]);
+        assert!(everything.iter().all(|c| c.iter().all(|w| *w == u64::MAX)));
     }
 
     #[test]
