@@ -328,10 +328,15 @@ pub struct PolicyHeader {
     pub events_rate: u32,
     pub events_burst: u32,
     pub events_global_rate: u32,
-    pub _reserved2: u32,
+    /// Nanoseconds per kernel tick (jiffy): event budgets run on jiffies, which the verifier
+    /// inlines to one load, where every clock helper costs a call. 0: [`DEFAULT_TICK_NS`].
+    pub tick_ns: u32,
     /// NUL-padded path of the policy file last applied; empty when none.
     pub source_path: [u8; SOURCE_PATH_LEN],
 }
+
+/// The tick assumed when [`PolicyHeader::tick_ns`] is unset (HZ=250).
+pub const DEFAULT_TICK_NS: u32 = 4_000_000;
 
 /// Bits of [`PolicyHeader::flags`].
 pub mod policy_flags {

@@ -87,6 +87,12 @@ pub fn decide<V: PolicyView>(parsed: &Parsed, view: &V) -> Verdict {
         Parsed::TooDeep => return Verdict::new(Reason::Unparsed, Zone::Unknown),
         Parsed::Ip(packet) => packet,
     };
+    decide_ip(packet, view)
+}
+
+/// Decides what happens to an IP packet.
+#[inline(always)]
+pub fn decide_ip<V: PolicyView>(packet: &IpPacket, view: &V) -> Verdict {
     let verdict = match packet.l4 {
         L4::Other => Verdict::new(Reason::NotSip, Zone::None),
         L4::Ports {

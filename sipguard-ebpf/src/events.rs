@@ -1,13 +1,14 @@
-//! Drop events, in the report program: a per-source budget in a per-CPU direct-mapped cache, then
-//! a global per-CPU budget (two array lookups) decide whether a drop gets an event in the ring
-//! buffer. Every drop counts once as emitted, suppressed or lost.
+//! Drop events: in the filter, a per-source budget in a per-CPU direct-mapped cache, then a
+//! global per-CPU budget (two array lookups, no helper call) decide whether a drop gets an
+//! event; only then is the report program tail-called to write it into the ring buffer. Every
+//! drop counts once as emitted, suppressed or lost.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::bpf_jiffies64;
 use sipguard_common::{
-    abi::{DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat},
-    parse::{Frame, IpPacket, L4, Parsed, Transport},
+    abi::{DEFAULT_TICK_NS, DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat},
+    parse::{Frame, IpPacket, L4, Transport},
     sip::{METHOD_BYTES, sip_method},
-    verdict::{source_key, source_tag},
+    verdict::source_tag,
 };
 
 use crate::{
@@ -19,19 +20,11 @@ use crate::{
 /// Spends one event of the source's and of the global budget. `Some(n)`: report the drop, `n`
 /// drops of this source having been suppressed since its previous event.
 #[inline(always)]
-pub fn admit(parsed: &Parsed, view: &MapView) -> Option<u32> {
-    let source = match parsed {
-        Parsed::Ip(packet) => source_key(packet, view.ipv6_budget()),
-        // Frames without an IP header share one budget.
-        _ => SourceKey::default(),
-    };
-    let tag = source_tag(&source);
+pub fn admit(source: &SourceKey, view: &MapView) -> Option<u32> {
+    let tag = source_tag(source);
     let cache = EVENT_CACHE.get_ptr_mut(0)?;
-    // The coarse clock (one tick, 4 ms at HZ=250) is plenty for budgets of a few events per
-    // second, and costs half of a precise read; the event cache only ever sees this clock.
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let events = &view.header().events;
+    let now = tick_clock(view);
     // SAFETY: per-CPU value; no other writer while this program runs on this CPU.
     unsafe {
         let slot = &mut (*cache).slots[(tag >> 24) as usize & (EVENT_CACHE_SLOTS - 1)];
@@ -58,6 +51,19 @@ pub fn admit(parsed: &Parsed, view: &MapView) -> Option<u32> {
     }
 }
 
+/// Nanoseconds on a clock that advances once per kernel tick (4 ms at HZ=250): plenty for
+/// budgets of a few events per second. The verifier inlines `bpf_jiffies64` into one load;
+/// every clock helper costs a call (20-40 ns here). Only event budgets ever see this clock.
+#[inline(always)]
+fn tick_clock(view: &MapView) -> u64 {
+    let tick = match view.header().tick_ns {
+        0 => DEFAULT_TICK_NS,
+        tick => tick,
+    };
+    // SAFETY: helper without arguments.
+    unsafe { bpf_jiffies64() }.wrapping_mul(u64::from(tick))
+}
+
 /// The global event budget, per CPU (its TAT lives in the last `SG_EVSTATS` slot).
 #[inline(always)]
 fn spend_global(now: u64, view: &MapView) -> bool {
@@ -78,7 +84,16 @@ fn spend_global(now: u64, view: &MapView) -> bool {
 
 /// Writes the event of a drop that got one.
 #[inline(always)]
-pub fn report(ifindex: u32, frame: &XdpFrame, parsed: &Parsed, handoff: &Handoff, now: u64) {
+///
+/// Called once per arm of the parse result (`None`: no IP header), so that no undefined payload
+/// of another variant is carried past the ring-buffer helper call.
+pub fn report(
+    ifindex: u32,
+    frame: &XdpFrame,
+    packet: Option<&IpPacket>,
+    handoff: &Handoff,
+    now: u64,
+) {
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         event_stat(event_stat::LOST);
         return;
@@ -95,9 +110,9 @@ pub fn report(ifindex: u32, frame: &XdpFrame, parsed: &Parsed, handoff: &Handoff
         (*event).zone = handoff.zone;
         (*event).monitored = handoff.monitored;
         (*event)._reserved = [0; 6];
-        match parsed {
-            Parsed::Ip(packet) => describe(&mut *event, packet, frame),
-            _ => {
+        match packet {
+            Some(packet) => describe(&mut *event, packet, frame),
+            None => {
                 (*event).src = [0; 16];
                 (*event).dst = [0; 16];
                 (*event).sport = 0;

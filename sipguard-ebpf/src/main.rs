@@ -13,11 +13,13 @@ mod frame;
 mod maps;
 mod view;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_boot_ns, macros::xdp, programs::XdpContext,
+};
 use sipguard_common::{
-    abi::{Handoff, Mode, TAIL_REPORT, counter_index, event_stat},
-    parse::parse,
-    verdict::decide,
+    abi::{Handoff, Mode, SourceKey, TAIL_REPORT, counter_index, event_stat},
+    parse::{Parsed, parse},
+    verdict::{decide, decide_ip, source_key},
 };
 
 use crate::{
@@ -33,7 +35,16 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
         // Only possible if the maps are unreadable; never break the host's networking.
         return xdp_action::XDP_PASS;
     };
-    let verdict = decide(&parse(&frame), &view);
+    // The source is taken inside the IP arm: `Parsed` carried past the decision leaves the
+    // undefined payload of its other variants in registers the verifier refuses to read.
+    let (verdict, source) = match parse(&frame) {
+        Parsed::Ip(packet) => {
+            let source = source_key(&packet, view.ipv6_budget());
+            (decide_ip(&packet, &view), source)
+        }
+        // Frames without an IP header share one event budget.
+        other => (decide(&other, &view), SourceKey::default()),
+    };
     let drop = verdict.reason.is_drop();
     let monitored = drop && view.mode() == Mode::Monitor;
     count(
@@ -46,52 +57,46 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
     };
     if drop {
-        // The report program returns `action` itself; a failed tail call falls through.
-        if let Some(handoff) = HANDOFF.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot.
-            unsafe {
-                *handoff = Handoff {
-                    action,
-                    reason: verdict.reason as u8,
-                    zone: verdict.zone as u8,
-                    monitored: monitored as u8,
-                    _reserved: 0,
-                    suppressed: 0,
-                    _reserved2: 0,
-                };
-                TAILS.tail_call(&ctx, TAIL_REPORT);
+        match events::admit(&source, &view) {
+            Some(suppressed) => {
+                // The report program returns `action` itself; a failed tail call falls through.
+                if let Some(handoff) = HANDOFF.get_ptr_mut(0) {
+                    // SAFETY: per-CPU slot.
+                    unsafe {
+                        *handoff = Handoff {
+                            action,
+                            reason: verdict.reason as u8,
+                            zone: verdict.zone as u8,
+                            monitored: monitored as u8,
+                            _reserved: 0,
+                            suppressed,
+                            _reserved2: 0,
+                        };
+                        TAILS.tail_call(&ctx, TAIL_REPORT);
+                    }
+                }
+                event_stat(event_stat::LOST);
             }
+            None => event_stat(event_stat::SUPPRESSED),
         }
-        event_stat(event_stat::LOST);
     }
     action
 }
 
-/// Tail-called on drop verdicts (verified on its own: one program doing both would exceed the
-/// verifier's complexity limit): applies the event budgets, writes the event, returns the
-/// filter's action.
+/// Tail-called for the drops that got an event (verified on its own: one program doing both
+/// would exceed the verifier's complexity limit): writes the event, returns the filter's action.
 #[xdp]
 pub fn sipguard_report(ctx: XdpContext) -> u32 {
-    let Some(mut handoff) = HANDOFF.get(0).copied() else {
+    let Some(handoff) = HANDOFF.get(0).copied() else {
         return xdp_action::XDP_PASS;
     };
-    let Some(view) = MapView::active() else {
-        return handoff.action;
-    };
     let frame = XdpFrame::new(&ctx);
-    let parsed = parse(&frame);
-    match events::admit(&parsed, &view) {
-        Some(suppressed) => {
-            handoff.suppressed = suppressed;
-            events::report(
-                ctx.ingress_ifindex() as u32,
-                &frame,
-                &parsed,
-                &handoff,
-                view.now(),
-            );
-        }
-        None => event_stat(event_stat::SUPPRESSED),
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match parse(&frame) {
+        Parsed::Ip(packet) => events::report(ifindex, &frame, Some(&packet), &handoff, now),
+        _ => events::report(ifindex, &frame, None, &handoff, now),
     }
     handoff.action
 }

@@ -202,6 +202,7 @@ impl Tables {
         value.header.events_rate = per_source.rate;
         value.header.events_burst = per_source.burst;
         value.header.events_global_rate = total.rate;
+        value.header.tick_ns = kernel_tick_ns();
         value.header.ban = BanRule {
             threshold: self.bans.threshold,
             _reserved: 0,
@@ -266,6 +267,23 @@ pub fn ports_in(table: &[u8], zone: Zone) -> Vec<u16> {
         .filter(|port| table[*port] == zone as u8)
         .map(|port| port as u16)
         .collect()
+}
+
+/// The kernel's tick (1/HZ): the resolution of the coarse clocks, which tick with jiffies.
+fn kernel_tick_ns() -> u32 {
+    let mut resolution = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes one timespec.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut resolution) } == 0;
+    match u32::try_from(resolution.tv_nsec) {
+        // HZ lies between 100 and 1000 on every kernel config.
+        Ok(tick) if ok && resolution.tv_sec == 0 && (1_000_000..=10_000_000).contains(&tick) => {
+            tick
+        }
+        _ => abi::DEFAULT_TICK_NS,
+    }
 }
 
 fn duration_ns(duration: Duration) -> u64 {

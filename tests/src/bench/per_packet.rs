@@ -62,7 +62,7 @@ impl Variant {
         match self {
             Variant::Plain => "as deployed",
             Variant::MapsFull => "SG_SOURCES, SG_PEERS full",
-            Variant::NoEvents => "diagnostic: drop events off",
+            Variant::NoEvents => "diagnostic: drop-event program removed",
         }
     }
 }
