@@ -7,8 +7,9 @@
 
 use crate::budget::{BanRule, Gcra};
 
-/// Version of this ABI. Written into [`Meta`] when the pinned state is created.
-pub const ABI_VERSION: u32 = 2;
+/// Version of this ABI. Written into [`Meta`] when the pinned state is created. 3: the IPv4
+/// prefilters (`SG_PREFILTER`) and the event tick (`PolicyHeader::tick_ns`).
+pub const ABI_VERSION: u32 = 3;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -391,14 +392,25 @@ pub type Ipv6Data = [u8; 16];
 /// (BPF_F_NO_PREALLOC), so this is a ceiling, not a reservation: about 100 bytes per prefix used.
 pub const MAX_PREFIXES: u32 = 262_144;
 
-/// The IPv4 prefilter: one bit per /24, set when any allow or deny prefix touches it. A source
-/// whose bit is clear is on neither list, which the data plane learns from one inlined array
-/// lookup instead of two LPM trie walks: the path every spoofed flood takes.
+/// The IPv4 prefilters: per list, one bit per /24, set when a prefix of that list touches it. A
+/// source whose bit is clear is not on that list, which the data plane learns from one inlined
+/// array lookup instead of an LPM trie walk: the path of every spoofed flood, and of allowlisted
+/// peers in /24s without denylist entries.
 ///
-/// `SG_PREFILTER` holds `PREFILTER_CHUNKS` chunks per generation (generation g at
-/// `g * PREFILTER_CHUNKS ..`). Sizing: 2^24 bits = 2 MiB per generation, two generations.
+/// `SG_PREFILTER` holds `PREFILTER_CHUNKS` chunks per generation and list
+/// ([`prefilter_index`]). Sizing: 2^24 bits = 2 MiB per list, two lists, two generations.
 pub const PREFILTER_CHUNK_WORDS: usize = 4096;
 pub const PREFILTER_CHUNKS: u32 = 64;
+/// Lists with a prefilter: [`PREFILTER_ALLOW`] and [`PREFILTER_DENY`].
+pub const PREFILTER_LISTS: u32 = 2;
+pub const PREFILTER_ALLOW: u32 = 0;
+pub const PREFILTER_DENY: u32 = 1;
+
+/// `SG_PREFILTER` index of a chunk of a generation's list.
+#[inline(always)]
+pub const fn prefilter_index(generation: u32, list: u32, chunk: u32) -> u32 {
+    (generation * PREFILTER_LISTS + list) * PREFILTER_CHUNKS + chunk
+}
 
 /// One chunk: 4096 x 64 bits = 262,144 consecutive /24s (a /6 of the address space).
 pub type PrefilterChunk = [u64; PREFILTER_CHUNK_WORDS];

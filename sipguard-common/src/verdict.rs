@@ -41,8 +41,12 @@ pub trait PolicyView {
     /// Zone of a destination port (`Zone::None` when it is not a SIP port).
     fn zone(&self, transport: Transport, port: u16) -> Zone;
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool;
-    /// False when `addr` is certainly on neither list (the IPv4 prefilter); true when it may be.
-    fn maybe_listed(&self, _family: Family, _addr: &[u8; 16]) -> bool {
+    /// False when `addr` is certainly not denylisted (the IPv4 prefilter); true when it may be.
+    fn maybe_denied(&self, _family: Family, _addr: &[u8; 16]) -> bool {
+        true
+    }
+    /// False when `addr` is certainly not allowlisted (the IPv4 prefilter); true when it may be.
+    fn maybe_allowed(&self, _family: Family, _addr: &[u8; 16]) -> bool {
         true
     }
     /// The budget class of an allowlisted source (0: no budget), or [`NOT_ALLOWLISTED`].
@@ -138,11 +142,10 @@ fn judge_source<V: PolicyView>(
     zone: Zone,
     unknown: Reason,
 ) -> Verdict {
-    let listed = view.maybe_listed(packet.family, &packet.src);
-    if listed && view.is_denied(packet.family, &packet.src) {
+    if view.maybe_denied(packet.family, &packet.src) && view.is_denied(packet.family, &packet.src) {
         return Verdict::new(Reason::Denylisted, zone);
     }
-    let class = if listed {
+    let class = if view.maybe_allowed(packet.family, &packet.src) {
         view.allow_class(packet.family, &packet.src)
     } else {
         NOT_ALLOWLISTED

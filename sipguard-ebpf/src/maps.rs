@@ -9,8 +9,8 @@ use aya_ebpf::{
 use sipguard_common::abi::{
     Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventCache, FragKey, FragVerdict, GENERATIONS,
     Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
-    MAX_TRACKED_FRAGMENTS, Meta, PREFILTER_CHUNKS, Policy, PrefilterChunk, RuleValue, SourceKey,
-    SourceState, event_stat,
+    MAX_TRACKED_FRAGMENTS, Meta, PREFILTER_CHUNKS, PREFILTER_LISTS, Policy, PrefilterChunk,
+    RuleValue, SourceKey, SourceState, event_stat,
 };
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
@@ -51,11 +51,11 @@ pub static DENY6_1: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX
 pub static FRAGS: LruHashMap<FragKey, FragVerdict> =
     LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
 
-/// The IPv4 prefilter, one bit per /24 touched by an allow or deny prefix, per generation
-/// (`sipguard_common::abi::prefilter_position`). 2 x 64 chunks of 32 KiB = 4 MiB.
+/// The IPv4 prefilters, one bit per /24 touched by a prefix of the list, per generation and
+/// list (`sipguard_common::abi::prefilter_index`). 2 x 2 x 64 chunks of 32 KiB = 8 MiB.
 #[map(name = "SG_PREFILTER")]
 pub static PREFILTER: Array<PrefilterChunk> =
-    Array::with_max_entries(GENERATIONS * PREFILTER_CHUNKS, 0);
+    Array::with_max_entries(GENERATIONS * PREFILTER_LISTS * PREFILTER_CHUNKS, 0);
 
 /// Budget state of unknown sources in the access zone. LRU: 65,536 x ~108 bytes ~ 7 MB. New
 /// entries only within the global new-source budget, so a spoofed flood cannot churn it.

@@ -10,8 +10,8 @@ use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, maps::lpm_
 use sipguard_common::{
     abi::{
         Ban, BanReason, CLASS_SLOTS, ClassLimits, FragKey, FragVerdict, FragmentPolicy, Mode,
-        PREFILTER_CHUNKS, Policy, PolicyHeader, SourceKey, SourceState, Zone, event_stat,
-        policy_flags, prefilter_position,
+        PREFILTER_ALLOW, PREFILTER_DENY, Policy, PolicyHeader, SourceKey, SourceState, Zone,
+        event_stat, policy_flags, prefilter_index, prefilter_position,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -55,6 +55,19 @@ impl MapView {
     #[inline(always)]
     pub fn ipv6_budget(&self) -> u8 {
         self.policy.header.ipv6_budget_prefix
+    }
+
+    /// The prefilter bit of `addr`'s /24 in `list` (always set for IPv6: no prefilter).
+    #[inline(always)]
+    fn prefiltered(&self, list: u32, family: Family, addr: &[u8; 16]) -> bool {
+        if family == Family::V6 {
+            return true;
+        }
+        let (chunk, word, bit) = prefilter_position([addr[0], addr[1], addr[2], addr[3]]);
+        match PREFILTER.get(prefilter_index(self.generation, list, chunk)) {
+            Some(bits) => bits[word] & (1 << bit) != 0,
+            None => true,
+        }
     }
 
     #[inline(always)]
@@ -125,15 +138,13 @@ impl PolicyView for MapView {
     }
 
     #[inline(always)]
-    fn maybe_listed(&self, family: Family, addr: &[u8; 16]) -> bool {
-        if family == Family::V6 {
-            return true;
-        }
-        let (chunk, word, bit) = prefilter_position([addr[0], addr[1], addr[2], addr[3]]);
-        match PREFILTER.get(self.generation * PREFILTER_CHUNKS + chunk) {
-            Some(bits) => bits[word] & (1 << bit) != 0,
-            None => true,
-        }
+    fn maybe_denied(&self, family: Family, addr: &[u8; 16]) -> bool {
+        self.prefiltered(PREFILTER_DENY, family, addr)
+    }
+
+    #[inline(always)]
+    fn maybe_allowed(&self, family: Family, addr: &[u8; 16]) -> bool {
+        self.prefiltered(PREFILTER_ALLOW, family, addr)
     }
 
     #[inline(always)]

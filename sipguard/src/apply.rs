@@ -112,10 +112,8 @@ pub fn apply(
     wait_for_inflight_packets();
     state.sync_rules(next, List::Allow, &tables.allow)?;
     state.sync_rules(next, List::Deny, &tables.deny)?;
-    state.sync_prefilter(
-        next,
-        &prefilter(tables.allow.keys().chain(tables.deny.keys())),
-    )?;
+    state.sync_prefilter(next, List::Allow, &prefilter(tables.allow.keys()))?;
+    state.sync_prefilter(next, List::Deny, &prefilter(tables.deny.keys()))?;
     let mut header = PolicyHeader {
         serial: current.header.serial + 1,
         applied_at_unix: now,

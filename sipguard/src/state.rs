@@ -14,8 +14,8 @@ use aya::maps::{
 };
 use sipguard_common::abi::{
     self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data,
-    Ipv6Data, META_MAGIC, Meta, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, SourceKey,
-    SourceState, event_stat, map_name,
+    Ipv6Data, META_MAGIC, Meta, PREFILTER_ALLOW, PREFILTER_CHUNKS, PREFILTER_DENY, PrefilterChunk,
+    RuleValue, SourceKey, SourceState, event_stat, map_name, prefilter_index,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -354,6 +354,14 @@ impl List {
             List::Deny => "denylist",
         }
     }
+
+    /// The list's part of `SG_PREFILTER`.
+    pub const fn prefilter(self) -> u32 {
+        match self {
+            List::Allow => PREFILTER_ALLOW,
+            List::Deny => PREFILTER_DENY,
+        }
+    }
 }
 
 type Trie4 = LpmTrie<MapData, Ipv4Data, RuleValue>;
@@ -672,29 +680,38 @@ impl State {
         ]
     }
 
-    /// The IPv4 prefilter of a generation, chunk by chunk.
-    pub fn prefilter(&self, generation: u32) -> Result<Vec<Box<PrefilterChunk>>, StateError> {
+    /// The IPv4 prefilter of a generation's list, chunk by chunk.
+    pub fn prefilter(
+        &self,
+        generation: u32,
+        list: List,
+    ) -> Result<Vec<Box<PrefilterChunk>>, StateError> {
         (0..PREFILTER_CHUNKS)
             .map(|chunk| {
                 self.prefilter
-                    .get(&(generation * PREFILTER_CHUNKS + chunk), 0)
+                    .get(&prefilter_index(generation, list.prefilter(), chunk), 0)
                     .map(Box::new)
                     .map_err(map_err("read SG_PREFILTER"))
             })
             .collect()
     }
 
-    /// Writes the chunks of a generation's prefilter that differ from `desired`.
+    /// Writes the chunks of a generation's list prefilter that differ from `desired`.
     pub fn sync_prefilter(
         &mut self,
         generation: u32,
+        list: List,
         desired: &[Box<PrefilterChunk>],
     ) -> Result<(), StateError> {
-        let current = self.prefilter(generation)?;
-        for (chunk, (now, wanted)) in current.iter().zip(desired).enumerate() {
+        let current = self.prefilter(generation, list)?;
+        for (chunk, (now, wanted)) in (0u32..).zip(current.iter().zip(desired)) {
             if now != wanted {
                 self.prefilter
-                    .set(generation * PREFILTER_CHUNKS + chunk as u32, **wanted, 0)
+                    .set(
+                        prefilter_index(generation, list.prefilter(), chunk),
+                        **wanted,
+                        0,
+                    )
                     .map_err(map_err("write SG_PREFILTER"))?;
             }
         }

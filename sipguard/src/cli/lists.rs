@@ -106,12 +106,12 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
         }
     };
     if add {
-        // Mark the prefilter first: a source whose /24 is clear is taken as on no list.
-        let mut chunks = state.prefilter(generation)?;
+        // Mark the prefilter first: a source whose /24 is clear is taken as not on the list.
+        let mut chunks = state.prefilter(generation, list)?;
         for prefix in &entries.entries {
             mark_prefilter(&mut chunks, prefix);
         }
-        state.sync_prefilter(generation, &chunks)?;
+        state.sync_prefilter(generation, list, &chunks)?;
     }
     let now = now_unix() as u32;
     for prefix in &entries.entries {

@@ -223,7 +223,7 @@ impl Tables {
     }
 }
 
-/// The IPv4 prefilter of a generation (`SG_PREFILTER`): one bit per /24 that an allow or deny
+/// The IPv4 prefilter of a generation's list (`SG_PREFILTER`): one bit per /24 that a
 /// prefix touches.
 pub fn prefilter<'a>(prefixes: impl IntoIterator<Item = &'a Prefix>) -> Vec<Box<PrefilterChunk>> {
     let mut chunks: Vec<Box<PrefilterChunk>> = (0..PREFILTER_CHUNKS)
