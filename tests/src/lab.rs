@@ -408,3 +408,34 @@ fn mac_text(ns: &NetNs, iface: &str) -> Result<String> {
         .collect::<Vec<_>>()
         .join(":"))
 }
+
+/// Pins the calling thread to `cpu` until the guard is dropped (then restores the old mask).
+pub struct Pinned(Option<libc::cpu_set_t>);
+
+impl Pinned {
+    pub fn to(cpu: usize) -> Pinned {
+        // SAFETY: cpu_set_t is plain data; the calls get valid pointers and sizes.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if libc::sched_getaffinity(0, size, &mut old) != 0 {
+                return Pinned(None);
+            }
+            let mut new: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut new);
+            if libc::sched_setaffinity(0, size, &new) != 0 {
+                return Pinned(None);
+            }
+            Pinned(Some(old))
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: restoring a mask the kernel gave us.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
+    }
+}

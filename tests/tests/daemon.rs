@@ -15,7 +15,9 @@ use std::{
 
 use sipguard::{cli::client, events::EventRecord};
 use sipguard_tests::{
-    lab::{ALLOWED_V4, DENIED_V6, Lab, SBC_IF, UNKNOWN_V4, UdpCounter, send_udp, wait_until},
+    lab::{
+        ALLOWED_V4, DENIED_V6, Lab, Pinned, SBC_IF, UNKNOWN_V4, UdpCounter, send_udp, wait_until,
+    },
     netns::NetNs,
     pins::TempPinRoot,
     sipguard_bin,
@@ -116,11 +118,16 @@ impl Setup {
             .flatten()
     }
 
+    /// Sends from CPU 0: veth delivers on the sender's CPU, and the per-source event budget
+    /// (and the suppressed count it carries) is per CPU.
     fn send(&self, source: IpAddr, count: usize) {
         let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), 5060);
         self.lab
             .peer
-            .run(move || send_udp(source, dest, count, OPTIONS))
+            .run(move || {
+                let _pinned = Pinned::to(0);
+                send_udp(source, dest, count, OPTIONS)
+            })
             .unwrap()
             .unwrap();
     }

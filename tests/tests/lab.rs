@@ -50,7 +50,14 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
         u64::from(scale.phone_registrations)
     );
     assert_eq!(enforce.phone_registrations.failed, 0);
-    assert_eq!(enforce.phone_calls.successful, u64::from(scale.phone_calls));
+    // One phone call in 25 has been seen to fail under the flood's CPU load (sipp timing out
+    // on Kamailio) while sipguard dropped nothing of the phone's: the drop accounting below
+    // and `legit_drop_events` tell such a failure from a wrong drop.
+    assert!(
+        enforce.phone_calls.successful + 1 >= u64::from(scale.phone_calls),
+        "phone calls: {:?}",
+        enforce.phone_calls
+    );
     // No SIP from a source outside the carrier's range reaches Kamailio on the trunk.
     assert_eq!(enforce.kamailio.trunk_from_unknown, 0);
     assert_eq!(
@@ -104,7 +111,22 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
             .any(|k| k.contains("peer_rate_limited")),
         "no peer throttled"
     );
+    // Rate-limited access drops are the attackers' strikes and nothing else: each was banned
+    // at its 100th (the lab policy's threshold), so the phone was never over its budget.
+    assert_eq!(
+        sipguard
+            .counters
+            .get("access/rate_limited/dropped")
+            .copied(),
+        Some(100 * sipguard.bans.len() as u64),
+        "{:?}",
+        sipguard.counters
+    );
     assert_eq!(sipguard.events_lost, 0);
+    assert_eq!(
+        sipguard.legit_drop_events, 0,
+        "no drop of the carrier or the phone"
+    );
 
     let monitor = play(Protection::Monitor, &pins, &work);
     let watched = monitor.sipguard.as_ref().expect("sipguard view");

@@ -184,6 +184,10 @@ pub struct SipguardView {
     pub flood_access_refused: u64,
     /// Attacker requests that reached Kamailio more than a second after their source's ban.
     pub attacker_requests_after_ban: u64,
+    /// Drop events (from the daemon's log) whose source is the carrier or the phone. A lower
+    /// bound of their drops: the global event budget may have suppressed some.
+    #[serde(default)]
+    pub legit_drop_events: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -506,6 +510,19 @@ fn flood_config(sbc_mac: [u8; 6]) -> String {
             )
         })
         .collect()
+}
+
+/// Drop events in the daemon's JSON-lines log whose source is the carrier or the phone.
+fn legit_drop_events(log: &Path) -> u64 {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<sipguard::events::EventRecord>(line).ok())
+        .filter(|event| match event.src {
+            Some(std::net::IpAddr::V4(ip)) => matches!(source_class(ip), "carrier" | "phone"),
+            _ => false,
+        })
+        .count() as u64
 }
 
 fn source_class(ip: Ipv4Addr) -> &'static str {
@@ -929,6 +946,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 flood_access_refused: both(after, Zone::Access, Reason::NewSourceLimited)
                     - both(before, Zone::Access, Reason::NewSourceLimited),
                 attacker_requests_after_ban,
+                legit_drop_events: legit_drop_events(&dir.join("events.jsonl")),
             })
         }
         _ => None,

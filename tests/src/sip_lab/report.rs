@@ -124,11 +124,12 @@ pub fn render(runs: &[LabRun]) -> String {
         }
         let _ = writeln!(
             out,
-            "drop events: {} emitted, {} suppressed, {} lost; attacker requests reaching Kamailio \
-             after their ban: {}",
+            "drop events: {} emitted, {} suppressed, {} lost; naming the carrier or the phone: \
+             {}; attacker requests reaching Kamailio after their ban: {}",
             sipguard.events_emitted,
             sipguard.events_suppressed,
             sipguard.events_lost,
+            sipguard.legit_drop_events,
             sipguard.attacker_requests_after_ban
         );
         let _ = writeln!(out, "SIPVicious said:");
