@@ -12,7 +12,7 @@ use super::{Global, format_time, parse_time, print_json};
 use crate::{
     apply::source_addr,
     policy::{parse_duration, parse_net},
-    state::{Lock, State, boot_now_ns, boot_ns_to_unix, now_unix},
+    state::{Lock, State, Target, boot_now_ns, boot_ns_to_unix, now_unix},
 };
 
 /// List, add and lift temporary bans.
@@ -193,10 +193,15 @@ fn ban_key(net: &IpNet, ipv6_prefix: u8) -> Result<SourceKey> {
     Ok(key)
 }
 
-fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -> Result<u8> {
+/// The interface's state, locked, and the ban keys of `sources` under its IPv6 budget prefix.
+fn open_for_keys(
+    global: &Global,
+    iface: Option<&str>,
+    sources: &[IpNet],
+) -> Result<(Target, Lock, State, Vec<SourceKey>)> {
     let target = global.target(iface)?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let mut state = State::open(&target)?;
+    let lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
+    let state = State::open(&target)?;
     let prefix = state
         .policy(state.active_generation()?)?
         .header
@@ -205,6 +210,11 @@ fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -
         .iter()
         .map(|net| ban_key(net, prefix))
         .collect::<Result<Vec<_>>>()?;
+    Ok((target, lock, state, keys))
+}
+
+fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -> Result<u8> {
+    let (target, _lock, mut state, keys) = open_for_keys(global, iface, sources)?;
     let now = boot_now_ns();
     for key in &keys {
         let ban = Ban {
@@ -227,17 +237,7 @@ fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -
 }
 
 fn del(global: &Global, iface: Option<&str>, sources: &[IpNet]) -> Result<u8> {
-    let target = global.target(iface)?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let mut state = State::open(&target)?;
-    let prefix = state
-        .policy(state.active_generation()?)?
-        .header
-        .ipv6_budget_prefix;
-    let keys = sources
-        .iter()
-        .map(|net| ban_key(net, prefix))
-        .collect::<Result<Vec<_>>>()?;
+    let (target, _lock, mut state, keys) = open_for_keys(global, iface, sources)?;
     let present: Vec<SourceKey> = state.bans()?.into_iter().map(|(key, _)| key).collect();
     let missing: Vec<String> = keys
         .iter()
