@@ -8,7 +8,7 @@
 use crate::budget::{BanRule, Gcra};
 
 /// Version of this ABI. Written into [`Meta`] when the pinned state is created. 3: the IPv4
-/// prefilters (`SG_PREFILTER`) and the event tick (`PolicyHeader::tick_ns`).
+/// prefilters (`SG_PREFILTER`), the tick clock (`SG_CLOCK`, `PolicyHeader::tick_ns`).
 pub const ABI_VERSION: u32 = 3;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
@@ -32,6 +32,7 @@ pub mod map_name {
     pub const EVENTS: &str = "SG_EVENTS";
     pub const EVENT_CACHE: &str = "SG_EVCACHE";
     pub const PREFILTER: &str = "SG_PREFILTER";
+    pub const CLOCK: &str = "SG_CLOCK";
     pub const EVENT_STATS: &str = "SG_EVSTATS";
     pub const TAILS: &str = "SG_TAILS";
     pub const SCRATCH: &str = "SG_SCRATCH";
@@ -329,8 +330,9 @@ pub struct PolicyHeader {
     pub events_rate: u32,
     pub events_burst: u32,
     pub events_global_rate: u32,
-    /// Nanoseconds per kernel tick (jiffy): event budgets run on jiffies, which the verifier
-    /// inlines to one load, where every clock helper costs a call. 0: [`DEFAULT_TICK_NS`].
+    /// Nanoseconds per kernel tick (jiffy). The data plane's clock is jiffies x tick_ns plus a
+    /// per-CPU offset to boot time taken once (`SG_CLOCK`): the verifier inlines jiffies to one
+    /// load, where every clock helper costs a call. 0: [`DEFAULT_TICK_NS`].
     pub tick_ns: u32,
     /// NUL-padded path of the policy file last applied; empty when none.
     pub source_path: [u8; SOURCE_PATH_LEN],

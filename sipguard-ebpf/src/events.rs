@@ -1,11 +1,10 @@
 //! Drop events: in the filter, a per-source budget in a per-CPU direct-mapped cache, then a
-//! global per-CPU budget (two array lookups, no helper call) decide whether a drop gets an
+//! global per-CPU budget (two array lookups, on the tick clock) decide whether a drop gets an
 //! event; only then is the report program tail-called to write it into the ring buffer. Every
 //! drop counts once as emitted, suppressed or lost.
 
-use aya_ebpf::helpers::bpf_jiffies64;
 use sipguard_common::{
-    abi::{DEFAULT_TICK_NS, DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat},
+    abi::{DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat},
     parse::{Frame, IpPacket, L4, Transport},
     sip::{METHOD_BYTES, sip_method},
     verdict::source_tag,
@@ -24,7 +23,7 @@ pub fn admit(source: &SourceKey, view: &MapView) -> Option<u32> {
     let tag = source_tag(source);
     let cache = EVENT_CACHE.get_ptr_mut(0)?;
     let events = &view.header().events;
-    let now = tick_clock(view);
+    let now = view.now();
     // SAFETY: per-CPU value; no other writer while this program runs on this CPU.
     unsafe {
         let slot = &mut (*cache).slots[(tag >> 24) as usize & (EVENT_CACHE_SLOTS - 1)];
@@ -49,19 +48,6 @@ pub fn admit(source: &SourceKey, view: &MapView) -> Option<u32> {
             }
         }
     }
-}
-
-/// Nanoseconds on a clock that advances once per kernel tick (4 ms at HZ=250): plenty for
-/// budgets of a few events per second. The verifier inlines `bpf_jiffies64` into one load;
-/// every clock helper costs a call (20-40 ns here). Only event budgets ever see this clock.
-#[inline(always)]
-fn tick_clock(view: &MapView) -> u64 {
-    let tick = match view.header().tick_ns {
-        0 => DEFAULT_TICK_NS,
-        tick => tick,
-    };
-    // SAFETY: helper without arguments.
-    unsafe { bpf_jiffies64() }.wrapping_mul(u64::from(tick))
 }
 
 /// The global event budget, per CPU (its TAT lives in the last `SG_EVSTATS` slot).

@@ -6,12 +6,16 @@ use core::{
     intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
 };
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_boot_ns, maps::lpm_trie::Key};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_jiffies64, bpf_ktime_get_boot_ns},
+    maps::lpm_trie::Key,
+};
 use sipguard_common::{
     abi::{
-        Ban, BanReason, CLASS_SLOTS, ClassLimits, FragKey, FragVerdict, FragmentPolicy, Mode,
-        PREFILTER_ALLOW, PREFILTER_DENY, Policy, PolicyHeader, SourceKey, SourceState, Zone,
-        event_stat, policy_flags, prefilter_index, prefilter_position,
+        Ban, BanReason, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, FragKey, FragVerdict,
+        FragmentPolicy, Mode, PREFILTER_ALLOW, PREFILTER_DENY, Policy, PolicyHeader, SourceKey,
+        SourceState, Zone, event_stat, policy_flags, prefilter_index, prefilter_position,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -19,14 +23,14 @@ use sipguard_common::{
 };
 
 use crate::maps::{
-    ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, DENY4_0, DENY4_1, DENY6_0, DENY6_1,
-    FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SOURCES, event_stat,
+    ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0,
+    DENY6_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SOURCES, event_stat,
 };
 
 pub struct MapView {
     generation: u32,
     policy: &'static Policy,
-    /// Boot-time ns, read once per packet when first needed.
+    /// Boot-time ns on the tick clock, read once per packet when first needed.
     now: Cell<u64>,
 }
 
@@ -57,6 +61,28 @@ impl MapView {
         self.policy.header.ipv6_budget_prefix
     }
 
+    #[inline(always)]
+    fn tick_clock(&self) -> u64 {
+        let tick = match self.policy.header.tick_ns {
+            0 => DEFAULT_TICK_NS,
+            tick => tick,
+        };
+        // SAFETY: helpers without arguments.
+        let ticks = unsafe { bpf_jiffies64() }.wrapping_mul(u64::from(tick));
+        let Some(offset) = CLOCK.get_ptr_mut(0) else {
+            // SAFETY: as above.
+            return unsafe { bpf_ktime_get_boot_ns() };
+        };
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe {
+            if *offset == 0 {
+                // `| 1`: never 0 again; one nanosecond does not matter.
+                *offset = bpf_ktime_get_boot_ns().wrapping_sub(ticks) | 1;
+            }
+            ticks.wrapping_add(*offset)
+        }
+    }
+
     /// The prefilter bit of `addr`'s /24 in `list` (always set for IPv6: no prefilter).
     #[inline(always)]
     fn prefiltered(&self, list: u32, family: Family, addr: &[u8; 16]) -> bool {
@@ -70,12 +96,15 @@ impl MapView {
         }
     }
 
+    /// Boot time in ns, advancing once per kernel tick (4 ms at HZ=250). Budgets keep their
+    /// long-run rate exactly on such a clock; within a tick, admissions clump (at most rate x
+    /// tick beyond the burst). Bans and strike windows are seconds. In exchange, no helper call:
+    /// `bpf_jiffies64` is inlined, `bpf_ktime_get_boot_ns` costs 30-40 ns in this VM.
     #[inline(always)]
     pub fn now(&self) -> u64 {
         let mut now = self.now.get();
         if now == 0 {
-            // SAFETY: helper without arguments.
-            now = unsafe { bpf_ktime_get_boot_ns() };
+            now = self.tick_clock();
             self.now.set(now);
         }
         now

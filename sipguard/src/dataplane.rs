@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Every map of the program, pinned by name in the interface's directory.
-const ALL_MAPS: [&str; 23] = [
+const ALL_MAPS: [&str; 24] = [
     map_name::META,
     map_name::ACTIVE,
     map_name::POLICY,
@@ -55,6 +55,7 @@ const ALL_MAPS: [&str; 23] = [
     map_name::TAILS,
     map_name::SCRATCH,
     map_name::PREFILTER,
+    map_name::CLOCK,
 ];
 
 /// How the program is hooked into the driver.

@@ -12,8 +12,8 @@ use crate::{
     state::State,
 };
 
-/// Attach (or keep) the filter and stay running: drain drop events to a JSON-lines log, keep the
-/// top offenders, serve Prometheus metrics and a JSON API.
+/// Attach (or keep) the filter and stay running: log drop events, track top offenders, serve
+/// Prometheus metrics and a JSON API.
 ///
 /// Filtering does not depend on this process: stop, restart or upgrade it at any time; the
 /// kernel keeps filtering and counting. SIGHUP reopens the event log (for logrotate).

@@ -15,8 +15,8 @@ use sipguard_common::abi::{FragmentPolicy, Mode};
 pub use self::{
     file::{Diagnostic, PolicyError, parse_duration},
     tables::{
-        Prefix, Tables, class_limits, class_name, deny_flags, mark_prefilter, ports_in, prefilter,
-        zeroed_policy,
+        Prefix, Tables, class_limits, class_name, deny_flags, kernel_tick_ns, mark_prefilter,
+        ports_in, prefilter, zeroed_policy,
     },
 };
 

@@ -269,8 +269,9 @@ pub fn ports_in(table: &[u8], zone: Zone) -> Vec<u16> {
         .collect()
 }
 
-/// The kernel's tick (1/HZ): the resolution of the coarse clocks, which tick with jiffies.
-fn kernel_tick_ns() -> u32 {
+/// The kernel's tick (1/HZ): the resolution of the coarse clocks, which tick with jiffies, and
+/// of the data plane's clock.
+pub fn kernel_tick_ns() -> u32 {
     let mut resolution = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
