@@ -8,7 +8,8 @@
 use crate::budget::{BanRule, Gcra};
 
 /// Version of this ABI. Written into [`Meta`] when the pinned state is created. 3: the IPv4
-/// prefilters (`SG_PREFILTER`), the tick clock (`SG_CLOCK`, `PolicyHeader::tick_ns`).
+/// prefilters (`SG_PREFILTER`), IPv4 allowlist hosts in hash maps (`SG_AHOST4_*`), the tick
+/// clock (`SG_CLOCK`, `PolicyHeader::tick_ns`).
 pub const ABI_VERSION: u32 = 3;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
@@ -20,6 +21,7 @@ pub mod map_name {
     pub const ACTIVE: &str = "SG_ACTIVE";
     pub const POLICY: &str = "SG_POLICY";
     pub const ALLOW4: [&str; 2] = ["SG_ALLOW4_0", "SG_ALLOW4_1"];
+    pub const ALLOW_HOSTS4: [&str; 2] = ["SG_AHOST4_0", "SG_AHOST4_1"];
     pub const ALLOW6: [&str; 2] = ["SG_ALLOW6_0", "SG_ALLOW6_1"];
     pub const DENY4: [&str; 2] = ["SG_DENY4_0", "SG_DENY4_1"];
     pub const DENY6: [&str; 2] = ["SG_DENY6_0", "SG_DENY6_1"];
@@ -394,19 +396,25 @@ pub type Ipv6Data = [u8; 16];
 /// (BPF_F_NO_PREALLOC), so this is a ceiling, not a reservation: about 100 bytes per prefix used.
 pub const MAX_PREFIXES: u32 = 262_144;
 
-/// The IPv4 prefilters: per list, one bit per /24, set when a prefix of that list touches it. A
-/// source whose bit is clear is not on that list, which the data plane learns from one inlined
-/// array lookup instead of an LPM trie walk: the path of every spoofed flood, and of allowlisted
-/// peers in /24s without denylist entries.
+/// The IPv4 prefilters: bitmaps of one bit per /24, set when a prefix of the bitmap's kind
+/// touches it. A source whose bit is clear is not on that list, which the data plane learns from
+/// one inlined array lookup instead of an LPM trie walk: the path of every spoofed flood, and of
+/// allowlisted peers in /24s without denylist entries.
 ///
-/// `SG_PREFILTER` holds `PREFILTER_CHUNKS` chunks per generation and list
-/// ([`prefilter_index`]). Sizing: 2^24 bits = 2 MiB per list, two lists, two generations.
+/// `SG_PREFILTER` holds `PREFILTER_CHUNKS` chunks per generation and bitmap
+/// ([`prefilter_index`]). Sizing: 2^24 bits = 2 MiB per bitmap, three bitmaps, two
+/// generations: 12 MiB.
 pub const PREFILTER_CHUNK_WORDS: usize = 4096;
 pub const PREFILTER_CHUNKS: u32 = 64;
-/// Lists with a prefilter: [`PREFILTER_ALLOW`] and [`PREFILTER_DENY`].
-pub const PREFILTER_LISTS: u32 = 2;
+/// Bitmaps per generation: [`PREFILTER_ALLOW`], [`PREFILTER_DENY`], [`PREFILTER_ALLOW_NETS`].
+pub const PREFILTER_LISTS: u32 = 3;
+/// Any allowlist entry (host or network).
 pub const PREFILTER_ALLOW: u32 = 0;
+/// Any denylist entry.
 pub const PREFILTER_DENY: u32 = 1;
+/// Allowlist networks (shorter than /32; hosts live in `SG_AHOST4_*`): where a host-table miss
+/// still needs the allowlist trie.
+pub const PREFILTER_ALLOW_NETS: u32 = 2;
 
 /// `SG_PREFILTER` index of a chunk of a generation's list.
 #[inline(always)]

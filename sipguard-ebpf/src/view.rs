@@ -14,8 +14,9 @@ use aya_ebpf::{
 use sipguard_common::{
     abi::{
         Ban, BanReason, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, FragKey, FragVerdict,
-        FragmentPolicy, Mode, PREFILTER_ALLOW, PREFILTER_DENY, Policy, PolicyHeader, SourceKey,
-        SourceState, Zone, event_stat, policy_flags, prefilter_index, prefilter_position,
+        FragmentPolicy, Mode, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy,
+        PolicyHeader, SourceKey, SourceState, Zone, event_stat, policy_flags, prefilter_index,
+        prefilter_position,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -23,8 +24,9 @@ use sipguard_common::{
 };
 
 use crate::maps::{
-    ACTIVE, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0,
-    DENY6_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SOURCES, event_stat,
+    ACTIVE, ALLOW_HOSTS4_0, ALLOW_HOSTS4_1, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, CLOCK,
+    DENY4_0, DENY4_1, DENY6_0, DENY6_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SOURCES,
+    event_stat,
 };
 
 pub struct MapView {
@@ -196,6 +198,24 @@ impl PolicyView for MapView {
 
     #[inline(always)]
     fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
+        if family == Family::V4 {
+            let mut host = [0u8; 4];
+            host.copy_from_slice(&addr[..4]);
+            // SAFETY: the value is read at once; an update in between gives the old or new rule.
+            let rule = unsafe {
+                match self.generation {
+                    0 => ALLOW_HOSTS4_0.get(host),
+                    _ => ALLOW_HOSTS4_1.get(host),
+                }
+            };
+            // A /32 is the longest match there is.
+            if let Some(rule) = rule {
+                return u32::from(rule.class);
+            }
+            if !self.prefiltered(PREFILTER_ALLOW_NETS, family, addr) {
+                return NOT_ALLOWLISTED;
+            }
+        }
         let rule = match (family, self.generation) {
             (Family::V4, 0) => ALLOW4_0.get(v4(addr)),
             (Family::V4, _) => ALLOW4_1.get(v4(addr)),

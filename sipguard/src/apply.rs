@@ -15,7 +15,7 @@ use sipguard_common::abi::{
 
 use crate::{
     policy::{Budget, Policy, Prefix, Tables, class_limits, class_name, ports_in, prefilter},
-    state::{List, State, StateError, now_unix},
+    state::{List, Prefilter, State, StateError, now_unix},
 };
 
 /// Changes to one list.
@@ -112,8 +112,12 @@ pub fn apply(
     wait_for_inflight_packets();
     state.sync_rules(next, List::Allow, &tables.allow)?;
     state.sync_rules(next, List::Deny, &tables.deny)?;
-    state.sync_prefilter(next, List::Allow, &prefilter(tables.allow.keys()))?;
-    state.sync_prefilter(next, List::Deny, &prefilter(tables.deny.keys()))?;
+    for (list, rules) in [(List::Allow, &tables.allow), (List::Deny, &tables.deny)] {
+        for bitmap in Prefilter::of(list) {
+            let covered = rules.keys().filter(|prefix| bitmap.covers(prefix));
+            state.sync_prefilter(next, *bitmap, &prefilter(covered))?;
+        }
+    }
     let mut header = PolicyHeader {
         serial: current.header.serial + 1,
         applied_at_unix: now,

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Every map of the program, pinned by name in the interface's directory.
-const ALL_MAPS: [&str; 24] = [
+const ALL_MAPS: [&str; 26] = [
     map_name::META,
     map_name::ACTIVE,
     map_name::POLICY,
@@ -56,6 +56,8 @@ const ALL_MAPS: [&str; 24] = [
     map_name::SCRATCH,
     map_name::PREFILTER,
     map_name::CLOCK,
+    map_name::ALLOW_HOSTS4[0],
+    map_name::ALLOW_HOSTS4[1],
 ];
 
 /// How the program is hooked into the driver.

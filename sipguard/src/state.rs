@@ -4,18 +4,19 @@
 use std::{
     collections::BTreeMap,
     fs,
-    os::fd::AsRawFd as _,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use aya::maps::{
-    Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key,
+    Array, HashMap, LpmTrie, Map, MapData, MapError, MapFd, MapInfo, PerCpuArray, lpm_trie::Key,
 };
 use sipguard_common::abi::{
     self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data,
-    Ipv6Data, META_MAGIC, Meta, PREFILTER_ALLOW, PREFILTER_CHUNKS, PREFILTER_DENY, PrefilterChunk,
-    RuleValue, SourceKey, SourceState, event_stat, map_name, prefilter_index,
+    Ipv6Data, META_MAGIC, Meta, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS,
+    PREFILTER_DENY, PrefilterChunk, RuleValue, SourceKey, SourceState, event_stat, map_name,
+    prefilter_index,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -320,6 +321,46 @@ where
     T::try_from(map).map_err(map_err(format!("open {}", pin.display())))
 }
 
+/// Reads array entry `index` straight into `out`. `Array::get` returns by value, which for the
+/// 130 KiB policy means several copies on the stack in unoptimized builds (enough to overflow a
+/// 2 MiB thread).
+fn lookup_into<V: aya::Pod>(map: &MapFd, index: u32, out: &mut V) -> Result<(), MapError> {
+    // The BPF_MAP_*_ELEM layout of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let attr = ElemAttr {
+        map_fd: map.as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: &index as *const u32 as u64,
+        value: out as *mut V as u64,
+        flags: 0,
+    };
+    // SAFETY: key and value point at live memory of the map's key and value sizes (`V` is the
+    // map's value type); the kernel writes at most size_of::<V>() bytes.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &attr as *const ElemAttr,
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_elem",
+            io_error: std::io::Error::last_os_error(),
+        }));
+    }
+    Ok(())
+}
+
 /// A map deletion: `Ok(false)` when the key was not there.
 fn removed(
     result: Result<(), MapError>,
@@ -354,12 +395,38 @@ impl List {
             List::Deny => "denylist",
         }
     }
+}
 
-    /// The list's part of `SG_PREFILTER`.
-    pub const fn prefilter(self) -> u32 {
+/// The IPv4 prefilter bitmaps of `SG_PREFILTER` (`sipguard_common::abi::PREFILTER_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefilter {
+    /// Every allowlist entry.
+    Allow,
+    /// Allowlist networks (not /32 hosts): where the trie must still be walked.
+    AllowNets,
+    /// Every denylist entry.
+    Deny,
+}
+
+impl Prefilter {
+    /// The bitmaps that must cover every entry of `list`.
+    pub fn of(list: List) -> &'static [Prefilter] {
+        match list {
+            List::Allow => &[Prefilter::Allow, Prefilter::AllowNets],
+            List::Deny => &[Prefilter::Deny],
+        }
+    }
+
+    /// Whether this bitmap marks `prefix`.
+    pub fn covers(self, prefix: &Prefix) -> bool {
+        self != Prefilter::AllowNets || !prefix.is_v4_host()
+    }
+
+    const fn index(self) -> u32 {
         match self {
-            List::Allow => PREFILTER_ALLOW,
-            List::Deny => PREFILTER_DENY,
+            Prefilter::Allow => PREFILTER_ALLOW,
+            Prefilter::AllowNets => PREFILTER_ALLOW_NETS,
+            Prefilter::Deny => PREFILTER_DENY,
         }
     }
 }
@@ -373,7 +440,10 @@ pub struct State {
     meta: Array<MapData, Meta>,
     active: Array<MapData, u32>,
     policy: Array<MapData, abi::Policy>,
+    /// The same map, for reads straight into the heap ([`lookup_boxed`]).
+    policy_fd: MapFd,
     allow4: [Trie4; 2],
+    allow_hosts4: [HashMap<MapData, Ipv4Data, RuleValue>; 2],
     allow6: [Trie6; 2],
     deny4: [Trie4; 2],
     deny6: [Trie6; 2],
@@ -429,7 +499,15 @@ impl State {
             meta: open_pinned(&pin(map_name::META))?,
             active: open_pinned(&pin(map_name::ACTIVE))?,
             policy: open_pinned(&pin(map_name::POLICY))?,
+            policy_fd: MapData::from_pin(pin(map_name::POLICY))
+                .and_then(|map| map.info())
+                .and_then(|info| info.fd())
+                .map_err(map_err("open SG_POLICY"))?,
             allow4: pair4(map_name::ALLOW4)?,
+            allow_hosts4: [
+                open_pinned(&pin(map_name::ALLOW_HOSTS4[0]))?,
+                open_pinned(&pin(map_name::ALLOW_HOSTS4[1]))?,
+            ],
             allow6: pair6(map_name::ALLOW6)?,
             deny4: pair4(map_name::DENY4)?,
             deny6: pair6(map_name::DENY6)?,
@@ -466,10 +544,7 @@ impl State {
 
     pub fn policy(&self, generation: u32) -> Result<Box<abi::Policy>, StateError> {
         let mut value = zeroed_policy();
-        *value = self
-            .policy
-            .get(&generation, 0)
-            .map_err(map_err("read SG_POLICY"))?;
+        lookup_into(&self.policy_fd, generation, &mut *value).map_err(map_err("read SG_POLICY"))?;
         Ok(value)
     }
 
@@ -501,6 +576,12 @@ impl State {
                 value,
             );
         }
+        if list == List::Allow {
+            for entry in self.allow_hosts4[g].iter() {
+                let (addr, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
+                rules.insert(Prefix::V4 { len: 32, addr }, value);
+            }
+        }
         for entry in v6.iter() {
             let (key, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
             rules.insert(
@@ -525,6 +606,9 @@ impl State {
         let g = generation as usize & 1;
         let what = || format!("add {prefix} to the {}", list.name());
         match (list, prefix) {
+            (List::Allow, Prefix::V4 { len: 32, addr }) => {
+                self.allow_hosts4[g].insert(addr, value, 0)
+            }
             (List::Allow, Prefix::V4 { len, addr }) => {
                 self.allow4[g].insert(&Key::new(len.into(), addr), value, 0)
             }
@@ -550,6 +634,7 @@ impl State {
     ) -> Result<bool, StateError> {
         let g = generation as usize & 1;
         let result = match (list, prefix) {
+            (List::Allow, Prefix::V4 { len: 32, addr }) => self.allow_hosts4[g].remove(&addr),
             (List::Allow, Prefix::V4 { len, addr }) => {
                 self.allow4[g].remove(&Key::new(len.into(), addr))
             }
@@ -680,36 +765,36 @@ impl State {
         ]
     }
 
-    /// The IPv4 prefilter of a generation's list, chunk by chunk.
+    /// One IPv4 prefilter bitmap of a generation, chunk by chunk.
     pub fn prefilter(
         &self,
         generation: u32,
-        list: List,
+        bitmap: Prefilter,
     ) -> Result<Vec<Box<PrefilterChunk>>, StateError> {
         (0..PREFILTER_CHUNKS)
             .map(|chunk| {
                 self.prefilter
-                    .get(&prefilter_index(generation, list.prefilter(), chunk), 0)
+                    .get(&prefilter_index(generation, bitmap.index(), chunk), 0)
                     .map(Box::new)
                     .map_err(map_err("read SG_PREFILTER"))
             })
             .collect()
     }
 
-    /// Writes the chunks of a generation's list prefilter that differ from `desired`.
+    /// Writes the chunks of a generation's prefilter bitmap that differ from `desired`.
     pub fn sync_prefilter(
         &mut self,
         generation: u32,
-        list: List,
+        bitmap: Prefilter,
         desired: &[Box<PrefilterChunk>],
     ) -> Result<(), StateError> {
-        let current = self.prefilter(generation, list)?;
+        let current = self.prefilter(generation, bitmap)?;
         for (chunk, (now, wanted)) in (0u32..).zip(current.iter().zip(desired)) {
             if now != wanted {
                 self.prefilter
                     .set(
-                        prefilter_index(generation, list.prefilter(), chunk),
-                        **wanted,
+                        prefilter_index(generation, bitmap.index(), chunk),
+                        wanted.as_ref(),
                         0,
                     )
                     .map_err(map_err("write SG_PREFILTER"))?;

@@ -8,7 +8,7 @@ use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
 use super::{Global, format_time, print_json};
 use crate::{
     policy::{Prefix, class_name, deny_flags, mark_prefilter, parse_net},
-    state::{List, Lock, State, now_unix},
+    state::{List, Lock, Prefilter, State, now_unix},
 };
 
 #[derive(Debug, clap::Args)]
@@ -107,11 +107,17 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
     };
     if add {
         // Mark the prefilter first: a source whose /24 is clear is taken as not on the list.
-        let mut chunks = state.prefilter(generation, list)?;
-        for prefix in &entries.entries {
-            mark_prefilter(&mut chunks, prefix);
+        for bitmap in Prefilter::of(list) {
+            let mut chunks = state.prefilter(generation, *bitmap)?;
+            for prefix in entries
+                .entries
+                .iter()
+                .filter(|prefix| bitmap.covers(prefix))
+            {
+                mark_prefilter(&mut chunks, prefix);
+            }
+            state.sync_prefilter(generation, *bitmap, &chunks)?;
         }
-        state.sync_prefilter(generation, list, &chunks)?;
     }
     let now = now_unix() as u32;
     for prefix in &entries.entries {

@@ -42,6 +42,11 @@ impl From<IpNet> for Prefix {
 }
 
 impl Prefix {
+    /// An IPv4 /32: kept in the host hash map, not in the trie.
+    pub fn is_v4_host(&self) -> bool {
+        matches!(self, Prefix::V4 { len: 32, .. })
+    }
+
     pub fn net(&self) -> IpNet {
         match *self {
             Prefix::V4 { len, addr } => IpNet::V4(
@@ -227,12 +232,20 @@ impl Tables {
 /// prefix touches.
 pub fn prefilter<'a>(prefixes: impl IntoIterator<Item = &'a Prefix>) -> Vec<Box<PrefilterChunk>> {
     let mut chunks: Vec<Box<PrefilterChunk>> = (0..PREFILTER_CHUNKS)
-        .map(|_| Box::new([0u64; PREFILTER_CHUNK_WORDS]))
+        .map(|_| empty_prefilter_chunk())
         .collect();
     for prefix in prefixes {
         mark_prefilter(&mut chunks, prefix);
     }
     chunks
+}
+
+/// A zeroed chunk made on the heap (32 KiB: never on the stack, even unoptimized).
+fn empty_prefilter_chunk() -> Box<PrefilterChunk> {
+    vec![0u64; PREFILTER_CHUNK_WORDS]
+        .into_boxed_slice()
+        .try_into()
+        .expect("PREFILTER_CHUNK_WORDS words")
 }
 
 /// Sets the bits of the /24s an IPv4 prefix touches (IPv6 prefixes have no prefilter).
