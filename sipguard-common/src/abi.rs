@@ -8,7 +8,7 @@
 use crate::budget::{BanRule, Gcra};
 
 /// Version of this ABI. Written into [`Meta`] when the pinned state is created. 3: the IPv4
-/// prefilters (`SG_PREFILTER`), IPv4 allowlist hosts in hash maps (`SG_AHOST4_*`), the tick
+/// prefilters (`SG_PREFILTER`), allowlist hosts in hash maps (`SG_AHOST{4,6}_*`), the tick
 /// clock (`SG_CLOCK`, `PolicyHeader::tick_ns`).
 pub const ABI_VERSION: u32 = 3;
 
@@ -22,6 +22,7 @@ pub mod map_name {
     pub const POLICY: &str = "SG_POLICY";
     pub const ALLOW4: [&str; 2] = ["SG_ALLOW4_0", "SG_ALLOW4_1"];
     pub const ALLOW_HOSTS4: [&str; 2] = ["SG_AHOST4_0", "SG_AHOST4_1"];
+    pub const ALLOW_HOSTS6: [&str; 2] = ["SG_AHOST6_0", "SG_AHOST6_1"];
     pub const ALLOW6: [&str; 2] = ["SG_ALLOW6_0", "SG_ALLOW6_1"];
     pub const DENY4: [&str; 2] = ["SG_DENY4_0", "SG_DENY4_1"];
     pub const DENY6: [&str; 2] = ["SG_DENY6_0", "SG_DENY6_1"];

@@ -42,6 +42,13 @@ pub static ALLOW_HOSTS4_0: HashMap<Ipv4Data, RuleValue> =
 #[map(name = "SG_AHOST4_1")]
 pub static ALLOW_HOSTS4_1: HashMap<Ipv4Data, RuleValue> =
     HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+/// IPv6 allowlist hosts (/128), likewise. About 90 bytes per host.
+#[map(name = "SG_AHOST6_0")]
+pub static ALLOW_HOSTS6_0: HashMap<Ipv6Data, RuleValue> =
+    HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
+#[map(name = "SG_AHOST6_1")]
+pub static ALLOW_HOSTS6_1: HashMap<Ipv6Data, RuleValue> =
+    HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
 #[map(name = "SG_ALLOW6_0")]
 pub static ALLOW6_0: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_ALLOW6_1")]

@@ -24,9 +24,9 @@ use sipguard_common::{
 };
 
 use crate::maps::{
-    ACTIVE, ALLOW_HOSTS4_0, ALLOW_HOSTS4_1, ALLOW4_0, ALLOW4_1, ALLOW6_0, ALLOW6_1, BANS, CLOCK,
-    DENY4_0, DENY4_1, DENY6_0, DENY6_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SOURCES,
-    event_stat,
+    ACTIVE, ALLOW_HOSTS4_0, ALLOW_HOSTS4_1, ALLOW_HOSTS6_0, ALLOW_HOSTS6_1, ALLOW4_0, ALLOW4_1,
+    ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0, DENY6_1, FRAGS, NEW_SOURCES, PEERS,
+    POLICY, PREFILTER, SOURCES, event_stat,
 };
 
 pub struct MapView {
@@ -198,6 +198,7 @@ impl PolicyView for MapView {
 
     #[inline(always)]
     fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32 {
+        // Hosts first: a /32 or /128 is the longest match there is.
         if family == Family::V4 {
             let mut host = [0u8; 4];
             host.copy_from_slice(&addr[..4]);
@@ -208,12 +209,22 @@ impl PolicyView for MapView {
                     _ => ALLOW_HOSTS4_1.get(host),
                 }
             };
-            // A /32 is the longest match there is.
             if let Some(rule) = rule {
                 return u32::from(rule.class);
             }
             if !self.prefiltered(PREFILTER_ALLOW_NETS, family, addr) {
                 return NOT_ALLOWLISTED;
+            }
+        } else {
+            // SAFETY: as above.
+            let rule = unsafe {
+                match self.generation {
+                    0 => ALLOW_HOSTS6_0.get(addr),
+                    _ => ALLOW_HOSTS6_1.get(addr),
+                }
+            };
+            if let Some(rule) = rule {
+                return u32::from(rule.class);
             }
         }
         let rule = match (family, self.generation) {

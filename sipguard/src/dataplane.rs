@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Every map of the program, pinned by name in the interface's directory.
-const ALL_MAPS: [&str; 26] = [
+const ALL_MAPS: [&str; 28] = [
     map_name::META,
     map_name::ACTIVE,
     map_name::POLICY,
@@ -58,6 +58,8 @@ const ALL_MAPS: [&str; 26] = [
     map_name::CLOCK,
     map_name::ALLOW_HOSTS4[0],
     map_name::ALLOW_HOSTS4[1],
+    map_name::ALLOW_HOSTS6[0],
+    map_name::ALLOW_HOSTS6[1],
 ];
 
 /// How the program is hooked into the driver.

@@ -444,6 +444,7 @@ pub struct State {
     policy_fd: MapFd,
     allow4: [Trie4; 2],
     allow_hosts4: [HashMap<MapData, Ipv4Data, RuleValue>; 2],
+    allow_hosts6: [HashMap<MapData, Ipv6Data, RuleValue>; 2],
     allow6: [Trie6; 2],
     deny4: [Trie4; 2],
     deny6: [Trie6; 2],
@@ -507,6 +508,10 @@ impl State {
             allow_hosts4: [
                 open_pinned(&pin(map_name::ALLOW_HOSTS4[0]))?,
                 open_pinned(&pin(map_name::ALLOW_HOSTS4[1]))?,
+            ],
+            allow_hosts6: [
+                open_pinned(&pin(map_name::ALLOW_HOSTS6[0]))?,
+                open_pinned(&pin(map_name::ALLOW_HOSTS6[1]))?,
             ],
             allow6: pair6(map_name::ALLOW6)?,
             deny4: pair4(map_name::DENY4)?,
@@ -581,6 +586,10 @@ impl State {
                 let (addr, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
                 rules.insert(Prefix::V4 { len: 32, addr }, value);
             }
+            for entry in self.allow_hosts6[g].iter() {
+                let (addr, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
+                rules.insert(Prefix::V6 { len: 128, addr }, value);
+            }
         }
         for entry in v6.iter() {
             let (key, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
@@ -612,6 +621,9 @@ impl State {
             (List::Allow, Prefix::V4 { len, addr }) => {
                 self.allow4[g].insert(&Key::new(len.into(), addr), value, 0)
             }
+            (List::Allow, Prefix::V6 { len: 128, addr }) => {
+                self.allow_hosts6[g].insert(addr, value, 0)
+            }
             (List::Allow, Prefix::V6 { len, addr }) => {
                 self.allow6[g].insert(&Key::new(len.into(), addr), value, 0)
             }
@@ -638,6 +650,7 @@ impl State {
             (List::Allow, Prefix::V4 { len, addr }) => {
                 self.allow4[g].remove(&Key::new(len.into(), addr))
             }
+            (List::Allow, Prefix::V6 { len: 128, addr }) => self.allow_hosts6[g].remove(&addr),
             (List::Allow, Prefix::V6 { len, addr }) => {
                 self.allow6[g].remove(&Key::new(len.into(), addr))
             }

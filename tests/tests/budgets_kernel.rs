@@ -593,29 +593,54 @@ fn a_runtime_allow_entry_passes_the_prefilter_across_its_whole_range() {
     );
 }
 
-/// IPv4 hosts live in a hash map, networks in the trie (with their own prefilter bitmap): a
-/// source is allowlisted by either, runtime changes reach both, and listing shows both.
+/// Hosts (/32, /128) live in hash maps, networks in the tries (IPv4 networks behind their own
+/// prefilter bitmap): a source is allowlisted by either, runtime changes reach both, listing
+/// shows both, and an apply rebuilds both.
 #[test]
 fn allowlist_hosts_and_networks_answer_together() {
-    let policy = "[trunk]\nudp = [5060]\n[[allow]]\ncidrs = [\"192.0.2.0/24\", \"198.51.100.7\"]\n";
+    let policy = "[trunk]\nudp = [5060]\n[[allow]]\ncidrs = [\"192.0.2.0/24\", \"198.51.100.7\", \
+                  \"2001:db8:1::/48\", \"2001:db8:9::7\"]\n";
     let mut filter = TestFilter::new(policy);
     let reason = |filter: &mut TestFilter, source: &str| {
         filter.run(&frame(source.parse().unwrap(), 5060)).reason
     };
-    assert_eq!(reason(&mut filter, "198.51.100.7"), Reason::Allowlisted);
-    assert_eq!(reason(&mut filter, "192.0.2.200"), Reason::Allowlisted);
-    // Same /24 as a host entry, but no network covers it.
-    assert_eq!(reason(&mut filter, "198.51.100.8"), Reason::NotAllowlisted);
-    let (code, _, stderr) = cli(&filter, &["allow", "add", "198.51.100.0/28"]);
+    for source in [
+        "198.51.100.7",
+        "192.0.2.200",
+        "2001:db8:9::7",
+        "2001:db8:1::99",
+    ] {
+        assert_eq!(reason(&mut filter, source), Reason::Allowlisted, "{source}");
+    }
+    // Beside a host entry, but no network covers them.
+    for source in ["198.51.100.8", "2001:db8:9::8"] {
+        assert_eq!(
+            reason(&mut filter, source),
+            Reason::NotAllowlisted,
+            "{source}"
+        );
+    }
+    let (code, _, stderr) = cli(
+        &filter,
+        &["allow", "add", "198.51.100.0/28", "2001:db8:9::8"],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reason(&mut filter, "198.51.100.8"), Reason::Allowlisted);
     assert_eq!(reason(&mut filter, "198.51.100.16"), Reason::NotAllowlisted);
+    assert_eq!(reason(&mut filter, "2001:db8:9::8"), Reason::Allowlisted);
     let (code, _, stderr) = cli(
         &filter,
-        &["allow", "del", "198.51.100.7", "198.51.100.0/28"],
+        &[
+            "allow",
+            "del",
+            "198.51.100.7",
+            "198.51.100.0/28",
+            "2001:db8:9::7",
+        ],
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reason(&mut filter, "198.51.100.7"), Reason::NotAllowlisted);
+    assert_eq!(reason(&mut filter, "2001:db8:9::7"), Reason::NotAllowlisted);
     let (code, _, stderr) = cli(&filter, &["allow", "add", "198.51.100.9"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reason(&mut filter, "198.51.100.9"), Reason::Allowlisted);
@@ -629,9 +654,23 @@ fn allowlist_hosts_and_networks_answer_together() {
         )
         .unwrap();
     let listed: Vec<String> = rules.keys().map(|prefix| prefix.to_string()).collect();
-    assert_eq!(listed, ["192.0.2.0/24", "198.51.100.9/32"]);
+    assert_eq!(
+        listed,
+        [
+            "192.0.2.0/24",
+            "198.51.100.9/32",
+            "2001:db8:1::/48",
+            "2001:db8:9::8/128"
+        ]
+    );
     // An apply moves everything into the other generation's maps, hosts included.
     filter.apply(policy);
-    assert_eq!(reason(&mut filter, "198.51.100.7"), Reason::Allowlisted);
-    assert_eq!(reason(&mut filter, "198.51.100.9"), Reason::Allowlisted);
+    for source in [
+        "198.51.100.7",
+        "198.51.100.9",
+        "2001:db8:9::7",
+        "2001:db8:9::8",
+    ] {
+        assert_eq!(reason(&mut filter, source), Reason::Allowlisted, "{source}");
+    }
 }

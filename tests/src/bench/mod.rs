@@ -464,7 +464,7 @@ fn breakdown(scenarios: &[Scenario], configs: &[Config], units: &[Unit]) -> Vec<
             baseline("bench_parse", "non_sip_passed"),
         ),
         (
-            "denylist and allowlist lookups (two LPM tries, 10k prefixes)",
+            "list lookups: prefilters, allowlist host hash (10k prefixes)",
             "allowlisted_no_budget - non_sip_passed",
             sipguard("10k", "allowlisted_no_budget"),
             sipguard("10k", "non_sip_passed"),
