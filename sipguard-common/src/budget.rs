@@ -19,6 +19,13 @@
 //!
 //! After an idle period a source may send `burst` packets back to back; sustained, it gets `rate`
 //! per second; over any window of length T it gets at most `burst + rate x T`.
+//!
+//! The data plane's clock advances in kernel ticks (jiffies), and two CPUs may read it a tick
+//! apart for an instant. [`Gcra::admit_on_tick`] widens the window by one tick (`tau + tick`:
+//! otherwise a step of the clock larger than `tau` resets the TAT and caps the rate at `burst`
+//! per tick) and the debt rule by two (so that a CPU a tick behind never takes the TAT of a CPU
+//! ahead of it for a debt). The long-run rate stays exact; over a window T a source gets at most
+//! `burst + rate x (T + tick)`.
 
 /// Nanoseconds per second.
 pub const NANOS: u64 = 1_000_000_000;
@@ -71,16 +78,23 @@ impl Gcra {
     /// The TAT after admitting one packet at `now`, or `None` when the packet is over budget.
     #[inline(always)]
     pub fn admit(&self, tat: u64, now: u64) -> Option<u64> {
+        self.admit_on_tick(tat, now, 0)
+    }
+
+    /// [`Gcra::admit`] on a clock that advances in steps of `tick_ns` (see the module docs).
+    #[inline(always)]
+    pub fn admit_on_tick(&self, tat: u64, now: u64, tick_ns: u64) -> Option<u64> {
         if self.interval_ns == 0 {
             return Some(tat);
         }
         let base = if tat > now { tat } else { now };
-        if base - now <= self.tau_ns {
+        if base - now <= self.tau_ns.saturating_add(tick_ns) {
             return Some(base.saturating_add(self.interval_ns));
         }
         let empty = now
             .saturating_add(self.tau_ns)
-            .saturating_add(self.interval_ns);
+            .saturating_add(self.interval_ns)
+            .saturating_add(tick_ns.saturating_mul(2));
         if tat > empty { Some(empty) } else { None }
     }
 
@@ -221,6 +235,46 @@ mod tests {
         let slower = Gcra::new(10, 1);
         assert_eq!(slower.admit(fast_tat, NANOS), None);
         assert!(slower.admit(fast_tat, NANOS + fast.interval_ns).is_some());
+    }
+
+    /// Offers a packet every `gap` ns for one second on a clock quantized to `tick` and read by
+    /// two CPUs in turn, the second `skew` ns behind; returns the admitted count.
+    fn offer_on_ticks(gcra: &Gcra, gap: u64, tick: u64, skew: u64) -> u64 {
+        let start = 1_000 * NANOS;
+        let mut tat = 0;
+        let mut admitted = 0;
+        let mut real = start;
+        let mut cpu = 0;
+        while real < start + NANOS {
+            let seen = real - cpu * skew;
+            let now = seen - seen % tick;
+            if let Some(next) = gcra.admit_on_tick(tat, now, tick) {
+                tat = next;
+                admitted += 1;
+            }
+            real += gap;
+            cpu ^= 1;
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_tick_clock_keeps_the_rate_even_when_the_burst_is_shorter_than_a_tick() {
+        const TICK: u64 = 4 * MS;
+        for (rate, burst) in [(10_000, 1), (1_000_000, 100), (100_000, 1_000), (10, 20)] {
+            let gcra = Gcra::new(rate, burst);
+            for skew in [0, TICK] {
+                // Offered at 4x the rate (at most one packet a nanosecond).
+                let gap = (NANOS / rate / 4).max(1);
+                let admitted = offer_on_ticks(&gcra, gap, TICK, skew);
+                let floor = rate - rate * TICK / NANOS;
+                let ceiling = burst + rate + 2 * rate * TICK / NANOS + 2;
+                assert!(
+                    (floor..=ceiling).contains(&admitted),
+                    "{rate}/s burst {burst}, skew {skew}: {admitted} not in {floor}..={ceiling}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub fn admit(source: &SourceKey, view: &MapView) -> Option<u32> {
         } else {
             (0, 0)
         };
-        match events.admit(tat, now) {
+        match events.admit_on_tick(tat, now, view.tick_ns()) {
             Some(next) if spend_global(now, view) => {
                 slot.tag = tag;
                 slot.tat_ns = next;
@@ -58,7 +58,11 @@ fn spend_global(now: u64, view: &MapView) -> bool {
     };
     // SAFETY: per-CPU slot.
     unsafe {
-        match view.header().events_global.admit(*tat, now) {
+        match view
+            .header()
+            .events_global
+            .admit_on_tick(*tat, now, view.tick_ns())
+        {
             Some(next) => {
                 *tat = next;
                 true

@@ -67,10 +67,11 @@ pub static DENY6_1: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX
 pub static FRAGS: LruHashMap<FragKey, FragVerdict> =
     LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
 
-/// Per CPU: boot time minus jiffies x tick, taken at the CPU's first packet (0: not yet), so
-/// that the tick clock reads as boot time. 1 x 8 bytes per CPU.
+/// Boot time minus jiffies x tick, taken once by the first packet (0: not yet), so that the tick
+/// clock reads as boot time. One value for all CPUs: they read the same jiffies, so their clocks
+/// agree (but for the instant a tick takes to reach every CPU). 1 x 8 bytes.
 #[map(name = "SG_CLOCK")]
-pub static CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The IPv4 prefilters, one bit per /24 touched by a prefix of the list, per generation and
 /// list (`sipguard_common::abi::prefilter_index`). 2 x 2 x 64 chunks of 32 KiB = 8 MiB.

@@ -63,25 +63,38 @@ impl MapView {
         self.policy.header.ipv6_budget_prefix
     }
 
+    /// Nanoseconds per step of [`MapView::now`]; budgets admit on it with
+    /// [`Gcra::admit_on_tick`].
+    #[inline(always)]
+    pub fn tick_ns(&self) -> u64 {
+        match self.policy.header.tick_ns {
+            0 => u64::from(DEFAULT_TICK_NS),
+            tick => u64::from(tick),
+        }
+    }
+
     #[inline(always)]
     fn tick_clock(&self) -> u64 {
-        let tick = match self.policy.header.tick_ns {
-            0 => DEFAULT_TICK_NS,
-            tick => tick,
-        };
-        // SAFETY: helpers without arguments.
-        let ticks = unsafe { bpf_jiffies64() }.wrapping_mul(u64::from(tick));
+        // SAFETY: helper without arguments.
+        let ticks = unsafe { bpf_jiffies64() }.wrapping_mul(self.tick_ns());
         let Some(offset) = CLOCK.get_ptr_mut(0) else {
             // SAFETY: as above.
             return unsafe { bpf_ktime_get_boot_ns() };
         };
-        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        // SAFETY: `offset` is an aligned u64 in a map value valid for this run; it is written
+        // once, by compare-and-swap, and whoever loses uses the winner's value.
         unsafe {
-            if *offset == 0 {
+            let mut anchor = core::ptr::read_volatile(offset);
+            if anchor == 0 {
                 // `| 1`: never 0 again; one nanosecond does not matter.
-                *offset = bpf_ktime_get_boot_ns().wrapping_sub(ticks) | 1;
+                let mine = bpf_ktime_get_boot_ns().wrapping_sub(ticks) | 1;
+                let (seen, won) =
+                    atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                        offset, 0, mine,
+                    );
+                anchor = if won { mine } else { seen };
             }
-            ticks.wrapping_add(*offset)
+            ticks.wrapping_add(anchor)
         }
     }
 
@@ -132,11 +145,11 @@ fn swap(tat: *mut u64, seen: u64, next: u64) -> bool {
 
 /// Spends one packet from a shared GCRA state with compare-and-swap: exact across CPUs.
 #[inline(always)]
-fn spend(tat: *mut u64, now: u64, gcra: &Gcra) -> bool {
+fn spend(tat: *mut u64, now: u64, tick: u64, gcra: &Gcra) -> bool {
     for _ in 0..3 {
         // SAFETY: `tat` points into a map value that stays valid for this program run.
         let seen = unsafe { core::ptr::read_volatile(tat) };
-        let Some(next) = gcra.admit(seen, now) else {
+        let Some(next) = gcra.admit_on_tick(seen, now, tick) else {
             return false;
         };
         if swap(tat, seen, next) {
@@ -289,7 +302,12 @@ impl PolicyView for MapView {
         let now = self.now();
         if let Some(state) = PEERS.get_ptr_mut(source) {
             // SAFETY: map value valid for this run.
-            return spend(unsafe { &raw mut (*state).tat_ns }, now, &gcra);
+            return spend(
+                unsafe { &raw mut (*state).tat_ns },
+                now,
+                self.tick_ns(),
+                &gcra,
+            );
         }
         let fresh = SourceState {
             tat_ns: gcra.first(now),
@@ -312,7 +330,12 @@ impl PolicyView for MapView {
         let now = self.now();
         if let Some(state) = SOURCES.get_ptr_mut(source) {
             // SAFETY: map value valid for this run.
-            if spend(unsafe { &raw mut (*state).tat_ns }, now, &gcra) {
+            if spend(
+                unsafe { &raw mut (*state).tat_ns },
+                now,
+                self.tick_ns(),
+                &gcra,
+            ) {
                 return Spend::Admitted;
             }
             // SAFETY: as above. Strike bookkeeping races only with the same source on another
@@ -349,7 +372,10 @@ impl PolicyView for MapView {
         };
         // SAFETY: per-CPU slot, no concurrent writer.
         unsafe {
-            match header.new_sources.admit(*new_tat, now) {
+            match header
+                .new_sources
+                .admit_on_tick(*new_tat, now, self.tick_ns())
+            {
                 Some(next) => *new_tat = next,
                 None => return Spend::NoNewSource,
             }

@@ -150,3 +150,75 @@ pub fn drain_events(target: &Target) -> Vec<sipguard::events::EventRecord> {
     }
     events
 }
+
+/// What [`flood_one_source`] measured.
+pub struct SharedFlood {
+    /// Runs in all (every CPU).
+    pub runs: u64,
+    pub admitted: u64,
+    /// From the common start to the last thread's end.
+    pub elapsed: std::time::Duration,
+    /// Each thread's test_run call.
+    pub per_thread: Vec<std::time::Duration>,
+}
+
+/// One allowlisted source of class `carrier` (`rate`/s, `burst`) flooding the real program from
+/// `cpus` CPUs at once: each thread pinned to its CPU, with its own program handle on the same
+/// pinned maps, sharing the one bucket as a NIC's RX queues would.
+pub fn flood_one_source(rate: u32, burst: u32, runs_per_cpu: u32, cpus: usize) -> SharedFlood {
+    let policy = format!(
+        "[trunk]\nudp = [5060]\n[classes]\ncarrier = {{ rate = {rate}, burst = {burst} }}\n\
+         [[allow]]\nclass = \"carrier\"\ncidrs = [\"192.0.2.0/24\"]\n"
+    );
+    let frame = crate::frames::Packet::udp4(
+        std::net::Ipv4Addr::new(192, 0, 2, 10),
+        std::net::Ipv4Addr::new(198, 51, 100, 1),
+        5060,
+        5060,
+        vec![b'x'; 300],
+    )
+    .build();
+    let filter = TestFilter::new(&policy);
+    // Load first, then start every flood at once: the span covers test_run only.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(cpus + 1));
+    let threads: Vec<_> = (0..cpus)
+        .map(|cpu| {
+            let frame = frame.clone();
+            let target = filter.target.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let _pinned = crate::lab::Pinned::to(cpu);
+                let mut loaded = load(&target, None, None).expect("load");
+                barrier.wait();
+                let started = std::time::Instant::now();
+                loaded
+                    .program()
+                    .test_run(TestRunOptions {
+                        data_in: Some(&frame),
+                        repeat: runs_per_cpu,
+                        ..Default::default()
+                    })
+                    .expect("test_run");
+                started.elapsed()
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = std::time::Instant::now();
+    let per_thread: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("flood thread"))
+        .collect();
+    let elapsed = start.elapsed();
+    let stats = filter.stats();
+    let admitted = stats.get(Zone::Trunk, Reason::Allowlisted, false).packets;
+    SharedFlood {
+        runs: admitted
+            + stats
+                .get(Zone::Trunk, Reason::PeerRateLimited, false)
+                .packets,
+        admitted,
+        elapsed,
+        per_thread,
+    }
+}

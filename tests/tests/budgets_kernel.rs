@@ -674,3 +674,28 @@ fn allowlist_hosts_and_networks_answer_together() {
         assert_eq!(reason(&mut filter, source), Reason::Allowlisted, "{source}");
     }
 }
+
+/// One source flooding from every CPU at once shares one bucket: it gets its rate, not a
+/// multiple of it (each CPU reads the tick clock; a CPU a tick behind must not reset the bucket).
+#[test]
+fn a_source_flooding_from_every_cpu_gets_its_rate_not_a_multiple() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (rate, burst) in [(100_000u32, 1_000u32), (10_000, 1)] {
+        let flood = sipguard_tests::harness::flood_one_source(rate, burst, 300_000, cpus);
+        assert_eq!(flood.runs, 300_000 * cpus as u64);
+        let ceiling = f64::from(burst)
+            + f64::from(rate) * (flood.elapsed.as_secs_f64() + clock_slack())
+            + cpus as f64;
+        assert!(
+            flood.admitted >= u64::from(burst),
+            "{rate}/s burst {burst}: {} admitted",
+            flood.admitted
+        );
+        assert!(
+            flood.admitted as f64 <= ceiling,
+            "{rate}/s burst {burst} from {cpus} CPUs: {} admitted in {:?} (ceiling {ceiling:.0})",
+            flood.admitted,
+            flood.elapsed
+        );
+    }
+}

@@ -315,32 +315,7 @@ fn print_rows(rows: &[Row]) {
     }
 }
 
-/// Pins the calling thread to one CPU.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
 fn budget_accuracy(args: &BudgetArgs) -> Result<()> {
-    use sipguard_common::abi::{Reason, Zone};
-    use sipguard_tests::{frames::Packet, harness::TestFilter};
-    let policy = format!(
-        "[trunk]\nudp = [5060]\n[classes]\ncarrier = {{ rate = {}, burst = {} }}\n\
-         [[allow]]\nclass = \"carrier\"\ncidrs = [\"192.0.2.0/24\"]\n",
-        args.rate, args.burst
-    );
-    let frame = Packet::udp4(
-        "192.0.2.10".parse()?,
-        "198.51.100.1".parse()?,
-        5060,
-        5060,
-        vec![b'x'; 300],
-    )
-    .build();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "one allowlisted source, class {}/s burst {}, {} runs per CPU (BPF_PROG_TEST_RUN)",
@@ -351,51 +326,16 @@ fn budget_accuracy(args: &BudgetArgs) -> Result<()> {
         "CPUs", "runs", "admitted", "configured*", "ratio", "ns/run"
     );
     for used in [1, cpus] {
-        // A fresh filter (and bucket) per measurement; each thread loads its own program handle
-        // on the same pinned maps, so they share the one bucket as real RX queues would.
-        let filter = TestFilter::new(&policy);
-        let target = filter.target.clone();
-        // Load first, then start every flood at once: the span covers test_run only.
-        let barrier = std::sync::Arc::new(std::sync::Barrier::new(used + 1));
-        let threads: Vec<_> = (0..used)
-            .map(|cpu| {
-                let frame = frame.clone();
-                let target = target.clone();
-                let runs = args.runs;
-                let barrier = barrier.clone();
-                std::thread::spawn(move || {
-                    pin_to_cpu(cpu);
-                    let mut loaded = sipguard::dataplane::load(&target, None, None).expect("load");
-                    barrier.wait();
-                    let started = std::time::Instant::now();
-                    use aya::programs::TestRun as _;
-                    loaded
-                        .program()
-                        .test_run(aya::programs::TestRunOptions {
-                            data_in: Some(&frame),
-                            repeat: runs,
-                            ..Default::default()
-                        })
-                        .expect("test_run");
-                    started.elapsed()
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = std::time::Instant::now();
-        let per_thread: Vec<std::time::Duration> = threads
-            .into_iter()
-            .map(|t| t.join().expect("thread"))
-            .collect();
-        let elapsed = start.elapsed();
-        let stats = filter.stats();
-        let admitted = stats.get(Zone::Trunk, Reason::Allowlisted, false).packets;
-        let total = admitted
-            + stats
-                .get(Zone::Trunk, Reason::PeerRateLimited, false)
-                .packets;
-        let configured = f64::from(args.burst) + f64::from(args.rate) * elapsed.as_secs_f64();
-        let ns_per_run = per_thread.iter().map(|d| d.as_nanos() as f64).sum::<f64>() / total as f64;
+        // A fresh filter (and bucket) per measurement.
+        let flood =
+            sipguard_tests::harness::flood_one_source(args.rate, args.burst, args.runs, used);
+        let configured = f64::from(args.burst) + f64::from(args.rate) * flood.elapsed.as_secs_f64();
+        let ns_per_run = flood
+            .per_thread
+            .iter()
+            .map(|d| d.as_nanos() as f64)
+            .sum::<f64>()
+            / flood.runs as f64;
         println!(
             "{:<22} {:>12} {:>12} {:>14.0} {:>9.4} {:>11.1}",
             if used == 1 {
@@ -403,10 +343,10 @@ fn budget_accuracy(args: &BudgetArgs) -> Result<()> {
             } else {
                 format!("{used} (all, concurrently)")
             },
-            total,
-            admitted,
+            flood.runs,
+            flood.admitted,
             configured,
-            admitted as f64 / configured,
+            flood.admitted as f64 / configured,
             ns_per_run
         );
     }
