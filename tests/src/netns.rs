@@ -6,6 +6,7 @@ use std::{
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
     thread::JoinHandle,
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -124,8 +125,34 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        // Deleting a namespace does not end its processes: a peer that outlived its guard
+        // (a daemon's worker, an attack tool) would run on, orphaned.
+        kill_processes_in(&[self.name.as_str()], Duration::from_millis(500));
         // Deleting the namespace destroys its veths (and with them any XDP link on them).
         let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Ends every process in the named namespaces: SIGTERM, `grace` to exit, then SIGKILL.
+pub fn kill_processes_in(namespaces: &[&str], grace: Duration) {
+    let signal_all = |signal: i32| {
+        let mut signalled = false;
+        for ns in namespaces {
+            let pids = run("ip", &["netns", "pids", ns]).unwrap_or_default();
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) on a process of a namespace this code created.
+                unsafe { libc::kill(pid, signal) };
+                signalled = true;
+            }
+        }
+        signalled
+    };
+    if signal_all(libc::SIGTERM) {
+        std::thread::sleep(grace);
+        signal_all(libc::SIGKILL);
     }
 }
 

@@ -18,6 +18,7 @@ impl TempPinRoot {
         let base = Path::new("/sys/fs/bpf/sipguard-test");
         sipguard::state::ensure_bpffs(base)
             .expect("bpffs at /sys/fs/bpf (scripts/setup mounts it)");
+        remove_roots_of_dead_processes(base);
         let path = base.join(format!(
             "{tag}-{}-{}",
             std::process::id(),
@@ -29,6 +30,24 @@ impl TempPinRoot {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Pin roots left by test processes that died without unwinding (an abort, a kill): their
+/// links would keep programs attached and their maps allocated.
+fn remove_roots_of_dead_processes(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        // `{tag}-{pid}-{n}`; the tag may contain dashes.
+        let Some(pid) = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -1030,27 +1030,8 @@ pub fn tear_down() -> Result<bool> {
         return Ok(false);
     };
     let kept: KeptLab = serde_json::from_str(&text)?;
-    for ns in &kept.namespaces {
-        let pids = run("ip", &["netns", "pids", ns]).unwrap_or_default();
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: kill(2); processes of our own lab.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    for ns in &kept.namespaces {
-        let pids = run("ip", &["netns", "pids", ns]).unwrap_or_default();
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
+    let namespaces: Vec<&str> = kept.namespaces.iter().map(String::as_str).collect();
+    crate::netns::kill_processes_in(&namespaces, Duration::from_secs(1));
     let _ = fs::remove_dir_all(&kept.pin_root);
     for ns in &kept.namespaces {
         let _ = run("ip", &["netns", "del", ns]);
