@@ -95,6 +95,17 @@ impl TestFilter {
             .unwrap_or_else(|e| panic!("test_run x{repeat}: {e}"));
     }
 
+    /// The entries of a list in the active generation.
+    pub fn rules(
+        &self,
+        list: sipguard::state::List,
+    ) -> std::collections::BTreeMap<sipguard::policy::Prefix, sipguard_common::abi::RuleValue> {
+        let state = &self.loaded.state;
+        state
+            .rules(state.active_generation().expect("active generation"), list)
+            .expect("read rules")
+    }
+
     /// Counters summed over CPUs, by zone and reason.
     pub fn stats(&self) -> sipguard::report::Stats {
         sipguard::report::Stats::read(&self.loaded.state).expect("read stats")

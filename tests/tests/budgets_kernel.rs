@@ -510,14 +510,7 @@ fn runtime_allow_entries_carry_a_class_across_applies() {
             Reason::PeerRateLimited
         ]
     );
-    let rules = filter
-        .loaded
-        .state
-        .rules(
-            filter.loaded.state.active_generation().unwrap(),
-            List::Allow,
-        )
-        .unwrap();
+    let rules = filter.rules(List::Allow);
     assert_eq!(rules.len(), 3);
 }
 
@@ -645,14 +638,7 @@ fn allowlist_hosts_and_networks_answer_together() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(reason(&mut filter, "198.51.100.9"), Reason::Allowlisted);
     assert_eq!(reason(&mut filter, "198.51.100.8"), Reason::NotAllowlisted);
-    let rules = filter
-        .loaded
-        .state
-        .rules(
-            filter.loaded.state.active_generation().unwrap(),
-            List::Allow,
-        )
-        .unwrap();
+    let rules = filter.rules(List::Allow);
     let listed: Vec<String> = rules.keys().map(|prefix| prefix.to_string()).collect();
     assert_eq!(
         listed,
