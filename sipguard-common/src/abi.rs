@@ -333,8 +333,8 @@ pub struct PolicyHeader {
     pub events_rate: u32,
     pub events_burst: u32,
     pub events_global_rate: u32,
-    /// Nanoseconds per kernel tick (jiffy). The data plane's clock is jiffies x tick_ns plus a
-    /// per-CPU offset to boot time taken once (`SG_CLOCK`): the verifier inlines jiffies to one
+    /// Nanoseconds per kernel tick (jiffy). The data plane's clock is jiffies x tick_ns plus an
+    /// offset to boot time taken once for all CPUs (`SG_CLOCK`): the verifier inlines jiffies to one
     /// load, where every clock helper costs a call. 0: [`DEFAULT_TICK_NS`].
     pub tick_ns: u32,
     /// NUL-padded path of the policy file last applied; empty when none.
@@ -408,7 +408,7 @@ pub const MAX_PREFIXES: u32 = 262_144;
 pub const PREFILTER_CHUNK_WORDS: usize = 4096;
 pub const PREFILTER_CHUNKS: u32 = 64;
 /// Bitmaps per generation: [`PREFILTER_ALLOW`], [`PREFILTER_DENY`], [`PREFILTER_ALLOW_NETS`].
-pub const PREFILTER_LISTS: u32 = 3;
+pub const PREFILTER_BITMAPS: u32 = 3;
 /// Any allowlist entry (host or network).
 pub const PREFILTER_ALLOW: u32 = 0;
 /// Any denylist entry.
@@ -417,10 +417,10 @@ pub const PREFILTER_DENY: u32 = 1;
 /// still needs the allowlist trie.
 pub const PREFILTER_ALLOW_NETS: u32 = 2;
 
-/// `SG_PREFILTER` index of a chunk of a generation's list.
+/// `SG_PREFILTER` index of a chunk of one of a generation's bitmaps (`PREFILTER_ALLOW`...).
 #[inline(always)]
-pub const fn prefilter_index(generation: u32, list: u32, chunk: u32) -> u32 {
-    (generation * PREFILTER_LISTS + list) * PREFILTER_CHUNKS + chunk
+pub const fn prefilter_index(generation: u32, bitmap: u32, chunk: u32) -> u32 {
+    (generation * PREFILTER_BITMAPS + bitmap) * PREFILTER_CHUNKS + chunk
 }
 
 /// One chunk: 4096 x 64 bits = 262,144 consecutive /24s (a /6 of the address space).

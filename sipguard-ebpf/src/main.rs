@@ -35,8 +35,9 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
         // Only possible if the maps are unreadable; never break the host's networking.
         return xdp_action::XDP_PASS;
     };
-    // The source is taken inside the IP arm: `Parsed` carried past the decision leaves the
-    // undefined payload of its other variants in registers the verifier refuses to read.
+    // The source is taken inside the IP arm, before the decision and for passes too (a copy of
+    // 17 bytes): carried past the decision, or taken only on drops, LLVM leaves undefined bytes
+    // of the parse result in registers the verifier refuses to read or spill.
     let (verdict, source) = match parse(&frame) {
         Parsed::Ip(packet) => {
             let source = source_key(&packet, view.ipv6_budget());

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use sipguard_common::abi::{
     Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventCache, FragKey, FragVerdict, GENERATIONS,
     Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
-    MAX_TRACKED_FRAGMENTS, Meta, PREFILTER_CHUNKS, PREFILTER_LISTS, Policy, PrefilterChunk,
+    MAX_TRACKED_FRAGMENTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy, PrefilterChunk,
     RuleValue, SourceKey, SourceState, event_stat,
 };
 
@@ -73,11 +73,11 @@ pub static FRAGS: LruHashMap<FragKey, FragVerdict> =
 #[map(name = "SG_CLOCK")]
 pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
-/// The IPv4 prefilters, one bit per /24 touched by a prefix of the list, per generation and
-/// list (`sipguard_common::abi::prefilter_index`). 2 x 2 x 64 chunks of 32 KiB = 8 MiB.
+/// The IPv4 prefilters, one bit per /24 touched by a prefix of the bitmap's kind, per generation
+/// and bitmap (`sipguard_common::abi::prefilter_index`). 2 x 3 x 64 chunks of 32 KiB = 12 MiB.
 #[map(name = "SG_PREFILTER")]
 pub static PREFILTER: Array<PrefilterChunk> =
-    Array::with_max_entries(GENERATIONS * PREFILTER_LISTS * PREFILTER_CHUNKS, 0);
+    Array::with_max_entries(GENERATIONS * PREFILTER_BITMAPS * PREFILTER_CHUNKS, 0);
 
 /// Budget state of unknown sources in the access zone. LRU: 65,536 x ~108 bytes ~ 7 MB. New
 /// entries only within the global new-source budget, so a spoofed flood cannot churn it.

@@ -98,14 +98,14 @@ impl MapView {
         }
     }
 
-    /// The prefilter bit of `addr`'s /24 in `list` (always set for IPv6: no prefilter).
+    /// The prefilter bit of `addr`'s /24 in `bitmap` (always set for IPv6: no prefilter).
     #[inline(always)]
-    fn prefiltered(&self, list: u32, family: Family, addr: &[u8; 16]) -> bool {
+    fn prefiltered(&self, bitmap: u32, family: Family, addr: &[u8; 16]) -> bool {
         if family == Family::V6 {
             return true;
         }
         let (chunk, word, bit) = prefilter_position([addr[0], addr[1], addr[2], addr[3]]);
-        match PREFILTER.get(prefilter_index(self.generation, list, chunk)) {
+        match PREFILTER.get(prefilter_index(self.generation, bitmap, chunk)) {
             Some(bits) => bits[word] & (1 << bit) != 0,
             None => true,
         }

@@ -440,7 +440,7 @@ pub struct State {
     meta: Array<MapData, Meta>,
     active: Array<MapData, u32>,
     policy: Array<MapData, abi::Policy>,
-    /// The same map, for reads straight into the heap ([`lookup_boxed`]).
+    /// The same map, for reads straight into the heap ([`lookup_into`]); aya 0.14 does not expose a map's fd.
     policy_fd: MapFd,
     allow4: [Trie4; 2],
     allow_hosts4: [HashMap<MapData, Ipv4Data, RuleValue>; 2],
