@@ -9,8 +9,9 @@ use crate::budget::{BanRule, Gcra};
 
 /// Version of this ABI. Written into [`Meta`] when the pinned state is created. 3: the IPv4
 /// prefilters (`SG_PREFILTER`), allowlist hosts in hash maps (`SG_AHOST{4,6}_*`), the tick
-/// clock (`SG_CLOCK`, `PolicyHeader::tick_ns`).
-pub const ABI_VERSION: u32 = 3;
+/// clock (`SG_CLOCK`, `PolicyHeader::tick_ns`). 4: would-be bans ([`Ban::flags`]) and failed
+/// table inserts counted in `SG_EVSTATS` ([`event_stat`]).
+pub const ABI_VERSION: u32 = 4;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -577,10 +578,10 @@ impl BanReason {
 /// suspend; the controller converts them to wall-clock time.
 ///
 /// ```text
-///  0             8              16              24             32     40        44      45    48
-///  +-------------+--------------+---------------+--------------+------+---------+-------+-----+
-///  | banned_at   | expires_at   | first_seen    | last_seen    | hits | strikes | reason| res |
-///  +-------------+--------------+---------------+--------------+------+---------+-------+-----+
+///  0           8            16           24          32     40        44       45      46   48
+///  +-----------+------------+------------+-----------+------+---------+--------+-------+----+
+///  | banned_at | expires_at | first_seen | last_seen | hits | strikes | reason | flags | res|
+///  +-----------+------------+------------+-----------+------+---------+--------+-------+----+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -596,7 +597,17 @@ pub struct Ban {
     /// Over-budget packets that triggered it.
     pub strikes: u32,
     pub reason: u8,
-    pub _reserved: [u8; 3],
+    /// [`ban_flags`].
+    pub flags: u8,
+    pub _reserved: [u8; 2],
+}
+
+/// Bits of [`Ban::flags`].
+pub mod ban_flags {
+    /// Issued in monitor mode: listed and counted, dropping nothing for real, and never enforced
+    /// later (the data plane removes it when it meets it in enforce mode; the controller discards
+    /// every would-be ban when the mode switches to enforce).
+    pub const WOULD_BE: u8 = 1;
 }
 
 /// Capacity of `SG_SOURCES` (unknown sources in the access zone, LRU). Sizing: 65,536 x
@@ -757,9 +768,19 @@ pub mod event_stat {
     pub const SUPPRESSED: u32 = 1;
     /// Not written: the ring buffer was full.
     pub const LOST: u32 = 2;
-    /// Automatic bans issued.
+    /// Automatic bans issued (enforce mode).
     pub const BANS_ISSUED: u32 = 3;
-    pub const SLOTS: u32 = 4;
+    /// Automatic bans that monitor mode recorded as would-be bans.
+    pub const WOULD_BANS_ISSUED: u32 = 4;
+    /// A ban the data plane decided on but could not store (`SG_BANS` full).
+    pub const INSERT_FAILED_BANS: u32 = 5;
+    /// New per-source state that could not be stored in `SG_SOURCES`.
+    pub const INSERT_FAILED_SOURCES: u32 = 6;
+    /// New per-peer state that could not be stored in `SG_PEERS`.
+    pub const INSERT_FAILED_PEERS: u32 = 7;
+    /// A first-fragment verdict that could not be stored in `SG_FRAGS`.
+    pub const INSERT_FAILED_FRAGS: u32 = 8;
+    pub const SLOTS: u32 = 9;
 }
 
 /// Bytes of the event ring buffer: about 14,500 events of 72 bytes (+8 header).

@@ -15,8 +15,8 @@ use sipguard_common::{
     abi::{
         Ban, BanReason, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, FragKey, FragVerdict,
         FragmentPolicy, Mode, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy,
-        PolicyHeader, SourceKey, SourceState, Zone, event_stat, policy_flags, prefilter_index,
-        prefilter_position,
+        PolicyHeader, SourceKey, SourceState, Zone, ban_flags, event_stat, policy_flags,
+        prefilter_index, prefilter_position,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport},
@@ -128,6 +128,16 @@ impl MapView {
     #[inline(always)]
     fn class(&self, class: u16) -> &ClassLimits {
         &self.policy.classes[class as usize & (CLASS_SLOTS - 1)]
+    }
+}
+
+/// Counts an insert that failed for want of room; losing the race to another CPU that created
+/// the same entry (`-EEXIST` with `BPF_NOEXIST`) is not a failure.
+#[inline(always)]
+fn count_failed_insert(error: i32, slot: u32) {
+    const EEXIST: i32 = 17;
+    if error != -EEXIST {
+        event_stat(slot);
     }
 }
 
@@ -266,8 +276,10 @@ impl PolicyView for MapView {
 
     #[inline(always)]
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict) {
-        // A full LRU evicts the oldest datagram; nothing to do on error.
-        let _ = FRAGS.insert(key, verdict, 0);
+        // A full LRU evicts the oldest datagram; an error is counted.
+        if FRAGS.insert(key, verdict, 0).is_err() {
+            event_stat(event_stat::INSERT_FAILED_FRAGS);
+        }
     }
 
     #[inline(always)]
@@ -283,7 +295,9 @@ impl PolicyView for MapView {
         let now = self.now();
         // SAFETY: map value valid for this run; hits is an aligned u64.
         unsafe {
-            if now >= (*ban).expires_at_ns {
+            // A would-be ban from monitor mode never bites once enforcing.
+            let stale = (*ban).flags & ban_flags::WOULD_BE != 0 && self.mode() == Mode::Enforce;
+            if now >= (*ban).expires_at_ns || stale {
                 let _ = BANS.remove(source);
                 return false;
             }
@@ -316,7 +330,9 @@ impl PolicyView for MapView {
             ..SourceState::default()
         };
         // Another CPU may have created it meanwhile; the first packet is admitted either way.
-        let _ = PEERS.insert(source, fresh, BPF_NOEXIST as u64);
+        if let Err(error) = PEERS.insert(source, fresh, BPF_NOEXIST as u64) {
+            count_failed_insert(error, event_stat::INSERT_FAILED_PEERS);
+        }
         true
     }
 
@@ -349,6 +365,8 @@ impl PolicyView for MapView {
                 (*state).strike_window_ns = strikes.window_start_ns;
                 (*state).strikes = if ban { 0 } else { strikes.count };
                 if ban {
+                    // Monitor mode records the ban it would issue, without enforcing it later.
+                    let would_be = self.mode() == Mode::Monitor;
                     let entry = Ban {
                         banned_at_ns: now,
                         expires_at_ns: now.saturating_add(header.ban.ttl_ns),
@@ -357,11 +375,14 @@ impl PolicyView for MapView {
                         hits: 0,
                         strikes: strikes.count,
                         reason: BanReason::RateExceeded as u8,
-                        _reserved: [0; 3],
+                        flags: if would_be { ban_flags::WOULD_BE } else { 0 },
+                        _reserved: [0; 2],
                     };
-                    if BANS.insert(source, entry, 0).is_ok() {
-                        event_stat(event_stat::BANS_ISSUED);
-                    }
+                    event_stat(match BANS.insert(source, entry, 0) {
+                        Err(_) => event_stat::INSERT_FAILED_BANS,
+                        Ok(()) if would_be => event_stat::WOULD_BANS_ISSUED,
+                        Ok(()) => event_stat::BANS_ISSUED,
+                    });
                 }
             }
             return Spend::OverBudget;
@@ -386,7 +407,9 @@ impl PolicyView for MapView {
             class: header.access_class,
             ..SourceState::default()
         };
-        let _ = SOURCES.insert(source, fresh, BPF_NOEXIST as u64);
+        if let Err(error) = SOURCES.insert(source, fresh, BPF_NOEXIST as u64) {
+            count_failed_insert(error, event_stat::INSERT_FAILED_SOURCES);
+        }
         Spend::Admitted
     }
 }

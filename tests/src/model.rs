@@ -11,7 +11,7 @@ use sipguard::policy::{Policy, Prefix, Tables};
 use sipguard_common::{
     abi::{
         Ban, BanReason, FragKey, FragVerdict, FragmentPolicy, Mode, RuleValue, SourceKey,
-        SourceState, Zone,
+        SourceState, Zone, ban_flags,
     },
     budget::{Gcra, Strikes},
     parse::{Family, Transport, parse},
@@ -132,8 +132,12 @@ impl PolicyView for Model {
     fn is_banned(&self, source: &SourceKey) -> bool {
         let now = self.now.get();
         let mut bans = self.bans.borrow_mut();
+        let enforcing = self.tables.mode == Mode::Enforce;
         match bans.get_mut(source) {
-            Some(ban) if now < ban.expires_at_ns => {
+            Some(ban)
+                if now < ban.expires_at_ns
+                    && !(enforcing && ban.flags & ban_flags::WOULD_BE != 0) =>
+            {
                 ban.hits += 1;
                 ban.last_seen_ns = now;
                 true
@@ -204,7 +208,12 @@ impl PolicyView for Model {
                         hits: 0,
                         strikes: strikes.count,
                         reason: BanReason::RateExceeded as u8,
-                        _reserved: [0; 3],
+                        flags: if self.tables.mode == Mode::Monitor {
+                            ban_flags::WOULD_BE
+                        } else {
+                            0
+                        },
+                        _reserved: [0; 2],
                     },
                 );
             }
