@@ -52,6 +52,8 @@ pub struct ApplyReport {
     pub deny: ListChange,
     /// Automatic bans lifted because their source is allowlisted now.
     pub bans_lifted: usize,
+    /// Would-be bans of monitor mode discarded because the policy enforces.
+    pub would_be_bans_discarded: usize,
     /// Runtime allow entries whose class the new policy no longer has (now without budget).
     pub orphaned_classes: Vec<String>,
 }
@@ -136,6 +138,7 @@ pub fn apply(
     state.set_policy(next, &tables.policy_value(header, cpus()))?;
     state.activate(next)?;
     let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;
+    let would_be_bans_discarded = discard_would_be_bans_if_enforcing(state, tables.mode)?;
 
     Ok(ApplyReport {
         generation: next,
@@ -155,6 +158,7 @@ pub fn apply(
         allow: ListChange::between(&old_allow, &tables.allow),
         deny: ListChange::between(&old_deny, &tables.deny),
         bans_lifted,
+        would_be_bans_discarded,
         orphaned_classes,
     })
 }
@@ -185,13 +189,24 @@ pub fn source_addr(key: &SourceKey) -> IpAddr {
 }
 
 /// Switches enforce/monitor on the running policy. Only the mode byte of the active generation
-/// changes, so a concurrent packet sees either the old or the new mode.
-pub fn set_mode(state: &mut State, mode: Mode) -> Result<(), StateError> {
+/// changes, so a concurrent packet sees either the old or the new mode. Returns how many
+/// would-be bans of monitor mode were discarded (switching to enforce never enforces them).
+pub fn set_mode(state: &mut State, mode: Mode) -> Result<usize, StateError> {
     let active = state.active_generation()?;
     let mut value = state.policy(active)?;
     value.header.mode = mode as u8;
     value.header.serial += 1;
-    state.set_policy(active, &value)
+    state.set_policy(active, &value)?;
+    discard_would_be_bans_if_enforcing(state, mode)
+}
+
+/// Bans monitor mode recorded are evidence of what enforcing would have done, not decisions: once
+/// the filter enforces they go (the data plane also ignores any it meets in enforce mode).
+fn discard_would_be_bans_if_enforcing(state: &mut State, mode: Mode) -> Result<usize, StateError> {
+    match mode {
+        Mode::Enforce => state.discard_would_be_bans(),
+        Mode::Monitor => Ok(0),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

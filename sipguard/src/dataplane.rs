@@ -27,40 +27,11 @@ use sipguard_common::abi::{
 use crate::{
     apply::{ApplyReport, apply, set_mode},
     policy::Policy,
-    state::{Lock, State, StateError, Target, check_compatible, ensure_bpffs, now_unix},
+    state::{
+        Lock, State, StateError, Target, check_compatible, embedded_map_specs, is_sipguard_dir,
+        now_unix,
+    },
 };
-
-/// Every map of the program, pinned by name in the interface's directory.
-const ALL_MAPS: [&str; 28] = [
-    map_name::META,
-    map_name::ACTIVE,
-    map_name::POLICY,
-    map_name::ALLOW4[0],
-    map_name::ALLOW4[1],
-    map_name::ALLOW6[0],
-    map_name::ALLOW6[1],
-    map_name::DENY4[0],
-    map_name::DENY4[1],
-    map_name::DENY6[0],
-    map_name::DENY6[1],
-    map_name::FRAGS,
-    map_name::COUNTERS,
-    map_name::SOURCES,
-    map_name::PEERS,
-    map_name::BANS,
-    map_name::NEW_SOURCES,
-    map_name::EVENTS,
-    map_name::EVENT_CACHE,
-    map_name::EVENT_STATS,
-    map_name::TAILS,
-    map_name::SCRATCH,
-    map_name::PREFILTER,
-    map_name::CLOCK,
-    map_name::ALLOW_HOSTS4[0],
-    map_name::ALLOW_HOSTS4[1],
-    map_name::ALLOW_HOSTS6[0],
-    map_name::ALLOW_HOSTS6[1],
-];
 
 /// How the program is hooked into the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +71,12 @@ pub enum DataplaneError {
     Program(#[source] ProgramError),
     #[error("cannot attach to {iface}: {detail}")]
     Attach { iface: String, detail: String },
+    #[error(
+        "{dir} holds no sipguard state (its SG_META is missing or foreign); sipguard leaves it \
+         alone",
+        dir = .dir.display()
+    )]
+    NotSipguardState { dir: std::path::PathBuf },
     #[error(
         "{iface} is filtered in {current} mode; `sipguard detach` first to switch to {requested}"
     )]
@@ -154,13 +131,8 @@ struct Prepared {
 }
 
 fn prepare(target: &Target) -> Result<Prepared, DataplaneError> {
-    ensure_bpffs(&target.pin_root)?;
-    let dir = target.dir();
-    fs::create_dir_all(&dir).map_err(|source| StateError::Io {
-        what: format!("create {}", dir.display()),
-        source,
-    })?;
-    let lock = Lock::acquire(&dir)?;
+    crate::pins::prepare_dir(target).map_err(StateError::from)?;
+    let lock = Lock::acquire(&target.dir()).map_err(StateError::from)?;
     let existing = check_compatible(target)?;
     Ok(Prepared {
         _lock: lock,
@@ -206,9 +178,9 @@ fn load_prepared(
     mode: Option<Mode>,
 ) -> Result<Loaded, DataplaneError> {
     let mut loader = EbpfLoader::new();
-    let pins: Vec<(&str, std::path::PathBuf)> = ALL_MAPS
+    let pins: Vec<(&str, std::path::PathBuf)> = embedded_map_specs()
         .iter()
-        .map(|name| (*name, target.map_pin(name)))
+        .map(|spec| (spec.name.as_str(), target.map_pin(&spec.name)))
         .collect();
     for (name, pin) in &pins {
         loader.map_pin_path(name, pin.as_path());
@@ -217,13 +189,19 @@ fn load_prepared(
         .load(crate::EBPF_OBJECT)
         .map_err(DataplaneError::Load)?;
     let mut state = State::open_unchecked(target)?;
+    if prepared.existing {
+        state.sweep_expired_bans(crate::state::boot_now_ns())?;
+    }
 
     let applied = match (policy, prepared.existing) {
         (Some(policy), _) => Some(apply(&mut state, policy, mode)?),
         (None, false) => Some(apply(&mut state, &Policy::starter(), mode)?),
         (None, true) => {
             if let Some(mode) = mode {
-                set_mode(&mut state, mode)?;
+                let discarded = set_mode(&mut state, mode)?;
+                if discarded > 0 {
+                    log::info!("discarded {discarded} would-be bans of monitor mode");
+                }
             }
             None
         }
@@ -240,7 +218,7 @@ fn load_prepared(
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or_else(|| DataplaneError::Attach {
-            iface: target.iface.clone(),
+            iface: target.iface().to_string(),
             detail: format!("program {PROGRAM_NAME} missing from the embedded object"),
         })?
         .try_into()
@@ -298,10 +276,10 @@ fn link_report_program(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
 /// attaches, or atomically replaces the program of an existing link.
 pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneError> {
     let target = &request.target;
-    let Some(if_index) = ifindex(&target.iface) else {
+    let Some(if_index) = ifindex(target.iface()) else {
         return Err(DataplaneError::NoInterface {
-            iface: target.iface.clone(),
-            netns: target.netns.clone(),
+            iface: target.iface().to_string(),
+            netns: target.netns().map(str::to_string),
         });
     };
     let prepared = prepare(target)?;
@@ -314,7 +292,7 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
         };
         if let Some(requested) = requested.filter(|r| *r != current && current != 0) {
             return Err(DataplaneError::ModeMismatch {
-                iface: target.iface.clone(),
+                iface: target.iface().to_string(),
                 current: xdp_mode_name(current),
                 requested: xdp_mode_name(requested),
             });
@@ -333,7 +311,7 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
     meta.attached_at_unix = now_unix();
     meta.xdp_mode = xdp_mode;
     meta.ifname = [0; 16];
-    for (slot, byte) in meta.ifname.iter_mut().zip(target.iface.bytes().take(15)) {
+    for (slot, byte) in meta.ifname.iter_mut().zip(target.iface().bytes().take(15)) {
         *slot = byte;
     }
     loaded.state.set_meta(&meta)?;
@@ -401,25 +379,25 @@ fn attach_new_link(
     };
     let mut last_error = String::new();
     for (mode, mode_value) in attempts {
-        match program.attach(&target.iface, *mode) {
+        match program.attach(target.iface(), *mode) {
             Ok(link_id) => {
                 let link = program
                     .take_link(link_id)
                     .map_err(DataplaneError::Program)?;
                 let fd_link = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
-                    iface: target.iface.clone(),
+                    iface: target.iface().to_string(),
                     detail: format!("the kernel gave no BPF link ({e}); kernel 5.9+ is needed"),
                 })?;
                 fd_link
                     .pin(target.link_pin())
                     .map_err(|e| DataplaneError::Attach {
-                        iface: target.iface.clone(),
+                        iface: target.iface().to_string(),
                         detail: format!("pin link: {e}"),
                     })?;
                 if *mode_value == XDP_MODE_SKB && choice == XdpModeChoice::Auto {
                     log::warn!(
                         "{}: native XDP failed ({last_error}); running in generic (skb) mode",
-                        target.iface
+                        target.iface()
                     );
                 }
                 return Ok(*mode_value);
@@ -428,7 +406,7 @@ fn attach_new_link(
         }
     }
     Err(DataplaneError::Attach {
-        iface: target.iface.clone(),
+        iface: target.iface().to_string(),
         detail: last_error,
     })
 }
@@ -454,21 +432,49 @@ fn explain_attach_error(error: &ProgramError) -> String {
 pub struct DetachReport {
     pub unlinked: bool,
     pub removed_state: bool,
+    /// Entries of the interface directory that sipguard did not create and left alone (the
+    /// directory stays then).
+    pub left_behind: Vec<String>,
+}
+
+/// A pin sipguard may remove: the link, a map of this build, or a map of another build
+/// (`SG_*`) in a directory `SG_META` marks as sipguard's.
+fn is_known_pin(name: &str) -> bool {
+    name == crate::pins::LINK_PIN
+        || name.starts_with("SG_")
+        || embedded_map_specs().iter().any(|spec| spec.name == name)
+}
+
+fn remove_pin(path: &Path) -> Result<(), StateError> {
+    fs::remove_file(path).map_err(|source| StateError::Io {
+        what: format!("remove {}", path.display()),
+        source,
+    })
+}
+
+/// A pin, not a symlink or a directory someone put there.
+fn is_pin_file(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_file())
 }
 
 /// Detaches the program (by removing the link pin) and, unless `keep_state`, removes the maps.
+/// Only a directory under the pin root that `SG_META` marks as sipguard's is touched, and in it
+/// only the pins sipguard knows by name; symlinks are never followed.
 pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, DataplaneError> {
     let dir = target.dir();
-    if !dir.exists() {
+    if !crate::pins::check_dir(target).map_err(StateError::from)? {
         return Err(StateError::NotAttached {
             label: target.label(),
-            root: target.pin_root.clone(),
+            root: target.pin_root().to_path_buf(),
         }
         .into());
     }
-    let lock = Lock::acquire(&dir)?;
+    if !is_sipguard_dir(target) {
+        return Err(DataplaneError::NotSipguardState { dir });
+    }
+    let lock = Lock::acquire(&dir).map_err(StateError::from)?;
     let link_pin = target.link_pin();
-    let unlinked = link_pin.exists();
+    let unlinked = is_pin_file(&link_pin);
     if unlinked {
         let link_id = pinned_link_info(&link_pin).map(|info| info.id);
         fs::remove_file(&link_pin).map_err(|source| StateError::Io {
@@ -483,31 +489,41 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
             }
         }
     }
+    let mut left_behind = Vec::new();
     if !keep_state {
-        for entry in fs::read_dir(&dir).map_err(|source| StateError::Io {
+        let read_error = |source| StateError::Io {
             what: format!("read {}", dir.display()),
             source,
-        })? {
-            let path = entry
-                .map_err(|source| StateError::Io {
-                    what: format!("read {}", dir.display()),
-                    source,
-                })?
-                .path();
-            fs::remove_file(&path).map_err(|source| StateError::Io {
-                what: format!("remove {}", path.display()),
+        };
+        for entry in fs::read_dir(&dir).map_err(read_error)? {
+            let entry = entry.map_err(read_error)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name == map_name::META {
+                continue;
+            }
+            if !is_known_pin(&name) || !is_pin_file(&path) {
+                left_behind.push(name);
+                continue;
+            }
+            remove_pin(&path)?;
+        }
+        drop(lock);
+        // SG_META goes last, and only with the directory: while anything foreign remains, it
+        // still marks the directory as sipguard's, so a later detach can finish the job.
+        if left_behind.is_empty() {
+            remove_pin(&target.map_pin(map_name::META))?;
+            fs::remove_dir(&dir).map_err(|source| StateError::Io {
+                what: format!("remove {}", dir.display()),
                 source,
             })?;
         }
-        drop(lock);
-        fs::remove_dir(&dir).map_err(|source| StateError::Io {
-            what: format!("remove {}", dir.display()),
-            source,
-        })?;
     }
+    left_behind.sort();
     Ok(DetachReport {
         unlinked,
-        removed_state: !keep_state,
+        removed_state: !keep_state && left_behind.is_empty(),
+        left_behind,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod events;
 pub mod netns;
+pub mod pins;
 pub mod policy;
 pub mod report;
 pub mod state;

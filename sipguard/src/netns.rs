@@ -8,6 +8,8 @@ use std::{fs::File, os::fd::AsRawFd as _, path::PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
+    #[error(transparent)]
+    Name(#[from] crate::pins::NameError),
     #[error("network namespace {name} not found ({path}): {source}", path = .path.display())]
     Open {
         name: String,
@@ -23,6 +25,7 @@ pub enum NetnsError {
 
 /// Moves the calling thread into the named network namespace.
 pub fn enter(name: &str) -> Result<(), NetnsError> {
+    crate::pins::check_netns_name(name)?;
     let path = PathBuf::from("/run/netns").join(name);
     let file = File::open(&path).map_err(|source| NetnsError::Open {
         name: name.to_string(),

@@ -2,14 +2,14 @@
 
 use serde::Serialize;
 use sipguard_common::abi::{
-    CLASS_SLOTS, Counter, FragmentPolicy, Mode, Origin, Reason, SOURCE_PATH_LEN, Zone,
-    counter_index,
+    CLASS_SLOTS, Counter, FragmentPolicy, Mode, Origin, Reason, SOURCE_PATH_LEN, Zone, ban_flags,
+    counter_index, map_name,
 };
 
 use crate::{
     dataplane::{link_status, xdp_mode_name},
     policy::{class_name, ports_in},
-    state::{EventStats, List, State, StateError, boot_now_ns},
+    state::{EventStats, List, MapFill, State, StateError, boot_now_ns},
 };
 
 /// What happened to the packets of a counter slot.
@@ -162,8 +162,10 @@ pub struct BanView {
     pub threshold: u32,
     pub window_seconds: u64,
     pub ttl_seconds: u64,
-    /// Bans in force now.
+    /// Bans in force now (would-be bans excluded).
     pub active: usize,
+    /// Would-be bans of monitor mode, not expired: listed, never enforced.
+    pub would_be: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -205,6 +207,8 @@ pub struct Status {
     pub passed: Totals,
     pub dropped: Totals,
     pub would_drop: Totals,
+    /// Fill of every bounded table.
+    pub tables: Vec<MapFill>,
 }
 
 impl Status {
@@ -243,12 +247,24 @@ impl Status {
         let access = zone_ports(Zone::Access);
         let has_access = !access.udp.is_empty() || !access.tcp.is_empty();
         let now = boot_now_ns();
-        let active_bans = state
+        let unexpired: Vec<_> = state
             .bans()?
-            .iter()
+            .into_iter()
             .filter(|(_, ban)| ban.expires_at_ns > now)
+            .collect();
+        let would_be_bans = unexpired
+            .iter()
+            .filter(|(_, ban)| ban.flags & ban_flags::WOULD_BE != 0)
             .count();
-        let (tracked_sources, tracked_peers) = state.budget_entries();
+        let tables = state.map_fill()?;
+        let entries = |name: &str| {
+            tables
+                .iter()
+                .find(|fill| fill.name == name)
+                .map_or(0, |fill| fill.entries)
+        };
+        let (tracked_sources, tracked_peers) =
+            (entries(map_name::SOURCES), entries(map_name::PEERS));
         let path_len = header
             .source_path
             .iter()
@@ -289,7 +305,8 @@ impl Status {
                 threshold: header.ban.threshold,
                 window_seconds: header.ban.window_ns / 1_000_000_000,
                 ttl_seconds: header.ban.ttl_ns / 1_000_000_000,
-                active: active_bans,
+                active: unexpired.len() - would_be_bans,
+                would_be: would_be_bans,
             },
             tracked_sources,
             tracked_peers,
@@ -298,6 +315,7 @@ impl Status {
             passed: stats.passed,
             dropped: stats.dropped,
             would_drop: stats.would_drop,
+            tables,
         })
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
@@ -21,66 +20,7 @@ use sipguard_common::abi::{
 
 use crate::policy::{Prefix, zeroed_policy};
 
-/// Where pins go unless told otherwise.
-pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/sipguard";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Which interface (in which network namespace) and where its state is pinned.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub iface: String,
-    /// Named network namespace (`ip netns`) the interface lives in, if not the caller's.
-    pub netns: Option<String>,
-    pub pin_root: PathBuf,
-}
-
-impl Target {
-    /// Name of the pin directory: `eth0`, or `eth0@sbc` for an interface in netns `sbc`.
-    pub fn label(&self) -> String {
-        match &self.netns {
-            Some(netns) => format!("{}@{netns}", self.iface),
-            None => self.iface.clone(),
-        }
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.pin_root.join(self.label())
-    }
-
-    pub fn map_pin(&self, name: &str) -> PathBuf {
-        self.dir().join(name)
-    }
-
-    pub fn link_pin(&self) -> PathBuf {
-        self.dir().join("link")
-    }
-
-    /// Labels of every interface with state under `pin_root`.
-    pub fn list(pin_root: &Path) -> Vec<String> {
-        let mut labels: Vec<String> = fs::read_dir(pin_root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|entry| entry.path().join(map_name::META).exists())
-            .filter_map(|entry| entry.file_name().into_string().ok())
-            .collect();
-        labels.sort();
-        labels
-    }
-
-    /// The target named by a pin directory label.
-    pub fn from_label(pin_root: &Path, label: &str) -> Target {
-        let (iface, netns) = match label.split_once('@') {
-            Some((iface, netns)) => (iface.to_string(), Some(netns.to_string())),
-            None => (label.to_string(), None),
-        };
-        Target {
-            iface,
-            netns,
-            pin_root: pin_root.to_path_buf(),
-        }
-    }
-}
+pub use crate::pins::{DEFAULT_PIN_ROOT, Lock, Target, ensure_bpffs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -96,12 +36,10 @@ pub enum StateError {
         iface: String,
         detail: String,
     },
-    #[error(
-        "{path} is not on a BPF filesystem; mount one with `mount -t bpf bpf {path}` or pick \
-         another --pin-root",
-        path = .path.display()
-    )]
-    NoBpffs { path: PathBuf },
+    #[error(transparent)]
+    Pins(#[from] crate::pins::PinError),
+    #[error(transparent)]
+    Name(#[from] crate::pins::NameError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -119,11 +57,6 @@ pub enum StateError {
 fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
     let what = what.into();
     move |source| StateError::Map { what, source }
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StateError {
-    let what = what.into();
-    move |source| StateError::Io { what, source }
 }
 
 pub fn now_unix() -> u64 {
@@ -155,109 +88,89 @@ pub fn boot_ns_to_unix(boot_ns: u64) -> u64 {
     boot_ns.saturating_add(offset) / 1_000_000_000
 }
 
-/// Makes sure `pin_root` is on a bpffs, mounting one at /sys/fs/bpf if that is where it belongs
-/// and nothing is mounted there yet (what bpftool does too).
-pub fn ensure_bpffs(pin_root: &Path) -> Result<(), StateError> {
-    let sys_bpf = Path::new("/sys/fs/bpf");
-    if pin_root.starts_with(sys_bpf) && !is_bpffs(sys_bpf) {
-        let source = c"bpf";
-        let target = c"/sys/fs/bpf";
-        // SAFETY: valid NUL-terminated strings, no data argument.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                source.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(StateError::Io {
-                what: "mount bpffs at /sys/fs/bpf".into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    }
-    let mut probe = pin_root.to_path_buf();
-    while !probe.exists() {
-        if !probe.pop() {
-            break;
-        }
-    }
-    if !is_bpffs(&probe) {
-        return Err(StateError::NoBpffs {
-            path: pin_root.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
-fn is_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt as _;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out pointer.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
-    rc == 0 && stat.f_type as i64 == BPF_FS_MAGIC
-}
-
-/// Exclusive lock on an interface's pin directory, so that two controllers never interleave
-/// their changes. Released on drop.
-pub struct Lock {
-    _dir: fs::File,
-}
-
-impl Lock {
-    pub fn acquire(dir: &Path) -> Result<Lock, StateError> {
-        let file = fs::File::open(dir).map_err(io_err(format!("open {}", dir.display())))?;
-        // SAFETY: valid fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(StateError::Io {
-                what: format!("lock {}", dir.display()),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Lock { _dir: file })
-    }
-}
-
 /// Expected shape of one map, read from the XDP object this build embeds.
-struct MapSpec {
-    name: String,
+#[derive(Debug)]
+pub struct MapSpec {
+    pub name: String,
     map_type: u32,
     key_size: u32,
     value_size: u32,
     max_entries: u32,
+    map_flags: u32,
 }
 
-fn embedded_map_specs() -> Vec<MapSpec> {
-    let object = aya_obj::Object::parse(crate::EBPF_OBJECT)
-        .expect("the embedded XDP object parses (it was built with this controller)");
-    object
-        .maps
-        .iter()
-        .filter(|(name, _)| name.starts_with("SG_"))
-        .map(|(name, map)| MapSpec {
-            name: name.clone(),
-            map_type: map.map_type(),
-            key_size: map.key_size(),
-            value_size: map.value_size(),
-            max_entries: map.max_entries(),
-        })
-        .collect()
+/// Every map of the embedded object (parsed once per process), in the object's order.
+pub fn embedded_map_specs() -> &'static [MapSpec] {
+    static SPECS: std::sync::OnceLock<Vec<MapSpec>> = std::sync::OnceLock::new();
+    SPECS.get_or_init(|| {
+        let object = aya_obj::Object::parse(crate::EBPF_OBJECT)
+            .expect("the embedded XDP object parses (it was built with this controller)");
+        let mut specs: Vec<MapSpec> = object
+            .maps
+            .iter()
+            .filter(|(name, _)| name.starts_with("SG_"))
+            .map(|(name, map)| MapSpec {
+                name: name.clone(),
+                map_type: map.map_type(),
+                key_size: map.key_size(),
+                value_size: map.value_size(),
+                max_entries: map.max_entries(),
+                map_flags: map.map_flags(),
+            })
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    })
 }
 
-/// Refuses pinned maps this build would misread. `Ok(false)` means there is no state yet.
+/// The map pinned at `pin` is the one `spec` describes: same kernel name (so that an allowlist
+/// trie moved into a denylist's place is caught), type, sizes and flags.
+fn check_map(pin: &Path, spec: &MapSpec) -> Result<(), String> {
+    let info = MapInfo::from_pin(pin).map_err(|e| format!("{}: {e}", pin.display()))?;
+    let name = info.name_as_str().unwrap_or("");
+    if name != spec.name {
+        return Err(format!(
+            "the map pinned as {} is named {name:?} in the kernel",
+            spec.name
+        ));
+    }
+    let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+    let found = (
+        map_type,
+        info.key_size(),
+        info.value_size(),
+        info.max_entries(),
+        info.map_flags(),
+    );
+    let expected = (
+        spec.map_type,
+        spec.key_size,
+        spec.value_size,
+        spec.max_entries,
+        spec.map_flags,
+    );
+    if found != expected {
+        return Err(format!(
+            "map {} has (type, key size, value size, entries, flags) {found:?}, this build \
+             expects {expected:?}",
+            spec.name
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses pinned maps this build would misread, and pin directories another user could have
+/// tampered with. `Ok(false)` means there is no state yet.
 pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
     let dir = target.dir();
     let incompatible = |detail: String| StateError::Incompatible {
         dir: dir.clone(),
-        iface: target.iface.clone(),
+        iface: target.iface().to_string(),
         detail,
     };
+    if !crate::pins::check_dir(target)? {
+        return Ok(false);
+    }
     let meta_pin = target.map_pin(map_name::META);
     if !meta_pin.exists() {
         return Ok(false);
@@ -269,27 +182,7 @@ pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
             continue;
         }
         pinned_any = true;
-        let info = MapInfo::from_pin(&pin).map_err(map_err(format!("read {}", pin.display())))?;
-        let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
-        let found = (
-            map_type,
-            info.key_size(),
-            info.value_size(),
-            info.max_entries(),
-        );
-        let expected = (
-            spec.map_type,
-            spec.key_size,
-            spec.value_size,
-            spec.max_entries,
-        );
-        if found != expected {
-            return Err(incompatible(format!(
-                "map {} has (type, key size, value size, entries) {found:?}, this build expects \
-                 {expected:?}",
-                spec.name
-            )));
-        }
+        check_map(&pin, spec).map_err(incompatible)?;
     }
     let meta = read_meta(&meta_pin)?;
     if meta.magic == 0 {
@@ -303,6 +196,16 @@ pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
         )));
     }
     Ok(pinned_any)
+}
+
+/// Whether the directory of `target` is sipguard's: its `SG_META` pin is a map of that name
+/// holding sipguard's magic (or zero: state a controller created and never finished). Any ABI.
+pub fn is_sipguard_dir(target: &Target) -> bool {
+    let pin = target.map_pin(map_name::META);
+    let named_meta = MapInfo::from_pin(&pin)
+        .ok()
+        .is_some_and(|info| info.name_as_str() == Some(map_name::META));
+    named_meta && read_meta(&pin).is_ok_and(|meta| meta.magic == META_MAGIC || meta.magic == 0)
 }
 
 fn read_meta(pin: &Path) -> Result<Meta, StateError> {
@@ -378,6 +281,42 @@ fn removed(
             what: what(),
             source,
         }),
+    }
+}
+
+/// The state of one interface, locked for a change: what every write goes through. Opening it
+/// sweeps expired bans, so every change made with the CLI also keeps the ban table clean when no
+/// daemon runs.
+pub struct LockedState {
+    state: State,
+    _lock: Lock,
+}
+
+impl LockedState {
+    pub fn open(target: &Target) -> Result<LockedState, StateError> {
+        if !crate::pins::check_dir(target)? {
+            return Err(StateError::NotAttached {
+                label: target.label(),
+                root: target.pin_root().to_path_buf(),
+            });
+        }
+        let lock = Lock::acquire(&target.dir())?;
+        let mut state = State::open(target)?;
+        state.sweep_expired_bans(boot_now_ns())?;
+        Ok(LockedState { state, _lock: lock })
+    }
+}
+
+impl std::ops::Deref for LockedState {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for LockedState {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
     }
 }
 
@@ -457,21 +396,55 @@ pub struct State {
     prefilter: Array<MapData, PrefilterChunk>,
 }
 
-/// Event accounting summed over CPUs.
+/// Event and table accounting summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EventStats {
     pub emitted: u64,
     pub suppressed: u64,
     pub lost: u64,
+    /// Automatic bans issued while enforcing.
     pub bans_issued: u64,
+    /// Automatic bans monitor mode recorded instead of issuing.
+    pub would_bans_issued: u64,
+    /// Inserts the data plane could not make, by table.
+    pub insert_failures: InsertFailures,
 }
 
-/// Entries and capacity of the bounded maps (for "map fill").
+/// Entries the data plane wanted to create and could not (the table was full).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InsertFailures {
+    pub bans: u64,
+    pub sources: u64,
+    pub peers: u64,
+    pub fragments: u64,
+}
+
+impl InsertFailures {
+    /// (map name, failures) for every table.
+    pub fn by_map(&self) -> [(&'static str, u64); 4] {
+        [
+            (map_name::BANS, self.bans),
+            (map_name::SOURCES, self.sources),
+            (map_name::PEERS, self.peers),
+            (map_name::FRAGS, self.fragments),
+        ]
+    }
+}
+
+/// Entries and capacity of a bounded map (for "map fill"). The list maps are those of the
+/// active generation, named without their generation suffix (`SG_ALLOW4`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MapFill {
     pub name: &'static str,
     pub entries: usize,
     pub capacity: u32,
+}
+
+impl MapFill {
+    /// Entries as a share of the capacity.
+    pub fn ratio(&self) -> f64 {
+        self.entries as f64 / f64::from(self.capacity.max(1))
+    }
 }
 
 impl State {
@@ -480,7 +453,7 @@ impl State {
         if !check_compatible(target)? {
             return Err(StateError::NotAttached {
                 label: target.label(),
-                root: target.pin_root.clone(),
+                root: target.pin_root().to_path_buf(),
             });
         }
         Self::open_unchecked(target)
@@ -701,12 +674,41 @@ impl State {
         Ok(totals)
     }
 
-    /// Every ban, expired ones included (the data plane removes those lazily).
+    /// Every ban, expired and would-be ones included.
     pub fn bans(&self) -> Result<Vec<(SourceKey, Ban)>, StateError> {
         self.bans
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err("read SG_BANS"))
+    }
+
+    /// Removes the bans that expired by `now_ns` (boot time). The data plane removes a ban only
+    /// when its source sends again, so without this a table of one-off scanners fills up and
+    /// refuses new bans. Each entry is read again just before its removal, so a ban the data
+    /// plane re-issued for the same source meanwhile stays.
+    pub fn sweep_expired_bans(&mut self, now_ns: u64) -> Result<usize, StateError> {
+        self.remove_bans_where(|ban| ban.expires_at_ns <= now_ns)
+    }
+
+    /// Removes every would-be ban (issued in monitor mode): they must never bite when enforcing.
+    pub fn discard_would_be_bans(&mut self) -> Result<usize, StateError> {
+        self.remove_bans_where(|ban| ban.flags & abi::ban_flags::WOULD_BE != 0)
+    }
+
+    fn remove_bans_where(&mut self, doomed: impl Fn(&Ban) -> bool) -> Result<usize, StateError> {
+        let keys: Vec<SourceKey> = self
+            .bans
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("read SG_BANS"))?;
+        let mut removed = 0;
+        for key in keys {
+            let still_doomed = self.bans.get(&key, 0).is_ok_and(|ban| doomed(&ban));
+            if still_doomed && self.remove_ban(&key)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub fn insert_ban(&mut self, key: &SourceKey, ban: &Ban) -> Result<(), StateError> {
@@ -749,33 +751,61 @@ impl State {
             suppressed: sum(event_stat::SUPPRESSED)?,
             lost: sum(event_stat::LOST)?,
             bans_issued: sum(event_stat::BANS_ISSUED)?,
+            would_bans_issued: sum(event_stat::WOULD_BANS_ISSUED)?,
+            insert_failures: InsertFailures {
+                bans: sum(event_stat::INSERT_FAILED_BANS)?,
+                sources: sum(event_stat::INSERT_FAILED_SOURCES)?,
+                peers: sum(event_stat::INSERT_FAILED_PEERS)?,
+                fragments: sum(event_stat::INSERT_FAILED_FRAGS)?,
+            },
         })
     }
 
-    /// Fill of the maps that hold per-source or per-datagram state.
-    pub fn map_fill(&self) -> Vec<MapFill> {
-        vec![
-            MapFill {
-                name: map_name::SOURCES,
-                entries: self.sources.keys().count(),
-                capacity: abi::MAX_SOURCES,
-            },
-            MapFill {
-                name: map_name::PEERS,
-                entries: self.peers.keys().count(),
-                capacity: abi::MAX_PEERS,
-            },
-            MapFill {
-                name: map_name::BANS,
-                entries: self.bans.keys().count(),
-                capacity: abi::MAX_BANS,
-            },
-            MapFill {
-                name: map_name::FRAGS,
-                entries: self.frags.keys().count(),
-                capacity: abi::MAX_TRACKED_FRAGMENTS,
-            },
-        ]
+    /// Fill of every bounded table: per-source state, bans, fragments, and the lists of the
+    /// active generation. Counting walks the keys (one syscall each): callers bound how often.
+    pub fn map_fill(&self) -> Result<Vec<MapFill>, StateError> {
+        let g = self.active_generation()? as usize;
+        let fill = |name, entries, capacity| MapFill {
+            name,
+            entries,
+            capacity,
+        };
+        Ok(vec![
+            fill(
+                map_name::SOURCES,
+                self.sources.keys().count(),
+                abi::MAX_SOURCES,
+            ),
+            fill(map_name::PEERS, self.peers.keys().count(), abi::MAX_PEERS),
+            fill(map_name::BANS, self.bans.keys().count(), abi::MAX_BANS),
+            fill(
+                map_name::FRAGS,
+                self.frags.keys().count(),
+                abi::MAX_TRACKED_FRAGMENTS,
+            ),
+            fill(
+                "SG_ALLOW4",
+                self.allow4[g].keys().count(),
+                abi::MAX_PREFIXES,
+            ),
+            fill(
+                "SG_AHOST4",
+                self.allow_hosts4[g].keys().count(),
+                abi::MAX_PREFIXES,
+            ),
+            fill(
+                "SG_ALLOW6",
+                self.allow6[g].keys().count(),
+                abi::MAX_PREFIXES,
+            ),
+            fill(
+                "SG_AHOST6",
+                self.allow_hosts6[g].keys().count(),
+                abi::MAX_PREFIXES,
+            ),
+            fill("SG_DENY4", self.deny4[g].keys().count(), abi::MAX_PREFIXES),
+            fill("SG_DENY6", self.deny6[g].keys().count(), abi::MAX_PREFIXES),
+        ])
     }
 
     /// One IPv4 prefilter bitmap of a generation, chunk by chunk.

@@ -48,11 +48,7 @@ impl TestFilter {
 
     pub fn with_policy(policy: &Policy) -> TestFilter {
         let pins = TempPinRoot::new("testrun");
-        let target = Target {
-            iface: "testrun".into(),
-            netns: None,
-            pin_root: pins.path().to_path_buf(),
-        };
+        let target = Target::new("testrun", None, pins.path()).expect("valid names");
         let loaded = load(&target, Some(policy), None).unwrap_or_else(|e| panic!("load: {e}"));
         TestFilter {
             loaded,

@@ -288,9 +288,9 @@ fn ipv6_sources_share_a_budget_per_64_and_not_across() {
 fn cli(filter: &TestFilter, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(sipguard_bin())
         .arg("--pin-root")
-        .arg(&filter.target.pin_root)
+        .arg(filter.target.pin_root())
         .args(args)
-        .args(["--iface", &filter.target.iface])
+        .args(["--iface", filter.target.iface()])
         .output()
         .unwrap();
     (
@@ -684,4 +684,114 @@ fn a_source_flooding_from_every_cpu_gets_its_rate_not_a_multiple() {
             flood.elapsed
         );
     }
+}
+
+#[test]
+fn a_full_ban_table_is_swept_and_then_bans_are_issued_again() {
+    use sipguard_common::abi::{Ban, BanReason, MAX_BANS, map_name};
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1, burst = 1 }\ncarrier = { rate = 1, burst = 1 }",
+        "[bans]\nthreshold = 3\nwindow = \"60s\"\nttl = \"1h\"",
+    ));
+    // One-off scanners banned long ago: every slot holds an expired ban.
+    let expired = Ban {
+        banned_at_ns: 1,
+        expires_at_ns: 2,
+        reason: BanReason::RateExceeded as u8,
+        ..Ban::default()
+    };
+    for n in 0..MAX_BANS {
+        let mut key = SourceKey {
+            family: 4,
+            prefix_len: 32,
+            ..SourceKey::default()
+        };
+        key.addr[..4].copy_from_slice(&(0x0a00_0000 + n).to_be_bytes());
+        filter.loaded.state.insert_ban(&key, &expired).unwrap();
+    }
+    let fill = |filter: &TestFilter| {
+        let tables = filter.loaded.state.map_fill().unwrap();
+        tables
+            .iter()
+            .find(|t| t.name == map_name::BANS)
+            .map(|t| t.entries)
+            .unwrap()
+    };
+    assert_eq!(fill(&filter), MAX_BANS as usize);
+
+    // A source earns a ban, and the full table cannot take it: the failure is counted.
+    let attacker = frame("198.18.46.6".parse().unwrap(), 5070);
+    filter.run_repeated(&attacker, 10);
+    let events = filter.loaded.state.event_stats().unwrap();
+    assert_eq!(events.bans_issued, 0);
+    assert!(events.insert_failures.bans >= 1, "{events:?}");
+    assert_eq!(filter.run(&attacker).reason, Reason::RateLimited);
+
+    // Every CLI write opens the state through the sweep: the expired bans go.
+    let (code, _, stderr) = cli(&filter, &["bans", "add", "--ttl", "1h", "203.0.113.9"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(fill(&filter), 1, "only the new manual ban is left");
+
+    // The next strikes ban the attacker for real.
+    filter.run_repeated(&attacker, 5);
+    assert_eq!(filter.loaded.state.event_stats().unwrap().bans_issued, 1);
+    assert_eq!(filter.run(&attacker).reason, Reason::Banned);
+    let sources: Vec<String> = bans_json(&filter)
+        .iter()
+        .map(|b| b["source"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(sources.len(), 2);
+    assert!(sources.contains(&"198.18.46.6".to_string()), "{sources:?}");
+}
+
+#[test]
+fn monitor_mode_records_would_be_bans_that_enforcing_never_applies() {
+    use sipguard_common::abi::Mode;
+    let mut filter = TestFilter::new(&policy(
+        "phones = { rate = 1, burst = 1 }\ncarrier = { rate = 1, burst = 1 }",
+        "[bans]\nthreshold = 3\nwindow = \"60s\"\nttl = \"1h\"",
+    ));
+    sipguard::apply::set_mode(&mut filter.loaded.state, Mode::Monitor).unwrap();
+    let scanner = frame("198.18.47.7".parse().unwrap(), 5070);
+    filter.run_repeated(&scanner, 10);
+    // Recorded, counted and listed as what enforcing would have done; nothing dropped.
+    let verdict = filter.run(&scanner);
+    assert_eq!((verdict.reason, verdict.monitored), (Reason::Banned, true));
+    assert!(verdict.passed());
+    let events = filter.loaded.state.event_stats().unwrap();
+    assert_eq!((events.bans_issued, events.would_bans_issued), (0, 1));
+    let bans = bans_json(&filter);
+    assert_eq!(bans.len(), 1, "{bans:?}");
+    assert_eq!(bans[0]["would_be"], true);
+    let (_, table, _) = cli(&filter, &["bans", "list"]);
+    assert!(table.contains("rate_exceeded (would-be)"), "{table}");
+
+    // The switch to enforce discards it: the scanner is judged by its budget, not banned.
+    let (code, stdout, stderr) = cli(&filter, &["mode", "enforce"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("discarded 1 would-be bans"), "{stdout}");
+    assert!(bans_json(&filter).is_empty());
+    let verdict = filter.run(&scanner);
+    assert_eq!(verdict.reason, Reason::RateLimited);
+    assert_eq!(filter.loaded.state.event_stats().unwrap().bans_issued, 0);
+
+    // The data plane never enforces one either, even if the controller has not discarded it
+    // (the mode byte flipped behind its back).
+    sipguard::apply::set_mode(&mut filter.loaded.state, Mode::Monitor).unwrap();
+    let other = frame("198.18.47.8".parse().unwrap(), 5070);
+    filter.run_repeated(&other, 10);
+    assert_eq!(bans_json(&filter).len(), 1);
+    let state = &mut filter.loaded.state;
+    let generation = state.active_generation().unwrap();
+    let mut value = state.policy(generation).unwrap();
+    value.header.mode = Mode::Enforce as u8;
+    state.set_policy(generation, &value).unwrap();
+    assert_ne!(filter.run(&other).reason, Reason::Banned);
+    assert!(
+        filter.loaded.state.bans().unwrap().is_empty(),
+        "the data plane removed the would-be ban it met"
+    );
+    // Bans issued while enforcing are real.
+    filter.run_repeated(&other, 5);
+    assert_eq!(filter.run(&other).reason, Reason::Banned);
 }

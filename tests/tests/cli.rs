@@ -84,11 +84,7 @@ impl Cli {
     }
 
     fn target(&self) -> Target {
-        Target {
-            iface: SBC_IF.into(),
-            netns: Some(self.netns.clone()),
-            pin_root: self.pins.clone(),
-        }
+        Target::new(SBC_IF, Some(&self.netns), &self.pins).expect("valid names")
     }
 
     fn stats(&self) -> Stats {

@@ -32,11 +32,7 @@ Max-Forwards: 70\r\nFrom: <sip:probe@198.18.1.10>;tag=1\r\nTo: <sip:sbc@198.18.0
 Call-ID: veth-test@198.18.1.10\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
 
 fn target(lab: &Lab, pins: &TempPinRoot) -> Target {
-    Target {
-        iface: SBC_IF.into(),
-        netns: Some(lab.sbc.name().to_string()),
-        pin_root: pins.path().to_path_buf(),
-    }
+    Target::new(SBC_IF, Some(lab.sbc.name()), pins.path()).expect("valid names")
 }
 
 /// Attaches sipguard natively to the SBC's veth with `policy`.

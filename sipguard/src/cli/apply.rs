@@ -8,7 +8,7 @@ use super::{EXIT_INVALID_POLICY, Global, format_ports, print_json};
 use crate::{
     apply::{ApplyReport, apply},
     policy::Policy,
-    state::{Lock, State},
+    state::LockedState,
 };
 
 /// Make the running filter follow a policy file, atomically.
@@ -20,7 +20,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface whose filter to change (optional when only one is filtered).
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// The policy file (TOML; see `sipguard example`).
     file: PathBuf,
@@ -38,8 +38,7 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
         }
     };
     let target = global.target(args.iface.as_deref())?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let mut state = State::open(&target)?;
+    let mut state = LockedState::open(&target)?;
     let report = apply(&mut state, &policy, None)
         .with_context(|| format!("apply {} to {}", args.file.display(), target.label()))?;
     if args.json {
@@ -81,6 +80,12 @@ pub fn print_report(report: &ApplyReport) {
         println!(
             "  lifted {} automatic bans of sources now allowlisted",
             report.bans_lifted
+        );
+    }
+    if report.would_be_bans_discarded > 0 {
+        println!(
+            "  discarded {} would-be bans of monitor mode (enforcing never applies them)",
+            report.would_be_bans_discarded
         );
     }
     for class in &report.orphaned_classes {

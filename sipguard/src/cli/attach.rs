@@ -18,7 +18,7 @@ use crate::dataplane::{AttachRequest, XdpModeChoice, attach};
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Interface to filter (the SBC's SIP-facing NIC).
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: String,
     /// Policy file to apply (TOML; see `sipguard example`).
     #[arg(long)]

@@ -2,17 +2,17 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use ipnet::IpNet;
 use serde::Serialize;
-use sipguard_common::abi::{Ban, BanReason, SourceKey};
+use sipguard_common::abi::{Ban, BanReason, SourceKey, ban_flags};
 
 use super::{Global, format_time, parse_time, print_json};
 use crate::{
     apply::source_addr,
     policy::{parse_duration, parse_net},
-    state::{Lock, State, Target, boot_now_ns, boot_ns_to_unix, now_unix},
+    state::{LockedState, State, Target, boot_now_ns, boot_ns_to_unix, now_unix},
 };
 
 /// List, add and lift temporary bans.
@@ -32,7 +32,7 @@ enum Action {
     /// Bans in force, newest first.
     List {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -41,7 +41,7 @@ enum Action {
     /// Ban sources by hand (reason `manual`); also allowlisted ones.
     Add {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         /// How long, e.g. 30m, 2h, 1d.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -53,7 +53,7 @@ enum Action {
     /// Lift bans of these sources.
     Del {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         #[arg(required = true, value_parser = parse_net)]
         sources: Vec<IpNet>,
@@ -61,7 +61,7 @@ enum Action {
     /// Lift every ban, or every ban issued since a time (undo after a bad change).
     Clear {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         /// `2026-11-26T04:00:00Z`, or how long ago, e.g. `30m`.
         #[arg(long, value_parser = parse_time)]
@@ -82,6 +82,8 @@ enum ReasonFilter {
 struct Row {
     source: String,
     reason: &'static str,
+    /// Issued in monitor mode: recorded, not enforced, discarded when enforcing starts.
+    would_be: bool,
     banned_at_unix: u64,
     expires_at_unix: u64,
     first_seen_unix: u64,
@@ -129,6 +131,7 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
         .map(|(key, ban)| Row {
             source: source_text(key),
             reason: BanReason::from_u8(ban.reason).map_or("unknown", BanReason::name),
+            would_be: ban.flags & ban_flags::WOULD_BE != 0,
             banned_at_unix: boot_ns_to_unix(ban.banned_at_ns),
             expires_at_unix: boot_ns_to_unix(ban.expires_at_ns),
             first_seen_unix: boot_ns_to_unix(ban.first_seen_ns),
@@ -146,18 +149,31 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<26} {:<13} {:<20} {:<20} {:<20} {:>10}",
+        "{:<26} {:<24} {:<20} {:<20} {:<20} {:>10}",
         "SOURCE", "REASON", "BANNED", "EXPIRES", "LAST SEEN", "HITS"
     );
+    let mut would_be = 0;
     for row in rows {
+        would_be += usize::from(row.would_be);
+        let reason = if row.would_be {
+            format!("{} (would-be)", row.reason)
+        } else {
+            row.reason.to_string()
+        };
         println!(
-            "{:<26} {:<13} {:<20} {:<20} {:<20} {:>10}",
+            "{:<26} {:<24} {:<20} {:<20} {:<20} {:>10}",
             row.source,
-            row.reason,
+            reason,
             format_time(row.banned_at_unix),
             format_time(row.expires_at_unix),
             format_time(row.last_seen_unix),
             row.hits
+        );
+    }
+    if would_be > 0 {
+        println!(
+            "{would_be} would-be bans: issued in monitor mode, not enforced; switching to enforce \
+             discards them"
         );
     }
     Ok(0)
@@ -198,10 +214,9 @@ fn open_for_keys(
     global: &Global,
     iface: Option<&str>,
     sources: &[IpNet],
-) -> Result<(Target, Lock, State, Vec<SourceKey>)> {
+) -> Result<(Target, LockedState, Vec<SourceKey>)> {
     let target = global.target(iface)?;
-    let lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let state = State::open(&target)?;
+    let state = LockedState::open(&target)?;
     let prefix = state
         .policy(state.active_generation()?)?
         .header
@@ -210,11 +225,11 @@ fn open_for_keys(
         .iter()
         .map(|net| ban_key(net, prefix))
         .collect::<Result<Vec<_>>>()?;
-    Ok((target, lock, state, keys))
+    Ok((target, state, keys))
 }
 
 fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -> Result<u8> {
-    let (target, _lock, mut state, keys) = open_for_keys(global, iface, sources)?;
+    let (target, mut state, keys) = open_for_keys(global, iface, sources)?;
     let now = boot_now_ns();
     for key in &keys {
         let ban = Ban {
@@ -237,7 +252,7 @@ fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -
 }
 
 fn del(global: &Global, iface: Option<&str>, sources: &[IpNet]) -> Result<u8> {
-    let (target, _lock, mut state, keys) = open_for_keys(global, iface, sources)?;
+    let (target, mut state, keys) = open_for_keys(global, iface, sources)?;
     let present: Vec<SourceKey> = state.bans()?.into_iter().map(|(key, _)| key).collect();
     let missing: Vec<String> = keys
         .iter()
@@ -266,8 +281,7 @@ fn clear(
     reason: Option<ReasonFilter>,
 ) -> Result<u8> {
     let target = global.target(iface)?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let mut state = State::open(&target)?;
+    let mut state = LockedState::open(&target)?;
     let wanted = reason.map(|r| match r {
         ReasonFilter::RateExceeded => BanReason::RateExceeded as u8,
         ReasonFilter::Manual => BanReason::Manual as u8,

@@ -20,7 +20,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this interface.
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// Keep printing new events until interrupted.
     #[arg(long, short)]

@@ -1,6 +1,6 @@
 //! `sipguard limits`
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
 use sipguard_common::abi::CLASS_SLOTS;
@@ -9,7 +9,7 @@ use super::{Global, print_json};
 use crate::{
     apply::{set_class, set_new_sources},
     policy::{Budget, class_name},
-    state::{Lock, State},
+    state::{LockedState, State},
 };
 
 /// Show or change budgets (packets per second and burst) on the running filter.
@@ -28,7 +28,7 @@ enum Action {
     /// List the budget classes and the new-source budget.
     Show {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -37,7 +37,7 @@ enum Action {
     /// Change a class (by name), or `new-sources`.
     Set {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         /// Class name as in `limits show`, or `new-sources`.
         class: String,
@@ -94,8 +94,7 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
             burst,
         } => {
             let target = global.target(iface.as_deref())?;
-            let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-            let mut state = State::open(&target)?;
+            let mut state = LockedState::open(&target)?;
             let budget = Budget {
                 rate,
                 burst: burst.unwrap_or(rate),

@@ -1,6 +1,6 @@
 //! `sipguard allow ...` and `sipguard deny ...`
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
 use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
@@ -8,7 +8,7 @@ use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
 use super::{Global, format_time, print_json};
 use crate::{
     policy::{Prefix, class_name, deny_flags, mark_prefilter, parse_net},
-    state::{List, Lock, Prefilter, State, now_unix},
+    state::{List, LockedState, Prefilter, State, now_unix},
 };
 
 #[derive(Debug, clap::Args)]
@@ -27,7 +27,7 @@ enum Action {
     /// Show the entries in force.
     List {
         /// Interface (optional when only one is filtered).
-        #[arg(long)]
+        #[arg(long, value_parser = super::iface_name)]
         iface: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -38,7 +38,7 @@ enum Action {
 #[derive(Debug, clap::Args)]
 struct Entries {
     /// Interface (optional when only one is filtered).
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// Budget class of each source these allow entries cover (as in `sipguard limits show`);
     /// none: no budget.
@@ -72,8 +72,7 @@ pub fn run(global: &Global, list: List, args: Args) -> Result<u8> {
 
 fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8> {
     let target = global.target(entries.iface.as_deref())?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let mut state = State::open(&target)?;
+    let mut state = LockedState::open(&target)?;
     let generation = state.active_generation()?;
     if !add {
         // All or nothing: refuse before removing anything if one entry is not there.

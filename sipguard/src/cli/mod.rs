@@ -44,7 +44,7 @@ pub struct Cli {
     pub pin_root: PathBuf,
 
     /// Network namespace (as in `ip netns list`) the interface lives in.
-    #[arg(long, global = true, env = "SIPGUARD_NETNS")]
+    #[arg(long, global = true, env = "SIPGUARD_NETNS", value_parser = netns_name)]
     pub netns: Option<String>,
 
     #[command(subcommand)]
@@ -113,31 +113,41 @@ impl Global {
     /// The target for `--iface`, or the only interface with state when it is left out.
     pub fn target(&self, iface: Option<&str>) -> Result<Target> {
         if let Some(iface) = iface {
-            return Ok(Target {
-                iface: iface.to_string(),
-                netns: self.netns.clone(),
-                pin_root: self.pin_root.clone(),
-            });
+            return Ok(Target::new(iface, self.netns.as_deref(), &self.pin_root)?);
         }
-        let labels: Vec<String> = Target::list(&self.pin_root)
+        let targets: Vec<Target> = Target::list(&self.pin_root)
             .into_iter()
-            .filter(|label| match &self.netns {
-                Some(netns) => label.ends_with(&format!("@{netns}")),
-                None => !label.contains('@'),
-            })
+            .filter(|target| target.netns() == self.netns.as_deref())
             .collect();
-        match labels.as_slice() {
-            [only] => Ok(Target::from_label(&self.pin_root, only)),
+        match targets.as_slice() {
+            [only] => Ok(only.clone()),
             [] => bail!(
                 "sipguard is not attached to any interface under {} (use --iface)",
                 self.pin_root.display()
             ),
             many => bail!(
                 "several interfaces are filtered ({}); pick one with --iface",
-                many.join(", ")
+                many.iter()
+                    .map(Target::label)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
+}
+
+/// Checks `--iface` against the kernel's rules for interface names.
+pub fn iface_name(text: &str) -> Result<String, String> {
+    crate::pins::check_iface_name(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks `--netns` against the rules for `ip netns` names.
+pub fn netns_name(text: &str) -> Result<String, String> {
+    crate::pins::check_netns_name(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Reads the policy file given on the command line; `Err(exit status)` after printing every

@@ -1,22 +1,20 @@
 //! `sipguard mode`
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode};
-use crate::{
-    apply::set_mode,
-    state::{Lock, State},
-};
+use crate::{apply::set_mode, state::LockedState};
 
 /// Show or switch between enforce (drop) and monitor (count what would be dropped, pass all).
 ///
-/// The switch is immediate and keeps lists and counters. A later `apply` of a policy that sets
-/// `mode` switches again.
+/// The switch is immediate and keeps lists, counters, budgets and manual bans. Automatic bans
+/// that monitor mode recorded (would-be bans) are discarded when enforcing starts: they were
+/// never decisions. A later `apply` of a policy that sets `mode` switches again.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface (optional when only one is filtered).
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// enforce or monitor; leave out to show the current mode.
     #[arg(value_parser = parse_mode)]
@@ -25,12 +23,14 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
-    let _lock = Lock::acquire(&target.dir()).with_context(|| target.label())?;
-    let mut state = State::open(&target)?;
+    let mut state = LockedState::open(&target)?;
     match args.mode {
         Some(mode) => {
-            set_mode(&mut state, mode)?;
+            let discarded = set_mode(&mut state, mode)?;
             println!("{}: mode {}", target.label(), mode.name());
+            if discarded > 0 {
+                println!("discarded {discarded} would-be bans of monitor mode (never enforced)");
+            }
         }
         None => {
             let policy = state.policy(state.active_generation()?)?;

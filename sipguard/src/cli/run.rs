@@ -24,7 +24,7 @@ use crate::{
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Interfaces to filter (repeat the option for several).
-    #[arg(long = "iface", required = true)]
+    #[arg(long = "iface", required = true, value_parser = super::iface_name)]
     ifaces: Vec<String>,
     /// Policy file to apply to every interface; without it the pinned (or starter) policy stays.
     #[arg(long)]

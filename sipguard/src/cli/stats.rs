@@ -11,7 +11,7 @@ use crate::{report::Stats, state::State};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface (optional when only one is filtered).
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -47,8 +47,26 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
     );
     println!(
         "drop events: {} emitted, {} suppressed by event budgets, {} lost (ring buffer full); \
-         {} automatic bans issued",
-        stats.events.emitted, stats.events.suppressed, stats.events.lost, stats.events.bans_issued
+         {} automatic bans issued, {} would-be bans recorded in monitor mode",
+        stats.events.emitted,
+        stats.events.suppressed,
+        stats.events.lost,
+        stats.events.bans_issued,
+        stats.events.would_bans_issued
     );
+    let failed: Vec<String> = stats
+        .events
+        .insert_failures
+        .by_map()
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .map(|(map, count)| format!("{map} {count}"))
+        .collect();
+    if !failed.is_empty() {
+        println!(
+            "tables full: inserts refused: {} (see `sipguard status` for fill)",
+            failed.join(", ")
+        );
+    }
     Ok(0)
 }

@@ -12,7 +12,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface; all filtered interfaces (under --pin-root) when left out.
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -22,10 +22,7 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> Result<u8> {
     let targets = match &args.iface {
         Some(iface) => vec![global.target(Some(iface))?],
-        None => Target::list(&global.pin_root)
-            .iter()
-            .map(|label| Target::from_label(&global.pin_root, label))
-            .collect(),
+        None => Target::list(&global.pin_root),
     };
     let mut statuses = Vec::new();
     for target in &targets {
@@ -104,6 +101,13 @@ fn print_status(status: &Status) {
         status.bans.window_seconds,
         status.bans.ttl_seconds
     );
+    if status.bans.would_be > 0 {
+        println!(
+            "              {} would-be bans of monitor mode (not enforced; discarded at the switch \
+             to enforce)",
+            status.bans.would_be
+        );
+    }
     println!(
         "  allowlist   {} from policy, {} added at runtime",
         status.allowlist.policy, status.allowlist.runtime
@@ -116,5 +120,22 @@ fn print_status(status: &Status) {
         "  packets     {} passed, {} dropped, {} would drop",
         status.passed.packets, status.dropped.packets, status.would_drop.packets
     );
+    let tables: Vec<String> = status
+        .tables
+        .iter()
+        .filter(|fill| fill.entries > 0)
+        .map(|fill| {
+            format!(
+                "{} {}/{} ({:.0}%)",
+                fill.name,
+                fill.entries,
+                fill.capacity,
+                fill.ratio() * 100.0
+            )
+        })
+        .collect();
+    if !tables.is_empty() {
+        println!("  tables      {}", tables.join(", "));
+    }
     println!("  state       {}", status.pin_dir);
 }

@@ -22,7 +22,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface (for the direct mode; optional when only one is filtered).
-    #[arg(long)]
+    #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
     /// Print one screen and exit (no terminal control codes).
     #[arg(long)]

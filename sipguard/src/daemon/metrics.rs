@@ -17,7 +17,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin};
+use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin, ban_flags};
 
 use crate::{
     report::{Stats, Status},
@@ -71,7 +71,10 @@ struct Scrape {
     events: Samples,
     written: Samples,
     bans_issued: Samples,
+    would_bans_issued: Samples,
     bans_active: Samples,
+    would_bans_active: Samples,
+    insert_failures: Samples,
     map_entries: Samples,
     map_capacity: Samples,
     list_entries: Samples,
@@ -111,6 +114,14 @@ impl SipguardCollector {
         scrape
             .bans_issued
             .push((vec![label()], events.bans_issued as f64));
+        scrape
+            .would_bans_issued
+            .push((vec![label()], events.would_bans_issued as f64));
+        for (map, failures) in events.insert_failures.by_map() {
+            scrape
+                .insert_failures
+                .push((vec![label(), ("map", map.into())], failures as f64));
+        }
         let written = self
             .daemon
             .written
@@ -120,8 +131,14 @@ impl SipguardCollector {
 
         let now = boot_now_ns();
         let mut active: HashMap<&str, u64> = HashMap::new();
+        let mut would_be = 0u64;
         for (_, ban) in state.bans()? {
-            if ban.expires_at_ns > now {
+            if ban.expires_at_ns <= now {
+                continue;
+            }
+            if ban.flags & ban_flags::WOULD_BE != 0 {
+                would_be += 1;
+            } else {
                 *active
                     .entry(BanReason::from_u8(ban.reason).map_or("unknown", BanReason::name))
                     .or_default() += 1;
@@ -134,7 +151,11 @@ impl SipguardCollector {
                 count as f64,
             ));
         }
-        for fill in state.map_fill() {
+        scrape
+            .would_bans_active
+            .push((vec![label()], would_be as f64));
+        let status = Status::read(&state)?;
+        for fill in &status.tables {
             let labels = vec![label(), ("map", fill.name.to_string())];
             scrape
                 .map_entries
@@ -171,7 +192,6 @@ impl SipguardCollector {
                 }
             }
         }
-        let status = Status::read(&state)?;
         scrape.attached.push((
             vec![label(), ("xdp_mode", status.xdp_mode.into())],
             f64::from(u8::from(status.attached)),
@@ -246,22 +266,43 @@ impl Collector for SipguardCollector {
         )?;
         family(
             e,
+            "sipguard_would_bans_issued",
+            "Automatic bans monitor mode recorded instead of issuing (would-be bans).",
+            Counter,
+            &scrape.would_bans_issued,
+        )?;
+        family(
+            e,
             "sipguard_bans_active",
-            "Bans in force, by reason.",
+            "Bans in force, by reason (would-be bans of monitor mode excluded).",
             Gauge,
             &scrape.bans_active,
         )?;
         family(
             e,
+            "sipguard_would_bans_active",
+            "Would-be bans of monitor mode not yet expired: listed, never enforced.",
+            Gauge,
+            &scrape.would_bans_active,
+        )?;
+        family(
+            e,
+            "sipguard_table_insert_failures",
+            "Entries the data plane could not create because the table was full (a ban not issued, a source not tracked).",
+            Counter,
+            &scrape.insert_failures,
+        )?;
+        family(
+            e,
             "sipguard_map_entries",
-            "Entries in the bounded state maps.",
+            "Entries in the bounded tables: per-source state, bans, fragments, and the lists of the active policy generation (expired bans count until swept).",
             Gauge,
             &scrape.map_entries,
         )?;
         family(
             e,
             "sipguard_map_capacity",
-            "Capacity of the bounded state maps.",
+            "Capacity of the bounded tables.",
             Gauge,
             &scrape.map_capacity,
         )?;

@@ -363,11 +363,8 @@ fn build(dir: &Path, mix: &Mix, policy: &Policy) -> Result<Lab> {
         let (kind, setup) = match name {
             "sipguard" => {
                 let pins = TempPinRoot::new("bench");
-                let target = Target {
-                    iface: SINK_IF.into(),
-                    netns: Some(ns.name().to_string()),
-                    pin_root: pins.path().to_path_buf(),
-                };
+                let target =
+                    Target::new(SINK_IF, Some(ns.name()), pins.path()).expect("valid names");
                 let request = AttachRequest {
                     target: target.clone(),
                     xdp_mode: XdpModeChoice::Native,

@@ -614,11 +614,8 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     write_assets(dir)?;
     let nodes = Nodes::build()?;
     let sbc_mac = mac_of(&nodes.sbc, "eth0")?;
-    let target = Target {
-        iface: "eth0".into(),
-        netns: Some(nodes.sbc.name().to_string()),
-        pin_root: options.pin_root.clone(),
-    };
+    let target =
+        Target::new("eth0", Some(nodes.sbc.name()), &options.pin_root).expect("valid names");
     let mut background: Vec<Process> = Vec::new();
 
     // The SBC: Kamailio, the PBX behind it, and sipguard in front of it.
