@@ -14,6 +14,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{BufWriter, Write as _},
     net::SocketAddr,
+    os::unix::fs::OpenOptionsExt as _,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -37,6 +38,8 @@ use crate::{
     state::{State, Target},
 };
 
+/// Mode of the files the daemon creates: the event log names source addresses.
+const CREATED_FILE_MODE: u32 = 0o600;
 /// Default address of `/metrics` and the JSON API: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9968";
 /// Events kept in memory for `sipguard events`.
@@ -69,6 +72,8 @@ impl Sink {
                     OpenOptions::new()
                         .create(true)
                         .append(true)
+                        // Only for a new file: an existing log keeps the mode it was given.
+                        .mode(CREATED_FILE_MODE)
                         .open(path)
                         .with_context(|| format!("open event log {}", path.display()))?,
                 ),
@@ -345,5 +350,29 @@ async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {
         }
         rates.sort_by(|a, b| b.packets_per_second.total_cmp(&a.packets_per_second));
         *shared.rates.lock().unwrap_or_else(|e| e.into_inner()) = rates;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_event_log_is_private_and_an_existing_one_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.jsonl");
+        Sink::open(Some(&new)).unwrap();
+        assert_eq!(mode(&new), 0o600, "source addresses are not for every user");
+        let existing = dir.path().join("existing.jsonl");
+        std::fs::write(&existing, "").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+        Sink::open(Some(&existing)).unwrap();
+        assert_eq!(mode(&existing), 0o640);
     }
 }
