@@ -29,7 +29,12 @@ use serde::{Deserialize, Serialize};
 use sipguard_common::abi::{Reason, Zone, counter_index, map_name};
 use tokio::{io::unix::AsyncFd, sync::Notify};
 
+pub use self::http::{
+    HANDLER_DEADLINE, HEADER_READ_TIMEOUT, MAX_CONNECTION_LIFETIME, MAX_CONNECTIONS,
+    MAX_EVENTS_WAIT,
+};
 use self::{
+    http::stats::HttpStats,
     metrics::{DaemonCounters, Exporter},
     top::{Offender, TopSources},
 };
@@ -137,10 +142,21 @@ pub(crate) struct Shared {
     next_seq: AtomicU64,
     new_events: Notify,
     rates: Mutex<Vec<Rate>>,
-    exporter: Exporter,
+    exporter: Arc<Exporter>,
 }
 
 impl Shared {
+    fn new(exporter: Exporter) -> Shared {
+        Shared {
+            top: Mutex::new(TopSources::new(TOP_CAPACITY)),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+            next_seq: AtomicU64::new(1),
+            new_events: Notify::new(),
+            rates: Mutex::new(Vec::new()),
+            exporter: Arc::new(exporter),
+        }
+    }
+
     pub(crate) fn top_view(&self, limit: usize) -> TopView {
         let top = self.top.lock().unwrap_or_else(|e| e.into_inner());
         TopView {
@@ -184,14 +200,10 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             .map(|t| (t.label(), AtomicU64::new(0)))
             .collect(),
     });
-    let shared = Arc::new(Shared {
-        top: Mutex::new(TopSources::new(TOP_CAPACITY)),
-        recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
-        next_seq: AtomicU64::new(1),
-        new_events: Notify::new(),
-        rates: Mutex::new(Vec::new()),
-        exporter: Exporter::new(config.targets.clone(), counters.clone()),
-    });
+    let http_stats = Arc::new(HttpStats::default());
+    let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
+    http_stats.register(exporter.registry_mut());
+    let shared = Arc::new(Shared::new(exporter));
     let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -221,7 +233,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
         ));
     }
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
-    tasks.spawn(http::serve(listener, shared.clone()));
+    tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
