@@ -462,7 +462,8 @@ impl Besieger {
         let mut buffer = [0u8; 256];
         match self.stream.read(&mut buffer) {
             Err(error) => error.kind() != ErrorKind::WouldBlock,
-            Ok(_) => true,
+            // End of stream, or an answer (which the server sends only when it gives up).
+            Ok(0 | 1..) => true,
         }
     }
 
@@ -470,8 +471,8 @@ impl Besieger {
     fn send_slow_byte(&mut self) -> bool {
         let byte = SLOW_HEAD.get(self.sent).copied().unwrap_or(b'a');
         match self.stream.write(&[byte]) {
-            Ok(_) => {
-                self.sent += 1;
+            Ok(written) => {
+                self.sent += written;
                 true
             }
             Err(error) => error.kind() == ErrorKind::WouldBlock,
