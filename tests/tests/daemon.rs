@@ -1,9 +1,12 @@
 //! `sipguard run` against real traffic through veth: the JSON-lines event log, `sipguard events`
 //! and `sipguard top`, `/metrics` checked by promtool and scraped by a real Prometheus server,
-//! and daemon restarts that leave filtering and counters untouched.
+//! daemon restarts that leave filtering and counters untouched, and an exporter that keeps
+//! serving Prometheus through idle and slowloris connections and running out of descriptors.
 
 use std::{
-    net::{IpAddr, SocketAddr, UdpSocket},
+    io::{ErrorKind, Read as _, Write as _},
+    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
@@ -13,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sipguard::{cli::client, events::EventRecord};
+use sipguard::{cli::client, daemon::MAX_CONNECTIONS, events::EventRecord};
 use sipguard_tests::{
     lab::{
         ALLOWED_V4, DENIED_V6, Lab, Pinned, SBC_IF, UNKNOWN_V4, UdpCounter, send_udp, wait_until,
@@ -37,6 +40,10 @@ impl Drop for Running {
 }
 
 impl Running {
+    fn has_exited(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_some()
+    }
+
     /// SIGTERM and wait: the daemon's orderly stop.
     fn stop(mut self) {
         // SAFETY: plain kill(2) on our own child.
@@ -201,6 +208,8 @@ fn the_daemon_logs_events_serves_views_and_metrics_that_prometheus_scrapes() {
     }
     assert_eq!(unknown[0].reason, "not_allowlisted");
     assert_eq!(denied[0].reason, "denylisted");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the event log names sources: owner only");
 
     // `sipguard events` and `sipguard top` read the daemon (nothing consumed).
     let output = setup
@@ -232,7 +241,6 @@ fn the_daemon_logs_events_serves_views_and_metrics_that_prometheus_scrapes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write as _;
     promtool
         .stdin
         .take()
@@ -412,4 +420,308 @@ fn restarting_the_daemon_during_traffic_leaves_filtering_and_counters_untouched(
     daemon.stop();
     // Every daemon appended to the same log.
     assert!(!log_lines(&setup.events_file()).is_empty());
+}
+
+/// Idle connections the siege keeps open (re-opened whenever the server closes one).
+const SIEGE_IDLE: usize = 300;
+/// Slowloris connections: a request head sent one byte at a time, never finished.
+const SIEGE_SLOW: usize = 40;
+/// Length of the siege, and of the window in which Prometheus' scrapes are counted.
+const SIEGE_SECONDS: u64 = 18;
+/// Scrapes that must succeed in the window (Prometheus tries one a second): two thirds.
+const MIN_SCRAPES_DURING_SIEGE: f64 = 12.0;
+/// Bounds of the siege's work: connections opened in all and per tick.
+const SIEGE_MAX_CONNECTS: usize = 20_000;
+const SIEGE_CONNECTS_PER_TICK: usize = 100;
+const SIEGE_TICK: Duration = Duration::from_millis(100);
+/// A slowloris connection sends one byte every this many ticks.
+const SLOW_BYTE_TICKS: u64 = 3;
+/// A client on fresh connections asks this often during the siege, with this timeout.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// What slowloris connections send, then `a` forever (an endless header value).
+const SLOW_HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: sipguard\r\nX-Slow: ";
+
+#[derive(Debug, Default)]
+struct SiegeReport {
+    connects: usize,
+    connect_failures: usize,
+    closed_by_server: usize,
+    slow_bytes: usize,
+}
+
+struct Besieger {
+    stream: TcpStream,
+    slow: bool,
+    sent: usize,
+}
+
+impl Besieger {
+    /// True when the server closed the connection (or answered it, which ends it for us).
+    fn closed_by_server(&mut self) -> bool {
+        let mut buffer = [0u8; 256];
+        match self.stream.read(&mut buffer) {
+            Err(error) => error.kind() != ErrorKind::WouldBlock,
+            // End of stream, or an answer (which the server sends only when it gives up).
+            Ok(0 | 1..) => true,
+        }
+    }
+
+    /// The next byte of a slowloris request head; false when the server closed the connection.
+    fn send_slow_byte(&mut self) -> bool {
+        let byte = SLOW_HEAD.get(self.sent).copied().unwrap_or(b'a');
+        match self.stream.write(&[byte]) {
+            Ok(written) => {
+                self.sent += written;
+                true
+            }
+            Err(error) => error.kind() == ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// Holds [`SIEGE_IDLE`] idle and [`SIEGE_SLOW`] slowloris connections to `addr` for `duration`,
+/// re-opening those the server closes. Call inside the server's namespace.
+fn siege(addr: SocketAddr, duration: Duration) -> SiegeReport {
+    let mut report = SiegeReport::default();
+    let mut besiegers: Vec<Option<Besieger>> = (0..SIEGE_IDLE + SIEGE_SLOW).map(|_| None).collect();
+    let deadline = Instant::now() + duration;
+    let mut tick = 0u64;
+    let count = besiegers.len();
+    while Instant::now() < deadline {
+        let mut connects_left = SIEGE_CONNECTS_PER_TICK;
+        // Start each tick elsewhere, so that every connection gets re-opened in turn.
+        let start = (tick as usize * SIEGE_CONNECTS_PER_TICK) % count;
+        for index in (start..count).chain(0..start) {
+            let slot = &mut besiegers[index];
+            if slot.as_mut().is_some_and(Besieger::closed_by_server) {
+                report.closed_by_server += 1;
+                *slot = None;
+            }
+            if slot.is_none() && connects_left > 0 && report.connects < SIEGE_MAX_CONNECTS {
+                connects_left -= 1;
+                report.connects += 1;
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(stream) => {
+                        stream.set_nonblocking(true).unwrap();
+                        *slot = Some(Besieger {
+                            stream,
+                            slow: index >= SIEGE_IDLE,
+                            sent: 0,
+                        });
+                    }
+                    Err(_) => report.connect_failures += 1,
+                }
+            }
+            if tick.is_multiple_of(SLOW_BYTE_TICKS)
+                && let Some(besieger) = slot.as_mut().filter(|b| b.slow)
+            {
+                if besieger.send_slow_byte() {
+                    report.slow_bytes += 1;
+                } else {
+                    report.closed_by_server += 1;
+                    *slot = None;
+                }
+            }
+        }
+        tick += 1;
+        std::thread::sleep(SIEGE_TICK);
+    }
+    report
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"_-.".contains(&byte) {
+                char::from(byte).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A Prometheus instant query at `time` (Unix seconds): the value of its first result.
+fn prometheus_value(ns: &NetNs, expr: &str, time: f64) -> Option<f64> {
+    let path = format!(
+        "/api/v1/query?query={}&time={time:.3}",
+        percent_encode(expr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(&get_from(ns, "127.0.0.1:9090", &path)?).ok()?;
+    answer["data"]["result"][0]["value"][1]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn prometheus_scrapes_the_daemon_through_idle_and_slowloris_connections() {
+    let setup = Setup::new("siege");
+    let mut daemon = setup.start_daemon();
+    let ns = &setup.lab.sbc;
+    let _prometheus = start_prometheus(ns, setup.dir.path());
+    // Scraping before the siege: Prometheus holds a keep-alive connection, which can be evicted.
+    assert!(
+        wait_until(Duration::from_secs(60), || prometheus_value(
+            ns,
+            "up{job=\"sipguard\"}",
+            unix_now()
+        ) == Some(1.0)),
+        "Prometheus scrapes the daemon"
+    );
+    let siege_time = Duration::from_secs(SIEGE_SECONDS);
+    let besieged = ns
+        .spawn(move || siege(LISTEN.parse().unwrap(), siege_time))
+        .unwrap();
+    // Meanwhile a client on fresh connections (the CLI's way) gets answers too.
+    let (probes_answered, probes) = ns
+        .spawn(move || {
+            let deadline = Instant::now() + siege_time;
+            let (mut answered, mut tried) = (0, 0);
+            while Instant::now() < deadline {
+                tried += 1;
+                let answer = client::get(LISTEN.parse().unwrap(), "/healthz", PROBE_TIMEOUT);
+                answered += usize::from(matches!(answer, Ok(Some(_))));
+                std::thread::sleep(PROBE_EVERY);
+            }
+            (answered, tried)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let report = besieged.join().unwrap();
+    let ended = unix_now();
+    assert!(
+        probes_answered * 3 >= probes * 2,
+        "{probes_answered} of {probes} fresh connections answered; {report:?}"
+    );
+    assert!(
+        report.closed_by_server >= SIEGE_IDLE + SIEGE_SLOW - MAX_CONNECTIONS,
+        "the server holds at most {MAX_CONNECTIONS} connections: {report:?}"
+    );
+    assert!(report.slow_bytes > 0, "{report:?}");
+    // Prometheus has stored its scrapes up to the end of the siege.
+    assert!(wait_until(Duration::from_secs(15), || {
+        prometheus_value(ns, "timestamp(up{job=\"sipguard\"})", unix_now())
+            .is_some_and(|last| last > ended)
+    }));
+    let window = |function: &str, metric: &str| {
+        prometheus_value(
+            ns,
+            &format!("{function}({metric}[{SIEGE_SECONDS}s])"),
+            ended,
+        )
+    };
+    let attempts = window("count_over_time", "up{job=\"sipguard\"}").unwrap_or(0.0);
+    let scraped = window("sum_over_time", "up{job=\"sipguard\"}").unwrap_or(0.0);
+    assert!(
+        scraped >= MIN_SCRAPES_DURING_SIEGE,
+        "{scraped} of {attempts} scrapes succeeded during the siege; {report:?}"
+    );
+    let most_open = window("max_over_time", "sipguard_http_connections").unwrap();
+    assert!(
+        most_open <= MAX_CONNECTIONS as f64,
+        "{most_open} connections open"
+    );
+    eprintln!(
+        "siege: {report:?}; {scraped} of {attempts} scrapes succeeded, {probes_answered} of \
+         {probes} fresh connections answered, at most {most_open} connections open"
+    );
+
+    // Afterwards the daemon still serves.
+    assert!(!daemon.has_exited(), "the daemon runs");
+    assert_eq!(setup.get("/healthz").as_deref(), Some("ok\n"));
+    let metrics = setup.get("/metrics").expect("metrics after the siege");
+    assert!(
+        sample(&metrics, "sipguard_http_connections_evicted_total", &[])
+            .is_some_and(|evicted| evicted > 0.0),
+        "idle connections made room"
+    );
+    assert!(sample(&metrics, "sipguard_packets_total", &[]).is_some());
+}
+
+/// Descriptors the daemon may open beyond those it holds when idle: fewer than
+/// [`MAX_CONNECTIONS`], so connections exhaust them before the connection bound applies.
+const FD_HEADROOM: u64 = 16;
+/// Connections opened against the daemon with that headroom; the rest wait in the listen queue.
+const FD_EXHAUSTING_CONNECTIONS: usize = 200;
+
+/// Sets the soft open-file limit of a running process (the one EMFILE enforces); returns the
+/// previous one. The hard limit stays, so the old soft limit can be restored.
+fn set_open_file_limit(pid: i32, soft: u64) -> u64 {
+    let mut previous = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit(2) on our own child with valid rlimit buffers.
+    unsafe {
+        let read = libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut previous);
+        assert_eq!(read, 0, "prlimit: {}", std::io::Error::last_os_error());
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: previous.rlim_max,
+        };
+        let set = libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut());
+        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+    previous.rlim_cur
+}
+
+#[test]
+fn the_daemon_keeps_serving_after_running_out_of_file_descriptors() {
+    let setup = Setup::new("nofile");
+    let mut daemon = setup.start_daemon();
+    let pid = daemon.0.id() as i32;
+    let open_files = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count());
+    let limit = open_files() as u64 + FD_HEADROOM;
+    let normal_limit = set_open_file_limit(pid, limit);
+    // They queue in the listen backlog; the daemon accepts until its descriptors run out.
+    let held: Vec<TcpStream> = setup
+        .lab
+        .sbc
+        .run(|| {
+            (0..FD_EXHAUSTING_CONNECTIONS)
+                .filter_map(|_| TcpStream::connect(LISTEN).ok())
+                .collect()
+        })
+        .unwrap();
+    let exhausted = wait_until(Duration::from_secs(10), || {
+        daemon.has_exited() || open_files() as u64 >= limit
+    });
+    // Connections still queue, so the daemon's next accepts fail (EMFILE) for a while.
+    std::thread::sleep(Duration::from_secs(1));
+    drop(held);
+    assert!(
+        !daemon.has_exited(),
+        "the daemon survived running out of descriptors"
+    );
+    assert!(exhausted, "the daemon ran out of descriptors");
+    assert!(
+        wait_until(Duration::from_secs(30), || setup.get("/healthz").is_some()),
+        "the daemon serves again"
+    );
+    // Under the low limit the scrape itself may lack descriptors for the maps (it says so in
+    // sipguard_scrape_errors); the exporter answers all the same.
+    let metrics = setup.get("/metrics").expect("metrics");
+    assert!(
+        sample(&metrics, "sipguard_http_accept_errors_total", &[])
+            .is_some_and(|errors| errors > 0.0),
+        "accepts failed while descriptors were exhausted"
+    );
+    // With its descriptors back, the daemon reads the kernel again.
+    set_open_file_limit(pid, normal_limit);
+    assert!(wait_until(Duration::from_secs(10), || {
+        setup
+            .get("/metrics")
+            .is_some_and(|text| sample(&text, "sipguard_packets_total", &[]).is_some())
+    }));
 }

@@ -1,40 +1,40 @@
-//! Talking to a running `sipguard run` (blocking, tiny): GET a path, return the body.
+//! Talking to a running `sipguard run` over loopback HTTP (blocking): GET a path, return the body.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{io::ErrorKind, net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-/// `Ok(None)` when no daemon listens at `addr`.
+/// How long to wait for a daemon to accept the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// GETs `path` from the daemon at `addr` within `timeout`: the body of a 200 answer, `Ok(None)`
+/// when no daemon listens there (connection refused or not accepted in time), an error naming
+/// the status for any other answer.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Option<String>> {
-    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-        Ok(stream) => stream,
-        Err(error)
-            if matches!(
-                error.kind(),
-                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
-            ) =>
-        {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
+        // Statuses are ours to report; the daemon is always direct, never behind a proxy.
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let mut response = match agent.get(&url).call() {
+        Ok(response) => response,
+        Err(ureq::Error::Io(error)) if error.kind() == ErrorKind::ConnectionRefused => {
             return Ok(None);
         }
-        Err(error) => return Err(error).with_context(|| format!("connect to {addr}")),
+        Err(ureq::Error::Timeout(ureq::Timeout::Connect)) => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("GET {url}")),
     };
-    stream.set_read_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("malformed answer from {addr}");
-    };
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{addr}{path}: {}", head.lines().next().unwrap_or(""));
+    let status = response.status();
+    if status != ureq::http::StatusCode::OK {
+        bail!("GET {url}: {status}");
     }
-    Ok(Some(body.to_string()))
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("GET {url}: read the answer"))?;
+    Ok(Some(body))
 }

@@ -8,7 +8,7 @@ use sipguard_common::abi::map_name;
 
 use super::{Global, client};
 use crate::{
-    daemon::DEFAULT_LISTEN,
+    daemon::{DEFAULT_LISTEN, HANDLER_DEADLINE, MAX_EVENTS_WAIT},
     events::{Clock, EventRecord},
     state::{State, Target},
 };
@@ -35,6 +35,10 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_LISTEN)]
     daemon: SocketAddr,
 }
+
+/// Client timeout of one long poll: past the daemon's handler deadline, so the daemon answers
+/// (with events, none, or its 503) before we give up.
+const FOLLOW_TIMEOUT: Duration = HANDLER_DEADLINE.saturating_add(Duration::from_secs(5));
 
 fn print(event: &EventRecord, json: bool) {
     if json {
@@ -64,9 +68,13 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
             if !args.follow {
                 return Ok(0);
             }
-            let path = format!("/api/events?after={last}&limit=1000&wait=30");
-            let body = client::get(args.daemon, &path, Duration::from_secs(40))?
-                .context("the daemon went away")?;
+            // The longest poll the daemon grants; our timeout leaves room for its own deadline.
+            let path = format!(
+                "/api/events?after={last}&limit=1000&wait={}",
+                MAX_EVENTS_WAIT.as_secs()
+            );
+            let body =
+                client::get(args.daemon, &path, FOLLOW_TIMEOUT)?.context("the daemon went away")?;
             events = serde_json::from_str(&body)?;
             last = events.last().map_or(last, |e| e.seq);
         }

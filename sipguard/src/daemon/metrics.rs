@@ -9,6 +9,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use prometheus_client::{
@@ -18,6 +19,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin, ban_flags};
+use tokio::time::Instant;
 
 use crate::{
     report::{Stats, Status},
@@ -366,9 +368,56 @@ impl Collector for SipguardCollector {
     }
 }
 
-/// The registry for `/metrics`.
+/// How long a rendering is served before the maps are read again.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The two exposition formats of `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// OpenMetrics 1.0, what Prometheus asks for.
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4.
+    Text,
+}
+
+impl MetricsFormat {
+    /// The Content-Type of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
+            MetricsFormat::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// One rendering of every metric, in both formats, and when it was taken.
+struct Snapshot {
+    taken: Instant,
+    openmetrics: String,
+    text: String,
+}
+
+impl Snapshot {
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.taken) < SNAPSHOT_MAX_AGE
+    }
+
+    fn get(&self, format: MetricsFormat) -> String {
+        match format {
+            MetricsFormat::OpenMetrics => self.openmetrics.clone(),
+            MetricsFormat::Text => self.text.clone(),
+        }
+    }
+}
+
+/// The registry for `/metrics`, and the last rendering of it: reading every kernel map takes
+/// syscalls, so scrapes share one rendering per [`SNAPSHOT_MAX_AGE`].
 pub struct Exporter {
     registry: Registry,
+    /// Held while a refresh runs, so concurrent scrapes wait for that one refresh.
+    snapshot: Arc<tokio::sync::Mutex<Option<Snapshot>>>,
 }
 
 impl Exporter {
@@ -379,7 +428,44 @@ impl Exporter {
             daemon,
             scrape: Mutex::new(()),
         }));
-        Exporter { registry }
+        Exporter::with_registry(registry)
+    }
+
+    fn with_registry(registry: Registry) -> Exporter {
+        Exporter {
+            registry,
+            snapshot: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
+    /// The registry, to add metrics before serving.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The metrics for a scrape: the last rendering if younger than [`SNAPSHOT_MAX_AGE`], else
+    /// a new one, rendered on a blocking thread. Concurrent callers share one refresh; a refresh
+    /// whose caller went away still completes and is kept for the next scrape.
+    pub async fn scrape(
+        self: &Arc<Self>,
+        format: MetricsFormat,
+    ) -> Result<String, tokio::task::JoinError> {
+        let mut snapshot = self.snapshot.clone().lock_owned().await;
+        if let Some(fresh) = snapshot.as_ref().filter(|s| s.is_fresh(Instant::now())) {
+            return Ok(fresh.get(format));
+        }
+        let exporter = self.clone();
+        let taken = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            let openmetrics = exporter.render_openmetrics();
+            let fresh = snapshot.insert(Snapshot {
+                taken,
+                text: openmetrics_to_text(&openmetrics),
+                openmetrics,
+            });
+            fresh.get(format)
+        })
+        .await
     }
 
     /// OpenMetrics text, what prometheus-client writes (and Prometheus prefers).
@@ -425,7 +511,70 @@ fn openmetrics_to_text(open: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::openmetrics_to_text;
+    use super::*;
+
+    /// Counts its renderings; one gauge holds the count.
+    #[derive(Debug, Default)]
+    struct CountingCollector {
+        renders: Arc<AtomicU64>,
+    }
+
+    impl Collector for CountingCollector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let render = self.renders.fetch_add(1, Ordering::SeqCst) + 1;
+            let samples = vec![(vec![("k", "v".to_string())], render as f64)];
+            family(
+                &mut encoder,
+                "t_renders",
+                "Renders.",
+                MetricType::Counter,
+                &samples,
+            )
+        }
+    }
+
+    fn counting_exporter() -> (Arc<Exporter>, Arc<AtomicU64>) {
+        let collector = CountingCollector::default();
+        let renders = collector.renders.clone();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(collector));
+        (Arc::new(Exporter::with_registry(registry)), renders)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_scrapes_share_one_rendering_until_it_is_a_second_old() {
+        let (exporter, renders) = counting_exporter();
+        let scrapes: Vec<_> = (0..8)
+            .map(|i| {
+                let exporter = exporter.clone();
+                let format = if i % 2 == 0 {
+                    MetricsFormat::OpenMetrics
+                } else {
+                    MetricsFormat::Text
+                };
+                tokio::spawn(async move { exporter.scrape(format).await.unwrap() })
+            })
+            .collect();
+        for scrape in scrapes {
+            let text = scrape.await.unwrap();
+            assert!(text.contains("t_renders_total{k=\"v\"} 1\n"), "{text}");
+        }
+        assert_eq!(renders.load(Ordering::SeqCst), 1, "one refresh for all");
+        // The clock is paused: only `advance` moves it.
+        tokio::time::advance(SNAPSHOT_MAX_AGE - Duration::from_millis(1)).await;
+        exporter.scrape(MetricsFormat::Text).await.unwrap();
+        assert_eq!(renders.load(Ordering::SeqCst), 1, "still fresh");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let text = exporter.scrape(MetricsFormat::Text).await.unwrap();
+        assert_eq!(renders.load(Ordering::SeqCst), 2, "refreshed once stale");
+        assert!(
+            text.contains("# TYPE t_renders_total counter\nt_renders_total{k=\"v\"} 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "classic format");
+        let open = exporter.scrape(MetricsFormat::OpenMetrics).await.unwrap();
+        assert!(open.ends_with("# EOF\n"), "OpenMetrics format: {open}");
+    }
 
     #[test]
     fn counter_families_are_renamed_for_the_classic_format() {

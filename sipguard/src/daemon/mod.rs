@@ -14,6 +14,7 @@ use std::{
     fs::{File, OpenOptions},
     io::{BufWriter, Write as _},
     net::SocketAddr,
+    os::unix::fs::OpenOptionsExt as _,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -28,7 +29,12 @@ use serde::{Deserialize, Serialize};
 use sipguard_common::abi::{Reason, Zone, counter_index, map_name};
 use tokio::{io::unix::AsyncFd, sync::Notify};
 
+pub use self::http::{
+    HANDLER_DEADLINE, HEADER_READ_TIMEOUT, MAX_CONNECTION_LIFETIME, MAX_CONNECTIONS,
+    MAX_EVENTS_WAIT,
+};
 use self::{
+    http::stats::HttpStats,
     metrics::{DaemonCounters, Exporter},
     top::{Offender, TopSources},
 };
@@ -37,6 +43,8 @@ use crate::{
     state::{State, Target},
 };
 
+/// Mode of the files the daemon creates: the event log names source addresses.
+const CREATED_FILE_MODE: u32 = 0o600;
 /// Default address of `/metrics` and the JSON API: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9968";
 /// Events kept in memory for `sipguard events`.
@@ -69,6 +77,8 @@ impl Sink {
                     OpenOptions::new()
                         .create(true)
                         .append(true)
+                        // Only for a new file: an existing log keeps the mode it was given.
+                        .mode(CREATED_FILE_MODE)
                         .open(path)
                         .with_context(|| format!("open event log {}", path.display()))?,
                 ),
@@ -132,10 +142,21 @@ pub(crate) struct Shared {
     next_seq: AtomicU64,
     new_events: Notify,
     rates: Mutex<Vec<Rate>>,
-    exporter: Exporter,
+    exporter: Arc<Exporter>,
 }
 
 impl Shared {
+    fn new(exporter: Exporter) -> Shared {
+        Shared {
+            top: Mutex::new(TopSources::new(TOP_CAPACITY)),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
+            next_seq: AtomicU64::new(1),
+            new_events: Notify::new(),
+            rates: Mutex::new(Vec::new()),
+            exporter: Arc::new(exporter),
+        }
+    }
+
     pub(crate) fn top_view(&self, limit: usize) -> TopView {
         let top = self.top.lock().unwrap_or_else(|e| e.into_inner());
         TopView {
@@ -179,14 +200,10 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             .map(|t| (t.label(), AtomicU64::new(0)))
             .collect(),
     });
-    let shared = Arc::new(Shared {
-        top: Mutex::new(TopSources::new(TOP_CAPACITY)),
-        recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
-        next_seq: AtomicU64::new(1),
-        new_events: Notify::new(),
-        rates: Mutex::new(Vec::new()),
-        exporter: Exporter::new(config.targets.clone(), counters.clone()),
-    });
+    let http_stats = Arc::new(HttpStats::default());
+    let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
+    http_stats.register(exporter.registry_mut());
+    let shared = Arc::new(Shared::new(exporter));
     let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -216,7 +233,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
         ));
     }
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
-    tasks.spawn(http::serve(listener, shared.clone()));
+    tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -345,5 +362,29 @@ async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {
         }
         rates.sort_by(|a, b| b.packets_per_second.total_cmp(&a.packets_per_second));
         *shared.rates.lock().unwrap_or_else(|e| e.into_inner()) = rates;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_event_log_is_private_and_an_existing_one_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.jsonl");
+        Sink::open(Some(&new)).unwrap();
+        assert_eq!(mode(&new), 0o600, "source addresses are not for every user");
+        let existing = dir.path().join("existing.jsonl");
+        std::fs::write(&existing, "").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+        Sink::open(Some(&existing)).unwrap();
+        assert_eq!(mode(&existing), 0o640);
     }
 }

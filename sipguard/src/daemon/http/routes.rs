@@ -1,0 +1,237 @@
+//! The routes: `/metrics`, `/api/top`, `/api/events` (long poll), `/healthz`. Unknown paths
+//! answer 404, other methods than GET 405.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower_http::timeout::TimeoutLayer;
+
+use super::{HANDLER_DEADLINE, MAX_EVENTS_WAIT};
+use crate::daemon::{Shared, metrics::MetricsFormat};
+
+/// The API of `sipguard run`, with the per-request deadline.
+pub(in crate::daemon) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/top", get(top))
+        .route("/api/events", get(events))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            HANDLER_DEADLINE,
+        ))
+        .with_state(shared)
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), the classic text otherwise.
+fn wanted_format(headers: &HeaderMap) -> MetricsFormat {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    if openmetrics {
+        MetricsFormat::OpenMetrics
+    } else {
+        MetricsFormat::Text
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let format = wanted_format(&headers);
+    match shared.exporter.scrape(format).await {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
+        Err(error) => {
+            log::warn!("scrape: {error}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "scrape failed\n").into_response()
+        }
+    }
+}
+
+/// A number parameter; absent or unreadable ones take the default.
+fn number(params: &HashMap<String, String>, name: &str, default: u64) -> u64 {
+    params
+        .get(name)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `/api/events?after=&limit=&wait=`
+#[derive(Debug, PartialEq, Eq)]
+struct EventsQuery {
+    /// Sequence number of the last event seen; 0 for the newest.
+    after: u64,
+    limit: usize,
+    /// Long poll: how long to wait for new events when there are none, capped below the
+    /// handler deadline.
+    wait: Duration,
+}
+
+impl EventsQuery {
+    fn from_params(params: &HashMap<String, String>) -> EventsQuery {
+        EventsQuery {
+            after: number(params, "after", 0),
+            limit: number(params, "limit", 100).clamp(1, 4096) as usize,
+            wait: Duration::from_secs(number(params, "wait", 0)).min(MAX_EVENTS_WAIT),
+        }
+    }
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    let query = EventsQuery::from_params(&params);
+    // Registered before looking, so a batch that lands in between still wakes us.
+    let notified = shared.new_events.notified();
+    let mut events = shared.events_after(query.after, query.limit);
+    if events.is_empty() && !query.wait.is_zero() {
+        let _ = tokio::time::timeout(query.wait, notified).await;
+        events = shared.events_after(query.after, query.limit);
+    }
+    Json(events)
+}
+
+async fn top(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    Json(shared.top_view(number(&params, "limit", 20) as usize))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn not_found(method: Method) -> (StatusCode, &'static str) {
+    if method == Method::GET {
+        (StatusCode::NOT_FOUND, "not found\n")
+    } else {
+        (StatusCode::METHOD_NOT_ALLOWED, "GET only\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{
+        body::Body,
+        http::{HeaderValue, Request},
+    };
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::daemon::metrics::{DaemonCounters, Exporter};
+
+    /// The answer of a daemon without interfaces: status, Content-Type, body.
+    async fn answer(method: Method, uri: &str, accept: &str) -> (StatusCode, String, String) {
+        let exporter = Exporter::new(Vec::new(), Arc::new(DaemonCounters::default()));
+        let app = router(Arc::new(Shared::new(exporter)));
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::ACCEPT, accept)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map_or("", |v| v.to_str().unwrap())
+            .to_string();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn routes_answer_like_the_old_server() {
+        let (status, _, body) = answer(Method::GET, "/healthz", "*/*").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+        let (status, kind, body) = answer(Method::GET, "/api/events?after=0&wait=0", "").await;
+        assert_eq!(
+            (status, kind.as_str(), body.as_str()),
+            (StatusCode::OK, "application/json", "[]")
+        );
+        let (status, _, body) = answer(Method::GET, "/api/top?limit=5", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"sources\":[]"), "{body}");
+        let (status, kind, body) = answer(Method::GET, "/metrics", "text/plain").await;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::OK, MetricsFormat::Text.content_type())
+        );
+        assert!(body.contains("sipguard_build_info") && !body.contains("# EOF"));
+        let (_, kind, body) = answer(
+            Method::GET,
+            "/metrics",
+            "application/openmetrics-text; version=1.0.0",
+        )
+        .await;
+        assert_eq!(kind, MetricsFormat::OpenMetrics.content_type());
+        assert!(body.ends_with("# EOF\n"));
+        let (status, _, _) = answer(Method::GET, "/nowhere", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for uri in ["/metrics", "/nowhere"] {
+            let (status, _, _) = answer(Method::POST, uri, "").await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "POST {uri}");
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn event_queries_take_defaults_and_caps() {
+        assert_eq!(
+            EventsQuery::from_params(&params(&[])),
+            EventsQuery {
+                after: 0,
+                limit: 100,
+                wait: Duration::ZERO
+            }
+        );
+        let query = EventsQuery::from_params(&params(&[
+            ("after", "42"),
+            ("limit", "100000"),
+            ("wait", "3600"),
+        ]));
+        assert_eq!((query.after, query.limit), (42, 4096));
+        assert_eq!(query.wait, MAX_EVENTS_WAIT, "the long poll is capped");
+        assert!(MAX_EVENTS_WAIT < HANDLER_DEADLINE);
+        let odd = EventsQuery::from_params(&params(&[("limit", "0"), ("wait", "soon")]));
+        assert_eq!((odd.limit, odd.wait), (1, Duration::ZERO));
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(wanted_format(&headers), MetricsFormat::Text);
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4",
+            ),
+        );
+        assert_eq!(wanted_format(&headers), MetricsFormat::OpenMetrics);
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/plain"));
+        assert_eq!(wanted_format(&headers), MetricsFormat::Text);
+    }
+}
