@@ -198,14 +198,26 @@ pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
     Ok(pinned_any)
 }
 
-/// Whether the directory of `target` is sipguard's: its `SG_META` pin is a map of that name
-/// holding sipguard's magic (or zero: state a controller created and never finished). Any ABI.
+/// Whether the directory of `target` is sipguard's: its `SG_META` pin is a one-entry array of
+/// that name whose value starts with sipguard's magic, or with zero (state a controller created
+/// and never finished). Any ABI version and value size, so that state of another build can go.
 pub fn is_sipguard_dir(target: &Target) -> bool {
-    let pin = target.map_pin(map_name::META);
-    let named_meta = MapInfo::from_pin(&pin)
-        .ok()
-        .is_some_and(|info| info.name_as_str() == Some(map_name::META));
-    named_meta && read_meta(&pin).is_ok_and(|meta| meta.magic == META_MAGIC || meta.magic == 0)
+    let Ok(info) = MapInfo::from_pin(target.map_pin(map_name::META)) else {
+        return false;
+    };
+    let shaped = info.name_as_str() == Some(map_name::META)
+        && info
+            .map_type()
+            .is_ok_and(|t| t == aya::maps::MapType::Array)
+        && info.key_size() == 4
+        && info.value_size() >= 4;
+    if !shaped {
+        return false;
+    }
+    let mut value = vec![0u8; info.value_size() as usize];
+    let read = info.fd().and_then(|fd| lookup_bytes(&fd, 0, &mut value));
+    let magic = u32::from_ne_bytes([value[0], value[1], value[2], value[3]]);
+    read.is_ok() && (magic == META_MAGIC || magic == 0)
 }
 
 fn read_meta(pin: &Path) -> Result<Meta, StateError> {
@@ -228,6 +240,15 @@ where
 /// 130 KiB policy means several copies on the stack in unoptimized builds (enough to overflow a
 /// 2 MiB thread).
 fn lookup_into<V: aya::Pod>(map: &MapFd, index: u32, out: &mut V) -> Result<(), MapError> {
+    // SAFETY: `V` is the map's value type: plain old data of the map's value size.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut((out as *mut V).cast::<u8>(), std::mem::size_of::<V>())
+    };
+    lookup_bytes(map, index, bytes)
+}
+
+/// Reads array entry `index` as bytes; `out` must be as long as the map's values.
+fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<(), MapError> {
     // The BPF_MAP_*_ELEM layout of `union bpf_attr`.
     #[repr(C)]
     struct ElemAttr {
@@ -242,11 +263,11 @@ fn lookup_into<V: aya::Pod>(map: &MapFd, index: u32, out: &mut V) -> Result<(), 
         map_fd: map.as_fd().as_raw_fd() as u32,
         _pad: 0,
         key: &index as *const u32 as u64,
-        value: out as *mut V as u64,
+        value: out.as_mut_ptr() as u64,
         flags: 0,
     };
-    // SAFETY: key and value point at live memory of the map's key and value sizes (`V` is the
-    // map's value type); the kernel writes at most size_of::<V>() bytes.
+    // SAFETY: key and value point at live memory of the map's key and value sizes (callers
+    // size `out` from the map); the kernel writes at most value-size bytes.
     let result = unsafe {
         libc::syscall(
             libc::SYS_bpf,

@@ -725,3 +725,76 @@ fn the_daemon_keeps_serving_after_running_out_of_file_descriptors() {
             .is_some_and(|text| sample(&text, "sipguard_packets_total", &[]).is_some())
     }));
 }
+
+#[test]
+fn the_daemon_sweeps_expired_bans_and_reports_the_ban_table_fill() {
+    use sipguard::state::{State, Target};
+    use sipguard_common::abi::{Ban, BanReason, SourceKey, map_name};
+    let setup = Setup::new("sweep");
+    let _daemon = setup.start_daemon();
+    let target = Target::new(SBC_IF, Some(setup.lab.sbc.name()), setup.pins.path()).unwrap();
+    let mut state = State::open(&target).unwrap();
+    // 500 bans that expired long ago (one-off scanners) and one in force.
+    let key = |n: u32| {
+        let mut key = SourceKey {
+            family: 4,
+            prefix_len: 32,
+            ..SourceKey::default()
+        };
+        key.addr[..4].copy_from_slice(&(0x0a00_0000 + n).to_be_bytes());
+        key
+    };
+    let expired = Ban {
+        banned_at_ns: 1,
+        expires_at_ns: 2,
+        reason: BanReason::RateExceeded as u8,
+        ..Ban::default()
+    };
+    for n in 0..500 {
+        state.insert_ban(&key(n), &expired).unwrap();
+    }
+    let live = Ban {
+        expires_at_ns: u64::MAX,
+        reason: BanReason::Manual as u8,
+        ..Ban::default()
+    };
+    state.insert_ban(&key(1000), &live).unwrap();
+    let bans_in_table = || {
+        State::open(&target)
+            .unwrap()
+            .map_fill()
+            .unwrap()
+            .iter()
+            .find(|fill| fill.name == map_name::BANS)
+            .unwrap()
+            .entries
+    };
+    assert_eq!(bans_in_table(), 501);
+    let sweep_window = sipguard::daemon::BAN_SWEEP_INTERVAL + sipguard::daemon::BAN_SWEEP_INTERVAL;
+    assert!(
+        wait_until(sweep_window, || bans_in_table() == 1),
+        "the daemon sweeps expired bans without any command: {} left",
+        bans_in_table()
+    );
+    assert_eq!(state.bans().unwrap()[0].0, key(1000), "the live ban stays");
+    // The exporter shows the table's fill (its snapshot is at most a second old).
+    let filled = wait_until(Duration::from_secs(5), || {
+        setup.get("/metrics").is_some_and(|metrics| {
+            sample(&metrics, "sipguard_map_entries", &["map=\"SG_BANS\""]) == Some(1.0)
+        })
+    });
+    assert!(filled, "sipguard_map_entries{{map=\"SG_BANS\"}} is 1");
+    let metrics = setup.get("/metrics").unwrap();
+    assert_eq!(
+        sample(&metrics, "sipguard_map_capacity", &["map=\"SG_BANS\""]),
+        Some(65536.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "sipguard_table_insert_failures_total",
+            &["map=\"SG_BANS\""]
+        ),
+        Some(0.0)
+    );
+}

@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     events::{Clock, EventRecord},
-    state::{State, Target},
+    state::{Lock, State, Target, boot_now_ns},
 };
 
 /// Mode of the files the daemon creates: the event log names source addresses.
@@ -53,6 +53,8 @@ const RECENT_EVENTS: usize = 4096;
 const TOP_CAPACITY: usize = 1024;
 /// Rates are computed over this many one-second samples.
 const RATE_WINDOW: usize = 10;
+/// How often expired bans are removed from the kernel's ban table.
+pub const BAN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct DaemonConfig {
     pub targets: Vec<Target>,
@@ -233,6 +235,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
         ));
     }
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
+    tasks.spawn(sweep_bans(config.targets.clone()));
     tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -315,6 +318,38 @@ async fn drain(
 }
 
 /// Samples the kernel counters every second; rates are differences over the window.
+/// Removes expired bans every [`BAN_SWEEP_INTERVAL`]: the data plane drops a ban only when its
+/// source sends again, so one-off scanners would otherwise fill the table and block new bans.
+/// An interface whose lock a CLI command holds is skipped this round (that command sweeps).
+async fn sweep_bans(targets: Vec<Target>) -> Result<()> {
+    let mut ticker = tokio::time::interval(BAN_SWEEP_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let targets = targets.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .map(|target| (target.label(), sweep_one(target)))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (label, result) in swept {
+            match result {
+                Ok(0) => {}
+                Ok(removed) => log::debug!("{label}: swept {removed} expired bans"),
+                Err(error) => log::warn!("{label}: sweeping expired bans: {error}"),
+            }
+        }
+    }
+}
+
+fn sweep_one(target: &Target) -> Result<usize, crate::state::StateError> {
+    let Some(_lock) = Lock::try_acquire(&target.dir())? else {
+        return Ok(0);
+    };
+    State::open(target)?.sweep_expired_bans(boot_now_ns())
+}
+
 async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {
     let mut history: HashMap<String, VecDeque<Vec<u64>>> = HashMap::new();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
