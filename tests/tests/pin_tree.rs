@@ -237,3 +237,25 @@ cidrs = ["203.0.113.0/24"]
     let output = sipguard(pins.path(), &["allow", "list", "--iface", "eth0"]);
     assert!(!output.status.success(), "the CLI refuses it too");
 }
+
+#[test]
+fn the_bpffs_sipguard_mounts_lets_only_root_create_entries_at_the_top() {
+    // A private mount namespace without a bpffs at /sys/fs/bpf: sipguard mounts its own there.
+    // Everything pinned in it goes with the namespace when the shell exits (the link too).
+    let lab = sipguard_tests::lab::Lab::new("mount").unwrap();
+    let script = format!(
+        "umount -l /sys/fs/bpf 2>/dev/null; \
+         {bin} --netns {ns} attach --iface {iface} >/dev/null && stat -c %a /sys/fs/bpf",
+        bin = sipguard_bin().display(),
+        ns = lab.sbc.name(),
+        iface = sipguard_tests::lab::SBC_IF,
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    // The kernel always adds the sticky bit to a bpffs root: 1700.
+    let mode = u32::from_str_radix(String::from_utf8_lossy(&output.stdout).trim(), 8).unwrap();
+    assert_eq!(mode & 0o777, 0o700, "mode {mode:o}");
+}
