@@ -15,7 +15,8 @@ use sipguard_common::abi::{
 
 use crate::{
     policy::{Budget, Policy, Prefix, Tables, class_limits, class_name, ports_in, prefilter},
-    state::{List, Prefilter, State, StateError, now_unix},
+    state::{List, Prefilter, State, StateError},
+    time::now_unix,
 };
 
 /// Changes to one list.

@@ -29,8 +29,8 @@ use crate::{
     policy::Policy,
     state::{
         Lock, State, StateError, Target, check_compatible, embedded_map_specs, is_sipguard_dir,
-        now_unix,
     },
+    time::now_unix,
 };
 
 /// How the program is hooked into the driver.
@@ -190,7 +190,7 @@ fn load_prepared(
         .map_err(DataplaneError::Load)?;
     let mut state = State::open_unchecked(target)?;
     if prepared.existing {
-        state.sweep_expired_bans(crate::state::boot_now_ns())?;
+        state.sweep_expired_bans(crate::time::boot_now_ns())?;
     }
 
     let applied = match (policy, prepared.existing) {

@@ -1,14 +1,12 @@
 //! Drop events from the kernel's ring buffer, decoded for people and machines.
 
-use std::{
-    net::IpAddr,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use sipguard_common::abi::{DropEvent, Reason, SipMethod, Zone};
 
-use crate::state::boot_now_ns;
+pub use crate::time::Clock;
+use crate::time::rfc3339_micros;
 
 /// One drop event, as written to the JSON-lines log and served by the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,35 +37,6 @@ pub struct EventRecord {
     pub sip_method: Option<String>,
     /// Drops of this source that got no event since its previous one (event budget spent).
     pub suppressed_before: u32,
-}
-
-/// Converts data-plane (boot-time) nanoseconds to wall-clock time.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    offset_ns: i128,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
-        Clock {
-            offset_ns: unix - i128::from(boot_now_ns()),
-        }
-    }
-
-    pub fn unix_ns(&self, boot_ns: u64) -> i128 {
-        i128::from(boot_ns) + self.offset_ns
-    }
-}
-
-/// `2026-11-26T05:30:01.123456Z`
-pub fn rfc3339_micros(unix_ns: i128) -> String {
-    let seconds = unix_ns.div_euclid(1_000_000_000);
-    let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
-    let base = crate::cli::format_time(seconds.max(1) as u64).replace(' ', "T");
-    format!("{}.{micros:06}Z", base.trim_end_matches('Z'))
 }
 
 fn address(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
@@ -176,9 +145,7 @@ mod tests {
         event.dst[..2].copy_from_slice(&[0x20, 0x01]);
         // SAFETY: DropEvent is plain integers.
         let bytes: [u8; size_of::<DropEvent>()] = unsafe { std::mem::transmute(event) };
-        let clock = Clock {
-            offset_ns: 1_795_667_288_000_000_000,
-        };
+        let clock = Clock::with_offset(1_795_667_288_000_000_000);
         let record = EventRecord::decode(&bytes, "eth0", &clock).unwrap();
         assert_eq!(record.time, "2026-11-26T04:28:08.000001Z");
         assert_eq!(record.src, Some("2001:db8::7".parse().unwrap()));

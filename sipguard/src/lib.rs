@@ -13,6 +13,7 @@ pub mod pins;
 pub mod policy;
 pub mod report;
 pub mod state;
+pub mod time;
 
 /// The XDP program, built from `sipguard-ebpf` by this crate's build script.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("SIPGUARD_EBPF_OBJECT"));

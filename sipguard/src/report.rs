@@ -9,7 +9,8 @@ use sipguard_common::abi::{
 use crate::{
     dataplane::{link_status, xdp_mode_name},
     policy::{class_name, ports_in},
-    state::{EventStats, List, MapFill, State, StateError, boot_now_ns},
+    state::{EventStats, List, MapFill, State, StateError},
+    time::boot_now_ns,
 };
 
 /// What happened to the packets of a counter slot.

@@ -5,7 +5,6 @@ use std::{
     collections::BTreeMap,
     os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use aya::maps::{
@@ -59,34 +58,7 @@ fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
     move |source| StateError::Map { what, source }
 }
 
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Nanoseconds since boot, the clock of the data plane (`bpf_ktime_get_boot_ns`).
-pub fn boot_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A data-plane timestamp as seconds since the Unix epoch (0 stays 0).
-pub fn boot_ns_to_unix(boot_ns: u64) -> u64 {
-    if boot_ns == 0 {
-        return 0;
-    }
-    let now_unix_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let offset = now_unix_ns.saturating_sub(boot_now_ns());
-    boot_ns.saturating_add(offset) / 1_000_000_000
-}
+use crate::time::boot_now_ns;
 
 /// Expected shape of one map, read from the XDP object this build embeds.
 #[derive(Debug)]

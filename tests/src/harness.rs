@@ -148,7 +148,7 @@ pub fn drain_events(target: &Target) -> Vec<sipguard::events::EventRecord> {
     let pin = target.map_pin(sipguard_common::abi::map_name::EVENTS);
     let data = MapData::from_pin(&pin).expect("open the event ring");
     let mut ring = RingBuf::try_from(Map::from_map_data(data).expect("map")).expect("ring");
-    let clock = sipguard::events::Clock::now();
+    let clock = sipguard::time::Clock::now();
     let mut events = Vec::new();
     while let Some(item) = ring.next() {
         if let Some(event) = sipguard::events::EventRecord::decode(&item, &target.label(), &clock) {

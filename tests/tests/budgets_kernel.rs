@@ -245,7 +245,7 @@ fn a_million_spoofed_sources_leave_allowlisted_peers_untouched_and_state_bounded
     };
     let state = filter.loaded.state.peer_state(&key).expect("peer bucket");
     assert!(
-        state.tat_ns <= sipguard::state::boot_now_ns() + 200 * 500_000,
+        state.tat_ns <= sipguard::time::boot_now_ns() + 200 * 500_000,
         "bucket not drained"
     );
 }
@@ -349,7 +349,7 @@ fn auto_bans_trigger_are_listed_expire_and_are_undone_in_bulk() {
     assert!(bans_json(&filter).is_empty());
 
     // Several auto bans and a manual one, then undo everything issued since a time.
-    let before = sipguard::state::now_unix();
+    let before = sipguard::time::now_unix();
     for host in 1..=3u8 {
         filter.run_repeated(&frame(Ipv4Addr::new(198, 18, 45, host).into(), 5070), 20);
     }
@@ -383,7 +383,7 @@ fn auto_bans_trigger_are_listed_expire_and_are_undone_in_bulk() {
             "bans",
             "clear",
             "--since",
-            &sipguard::cli::format_time(before).replace(' ', "T"),
+            &sipguard::time::format_time(before).replace(' ', "T"),
         ],
     );
     assert_eq!(code, 0, "{stderr}");

@@ -137,8 +137,8 @@ fn events_carry_every_field_for_v4_v6_vlan_udp_and_tcp() {
     assert_eq!(e.length, 30);
 
     // Timestamps are wall-clock and recent.
-    let now = sipguard::state::now_unix();
-    let time = sipguard::cli::parse_time(&events[0].time[..19]).unwrap();
+    let now = sipguard::time::now_unix();
+    let time = sipguard::time::parse_time(&events[0].time[..19]).unwrap();
     assert!(now.abs_diff(time) < 60, "{}", events[0].time);
 
     let stats = filter.stats();

@@ -8,11 +8,12 @@ use ipnet::IpNet;
 use serde::Serialize;
 use sipguard_common::abi::{Ban, BanReason, SourceKey, ban_flags};
 
-use super::{Global, format_time, parse_time, print_json};
+use super::{Global, print_json};
 use crate::{
     apply::source_addr,
     policy::{parse_duration, parse_net},
-    state::{LockedState, State, Target, boot_now_ns, boot_ns_to_unix, now_unix},
+    state::{LockedState, State, Target},
+    time::{boot_now_ns, boot_ns_to_unix, format_time, now_unix, parse_time},
 };
 
 /// List, add and lift temporary bans.

@@ -5,10 +5,11 @@ use clap::Subcommand;
 use serde::Serialize;
 use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
 
-use super::{Global, format_time, print_json};
+use super::{Global, print_json};
 use crate::{
     policy::{Prefix, class_name, deny_flags, mark_prefilter, parse_net},
-    state::{List, LockedState, Prefilter, State, now_unix},
+    state::{List, LockedState, Prefilter, State},
+    time::{format_time, now_unix},
 };
 
 #[derive(Debug, clap::Args)]

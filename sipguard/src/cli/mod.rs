@@ -168,68 +168,6 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Renders `when` (seconds since the epoch) as UTC, e.g. `2026-11-26 04:28:08Z`.
-pub fn format_time(unix: u64) -> String {
-    if unix == 0 {
-        return "never".to_string();
-    }
-    let days = (unix / 86_400) as i64;
-    let seconds = unix % 86_400;
-    // Civil-from-days (H. Hinnant), proleptic Gregorian calendar.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-}
-
-/// Seconds since the epoch from `2026-11-26T04:00:00Z` (or with a space, or without `Z`: UTC), or
-/// from a duration meaning that long ago (`30m`, `2h`).
-pub fn parse_time(text: &str) -> Result<u64, String> {
-    if let Ok(ago) = crate::policy::parse_duration(text) {
-        return Ok(crate::state::now_unix().saturating_sub(ago.as_secs()));
-    }
-    let bad = || format!("'{text}' is not a time (2026-11-26T04:00:00Z) or a duration ago (30m)");
-    let text = text.trim().trim_end_matches('Z');
-    let (date, time) = text.split_once(['T', ' ']).ok_or_else(bad)?;
-    let numbers = |part: &str, sep: char| -> Option<Vec<i64>> {
-        part.split(sep).map(|n| n.parse().ok()).collect()
-    };
-    let (Some(d), Some(t)) = (numbers(date, '-'), numbers(time, ':')) else {
-        return Err(bad());
-    };
-    let (&[year, month, day], &[hour, minute, second]) = (d.as_slice(), t.as_slice()) else {
-        return Err(bad());
-    };
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return Err(bad());
-    }
-    // Days from civil (H. Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).map_err(|_| bad())
-}
-
 /// Compact port list: `5060, 5070-5079`.
 pub fn format_ports(ports: &[u16]) -> String {
     if ports.is_empty() {
@@ -262,28 +200,6 @@ fn range(start: u16, end: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_render_as_utc() {
-        assert_eq!(format_time(0), "never");
-        assert_eq!(format_time(1_795_667_288), "2026-11-26 04:28:08Z");
-        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00Z");
-    }
-
-    #[test]
-    fn times_parse_back() {
-        for unix in [0u64, 951_782_400, 1_795_667_288] {
-            let text = format_time(unix);
-            if unix != 0 {
-                assert_eq!(parse_time(&text.replace(' ', "T")), Ok(unix), "{text}");
-                assert_eq!(parse_time(&text), Ok(unix), "{text}");
-            }
-        }
-        let ago = parse_time("30m").unwrap();
-        assert!(crate::state::now_unix() - ago >= 1800);
-        assert!(parse_time("2026-13-01T00:00:00Z").is_err());
-        assert!(parse_time("yesterday").is_err());
-    }
 
     #[test]
     fn ports_render_as_ranges() {

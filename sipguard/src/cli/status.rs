@@ -2,10 +2,11 @@
 
 use anyhow::Result;
 
-use super::{Global, format_ports, format_time, print_json};
+use super::{Global, format_ports, print_json};
 use crate::{
     report::Status,
     state::{State, Target},
+    time::format_time,
 };
 
 /// Show whether and how each interface is filtered: link, mode, policy, list sizes, totals.

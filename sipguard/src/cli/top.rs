@@ -6,12 +6,13 @@ use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, RingBuf};
 use sipguard_common::abi::map_name;
 
-use super::{Global, client, format_time};
+use super::{Global, client};
 use crate::{
     daemon::{DEFAULT_LISTEN, TopView, top::TopSources},
     events::{Clock, EventRecord},
     report::Stats,
-    state::{State, Target, now_unix},
+    state::{State, Target},
+    time::{format_time, now_unix},
 };
 
 /// A live view of the worst sources and the drop rates by reason.

@@ -23,7 +23,8 @@ use tokio::time::Instant;
 
 use crate::{
     report::{Stats, Status},
-    state::{List, State, Target, boot_now_ns},
+    state::{List, State, Target},
+    time::boot_now_ns,
 };
 
 /// What the daemon itself counts, per interface label.

@@ -40,7 +40,8 @@ use self::{
 };
 use crate::{
     events::{Clock, EventRecord},
-    state::{Lock, State, Target, boot_now_ns},
+    state::{Lock, State, Target},
+    time::boot_now_ns,
 };
 
 /// Mode of the files the daemon creates: the event log names source addresses.

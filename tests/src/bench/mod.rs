@@ -98,7 +98,7 @@ fn progress(started: Instant, message: &str) {
 
 pub fn run(settings: &Settings) -> Result<Report> {
     let started = Instant::now();
-    let started_unix = sipguard::state::now_unix();
+    let started_unix = sipguard::time::now_unix();
     sys::remove_stale_namespaces();
     let dir = tempfile::Builder::new()
         .prefix("sipguard-bench")

@@ -18,7 +18,8 @@ use aya::{
 use serde::Serialize;
 use sipguard::{
     policy::Policy,
-    state::{EventStats, Target, boot_now_ns},
+    state::{EventStats, Target},
+    time::boot_now_ns,
 };
 use sipguard_common::abi::{
     Ban, BanReason, MAX_PEERS, MAX_SOURCES, SourceKey, SourceState, TAIL_REPORT, counter_index,

@@ -140,10 +140,7 @@ struct Row {
 const LAB_PIN_ROOT: &str = "/sys/fs/bpf/sipguard-lab";
 
 fn work_dir(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "sipguard-lab-{}-{tag}",
-        sipguard::state::now_unix()
-    ))
+    std::env::temp_dir().join(format!("sipguard-lab-{}-{tag}", sipguard::time::now_unix()))
 }
 
 fn play(bin: &Path, protection: Protection, keep: bool) -> Result<LabRun> {

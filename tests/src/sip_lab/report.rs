@@ -118,7 +118,7 @@ pub fn render(runs: &[LabRun]) -> String {
                 "  {:<18} {:<14} banned at {} ({} packets dropped since)",
                 ban.source,
                 ban.reason,
-                sipguard::cli::format_time(ban.banned_at_unix),
+                sipguard::time::format_time(ban.banned_at_unix),
                 ban.hits
             );
         }
