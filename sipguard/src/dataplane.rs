@@ -4,12 +4,7 @@
 //! second `attach` loads the new program on the same pinned maps (counters and lists survive) and
 //! swaps it into the existing link with one `BPF_LINK_UPDATE`: there is no instant without a filter.
 
-use std::{
-    ffi::CString,
-    fs,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    path::Path,
-};
+use std::{ffi::CString, fs, path::Path};
 
 use aya::maps::{MapData, ProgramArray};
 use aya::{
@@ -30,6 +25,7 @@ use crate::{
     state::{
         Lock, State, StateError, Target, check_compatible, embedded_map_specs, is_sipguard_dir,
     },
+    sys::{link_exists, pinned_link_info},
     time::now_unix,
 };
 
@@ -543,104 +539,4 @@ pub fn link_status(target: &Target) -> Option<LinkStatus> {
         program_id: info.prog_id,
         ifindex: info.ifindex,
     })
-}
-
-/// `struct bpf_link_info` up to the XDP member of its union (aya does not expose the ifindex).
-#[repr(C)]
-#[derive(Default)]
-struct RawLinkInfo {
-    link_type: u32,
-    id: u32,
-    prog_id: u32,
-    _pad: u32,
-    ifindex: u32,
-    _rest: [u32; 31],
-}
-
-const BPF_LINK_TYPE_XDP: u32 = 6;
-
-/// Kernel information about the link pinned at `pin`, if it is an XDP link.
-fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
-    use std::os::unix::ffi::OsStrExt as _;
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    #[repr(C)]
-    struct ObjAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
-    let mut obj = ObjAttr {
-        pathname: path.as_ptr() as u64,
-        bpf_fd: 0,
-        file_flags: 0,
-    };
-    // SAFETY: obj is a valid BPF_OBJ_GET attribute with a NUL-terminated path.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &mut obj as *mut ObjAttr,
-            size_of::<ObjAttr>(),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just gave us this fd; OwnedFd closes it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut info = RawLinkInfo::default();
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: size_of::<RawLinkInfo>() as u32,
-        info: &mut info as *mut RawLinkInfo as u64,
-    };
-    // SAFETY: attr is a valid attribute and info a buffer of info_len bytes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            size_of::<InfoAttr>(),
-        )
-    };
-    (rc == 0 && info.link_type == BPF_LINK_TYPE_XDP).then_some(info)
-}
-
-/// Whether the kernel still holds the BPF link with this id.
-fn link_exists(id: u32) -> bool {
-    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
-    #[repr(C)]
-    struct IdAttr {
-        link_id: u32,
-        next_id: u32,
-        open_flags: u32,
-    }
-    let mut attr = IdAttr {
-        link_id: id,
-        next_id: 0,
-        open_flags: 0,
-    };
-    // SAFETY: attr is a valid BPF_LINK_GET_FD_BY_ID attribute.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_GET_FD_BY_ID,
-            &mut attr as *mut IdAttr,
-            size_of::<IdAttr>(),
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: the kernel just gave us this fd.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    true
 }

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod compat;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
@@ -13,6 +14,7 @@ pub mod pins;
 pub mod policy;
 pub mod report;
 pub mod state;
+mod sys;
 pub mod time;
 
 /// The XDP program, built from `sipguard-ebpf` by this crate's build script.

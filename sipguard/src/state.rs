@@ -3,23 +3,24 @@
 
 use std::{
     collections::BTreeMap,
-    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
 use aya::maps::{
-    Array, HashMap, LpmTrie, Map, MapData, MapError, MapFd, MapInfo, PerCpuArray, lpm_trie::Key,
+    Array, HashMap, LpmTrie, Map, MapData, MapError, MapFd, PerCpuArray, lpm_trie::Key,
 };
 use sipguard_common::abi::{
-    self, ABI_VERSION, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data,
-    Ipv6Data, META_MAGIC, Meta, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS,
-    PREFILTER_DENY, PrefilterChunk, RuleValue, SourceKey, SourceState, event_stat, map_name,
-    prefilter_index,
+    self, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, Meta,
+    PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS, PREFILTER_DENY, PrefilterChunk,
+    RuleValue, SourceKey, SourceState, event_stat, map_name, prefilter_index,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
 
-pub use crate::pins::{DEFAULT_PIN_ROOT, Lock, Target, ensure_bpffs};
+pub use crate::{
+    compat::{check_compatible, embedded_map_specs, is_sipguard_dir},
+    pins::{DEFAULT_PIN_ROOT, Lock, Target, ensure_bpffs},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -53,208 +54,20 @@ pub enum StateError {
     },
 }
 
-fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
+pub(crate) fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
     let what = what.into();
     move |source| StateError::Map { what, source }
 }
 
-use crate::time::boot_now_ns;
+use crate::{sys::lookup_into, time::boot_now_ns};
 
-/// Expected shape of one map, read from the XDP object this build embeds.
-#[derive(Debug)]
-pub struct MapSpec {
-    pub name: String,
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-}
-
-/// Every map of the embedded object (parsed once per process), in the object's order.
-pub fn embedded_map_specs() -> &'static [MapSpec] {
-    static SPECS: std::sync::OnceLock<Vec<MapSpec>> = std::sync::OnceLock::new();
-    SPECS.get_or_init(|| {
-        let object = aya_obj::Object::parse(crate::EBPF_OBJECT)
-            .expect("the embedded XDP object parses (it was built with this controller)");
-        let mut specs: Vec<MapSpec> = object
-            .maps
-            .iter()
-            .filter(|(name, _)| name.starts_with("SG_"))
-            .map(|(name, map)| MapSpec {
-                name: name.clone(),
-                map_type: map.map_type(),
-                key_size: map.key_size(),
-                value_size: map.value_size(),
-                max_entries: map.max_entries(),
-                map_flags: map.map_flags(),
-            })
-            .collect();
-        specs.sort_by(|a, b| a.name.cmp(&b.name));
-        specs
-    })
-}
-
-/// The map pinned at `pin` is the one `spec` describes: same kernel name (so that an allowlist
-/// trie moved into a denylist's place is caught), type, sizes and flags.
-fn check_map(pin: &Path, spec: &MapSpec) -> Result<(), String> {
-    let info = MapInfo::from_pin(pin).map_err(|e| format!("{}: {e}", pin.display()))?;
-    let name = info.name_as_str().unwrap_or("");
-    if name != spec.name {
-        return Err(format!(
-            "the map pinned as {} is named {name:?} in the kernel",
-            spec.name
-        ));
-    }
-    let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
-    let found = (
-        map_type,
-        info.key_size(),
-        info.value_size(),
-        info.max_entries(),
-        info.map_flags(),
-    );
-    let expected = (
-        spec.map_type,
-        spec.key_size,
-        spec.value_size,
-        spec.max_entries,
-        spec.map_flags,
-    );
-    if found != expected {
-        return Err(format!(
-            "map {} has (type, key size, value size, entries, flags) {found:?}, this build \
-             expects {expected:?}",
-            spec.name
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses pinned maps this build would misread, and pin directories another user could have
-/// tampered with. `Ok(false)` means there is no state yet.
-pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
-    let dir = target.dir();
-    let incompatible = |detail: String| StateError::Incompatible {
-        dir: dir.clone(),
-        iface: target.iface().to_string(),
-        detail,
-    };
-    if !crate::pins::check_dir(target)? {
-        return Ok(false);
-    }
-    let meta_pin = target.map_pin(map_name::META);
-    if !meta_pin.exists() {
-        return Ok(false);
-    }
-    let mut pinned_any = false;
-    for spec in embedded_map_specs() {
-        let pin = target.map_pin(&spec.name);
-        if !pin.exists() {
-            continue;
-        }
-        pinned_any = true;
-        check_map(&pin, spec).map_err(incompatible)?;
-    }
-    let meta = read_meta(&meta_pin)?;
-    if meta.magic == 0 {
-        // Created but never initialised (a controller died half-way): start over on top of it.
-        return Ok(false);
-    }
-    if meta.magic != META_MAGIC || meta.abi_version != ABI_VERSION {
-        return Err(incompatible(format!(
-            "state ABI version {} (magic {:#x}), this build uses {ABI_VERSION}",
-            meta.abi_version, meta.magic
-        )));
-    }
-    Ok(pinned_any)
-}
-
-/// Whether the directory of `target` is sipguard's: its `SG_META` pin is a one-entry array of
-/// that name whose value starts with sipguard's magic, or with zero (state a controller created
-/// and never finished). Any ABI version and value size, so that state of another build can go.
-pub fn is_sipguard_dir(target: &Target) -> bool {
-    let Ok(info) = MapInfo::from_pin(target.map_pin(map_name::META)) else {
-        return false;
-    };
-    let shaped = info.name_as_str() == Some(map_name::META)
-        && info
-            .map_type()
-            .is_ok_and(|t| t == aya::maps::MapType::Array)
-        && info.key_size() == 4
-        && info.value_size() >= 4;
-    if !shaped {
-        return false;
-    }
-    let mut value = vec![0u8; info.value_size() as usize];
-    let read = info.fd().and_then(|fd| lookup_bytes(&fd, 0, &mut value));
-    let magic = u32::from_ne_bytes([value[0], value[1], value[2], value[3]]);
-    read.is_ok() && (magic == META_MAGIC || magic == 0)
-}
-
-fn read_meta(pin: &Path) -> Result<Meta, StateError> {
-    let array: Array<MapData, Meta> = open_pinned(pin)?;
-    array
-        .get(&0, 0)
-        .map_err(map_err(format!("read {}", pin.display())))
-}
-
-fn open_pinned<T>(pin: &Path) -> Result<T, StateError>
+pub(crate) fn open_pinned<T>(pin: &Path) -> Result<T, StateError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
     let data = MapData::from_pin(pin).map_err(map_err(format!("open {}", pin.display())))?;
     let map = Map::from_map_data(data).map_err(map_err(format!("open {}", pin.display())))?;
     T::try_from(map).map_err(map_err(format!("open {}", pin.display())))
-}
-
-/// Reads array entry `index` straight into `out`. `Array::get` returns by value, which for the
-/// 130 KiB policy means several copies on the stack in unoptimized builds (enough to overflow a
-/// 2 MiB thread).
-fn lookup_into<V: aya::Pod>(map: &MapFd, index: u32, out: &mut V) -> Result<(), MapError> {
-    // SAFETY: `V` is the map's value type: plain old data of the map's value size.
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut((out as *mut V).cast::<u8>(), std::mem::size_of::<V>())
-    };
-    lookup_bytes(map, index, bytes)
-}
-
-/// Reads array entry `index` as bytes; `out` must be as long as the map's values.
-fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<(), MapError> {
-    // The BPF_MAP_*_ELEM layout of `union bpf_attr`.
-    #[repr(C)]
-    struct ElemAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    let attr = ElemAttr {
-        map_fd: map.as_fd().as_raw_fd() as u32,
-        _pad: 0,
-        key: &index as *const u32 as u64,
-        value: out.as_mut_ptr() as u64,
-        flags: 0,
-    };
-    // SAFETY: key and value point at live memory of the map's key and value sizes (callers
-    // size `out` from the map); the kernel writes at most value-size bytes.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            &attr as *const ElemAttr,
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
-    if result < 0 {
-        return Err(MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_lookup_elem",
-            io_error: std::io::Error::last_os_error(),
-        }));
-    }
-    Ok(())
 }
 
 /// A map deletion: `Ok(false)` when the key was not there.

@@ -1,0 +1,165 @@
+//! The raw `bpf(2)` calls aya 0.14 does not offer: reading a large array value without copies
+//! through the stack, and the XDP link's interface index.
+
+use std::{
+    ffi::CString,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+use aya::maps::{MapError, MapFd};
+
+/// Reads array entry `index` straight into `out`. `Array::get` returns by value, which for the
+/// 130 KiB policy means several copies on the stack in unoptimized builds (enough to overflow a
+/// 2 MiB thread).
+pub(crate) fn lookup_into<V: aya::Pod>(
+    map: &MapFd,
+    index: u32,
+    out: &mut V,
+) -> Result<(), MapError> {
+    // SAFETY: `V` is the map's value type: plain old data of the map's value size.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut((out as *mut V).cast::<u8>(), std::mem::size_of::<V>())
+    };
+    lookup_bytes(map, index, bytes)
+}
+
+/// Reads array entry `index` as bytes; `out` must be as long as the map's values.
+pub(crate) fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<(), MapError> {
+    // The BPF_MAP_*_ELEM layout of `union bpf_attr`.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    let attr = ElemAttr {
+        map_fd: map.as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: &index as *const u32 as u64,
+        value: out.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: key and value point at live memory of the map's key and value sizes (callers
+    // size `out` from the map); the kernel writes at most value-size bytes.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &attr as *const ElemAttr,
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_elem",
+            io_error: std::io::Error::last_os_error(),
+        }));
+    }
+    Ok(())
+}
+
+/// `struct bpf_link_info` up to the XDP member of its union (aya does not expose the ifindex).
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct RawLinkInfo {
+    link_type: u32,
+    pub(crate) id: u32,
+    pub(crate) prog_id: u32,
+    _pad: u32,
+    pub(crate) ifindex: u32,
+    _rest: [u32; 31],
+}
+
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// Kernel information about the link pinned at `pin`, if it is an XDP link.
+pub(crate) fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
+    let mut obj = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    // SAFETY: obj is a valid BPF_OBJ_GET attribute with a NUL-terminated path.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut obj as *mut ObjAttr,
+            size_of::<ObjAttr>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this fd; OwnedFd closes it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut info = RawLinkInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<RawLinkInfo>() as u32,
+        info: &mut info as *mut RawLinkInfo as u64,
+    };
+    // SAFETY: attr is a valid attribute and info a buffer of info_len bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    (rc == 0 && info.link_type == BPF_LINK_TYPE_XDP).then_some(info)
+}
+
+/// Whether the kernel still holds the BPF link with this id.
+pub(crate) fn link_exists(id: u32) -> bool {
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    #[repr(C)]
+    struct IdAttr {
+        link_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    let mut attr = IdAttr {
+        link_id: id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: attr is a valid BPF_LINK_GET_FD_BY_ID attribute.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_GET_FD_BY_ID,
+            &mut attr as *mut IdAttr,
+            size_of::<IdAttr>(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the kernel just gave us this fd.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    true
+}
