@@ -1,5 +1,5 @@
 //! Shared between the sipguard XDP program and its controller: the map ABI ([`abi`]) and the pure,
-//! panic-free packet logic ([`parse`], [`verdict`]) that the kernel program runs and host tests
+//! panic-free packet logic ([`parse`], [`verdict`], [`source`]) that the kernel program runs and host tests
 //! exercise on crafted frames.
 #![no_std]
 
@@ -7,6 +7,7 @@ pub mod abi;
 pub mod budget;
 pub mod parse;
 pub mod sip;
+pub mod source;
 pub mod verdict;
 
 #[cfg(test)]

@@ -190,40 +190,10 @@ pub fn source_tag(source: &SourceKey) -> u32 {
     mixed | 1
 }
 
-/// Whom budgets and bans of `packet` belong to: its IPv4 address, or its IPv6 address cut to
-/// `ipv6_prefix` bits.
+/// Whom budgets and bans of `packet` belong to ([`crate::source::source_key`]).
 #[inline(always)]
 pub fn source_key(packet: &IpPacket, ipv6_prefix: u8) -> SourceKey {
-    let mut key = SourceKey {
-        addr: packet.src,
-        family: packet.family as u8,
-        prefix_len: 32,
-        _reserved: [0; 2],
-    };
-    if packet.family == Family::V6 {
-        // Two 64-bit masks, not a loop of per-byte branches: the verifier walks every path of a
-        // branch on a value it cannot know, and sixteen of them multiply.
-        let prefix = if ipv6_prefix > 128 { 128 } else { ipv6_prefix };
-        key.prefix_len = prefix;
-        let high_mask = match prefix {
-            0 => 0,
-            1..=63 => u64::MAX << (64 - u32::from(prefix)),
-            _ => u64::MAX,
-        };
-        let low_mask = match prefix {
-            0..=64 => 0,
-            _ => u64::MAX << (128 - u32::from(prefix)),
-        };
-        let mut high = [0u8; 8];
-        let mut low = [0u8; 8];
-        high.copy_from_slice(&key.addr[..8]);
-        low.copy_from_slice(&key.addr[8..]);
-        let high = u64::from_be_bytes(high) & high_mask;
-        let low = u64::from_be_bytes(low) & low_mask;
-        key.addr[..8].copy_from_slice(&high.to_be_bytes());
-        key.addr[8..].copy_from_slice(&low.to_be_bytes());
-    }
-    key
+    crate::source::source_key(packet.family as u8, &packet.src, ipv6_prefix)
 }
 
 #[inline(always)]
@@ -293,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_keys_are_cut_to_the_budget_prefix() {
+    fn a_packet_is_keyed_like_its_source_address() {
         let mut addr = [0u8; 16];
         addr[..8].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 1]);
         addr[15] = 7;
@@ -306,30 +276,12 @@ mod tests {
             fragment: Fragment::None,
             vlan: [0; 2],
         };
-        let key = source_key(&packet, 64);
-        assert_eq!(key.addr[8..], [0; 8]);
-        assert_eq!(key.addr[..8], addr[..8]);
-        assert_eq!(source_key(&packet, 56).addr[7], 0);
-        assert_eq!(source_key(&packet, 60).addr[7], 0);
-        assert_eq!(source_key(&packet, 63).addr[7], 0);
-        assert_eq!(source_key(&packet, 200).prefix_len, 128);
-        assert_eq!(source_key(&packet, 128).addr, addr);
-        assert_eq!(source_key(&packet, 0).addr, [0; 16]);
-        assert_eq!(
-            source_key(&packet, 65).addr[8..],
-            [0; 8],
-            "bit 65 of the address is 0"
-        );
-        let mut full = [0xffu8; 16];
-        let packet = IpPacket {
-            src: full,
-            ..packet
-        };
-        assert_eq!(source_key(&packet, 65).addr[8], 0x80);
-        assert_eq!(source_key(&packet, 127).addr[15], 0xfe);
-        assert_eq!(source_key(&packet, 1).addr[0], 0x80);
-        full[1..].fill(0);
-        full[0] = 0x80;
-        assert_eq!(source_key(&packet, 1).addr, full);
+        for prefix in [0, 1, 56, 64, 65, 128, 200] {
+            assert_eq!(
+                source_key(&packet, prefix),
+                crate::source::source_key(6, &addr, prefix)
+            );
+        }
+        assert_eq!(source_key(&packet, 64).addr[8..], [0; 8]);
     }
 }

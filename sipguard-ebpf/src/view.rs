@@ -13,13 +13,13 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        Ban, BanReason, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, FragKey, FragVerdict,
-        FragmentPolicy, Mode, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy,
-        PolicyHeader, SourceKey, SourceState, Zone, ban_flags, event_stat, policy_flags,
-        prefilter_index, prefilter_position,
+        CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, FragKey, FragVerdict, FragmentPolicy, Mode,
+        PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SourceKey,
+        Zone, ban_flags, event_stat, policy_flags, prefilter_index, prefilter_position,
     },
-    budget::{Gcra, Strikes},
+    budget::Gcra,
     parse::{Family, Transport},
+    source::{ban_bites, fresh_state, strike},
     verdict::{NOT_ALLOWLISTED, PolicyView, Spend},
 };
 
@@ -295,9 +295,7 @@ impl PolicyView for MapView {
         let now = self.now();
         // SAFETY: map value valid for this run; hits is an aligned u64.
         unsafe {
-            // A would-be ban from monitor mode never bites once enforcing.
-            let stale = (*ban).flags & ban_flags::WOULD_BE != 0 && self.mode() == Mode::Enforce;
-            if now >= (*ban).expires_at_ns || stale {
+            if !ban_bites(&*ban, now, self.mode()) {
                 let _ = BANS.remove(source);
                 return false;
             }
@@ -323,12 +321,7 @@ impl PolicyView for MapView {
                 &gcra,
             );
         }
-        let fresh = SourceState {
-            tat_ns: gcra.first(now),
-            first_seen_ns: now,
-            class,
-            ..SourceState::default()
-        };
+        let fresh = fresh_state(&gcra, class, now);
         // Another CPU may have created it meanwhile; the first packet is admitted either way.
         if let Err(error) = PEERS.insert(source, fresh, BPF_NOEXIST as u64) {
             count_failed_insert(error, event_stat::INSERT_FAILED_PEERS);
@@ -356,34 +349,12 @@ impl PolicyView for MapView {
             }
             // SAFETY: as above. Strike bookkeeping races only with the same source on another
             // CPU; a lost strike only delays a ban.
-            unsafe {
-                let mut strikes = Strikes {
-                    window_start_ns: (*state).strike_window_ns,
-                    count: (*state).strikes,
-                };
-                let ban = header.ban.strike(&mut strikes, now);
-                (*state).strike_window_ns = strikes.window_start_ns;
-                (*state).strikes = if ban { 0 } else { strikes.count };
-                if ban {
-                    // Monitor mode records the ban it would issue, without enforcing it later.
-                    let would_be = self.mode() == Mode::Monitor;
-                    let entry = Ban {
-                        banned_at_ns: now,
-                        expires_at_ns: now.saturating_add(header.ban.ttl_ns),
-                        first_seen_ns: (*state).first_seen_ns,
-                        last_seen_ns: now,
-                        hits: 0,
-                        strikes: strikes.count,
-                        reason: BanReason::RateExceeded as u8,
-                        flags: if would_be { ban_flags::WOULD_BE } else { 0 },
-                        _reserved: [0; 2],
-                    };
-                    event_stat(match BANS.insert(source, entry, 0) {
-                        Err(_) => event_stat::INSERT_FAILED_BANS,
-                        Ok(()) if would_be => event_stat::WOULD_BANS_ISSUED,
-                        Ok(()) => event_stat::BANS_ISSUED,
-                    });
-                }
+            if let Some(ban) = strike(unsafe { &mut *state }, &header.ban, now, self.mode()) {
+                event_stat(match BANS.insert(source, ban, 0) {
+                    Err(_) => event_stat::INSERT_FAILED_BANS,
+                    Ok(()) if ban.flags & ban_flags::WOULD_BE != 0 => event_stat::WOULD_BANS_ISSUED,
+                    Ok(()) => event_stat::BANS_ISSUED,
+                });
             }
             return Spend::OverBudget;
         }
@@ -401,12 +372,7 @@ impl PolicyView for MapView {
                 None => return Spend::NoNewSource,
             }
         }
-        let fresh = SourceState {
-            tat_ns: gcra.first(now),
-            first_seen_ns: now,
-            class: header.access_class,
-            ..SourceState::default()
-        };
+        let fresh = fresh_state(&gcra, header.access_class, now);
         if let Err(error) = SOURCES.insert(source, fresh, BPF_NOEXIST as u64) {
             count_failed_insert(error, event_stat::INSERT_FAILED_SOURCES);
         }

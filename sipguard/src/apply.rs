@@ -7,15 +7,16 @@
 //! the flip leaves the running policy untouched. Budget state (per-source buckets) is not part of
 //! a generation: it carries over, so a policy change never resets anyone's budget.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use sipguard_common::abi::{
-    BanReason, CLASS_SLOTS, Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN, SourceKey, Zone,
+    BanReason, CLASS_SLOTS, Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN, Zone,
 };
 
 use crate::{
-    policy::{Budget, Policy, Prefix, Tables, class_limits, class_name, ports_in, prefilter},
-    state::{List, Prefilter, State, StateError},
+    live::source_addr,
+    policy::{Policy, Prefix, Tables, class_name, ports_in, prefilter},
+    state::{List, LiveState, Prefilter, StateError},
     time::now_unix,
 };
 
@@ -60,13 +61,13 @@ pub struct ApplyReport {
 }
 
 /// CPUs that run the program: the new-source budget is split over their per-CPU buckets.
-fn cpus() -> u64 {
+pub(crate) fn cpus() -> u64 {
     aya::util::online_cpus().map_or(1, |cpus| cpus.len().max(1) as u64)
 }
 
 /// Makes the kernel run `policy` (with `mode` overriding the policy's mode when given).
 pub fn apply(
-    state: &mut State,
+    state: &mut LiveState,
     policy: &Policy,
     mode: Option<Mode>,
 ) -> Result<ApplyReport, StateError> {
@@ -139,7 +140,7 @@ pub fn apply(
     state.set_policy(next, &tables.policy_value(header, cpus()))?;
     state.activate(next)?;
     let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;
-    let would_be_bans_discarded = discard_would_be_bans_if_enforcing(state, tables.mode)?;
+    let would_be_bans_discarded = state.discard_would_be_bans_if_enforcing(tables.mode)?;
 
     Ok(ApplyReport {
         generation: next,
@@ -166,7 +167,7 @@ pub fn apply(
 
 /// An automatic ban of a source that the allowlist now covers would outlive the operator's
 /// decision to trust it; lift it. Manual bans stay.
-fn lift_auto_bans_of_allowed(state: &mut State, tables: &Tables) -> Result<usize, StateError> {
+fn lift_auto_bans_of_allowed(state: &mut LiveState, tables: &Tables) -> Result<usize, StateError> {
     let mut lifted = 0;
     for (key, ban) in state.bans()? {
         let addr = source_addr(&key);
@@ -178,82 +179,6 @@ fn lift_auto_bans_of_allowed(state: &mut State, tables: &Tables) -> Result<usize
         }
     }
     Ok(lifted)
-}
-
-/// The address (network, for IPv6 prefixes) of a budget/ban key.
-pub fn source_addr(key: &SourceKey) -> IpAddr {
-    if key.family == 4 {
-        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
-    } else {
-        IpAddr::from(key.addr)
-    }
-}
-
-/// Switches enforce/monitor on the running policy. Only the mode byte of the active generation
-/// changes, so a concurrent packet sees either the old or the new mode. Returns how many
-/// would-be bans of monitor mode were discarded (switching to enforce never enforces them).
-pub fn set_mode(state: &mut State, mode: Mode) -> Result<usize, StateError> {
-    let active = state.active_generation()?;
-    let mut value = state.policy(active)?;
-    value.header.mode = mode as u8;
-    value.header.serial += 1;
-    state.set_policy(active, &value)?;
-    discard_would_be_bans_if_enforcing(state, mode)
-}
-
-/// Bans monitor mode recorded are evidence of what enforcing would have done, not decisions: once
-/// the filter enforces they go (the data plane also ignores any it meets in enforce mode).
-fn discard_would_be_bans_if_enforcing(state: &mut State, mode: Mode) -> Result<usize, StateError> {
-    match mode {
-        Mode::Enforce => state.discard_would_be_bans(),
-        Mode::Monitor => Ok(0),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LimitError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error("no class named '{name}' in the running policy (classes: {known})")]
-    UnknownClass { name: String, known: String },
-}
-
-/// Changes one class's budget on the running filter, in place: the next packet uses it, and no
-/// source's bucket is reset (the GCRA state is an arrival time, valid under any rate).
-pub fn set_class(state: &mut State, name: &str, budget: Budget) -> Result<(), LimitError> {
-    let active = state.active_generation()?;
-    let mut value = state.policy(active)?;
-    let slot = (1..CLASS_SLOTS).find(|slot| class_name(&value.classes[*slot]) == name);
-    let Some(slot) = slot else {
-        let known: Vec<String> = (1..CLASS_SLOTS)
-            .map(|slot| class_name(&value.classes[slot]))
-            .filter(|name| !name.is_empty())
-            .collect();
-        return Err(LimitError::UnknownClass {
-            name: name.to_string(),
-            known: if known.is_empty() {
-                "none".into()
-            } else {
-                known.join(", ")
-            },
-        });
-    };
-    value.classes[slot] = class_limits(name, budget);
-    value.header.serial += 1;
-    state.set_policy(active, &value)?;
-    Ok(())
-}
-
-/// Changes the budget for creating state for new sources on the running filter.
-pub fn set_new_sources(state: &mut State, budget: Budget) -> Result<(), StateError> {
-    let active = state.active_generation()?;
-    let mut value = state.policy(active)?;
-    value.header.new_sources =
-        sipguard_common::budget::Gcra::new(budget.rate.into(), budget.burst.into()).split(cpus());
-    value.header.new_sources_rate = budget.rate;
-    value.header.new_sources_burst = budget.burst;
-    value.header.serial += 1;
-    state.set_policy(active, &value)
 }
 
 /// An entry that stays keeps the time it was first added.

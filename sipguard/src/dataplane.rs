@@ -20,10 +20,11 @@ use sipguard_common::abi::{
 };
 
 use crate::{
-    apply::{ApplyReport, apply, set_mode},
+    apply::{ApplyReport, apply},
     policy::Policy,
     state::{
-        Lock, State, StateError, Target, check_compatible, embedded_map_specs, is_sipguard_dir,
+        LiveState, Lock, State, StateError, Target, check_compatible, embedded_map_specs,
+        is_sipguard_dir,
     },
     sys::{link_exists, pinned_link_info},
     time::now_unix,
@@ -121,7 +122,7 @@ pub fn ifindex(iface: &str) -> Option<u32> {
 
 /// An interface's pin directory, locked, with its compatibility checked.
 struct Prepared {
-    _lock: Lock,
+    lock: Lock,
     /// Initialised state already exists.
     existing: bool,
 }
@@ -130,10 +131,7 @@ fn prepare(target: &Target) -> Result<Prepared, DataplaneError> {
     crate::pins::prepare_dir(target).map_err(StateError::from)?;
     let lock = Lock::acquire(&target.dir()).map_err(StateError::from)?;
     let existing = check_compatible(target)?;
-    Ok(Prepared {
-        _lock: lock,
-        existing,
-    })
+    Ok(Prepared { lock, existing })
 }
 
 /// The program loaded (verified) on an interface's pinned maps, with the policy in place, but
@@ -148,11 +146,22 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn program(&mut self) -> &mut Xdp {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .and_then(|program| program.try_into().ok())
-            .expect("load() checked that the object holds the XDP program")
+        xdp_program(&mut self.ebpf)
     }
+}
+
+/// [`Loaded`] while the interface is still locked.
+struct Loading {
+    ebpf: Ebpf,
+    live: LiveState,
+    created_state: bool,
+    applied: Option<ApplyReport>,
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> &mut Xdp {
+    ebpf.program_mut(PROGRAM_NAME)
+        .and_then(|program| program.try_into().ok())
+        .expect("load() checked that the object holds the XDP program")
 }
 
 /// Loads the program on the pinned maps of `target` (creating them if needed) and brings the
@@ -163,16 +172,21 @@ pub fn load(
     mode: Option<Mode>,
 ) -> Result<Loaded, DataplaneError> {
     // The lock covers loading and the policy change only: the caller may keep the result.
-    let prepared = prepare(target)?;
-    load_prepared(target, &prepared, policy, mode)
+    let loading = load_prepared(target, prepare(target)?, policy, mode)?;
+    Ok(Loaded {
+        ebpf: loading.ebpf,
+        state: loading.live.into_state(),
+        created_state: loading.created_state,
+        applied: loading.applied,
+    })
 }
 
 fn load_prepared(
     target: &Target,
-    prepared: &Prepared,
+    prepared: Prepared,
     policy: Option<&Policy>,
     mode: Option<Mode>,
-) -> Result<Loaded, DataplaneError> {
+) -> Result<Loading, DataplaneError> {
     let mut loader = EbpfLoader::new();
     let pins: Vec<(&str, std::path::PathBuf)> = embedded_map_specs()
         .iter()
@@ -184,17 +198,18 @@ fn load_prepared(
     let mut ebpf = loader
         .load(crate::EBPF_OBJECT)
         .map_err(DataplaneError::Load)?;
-    let mut state = State::open_unchecked(target)?;
-    if prepared.existing {
+    let existing = prepared.existing;
+    let mut state = LiveState::with_lock(State::open_unchecked(target)?, prepared.lock);
+    if existing {
         state.sweep_expired_bans(crate::time::boot_now_ns())?;
     }
 
-    let applied = match (policy, prepared.existing) {
+    let applied = match (policy, existing) {
         (Some(policy), _) => Some(apply(&mut state, policy, mode)?),
         (None, false) => Some(apply(&mut state, &Policy::starter(), mode)?),
         (None, true) => {
             if let Some(mode) = mode {
-                let discarded = set_mode(&mut state, mode)?;
+                let discarded = state.set_mode(mode)?;
                 if discarded > 0 {
                     log::info!("discarded {discarded} would-be bans of monitor mode");
                 }
@@ -202,7 +217,7 @@ fn load_prepared(
             None
         }
     };
-    if !prepared.existing {
+    if !existing {
         state.set_meta(&Meta {
             magic: META_MAGIC,
             abi_version: ABI_VERSION,
@@ -222,10 +237,10 @@ fn load_prepared(
     program.load().map_err(DataplaneError::Program)?;
     link_report_program(&mut ebpf)?;
 
-    Ok(Loaded {
+    Ok(Loading {
         ebpf,
-        state,
-        created_state: !prepared.existing,
+        live: state,
+        created_state: !existing,
         applied,
     })
 }
@@ -294,9 +309,9 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
             });
         }
     }
-    let mut loaded = load_prepared(target, &prepared, request.policy, request.mode)?;
-    let mut meta = loaded.state.meta()?;
-    let program = loaded.program();
+    let mut loaded = load_prepared(target, prepared, request.policy, request.mode)?;
+    let mut meta = loaded.live.meta()?;
+    let program = xdp_program(&mut loaded.ebpf);
     let (replaced_program, xdp_mode) = match replace_in_link(program, &target.link_pin(), if_index)?
     {
         true => (true, meta.xdp_mode),
@@ -310,7 +325,7 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
     for (slot, byte) in meta.ifname.iter_mut().zip(target.iface().bytes().take(15)) {
         *slot = byte;
     }
-    loaded.state.set_meta(&meta)?;
+    loaded.live.set_meta(&meta)?;
 
     Ok(AttachReport {
         created_state: loaded.created_state,

@@ -9,6 +9,7 @@ pub mod compat;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod live;
 pub mod netns;
 pub mod pins;
 pub mod policy;

@@ -90,16 +90,17 @@ fn removed(
     }
 }
 
-/// The state of one interface, locked for a change: what every write goes through. Opening it
-/// sweeps expired bans, so every change made with the CLI also keeps the ban table clean when no
-/// daemon runs.
-pub struct LockedState {
+/// The state of one interface, locked for a change: every write to live state goes through it,
+/// and only a [`Lock`] gives one. Taking it sweeps expired bans, so every change (CLI, daemon,
+/// later the fleet sync) also keeps the ban table clean. Reads go through [`State`] (`Deref`).
+pub struct LiveState {
     state: State,
     _lock: Lock,
 }
 
-impl LockedState {
-    pub fn open(target: &Target) -> Result<LockedState, StateError> {
+impl LiveState {
+    /// Waits for the interface's lock, opens its state and sweeps expired bans.
+    pub fn lock(target: &Target) -> Result<LiveState, StateError> {
         if !crate::pins::check_dir(target)? {
             return Err(StateError::NotAttached {
                 label: target.label(),
@@ -107,22 +108,199 @@ impl LockedState {
             });
         }
         let lock = Lock::acquire(&target.dir())?;
-        let mut state = State::open(target)?;
-        state.sweep_expired_bans(boot_now_ns())?;
-        Ok(LockedState { state, _lock: lock })
+        let mut live = LiveState {
+            state: State::open(target)?,
+            _lock: lock,
+        };
+        live.sweep_expired_bans(boot_now_ns())?;
+        Ok(live)
+    }
+
+    /// State the caller opened under `lock` (the loader, which creates the maps).
+    pub(crate) fn with_lock(state: State, lock: Lock) -> LiveState {
+        LiveState { state, _lock: lock }
+    }
+
+    /// Gives up the lock, keeping the read handle.
+    pub fn into_state(self) -> State {
+        self.state
+    }
+
+    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), StateError> {
+        self.state
+            .meta
+            .set(0, meta, 0)
+            .map_err(map_err("write SG_META"))
+    }
+
+    /// Makes `generation` the one the data plane reads: a single 4-byte store.
+    pub fn activate(&mut self, generation: u32) -> Result<(), StateError> {
+        debug_assert!(generation < GENERATIONS);
+        self.state
+            .active
+            .set(0, generation, 0)
+            .map_err(map_err("write SG_ACTIVE"))
+    }
+
+    pub fn set_policy(&mut self, generation: u32, value: &abi::Policy) -> Result<(), StateError> {
+        self.state
+            .policy
+            .set(generation, value, 0)
+            .map_err(map_err("write SG_POLICY"))
+    }
+
+    /// Adds or replaces one entry.
+    pub fn insert_rule(
+        &mut self,
+        generation: u32,
+        list: List,
+        prefix: Prefix,
+        value: RuleValue,
+    ) -> Result<(), StateError> {
+        let g = generation as usize & 1;
+        let what = || format!("add {prefix} to the {}", list.name());
+        match (list, prefix) {
+            (List::Allow, Prefix::V4 { len: 32, addr }) => {
+                self.state.allow_hosts4[g].insert(addr, value, 0)
+            }
+            (List::Allow, Prefix::V4 { len, addr }) => {
+                self.state.allow4[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+            (List::Allow, Prefix::V6 { len: 128, addr }) => {
+                self.state.allow_hosts6[g].insert(addr, value, 0)
+            }
+            (List::Allow, Prefix::V6 { len, addr }) => {
+                self.state.allow6[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+            (List::Deny, Prefix::V4 { len, addr }) => {
+                self.state.deny4[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+            (List::Deny, Prefix::V6 { len, addr }) => {
+                self.state.deny6[g].insert(&Key::new(len.into(), addr), value, 0)
+            }
+        }
+        .map_err(map_err(what()))
+    }
+
+    /// Removes one entry; `Ok(false)` when it was not there.
+    pub fn remove_rule(
+        &mut self,
+        generation: u32,
+        list: List,
+        prefix: Prefix,
+    ) -> Result<bool, StateError> {
+        let g = generation as usize & 1;
+        let result = match (list, prefix) {
+            (List::Allow, Prefix::V4 { len: 32, addr }) => self.state.allow_hosts4[g].remove(&addr),
+            (List::Allow, Prefix::V4 { len, addr }) => {
+                self.state.allow4[g].remove(&Key::new(len.into(), addr))
+            }
+            (List::Allow, Prefix::V6 { len: 128, addr }) => {
+                self.state.allow_hosts6[g].remove(&addr)
+            }
+            (List::Allow, Prefix::V6 { len, addr }) => {
+                self.state.allow6[g].remove(&Key::new(len.into(), addr))
+            }
+            (List::Deny, Prefix::V4 { len, addr }) => {
+                self.state.deny4[g].remove(&Key::new(len.into(), addr))
+            }
+            (List::Deny, Prefix::V6 { len, addr }) => {
+                self.state.deny6[g].remove(&Key::new(len.into(), addr))
+            }
+        };
+        removed(result, || {
+            format!("remove {prefix} from the {}", list.name())
+        })
+    }
+
+    /// Makes a list of one generation equal to `desired`, touching only what differs.
+    pub fn sync_rules(
+        &mut self,
+        generation: u32,
+        list: List,
+        desired: &BTreeMap<Prefix, RuleValue>,
+    ) -> Result<(), StateError> {
+        let current = self.rules(generation, list)?;
+        for prefix in current.keys().filter(|p| !desired.contains_key(p)) {
+            self.remove_rule(generation, list, *prefix)?;
+        }
+        for (prefix, value) in desired {
+            if current.get(prefix) != Some(value) {
+                self.insert_rule(generation, list, *prefix, *value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the bans that expired by `now_ns` (boot time). The data plane removes a ban only
+    /// when its source sends again, so without this a table of one-off scanners fills up and
+    /// refuses new bans. Each entry is read again just before its removal, so a ban the data
+    /// plane re-issued for the same source meanwhile stays.
+    pub fn sweep_expired_bans(&mut self, now_ns: u64) -> Result<usize, StateError> {
+        self.remove_bans_where(|ban| ban.expires_at_ns <= now_ns)
+    }
+
+    /// Removes every would-be ban (issued in monitor mode): they must never bite when enforcing.
+    pub fn discard_would_be_bans(&mut self) -> Result<usize, StateError> {
+        self.remove_bans_where(|ban| ban.flags & abi::ban_flags::WOULD_BE != 0)
+    }
+
+    fn remove_bans_where(&mut self, doomed: impl Fn(&Ban) -> bool) -> Result<usize, StateError> {
+        let keys: Vec<SourceKey> = self
+            .bans
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("read SG_BANS"))?;
+        let mut removed = 0;
+        for key in keys {
+            let still_doomed = self.state.bans.get(&key, 0).is_ok_and(|ban| doomed(&ban));
+            if still_doomed && self.remove_ban(&key)? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    pub fn insert_ban(&mut self, key: &SourceKey, ban: &Ban) -> Result<(), StateError> {
+        self.state
+            .bans
+            .insert(key, ban, 0)
+            .map_err(map_err("write SG_BANS"))
+    }
+
+    /// Removes a ban; `Ok(false)` when there was none.
+    pub fn remove_ban(&mut self, key: &SourceKey) -> Result<bool, StateError> {
+        removed(self.state.bans.remove(key), || "remove from SG_BANS".into())
+    }
+
+    /// Writes the chunks of a generation's prefilter bitmap that differ from `desired`.
+    pub fn sync_prefilter(
+        &mut self,
+        generation: u32,
+        bitmap: Prefilter,
+        desired: &[Box<PrefilterChunk>],
+    ) -> Result<(), StateError> {
+        let current = self.prefilter(generation, bitmap)?;
+        for (chunk, (now, wanted)) in (0u32..).zip(current.iter().zip(desired)) {
+            if now != wanted {
+                self.state
+                    .prefilter
+                    .set(
+                        prefilter_index(generation, bitmap.index(), chunk),
+                        wanted.as_ref(),
+                        0,
+                    )
+                    .map_err(map_err("write SG_PREFILTER"))?;
+            }
+        }
+        Ok(())
     }
 }
 
-impl std::ops::Deref for LockedState {
+impl std::ops::Deref for LiveState {
     type Target = State;
     fn deref(&self) -> &State {
         &self.state
-    }
-}
-
-impl std::ops::DerefMut for LockedState {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.state
     }
 }
 
@@ -309,33 +487,15 @@ impl State {
         self.meta.get(&0, 0).map_err(map_err("read SG_META"))
     }
 
-    pub fn set_meta(&mut self, meta: &Meta) -> Result<(), StateError> {
-        self.meta.set(0, meta, 0).map_err(map_err("write SG_META"))
-    }
-
     /// The policy generation the data plane reads (0 or 1).
     pub fn active_generation(&self) -> Result<u32, StateError> {
         Ok(self.active.get(&0, 0).map_err(map_err("read SG_ACTIVE"))? & 1)
-    }
-
-    /// Makes `generation` the one the data plane reads: a single 4-byte store.
-    pub fn activate(&mut self, generation: u32) -> Result<(), StateError> {
-        debug_assert!(generation < GENERATIONS);
-        self.active
-            .set(0, generation, 0)
-            .map_err(map_err("write SG_ACTIVE"))
     }
 
     pub fn policy(&self, generation: u32) -> Result<Box<abi::Policy>, StateError> {
         let mut value = zeroed_policy();
         lookup_into(&self.policy_fd, generation, &mut *value).map_err(map_err("read SG_POLICY"))?;
         Ok(value)
-    }
-
-    pub fn set_policy(&mut self, generation: u32, value: &abi::Policy) -> Result<(), StateError> {
-        self.policy
-            .set(generation, value, 0)
-            .map_err(map_err("write SG_POLICY"))
     }
 
     /// Every entry of a list in one generation.
@@ -383,87 +543,6 @@ impl State {
         Ok(rules)
     }
 
-    /// Adds or replaces one entry.
-    pub fn insert_rule(
-        &mut self,
-        generation: u32,
-        list: List,
-        prefix: Prefix,
-        value: RuleValue,
-    ) -> Result<(), StateError> {
-        let g = generation as usize & 1;
-        let what = || format!("add {prefix} to the {}", list.name());
-        match (list, prefix) {
-            (List::Allow, Prefix::V4 { len: 32, addr }) => {
-                self.allow_hosts4[g].insert(addr, value, 0)
-            }
-            (List::Allow, Prefix::V4 { len, addr }) => {
-                self.allow4[g].insert(&Key::new(len.into(), addr), value, 0)
-            }
-            (List::Allow, Prefix::V6 { len: 128, addr }) => {
-                self.allow_hosts6[g].insert(addr, value, 0)
-            }
-            (List::Allow, Prefix::V6 { len, addr }) => {
-                self.allow6[g].insert(&Key::new(len.into(), addr), value, 0)
-            }
-            (List::Deny, Prefix::V4 { len, addr }) => {
-                self.deny4[g].insert(&Key::new(len.into(), addr), value, 0)
-            }
-            (List::Deny, Prefix::V6 { len, addr }) => {
-                self.deny6[g].insert(&Key::new(len.into(), addr), value, 0)
-            }
-        }
-        .map_err(map_err(what()))
-    }
-
-    /// Removes one entry; `Ok(false)` when it was not there.
-    pub fn remove_rule(
-        &mut self,
-        generation: u32,
-        list: List,
-        prefix: Prefix,
-    ) -> Result<bool, StateError> {
-        let g = generation as usize & 1;
-        let result = match (list, prefix) {
-            (List::Allow, Prefix::V4 { len: 32, addr }) => self.allow_hosts4[g].remove(&addr),
-            (List::Allow, Prefix::V4 { len, addr }) => {
-                self.allow4[g].remove(&Key::new(len.into(), addr))
-            }
-            (List::Allow, Prefix::V6 { len: 128, addr }) => self.allow_hosts6[g].remove(&addr),
-            (List::Allow, Prefix::V6 { len, addr }) => {
-                self.allow6[g].remove(&Key::new(len.into(), addr))
-            }
-            (List::Deny, Prefix::V4 { len, addr }) => {
-                self.deny4[g].remove(&Key::new(len.into(), addr))
-            }
-            (List::Deny, Prefix::V6 { len, addr }) => {
-                self.deny6[g].remove(&Key::new(len.into(), addr))
-            }
-        };
-        removed(result, || {
-            format!("remove {prefix} from the {}", list.name())
-        })
-    }
-
-    /// Makes a list of one generation equal to `desired`, touching only what differs.
-    pub fn sync_rules(
-        &mut self,
-        generation: u32,
-        list: List,
-        desired: &BTreeMap<Prefix, RuleValue>,
-    ) -> Result<(), StateError> {
-        let current = self.rules(generation, list)?;
-        for prefix in current.keys().filter(|p| !desired.contains_key(p)) {
-            self.remove_rule(generation, list, *prefix)?;
-        }
-        for (prefix, value) in desired {
-            if current.get(prefix) != Some(value) {
-                self.insert_rule(generation, list, *prefix, *value)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Counters summed over CPUs, indexed like `SG_COUNTERS`.
     pub fn counters(&self) -> Result<Vec<Counter>, StateError> {
         let mut totals = vec![Counter::default(); COUNTER_SLOTS];
@@ -486,46 +565,6 @@ impl State {
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err("read SG_BANS"))
-    }
-
-    /// Removes the bans that expired by `now_ns` (boot time). The data plane removes a ban only
-    /// when its source sends again, so without this a table of one-off scanners fills up and
-    /// refuses new bans. Each entry is read again just before its removal, so a ban the data
-    /// plane re-issued for the same source meanwhile stays.
-    pub fn sweep_expired_bans(&mut self, now_ns: u64) -> Result<usize, StateError> {
-        self.remove_bans_where(|ban| ban.expires_at_ns <= now_ns)
-    }
-
-    /// Removes every would-be ban (issued in monitor mode): they must never bite when enforcing.
-    pub fn discard_would_be_bans(&mut self) -> Result<usize, StateError> {
-        self.remove_bans_where(|ban| ban.flags & abi::ban_flags::WOULD_BE != 0)
-    }
-
-    fn remove_bans_where(&mut self, doomed: impl Fn(&Ban) -> bool) -> Result<usize, StateError> {
-        let keys: Vec<SourceKey> = self
-            .bans
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("read SG_BANS"))?;
-        let mut removed = 0;
-        for key in keys {
-            let still_doomed = self.bans.get(&key, 0).is_ok_and(|ban| doomed(&ban));
-            if still_doomed && self.remove_ban(&key)? {
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
-
-    pub fn insert_ban(&mut self, key: &SourceKey, ban: &Ban) -> Result<(), StateError> {
-        self.bans
-            .insert(key, ban, 0)
-            .map_err(map_err("write SG_BANS"))
-    }
-
-    /// Removes a ban; `Ok(false)` when there was none.
-    pub fn remove_ban(&mut self, key: &SourceKey) -> Result<bool, StateError> {
-        removed(self.bans.remove(key), || "remove from SG_BANS".into())
     }
 
     /// Budget state of an unknown source in the access zone.
@@ -628,27 +667,5 @@ impl State {
                     .map_err(map_err("read SG_PREFILTER"))
             })
             .collect()
-    }
-
-    /// Writes the chunks of a generation's prefilter bitmap that differ from `desired`.
-    pub fn sync_prefilter(
-        &mut self,
-        generation: u32,
-        bitmap: Prefilter,
-        desired: &[Box<PrefilterChunk>],
-    ) -> Result<(), StateError> {
-        let current = self.prefilter(generation, bitmap)?;
-        for (chunk, (now, wanted)) in (0u32..).zip(current.iter().zip(desired)) {
-            if now != wanted {
-                self.prefilter
-                    .set(
-                        prefilter_index(generation, bitmap.index(), chunk),
-                        wanted.as_ref(),
-                        0,
-                    )
-                    .map_err(map_err("write SG_PREFILTER"))?;
-            }
-        }
-        Ok(())
     }
 }

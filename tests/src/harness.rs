@@ -60,7 +60,13 @@ impl TestFilter {
     /// Applies another policy (the same path as `sipguard apply`).
     pub fn apply(&mut self, policy: &str) {
         let policy = Policy::parse(policy, "test-policy.toml").unwrap_or_else(|e| panic!("{e}"));
-        apply(&mut self.loaded.state, &policy, None).unwrap_or_else(|e| panic!("apply: {e}"));
+        apply(&mut self.live(), &policy, None).unwrap_or_else(|e| panic!("apply: {e}"));
+    }
+
+    /// The state locked for a change, as every command takes it (which sweeps expired bans).
+    /// Drop it before running a CLI command that changes state: that command waits for the lock.
+    pub fn live(&self) -> sipguard::state::LiveState {
+        sipguard::state::LiveState::lock(&self.target).unwrap_or_else(|e| panic!("lock: {e}"))
     }
 
     pub fn counters(&self) -> Vec<Counter> {

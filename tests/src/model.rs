@@ -10,11 +10,11 @@ use std::{
 use sipguard::policy::{Policy, Prefix, Tables};
 use sipguard_common::{
     abi::{
-        Ban, BanReason, FragKey, FragVerdict, FragmentPolicy, Mode, RuleValue, SourceKey,
-        SourceState, Zone, ban_flags,
+        Ban, FragKey, FragVerdict, FragmentPolicy, Mode, RuleValue, SourceKey, SourceState, Zone,
     },
-    budget::{Gcra, Strikes},
+    budget::Gcra,
     parse::{Family, Transport, parse},
+    source::{ban_bites, fresh_state, strike},
     verdict::{NOT_ALLOWLISTED, PolicyView, Spend, decide},
 };
 
@@ -132,12 +132,8 @@ impl PolicyView for Model {
     fn is_banned(&self, source: &SourceKey) -> bool {
         let now = self.now.get();
         let mut bans = self.bans.borrow_mut();
-        let enforcing = self.tables.mode == Mode::Enforce;
         match bans.get_mut(source) {
-            Some(ban)
-                if now < ban.expires_at_ns
-                    && !(enforcing && ban.flags & ban_flags::WOULD_BE != 0) =>
-            {
+            Some(ban) if ban_bites(ban, now, self.tables.mode) => {
                 ban.hits += 1;
                 ban.last_seen_ns = now;
                 true
@@ -163,15 +159,7 @@ impl PolicyView for Model {
                 None => false,
             },
             None => {
-                peers.insert(
-                    *source,
-                    SourceState {
-                        tat_ns: gcra.first(now),
-                        first_seen_ns: now,
-                        class,
-                        ..Default::default()
-                    },
-                );
+                peers.insert(*source, fresh_state(&gcra, class, now));
                 true
             }
         }
@@ -190,32 +178,8 @@ impl PolicyView for Model {
                 state.tat_ns = next;
                 return Spend::Admitted;
             }
-            let mut strikes = Strikes {
-                window_start_ns: state.strike_window_ns,
-                count: state.strikes,
-            };
-            let ban = header.ban.strike(&mut strikes, now);
-            state.strike_window_ns = strikes.window_start_ns;
-            state.strikes = if ban { 0 } else { strikes.count };
-            if ban {
-                self.bans.borrow_mut().insert(
-                    *source,
-                    Ban {
-                        banned_at_ns: now,
-                        expires_at_ns: now + header.ban.ttl_ns,
-                        first_seen_ns: state.first_seen_ns,
-                        last_seen_ns: now,
-                        hits: 0,
-                        strikes: strikes.count,
-                        reason: BanReason::RateExceeded as u8,
-                        flags: if self.tables.mode == Mode::Monitor {
-                            ban_flags::WOULD_BE
-                        } else {
-                            0
-                        },
-                        _reserved: [0; 2],
-                    },
-                );
+            if let Some(ban) = strike(state, &header.ban, now, self.tables.mode) {
+                self.bans.borrow_mut().insert(*source, ban);
             }
             return Spend::OverBudget;
         }
@@ -223,15 +187,7 @@ impl PolicyView for Model {
             Some(next) => self.new_sources_tat.set(next),
             None => return Spend::NoNewSource,
         }
-        sources.insert(
-            *source,
-            SourceState {
-                tat_ns: gcra.first(now),
-                first_seen_ns: now,
-                class: header.access_class,
-                ..Default::default()
-            },
-        );
+        sources.insert(*source, fresh_state(&gcra, header.access_class, now));
         Spend::Admitted
     }
 }

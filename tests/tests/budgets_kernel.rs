@@ -467,11 +467,10 @@ fn monitor_mode_counts_budget_drops_as_would_drop() {
         "phones = { rate = 1, burst = 1 }\ncarrier = { rate = 1, burst = 1 }",
         "",
     ));
-    sipguard::apply::set_mode(
-        &mut filter.loaded.state,
-        sipguard_common::abi::Mode::Monitor,
-    )
-    .unwrap();
+    filter
+        .live()
+        .set_mode(sipguard_common::abi::Mode::Monitor)
+        .unwrap();
     let phone = frame("198.18.8.9".parse().unwrap(), 5070);
     filter.run_repeated(&phone, 10);
     let stats = filter.stats();
@@ -700,6 +699,7 @@ fn a_full_ban_table_is_swept_and_then_bans_are_issued_again() {
         reason: BanReason::RateExceeded as u8,
         ..Ban::default()
     };
+    let mut live = filter.live();
     for n in 0..MAX_BANS {
         let mut key = SourceKey {
             family: 4,
@@ -707,8 +707,9 @@ fn a_full_ban_table_is_swept_and_then_bans_are_issued_again() {
             ..SourceKey::default()
         };
         key.addr[..4].copy_from_slice(&(0x0a00_0000 + n).to_be_bytes());
-        filter.loaded.state.insert_ban(&key, &expired).unwrap();
+        live.insert_ban(&key, &expired).unwrap();
     }
+    drop(live);
     let fill = |filter: &TestFilter| {
         let tables = filter.loaded.state.map_fill().unwrap();
         tables
@@ -751,7 +752,7 @@ fn monitor_mode_records_would_be_bans_that_enforcing_never_applies() {
         "phones = { rate = 1, burst = 1 }\ncarrier = { rate = 1, burst = 1 }",
         "[bans]\nthreshold = 3\nwindow = \"60s\"\nttl = \"1h\"",
     ));
-    sipguard::apply::set_mode(&mut filter.loaded.state, Mode::Monitor).unwrap();
+    filter.live().set_mode(Mode::Monitor).unwrap();
     let scanner = frame("198.18.47.7".parse().unwrap(), 5070);
     filter.run_repeated(&scanner, 10);
     // Recorded, counted and listed as what enforcing would have done; nothing dropped.
@@ -777,15 +778,16 @@ fn monitor_mode_records_would_be_bans_that_enforcing_never_applies() {
 
     // The data plane never enforces one either, even if the controller has not discarded it
     // (the mode byte flipped behind its back).
-    sipguard::apply::set_mode(&mut filter.loaded.state, Mode::Monitor).unwrap();
+    filter.live().set_mode(Mode::Monitor).unwrap();
     let other = frame("198.18.47.8".parse().unwrap(), 5070);
     filter.run_repeated(&other, 10);
     assert_eq!(bans_json(&filter).len(), 1);
-    let state = &mut filter.loaded.state;
-    let generation = state.active_generation().unwrap();
-    let mut value = state.policy(generation).unwrap();
+    let mut live = filter.live();
+    let generation = live.active_generation().unwrap();
+    let mut value = live.policy(generation).unwrap();
     value.header.mode = Mode::Enforce as u8;
-    state.set_policy(generation, &value).unwrap();
+    live.set_policy(generation, &value).unwrap();
+    drop(live);
     assert_ne!(filter.run(&other).reason, Reason::Banned);
     assert!(
         filter.loaded.state.bans().unwrap().is_empty(),

@@ -728,12 +728,12 @@ fn the_daemon_keeps_serving_after_running_out_of_file_descriptors() {
 
 #[test]
 fn the_daemon_sweeps_expired_bans_and_reports_the_ban_table_fill() {
-    use sipguard::state::{State, Target};
+    use sipguard::state::{LiveState, State, Target};
     use sipguard_common::abi::{Ban, BanReason, SourceKey, map_name};
     let setup = Setup::new("sweep");
     let _daemon = setup.start_daemon();
     let target = Target::new(SBC_IF, Some(setup.lab.sbc.name()), setup.pins.path()).unwrap();
-    let mut state = State::open(&target).unwrap();
+    let mut live = LiveState::lock(&target).unwrap();
     // 500 bans that expired long ago (one-off scanners) and one in force.
     let key = |n: u32| {
         let mut key = SourceKey {
@@ -751,14 +751,15 @@ fn the_daemon_sweeps_expired_bans_and_reports_the_ban_table_fill() {
         ..Ban::default()
     };
     for n in 0..500 {
-        state.insert_ban(&key(n), &expired).unwrap();
+        live.insert_ban(&key(n), &expired).unwrap();
     }
-    let live = Ban {
+    let in_force = Ban {
         expires_at_ns: u64::MAX,
         reason: BanReason::Manual as u8,
         ..Ban::default()
     };
-    state.insert_ban(&key(1000), &live).unwrap();
+    live.insert_ban(&key(1000), &in_force).unwrap();
+    drop(live);
     let bans_in_table = || {
         State::open(&target)
             .unwrap()
@@ -776,7 +777,11 @@ fn the_daemon_sweeps_expired_bans_and_reports_the_ban_table_fill() {
         "the daemon sweeps expired bans without any command: {} left",
         bans_in_table()
     );
-    assert_eq!(state.bans().unwrap()[0].0, key(1000), "the live ban stays");
+    assert_eq!(
+        State::open(&target).unwrap().bans().unwrap()[0].0,
+        key(1000),
+        "the ban in force stays"
+    );
     // The exporter shows the table's fill (its snapshot is at most a second old).
     let filled = wait_until(Duration::from_secs(5), || {
         setup.get("/metrics").is_some_and(|metrics| {

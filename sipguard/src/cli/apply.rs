@@ -8,7 +8,7 @@ use super::{EXIT_INVALID_POLICY, Global, format_ports, print_json};
 use crate::{
     apply::{ApplyReport, apply},
     policy::Policy,
-    state::LockedState,
+    state::LiveState,
 };
 
 /// Make the running filter follow a policy file, atomically.
@@ -38,7 +38,7 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
         }
     };
     let target = global.target(args.iface.as_deref())?;
-    let mut state = LockedState::open(&target)?;
+    let mut state = LiveState::lock(&target)?;
     let report = apply(&mut state, &policy, None)
         .with_context(|| format!("apply {} to {}", args.file.display(), target.label()))?;
     if args.json {

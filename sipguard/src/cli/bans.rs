@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -10,9 +10,9 @@ use sipguard_common::abi::{Ban, BanReason, SourceKey, ban_flags};
 
 use super::{Global, print_json};
 use crate::{
-    apply::source_addr,
+    live::{BanFilter, source_text},
     policy::{parse_duration, parse_net},
-    state::{LockedState, State, Target},
+    state::{LiveState, State},
     time::{boot_now_ns, boot_ns_to_unix, format_time, now_unix, parse_time},
 };
 
@@ -110,13 +110,6 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
     }
 }
 
-fn source_text(key: &SourceKey) -> String {
-    match source_addr(key) {
-        addr @ std::net::IpAddr::V4(_) => addr.to_string(),
-        addr => format!("{addr}/{}", key.prefix_len),
-    }
-}
-
 fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
     let target = global.target(iface)?;
     let state = State::open(&target)?;
@@ -180,68 +173,9 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
     Ok(0)
 }
 
-/// The ban key of an address or prefix, as the data plane computes it.
-fn ban_key(net: &IpNet, ipv6_prefix: u8) -> Result<SourceKey> {
-    let mut key = SourceKey::default();
-    match net {
-        IpNet::V4(v4) => {
-            if v4.prefix_len() != 32 {
-                bail!(
-                    "{net}: IPv4 bans are per address; use `sipguard deny add {net}` for a range"
-                );
-            }
-            key.addr[..4].copy_from_slice(&v4.addr().octets());
-            key.family = 4;
-            key.prefix_len = 32;
-        }
-        IpNet::V6(v6) => {
-            if v6.prefix_len() != 128 && v6.prefix_len() != ipv6_prefix {
-                bail!(
-                    "{net}: IPv6 bans cover the budget prefix /{ipv6_prefix}; give an address in \
-                     it or use `sipguard deny add {net}`"
-                );
-            }
-            let network = ipnet::Ipv6Net::new(v6.addr(), ipv6_prefix)?.trunc();
-            key.addr = network.addr().octets();
-            key.family = 6;
-            key.prefix_len = ipv6_prefix;
-        }
-    }
-    Ok(key)
-}
-
-/// The interface's state, locked, and the ban keys of `sources` under its IPv6 budget prefix.
-fn open_for_keys(
-    global: &Global,
-    iface: Option<&str>,
-    sources: &[IpNet],
-) -> Result<(Target, LockedState, Vec<SourceKey>)> {
-    let target = global.target(iface)?;
-    let state = LockedState::open(&target)?;
-    let prefix = state
-        .policy(state.active_generation()?)?
-        .header
-        .ipv6_budget_prefix;
-    let keys = sources
-        .iter()
-        .map(|net| ban_key(net, prefix))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((target, state, keys))
-}
-
 fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -> Result<u8> {
-    let (target, mut state, keys) = open_for_keys(global, iface, sources)?;
-    let now = boot_now_ns();
-    for key in &keys {
-        let ban = Ban {
-            banned_at_ns: now,
-            expires_at_ns: now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
-            first_seen_ns: now,
-            reason: BanReason::Manual as u8,
-            ..Ban::default()
-        };
-        state.insert_ban(key, &ban)?;
-    }
+    let target = global.target(iface)?;
+    let keys = LiveState::lock(&target)?.ban(sources, ttl)?;
     let names: Vec<String> = keys.iter().map(source_text).collect();
     println!(
         "{}: banned {} until {}",
@@ -253,19 +187,8 @@ fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -
 }
 
 fn del(global: &Global, iface: Option<&str>, sources: &[IpNet]) -> Result<u8> {
-    let (target, mut state, keys) = open_for_keys(global, iface, sources)?;
-    let present: Vec<SourceKey> = state.bans()?.into_iter().map(|(key, _)| key).collect();
-    let missing: Vec<String> = keys
-        .iter()
-        .filter(|key| !present.contains(key))
-        .map(source_text)
-        .collect();
-    if !missing.is_empty() {
-        bail!("not banned: {} (nothing was lifted)", missing.join(", "));
-    }
-    for key in &keys {
-        state.remove_ban(key)?;
-    }
+    let target = global.target(iface)?;
+    let keys = LiveState::lock(&target)?.lift_bans(sources)?;
     let names: Vec<String> = keys.iter().map(source_text).collect();
     println!(
         "{}: lifted the bans of {}",
@@ -282,19 +205,13 @@ fn clear(
     reason: Option<ReasonFilter>,
 ) -> Result<u8> {
     let target = global.target(iface)?;
-    let mut state = LockedState::open(&target)?;
-    let wanted = reason.map(|r| match r {
-        ReasonFilter::RateExceeded => BanReason::RateExceeded as u8,
-        ReasonFilter::Manual => BanReason::Manual as u8,
-    });
-    let mut lifted = 0;
-    for (key, ban) in state.bans()? {
-        let recent = since_unix.is_none_or(|since| boot_ns_to_unix(ban.banned_at_ns) >= since);
-        let kind = wanted.is_none_or(|reason| reason == ban.reason);
-        if recent && kind && state.remove_ban(&key)? {
-            lifted += 1;
-        }
-    }
+    let lifted = LiveState::lock(&target)?.clear_bans(BanFilter {
+        since_unix,
+        reason: reason.map(|r| match r {
+            ReasonFilter::RateExceeded => BanReason::RateExceeded,
+            ReasonFilter::Manual => BanReason::Manual,
+        }),
+    })?;
     let scope = since_unix.map_or(String::new(), |s| {
         format!(" issued since {}", format_time(s))
     });

@@ -7,9 +7,9 @@ use sipguard_common::abi::CLASS_SLOTS;
 
 use super::{Global, print_json};
 use crate::{
-    apply::{set_class, set_new_sources},
+    live::NEW_SOURCES_LIMIT,
     policy::{Budget, class_name},
-    state::{LockedState, State},
+    state::{LiveState, State},
 };
 
 /// Show or change budgets (packets per second and burst) on the running filter.
@@ -73,7 +73,7 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
                 })
                 .collect();
             rows.push(Row {
-                class: "new-sources".into(),
+                class: NEW_SOURCES_LIMIT.into(),
                 rate: policy.header.new_sources_rate,
                 burst: policy.header.new_sources_burst,
             });
@@ -94,16 +94,11 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
             burst,
         } => {
             let target = global.target(iface.as_deref())?;
-            let mut state = LockedState::open(&target)?;
             let budget = Budget {
                 rate,
                 burst: burst.unwrap_or(rate),
             };
-            if class == "new-sources" {
-                set_new_sources(&mut state, budget)?;
-            } else {
-                set_class(&mut state, &class, budget)?;
-            }
+            LiveState::lock(&target)?.set_limit(&class, budget)?;
             println!(
                 "{}: {class} now {}/s, burst {} (acts on the next packet)",
                 target.label(),

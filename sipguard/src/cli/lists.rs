@@ -1,15 +1,16 @@
 //! `sipguard allow ...` and `sipguard deny ...`
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Subcommand;
 use serde::Serialize;
-use sipguard_common::abi::{CLASS_SLOTS, Origin, RuleValue};
+use sipguard_common::abi::{CLASS_SLOTS, Origin};
 
 use super::{Global, print_json};
 use crate::{
-    policy::{Prefix, class_name, deny_flags, mark_prefilter, parse_net},
-    state::{List, LockedState, Prefilter, State},
-    time::{format_time, now_unix},
+    live::LiveError,
+    policy::{Prefix, class_name, parse_net},
+    state::{List, LiveState, State},
+    time::format_time,
 };
 
 #[derive(Debug, clap::Args)]
@@ -73,74 +74,17 @@ pub fn run(global: &Global, list: List, args: Args) -> Result<u8> {
 
 fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8> {
     let target = global.target(entries.iface.as_deref())?;
-    let mut state = LockedState::open(&target)?;
-    let generation = state.active_generation()?;
-    if !add {
-        // All or nothing: refuse before removing anything if one entry is not there.
-        let present = state.rules(generation, list)?;
-        let missing: Vec<String> = entries
-            .entries
-            .iter()
-            .filter(|p| !present.contains_key(p))
-            .map(ToString::to_string)
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "not in the {} of {}: {} (nothing was removed)",
-                list.name(),
-                target.label(),
-                missing.join(", ")
-            );
-        }
-    }
-    let class = match (&entries.class, list) {
-        (None, _) => 0,
-        (Some(_), List::Deny) => bail!("deny entries have no budget class"),
-        (Some(name), List::Allow) => {
-            let policy = state.policy(generation)?;
-            (1..CLASS_SLOTS)
-                .find(|slot| class_name(&policy.classes[*slot]) == *name)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("no class named '{name}' (see `sipguard limits show`)")
-                })? as u16
-        }
-    };
+    let mut live = LiveState::lock(&target)?;
     if add {
-        // Mark the prefilter first: a source whose /24 is clear is taken as not on the list.
-        for bitmap in Prefilter::of(list) {
-            let mut chunks = state.prefilter(generation, *bitmap)?;
-            for prefix in entries
-                .entries
-                .iter()
-                .filter(|prefix| bitmap.covers(prefix))
-            {
-                mark_prefilter(&mut chunks, prefix);
-            }
-            state.sync_prefilter(generation, *bitmap, &chunks)?;
+        live.add_entries(list, &entries.entries, entries.class.as_deref())?;
+    } else {
+        // A class given to `del` is checked like one given to `add`, then has nothing to do.
+        match (&entries.class, list) {
+            (None, _) => {}
+            (Some(_), List::Deny) => return Err(LiveError::DenyWithClass.into()),
+            (Some(name), List::Allow) => drop(live.class_id(name)?),
         }
-    }
-    let now = now_unix() as u32;
-    for prefix in &entries.entries {
-        if add {
-            let value = RuleValue {
-                class,
-                origin: Origin::Runtime as u8,
-                added_at_unix: now,
-                ..RuleValue::default()
-            };
-            state.insert_rule(generation, list, *prefix, value)?;
-        } else {
-            state.remove_rule(generation, list, *prefix)?;
-        }
-    }
-    if list == List::Deny {
-        // The data plane skips the denylist lookup of a family marked empty.
-        let mut policy = state.policy(generation)?;
-        let flags = deny_flags(&state.rules(generation, List::Deny)?);
-        if policy.header.flags != flags {
-            policy.header.flags = flags;
-            state.set_policy(generation, &policy)?;
-        }
+        live.remove_entries(list, &entries.entries)?;
     }
     let verb = if add { "added to" } else { "removed from" };
     println!(

@@ -4,7 +4,7 @@ use anyhow::Result;
 use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode};
-use crate::{apply::set_mode, state::LockedState};
+use crate::state::{LiveState, State};
 
 /// Show or switch between enforce (drop) and monitor (count what would be dropped, pass all).
 ///
@@ -23,16 +23,16 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
-    let mut state = LockedState::open(&target)?;
     match args.mode {
         Some(mode) => {
-            let discarded = set_mode(&mut state, mode)?;
+            let discarded = LiveState::lock(&target)?.set_mode(mode)?;
             println!("{}: mode {}", target.label(), mode.name());
             if discarded > 0 {
                 println!("discarded {discarded} would-be bans of monitor mode (never enforced)");
             }
         }
         None => {
+            let state = State::open(&target)?;
             let policy = state.policy(state.active_generation()?)?;
             println!("{}", Mode::from_u8(policy.header.mode).name());
         }

@@ -40,7 +40,7 @@ use self::{
 };
 use crate::{
     events::{Clock, EventRecord},
-    state::{Lock, State, Target},
+    state::{LiveState, Lock, State, Target},
     time::boot_now_ns,
 };
 
@@ -345,10 +345,10 @@ async fn sweep_bans(targets: Vec<Target>) -> Result<()> {
 }
 
 fn sweep_one(target: &Target) -> Result<usize, crate::state::StateError> {
-    let Some(_lock) = Lock::try_acquire(&target.dir())? else {
+    let Some(lock) = Lock::try_acquire(&target.dir())? else {
         return Ok(0);
     };
-    State::open(target)?.sweep_expired_bans(boot_now_ns())
+    LiveState::with_lock(State::open(target)?, lock).sweep_expired_bans(boot_now_ns())
 }
 
 async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {

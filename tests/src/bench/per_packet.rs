@@ -115,10 +115,7 @@ impl Config {
             reason: BanReason::Manual as u8,
             ..Ban::default()
         };
-        filter
-            .loaded
-            .state
-            .insert_ban(&source_key(BANNED_V4), &ban)?;
+        filter.live().insert_ban(&source_key(BANNED_V4), &ban)?;
         match variant {
             Variant::Plain => {}
             Variant::MapsFull => fill_per_source_maps(&filter.target)?,

@@ -1,0 +1,291 @@
+//! Every change to the live state of an interface short of a whole policy (that is
+//! [`crate::apply`]): runtime list entries, bans, budgets and the mode. They are methods of
+//! [`LiveState`], which only the interface's lock gives, so the CLI, the daemon and what comes next
+//! (journal, fleet sync) make the same changes the same way and never without the lock.
+
+use std::{net::IpAddr, time::Duration};
+
+use ipnet::IpNet;
+use sipguard_common::{
+    abi::{BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey},
+    budget::Gcra,
+    source::{manual_ban, source_key},
+};
+
+use crate::{
+    apply::cpus,
+    policy::{Budget, Prefix, class_limits, class_name, deny_flags, mark_prefilter},
+    state::{List, LiveState, Prefilter, State, StateError},
+    time::{boot_now_ns, boot_ns_to_unix, now_unix},
+};
+
+/// The name `limits` shows and takes for the new-source budget of the access zone.
+pub const NEW_SOURCES_LIMIT: &str = "new-sources";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no class named '{name}' in the running policy (classes: {known})")]
+    UnknownClass { name: String, known: String },
+    #[error("deny entries have no budget class")]
+    DenyWithClass,
+    #[error("not in the {list} of {label}: {missing} (nothing was removed)")]
+    NotListed {
+        list: &'static str,
+        label: String,
+        missing: String,
+    },
+    #[error("{0}")]
+    NotBannable(String),
+    #[error("not banned: {missing} (nothing was lifted)")]
+    NotBanned { missing: String },
+}
+
+impl State {
+    /// The slot of the budget class `name` in the running policy.
+    pub fn class_id(&self, name: &str) -> Result<u16, LiveError> {
+        let policy = self.policy(self.active_generation()?)?;
+        match (1..CLASS_SLOTS).find(|slot| class_name(&policy.classes[*slot]) == name) {
+            Some(slot) => Ok(slot as u16),
+            None => {
+                let known: Vec<String> = (1..CLASS_SLOTS)
+                    .map(|slot| class_name(&policy.classes[slot]))
+                    .filter(|name| !name.is_empty())
+                    .collect();
+                Err(LiveError::UnknownClass {
+                    name: name.to_string(),
+                    known: if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    },
+                })
+            }
+        }
+    }
+
+    /// The ban key of an address (IPv4) or of an address or budget prefix (IPv6), as the data
+    /// plane computes it under the running policy.
+    pub fn ban_key(&self, net: &IpNet) -> Result<SourceKey, LiveError> {
+        let ipv6_prefix = self
+            .policy(self.active_generation()?)?
+            .header
+            .ipv6_budget_prefix;
+        match net {
+            IpNet::V4(v4) if v4.prefix_len() != 32 => Err(LiveError::NotBannable(format!(
+                "{net}: IPv4 bans are per address; use `sipguard deny add {net}` for a range"
+            ))),
+            IpNet::V4(v4) => {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&v4.addr().octets());
+                Ok(source_key(4, &addr, ipv6_prefix))
+            }
+            IpNet::V6(v6) if v6.prefix_len() != 128 && v6.prefix_len() != ipv6_prefix => {
+                Err(LiveError::NotBannable(format!(
+                    "{net}: IPv6 bans cover the budget prefix /{ipv6_prefix}; give an address \
+                     in it or use `sipguard deny add {net}`"
+                )))
+            }
+            IpNet::V6(v6) => Ok(source_key(6, &v6.addr().octets(), ipv6_prefix)),
+        }
+    }
+}
+
+/// Which bans [`LiveState::clear_bans`] lifts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BanFilter {
+    /// Only bans issued at or after this Unix time.
+    pub since_unix: Option<u64>,
+    pub reason: Option<BanReason>,
+}
+
+impl LiveState {
+    /// Adds runtime entries (kept across `apply` until deleted), effective on the next packet.
+    /// Allow entries may name a budget class of the running policy.
+    pub fn add_entries(
+        &mut self,
+        list: List,
+        prefixes: &[Prefix],
+        class: Option<&str>,
+    ) -> Result<(), LiveError> {
+        let generation = self.active_generation()?;
+        let class = match (class, list) {
+            (None, _) => 0,
+            (Some(_), List::Deny) => return Err(LiveError::DenyWithClass),
+            (Some(name), List::Allow) => self.class_id(name)?,
+        };
+        // Mark the prefilter first: a source whose /24 is clear is taken as not on the list.
+        for bitmap in Prefilter::of(list) {
+            let mut chunks = self.prefilter(generation, *bitmap)?;
+            for prefix in prefixes.iter().filter(|prefix| bitmap.covers(prefix)) {
+                mark_prefilter(&mut chunks, prefix);
+            }
+            self.sync_prefilter(generation, *bitmap, &chunks)?;
+        }
+        let value = RuleValue {
+            class,
+            origin: Origin::Runtime as u8,
+            added_at_unix: now_unix() as u32,
+            ..RuleValue::default()
+        };
+        for prefix in prefixes {
+            self.insert_rule(generation, list, *prefix, value)?;
+        }
+        self.refresh_deny_flags(list, generation)?;
+        Ok(())
+    }
+
+    /// Removes entries, all or none: if one is not on the list, nothing is removed. An entry of
+    /// the policy file comes back with the next `apply`.
+    pub fn remove_entries(&mut self, list: List, prefixes: &[Prefix]) -> Result<(), LiveError> {
+        let generation = self.active_generation()?;
+        let present = self.rules(generation, list)?;
+        let missing: Vec<String> = prefixes
+            .iter()
+            .filter(|p| !present.contains_key(p))
+            .map(ToString::to_string)
+            .collect();
+        if !missing.is_empty() {
+            return Err(LiveError::NotListed {
+                list: list.name(),
+                label: self.target.label(),
+                missing: missing.join(", "),
+            });
+        }
+        for prefix in prefixes {
+            self.remove_rule(generation, list, *prefix)?;
+        }
+        self.refresh_deny_flags(list, generation)?;
+        Ok(())
+    }
+
+    /// The data plane skips the denylist lookup of a family marked empty: keep the marks true.
+    fn refresh_deny_flags(&mut self, list: List, generation: u32) -> Result<(), StateError> {
+        if list != List::Deny {
+            return Ok(());
+        }
+        let mut policy = self.policy(generation)?;
+        let flags = deny_flags(&self.rules(generation, List::Deny)?);
+        if policy.header.flags != flags {
+            policy.header.flags = flags;
+            self.set_policy(generation, &policy)?;
+        }
+        Ok(())
+    }
+
+    /// Bans sources by hand (reason `manual`) for `ttl`; allowlisted ones too. Returns the keys.
+    pub fn ban(&mut self, sources: &[IpNet], ttl: Duration) -> Result<Vec<SourceKey>, LiveError> {
+        let keys = self.ban_keys(sources)?;
+        let ban = manual_ban(
+            boot_now_ns(),
+            u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
+        );
+        for key in &keys {
+            self.insert_ban(key, &ban)?;
+        }
+        Ok(keys)
+    }
+
+    /// Lifts the bans of `sources`, all or none: if one is not banned, nothing is lifted.
+    pub fn lift_bans(&mut self, sources: &[IpNet]) -> Result<Vec<SourceKey>, LiveError> {
+        let keys = self.ban_keys(sources)?;
+        let present: Vec<SourceKey> = self.bans()?.into_iter().map(|(key, _)| key).collect();
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|key| !present.contains(key))
+            .map(source_text)
+            .collect();
+        if !missing.is_empty() {
+            return Err(LiveError::NotBanned {
+                missing: missing.join(", "),
+            });
+        }
+        for key in &keys {
+            self.remove_ban(key)?;
+        }
+        Ok(keys)
+    }
+
+    /// Lifts every ban `filter` selects (undo after a bad change); returns how many.
+    pub fn clear_bans(&mut self, filter: BanFilter) -> Result<usize, LiveError> {
+        let mut lifted = 0;
+        for (key, ban) in self.bans()? {
+            let recent = filter
+                .since_unix
+                .is_none_or(|since| boot_ns_to_unix(ban.banned_at_ns) >= since);
+            let kind = filter
+                .reason
+                .is_none_or(|reason| reason as u8 == ban.reason);
+            if recent && kind && self.remove_ban(&key)? {
+                lifted += 1;
+            }
+        }
+        Ok(lifted)
+    }
+
+    fn ban_keys(&self, sources: &[IpNet]) -> Result<Vec<SourceKey>, LiveError> {
+        sources.iter().map(|net| self.ban_key(net)).collect()
+    }
+
+    /// Switches enforce/monitor on the running policy. Only the mode byte of the active
+    /// generation changes, so a concurrent packet sees either the old or the new mode. Returns
+    /// how many would-be bans of monitor mode were discarded (enforcing never applies them).
+    pub fn set_mode(&mut self, mode: Mode) -> Result<usize, StateError> {
+        let active = self.active_generation()?;
+        let mut value = self.policy(active)?;
+        value.header.mode = mode as u8;
+        value.header.serial += 1;
+        self.set_policy(active, &value)?;
+        self.discard_would_be_bans_if_enforcing(mode)
+    }
+
+    /// Bans monitor mode recorded are evidence of what enforcing would have done, not
+    /// decisions: once the filter enforces they go (the data plane also ignores any it meets).
+    pub(crate) fn discard_would_be_bans_if_enforcing(
+        &mut self,
+        mode: Mode,
+    ) -> Result<usize, StateError> {
+        match mode {
+            Mode::Enforce => self.discard_would_be_bans(),
+            Mode::Monitor => Ok(0),
+        }
+    }
+
+    /// Changes a budget on the running filter in place: a class by name, or the access zone's
+    /// new-source budget ([`NEW_SOURCES_LIMIT`]). The next packet uses it, and no source's bucket
+    /// is reset (the GCRA state is an arrival time, valid under any rate).
+    pub fn set_limit(&mut self, name: &str, budget: Budget) -> Result<(), LiveError> {
+        let active = self.active_generation()?;
+        let mut value = self.policy(active)?;
+        if name == NEW_SOURCES_LIMIT {
+            value.header.new_sources =
+                Gcra::new(budget.rate.into(), budget.burst.into()).split(cpus());
+            value.header.new_sources_rate = budget.rate;
+            value.header.new_sources_burst = budget.burst;
+        } else {
+            let slot = usize::from(self.class_id(name)?);
+            value.classes[slot] = class_limits(name, budget);
+        }
+        value.header.serial += 1;
+        self.set_policy(active, &value)?;
+        Ok(())
+    }
+}
+
+/// The address (network, for IPv6 prefixes) of a budget/ban key.
+pub fn source_addr(key: &SourceKey) -> IpAddr {
+    if key.family == 4 {
+        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+    } else {
+        IpAddr::from(key.addr)
+    }
+}
+
+/// A budget/ban key as people write it: `198.51.100.7`, `2001:db8:1::/64`.
+pub fn source_text(key: &SourceKey) -> String {
+    match source_addr(key) {
+        addr @ IpAddr::V4(_) => addr.to_string(),
+        addr => format!("{addr}/{}", key.prefix_len),
+    }
+}
