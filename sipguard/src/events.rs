@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sipguard_common::abi::{DropEvent, Reason, SipMethod, Zone};
 
 pub use crate::time::Clock;
-use crate::time::rfc3339_micros;
+use crate::{report::Outcome, time::rfc3339_micros};
 
 /// One drop event, as written to the JSON-lines log and served by the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,11 +73,12 @@ impl EventRecord {
             vlan: event.vlan.iter().copied().filter(|id| *id != 0).collect(),
             reason: reason.to_string(),
             zone: Zone::from_u8(event.zone).name().to_string(),
-            outcome: if event.monitored != 0 {
-                "would_drop"
-            } else {
-                "dropped"
+            // Events are only made for drop verdicts.
+            outcome: match event.monitored {
+                0 => Outcome::Dropped,
+                _ => Outcome::WouldDrop,
             }
+            .name()
             .to_string(),
             length: event.packet_len,
             sip_method: (method != SipMethod::Unknown).then(|| method.token().to_string()),

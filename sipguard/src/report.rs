@@ -24,6 +24,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a verdict with `reason`, `monitored` when a drop was only counted.
+    pub const fn of(reason: Reason, monitored: bool) -> Outcome {
+        match (reason.is_drop(), monitored) {
+            (false, _) => Outcome::Passed,
+            (true, false) => Outcome::Dropped,
+            (true, true) => Outcome::WouldDrop,
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
@@ -31,6 +40,45 @@ impl Outcome {
             Outcome::WouldDrop => "would_drop",
         }
     }
+}
+
+/// Packets per second over an interval, by interface, zone, reason and outcome.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Rate {
+    pub interface: String,
+    pub zone: String,
+    pub reason: String,
+    pub outcome: String,
+    pub packets_per_second: f64,
+}
+
+/// The rates of every counter slot that moved between two readings of `SG_COUNTERS` taken
+/// `seconds` apart (packets only), fastest first.
+pub fn rates(interface: &str, before: &[u64], after: &[u64], seconds: f64) -> Vec<Rate> {
+    let mut rates = Vec::new();
+    for zone in Zone::ALL {
+        for reason in Reason::ALL {
+            for monitored in [false, true] {
+                let index = counter_index(zone, reason, monitored) as usize;
+                let delta = after
+                    .get(index)
+                    .zip(before.get(index))
+                    .map_or(0, |(after, before)| after.saturating_sub(*before));
+                if delta == 0 {
+                    continue;
+                }
+                rates.push(Rate {
+                    interface: interface.to_string(),
+                    zone: zone.name().into(),
+                    reason: reason.name().into(),
+                    outcome: Outcome::of(reason, monitored).name().into(),
+                    packets_per_second: delta as f64 / seconds.max(0.001),
+                });
+            }
+        }
+    }
+    rates.sort_by(|a, b| b.packets_per_second.total_cmp(&a.packets_per_second));
+    rates
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -93,11 +141,7 @@ impl Stats {
                     if counter.packets == 0 {
                         continue;
                     }
-                    let outcome = match (reason.is_drop(), monitored) {
-                        (false, _) => Outcome::Passed,
-                        (true, false) => Outcome::Dropped,
-                        (true, true) => Outcome::WouldDrop,
-                    };
+                    let outcome = Outcome::of(reason, monitored);
                     match outcome {
                         Outcome::Passed => stats.passed.add(&counter),
                         Outcome::Dropped => stats.dropped.add(&counter),
@@ -318,5 +362,42 @@ impl Status {
             would_drop: stats.would_drop,
             tables,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sipguard_common::abi::COUNTER_SLOTS;
+
+    use super::*;
+
+    #[test]
+    fn rates_name_each_moved_slot_with_its_outcome_fastest_first() {
+        let before = vec![0u64; COUNTER_SLOTS];
+        let mut after = before.clone();
+        after[counter_index(Zone::Trunk, Reason::NotAllowlisted, false) as usize] = 20;
+        after[counter_index(Zone::Access, Reason::RateLimited, true) as usize] = 40;
+        after[counter_index(Zone::Trunk, Reason::Allowlisted, false) as usize] = 2;
+        let rates = rates("eth0", &before, &after, 2.0);
+        let rows: Vec<(&str, &str, &str, f64)> = rates
+            .iter()
+            .map(|r| {
+                (
+                    r.zone.as_str(),
+                    r.reason.as_str(),
+                    r.outcome.as_str(),
+                    r.packets_per_second,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("access", "rate_limited", "would_drop", 20.0),
+                ("trunk", "not_allowlisted", "dropped", 10.0),
+                ("trunk", "allowlisted", "passed", 1.0),
+            ]
+        );
+        assert!(super::rates("eth0", &before, &before, 1.0).is_empty());
     }
 }

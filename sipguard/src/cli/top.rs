@@ -10,7 +10,6 @@ use super::{Global, client};
 use crate::{
     daemon::{DEFAULT_LISTEN, TopView, top::TopSources},
     events::{Clock, EventRecord},
-    report::Stats,
     state::{State, Target},
     time::{format_time, now_unix},
 };
@@ -75,7 +74,10 @@ fn direct(target: &Target, args: &Args, once: bool, interval: Duration) -> Resul
     let label = target.label();
     let clock = Clock::now();
     let mut top = TopSources::new(1024);
-    let mut previous = Stats::read(&state)?;
+    let packets = |state: &State| -> Result<Vec<u64>> {
+        Ok(state.counters()?.iter().map(|c| c.packets).collect())
+    };
+    let mut previous = packets(&state)?;
     loop {
         let started = std::time::Instant::now();
         if !once {
@@ -86,29 +88,13 @@ fn direct(target: &Target, args: &Args, once: bool, interval: Duration) -> Resul
                 top.record(&event);
             }
         }
-        let current = Stats::read(&state)?;
-        let seconds = started.elapsed().as_secs_f64().max(0.001);
-        let rates = current
-            .counters
-            .iter()
-            .filter_map(|row| {
-                let before = previous
-                    .counters
-                    .iter()
-                    .find(|p| {
-                        p.zone == row.zone && p.reason == row.reason && p.outcome == row.outcome
-                    })
-                    .map_or(0, |p| p.packets);
-                let delta = row.packets.saturating_sub(before);
-                (delta > 0 && !once).then(|| crate::daemon::Rate {
-                    interface: label.clone(),
-                    zone: row.zone.into(),
-                    reason: row.reason.into(),
-                    outcome: row.outcome.name().into(),
-                    packets_per_second: delta as f64 / seconds,
-                })
-            })
-            .collect();
+        let current = packets(&state)?;
+        let rates = if once {
+            Vec::new()
+        } else {
+            let seconds = started.elapsed().as_secs_f64();
+            crate::report::rates(&label, &previous, &current, seconds)
+        };
         previous = current;
         let view = TopView {
             sources: top.top(args.limit),

@@ -26,7 +26,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, RingBuf};
 use serde::{Deserialize, Serialize};
-use sipguard_common::abi::{Reason, Zone, counter_index, map_name};
+use sipguard_common::abi::map_name;
 use tokio::{io::unix::AsyncFd, sync::Notify};
 
 pub use self::http::{
@@ -119,15 +119,7 @@ impl Sink {
     }
 }
 
-/// Packets per second over the last few seconds, by interface, zone, reason and outcome.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Rate {
-    pub interface: String,
-    pub zone: String,
-    pub reason: String,
-    pub outcome: String,
-    pub packets_per_second: f64,
-}
+pub use crate::report::Rate;
 
 /// What `/api/top` returns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -372,29 +364,7 @@ async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {
                 continue;
             };
             let seconds = (samples.len() - 1).max(1) as f64;
-            for zone in Zone::ALL {
-                for reason in Reason::ALL {
-                    for monitored in [false, true] {
-                        let index = counter_index(zone, reason, monitored) as usize;
-                        let delta = last[index].saturating_sub(first[index]);
-                        if delta == 0 {
-                            continue;
-                        }
-                        rates.push(Rate {
-                            interface: label.clone(),
-                            zone: zone.name().into(),
-                            reason: reason.name().into(),
-                            outcome: match (reason.is_drop(), monitored) {
-                                (false, _) => "passed",
-                                (true, false) => "dropped",
-                                (true, true) => "would_drop",
-                            }
-                            .into(),
-                            packets_per_second: delta as f64 / seconds,
-                        });
-                    }
-                }
-            }
+            rates.extend(crate::report::rates(&label, first, last, seconds));
         }
         rates.sort_by(|a, b| b.packets_per_second.total_cmp(&a.packets_per_second));
         *shared.rates.lock().unwrap_or_else(|e| e.into_inner()) = rates;
