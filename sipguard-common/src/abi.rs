@@ -40,6 +40,39 @@ pub mod map_name {
     pub const EVENT_STATS: &str = "SG_EVSTATS";
     pub const TAILS: &str = "SG_TAILS";
     pub const SCRATCH: &str = "SG_SCRATCH";
+
+    /// Every map of the program: the controller pins exactly these (a test checks them
+    /// against the built object).
+    pub const ALL: [&str; 28] = [
+        META,
+        ACTIVE,
+        POLICY,
+        ALLOW4[0],
+        ALLOW4[1],
+        ALLOW_HOSTS4[0],
+        ALLOW_HOSTS4[1],
+        ALLOW_HOSTS6[0],
+        ALLOW_HOSTS6[1],
+        ALLOW6[0],
+        ALLOW6[1],
+        DENY4[0],
+        DENY4[1],
+        DENY6[0],
+        DENY6[1],
+        FRAGS,
+        COUNTERS,
+        SOURCES,
+        PEERS,
+        BANS,
+        NEW_SOURCES,
+        EVENTS,
+        EVENT_CACHE,
+        PREFILTER,
+        CLOCK,
+        EVENT_STATS,
+        TAILS,
+        SCRATCH,
+    ];
 }
 
 /// Name of the event-reporting program, tail-called by [`PROGRAM_NAME`] on drop verdicts
@@ -376,7 +409,8 @@ pub const PORT_SLOTS: usize = 65536;
 /// One policy generation: settings, budget classes, and the zone of every UDP and TCP destination
 /// port (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this SIP?".
 ///
-/// Sizing: 256 + 64 x 48 + 2 x 65536 bytes = 134,400 bytes per generation, two generations.
+/// 134,400 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
+/// sizing is written).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Policy {
@@ -395,7 +429,7 @@ pub type Ipv4Data = [u8; 4];
 pub type Ipv6Data = [u8; 16];
 
 /// Capacity of each allow/deny trie (per family and generation). LPM tries allocate per entry
-/// (BPF_F_NO_PREALLOC), so this is a ceiling, not a reservation: about 100 bytes per prefix used.
+/// (BPF_F_NO_PREALLOC), so this is a ceiling, not a reservation.
 pub const MAX_PREFIXES: u32 = 262_144;
 
 /// The IPv4 prefilters: bitmaps of one bit per /24, set when a prefix of the bitmap's kind
@@ -404,8 +438,7 @@ pub const MAX_PREFIXES: u32 = 262_144;
 /// allowlisted peers in /24s without denylist entries.
 ///
 /// `SG_PREFILTER` holds `PREFILTER_CHUNKS` chunks per generation and bitmap
-/// ([`prefilter_index`]). Sizing: 2^24 bits = 2 MiB per bitmap, three bitmaps, two
-/// generations: 12 MiB.
+/// ([`prefilter_index`]): 2^24 bits per bitmap.
 pub const PREFILTER_CHUNK_WORDS: usize = 4096;
 pub const PREFILTER_CHUNKS: u32 = 64;
 /// Bitmaps per generation: [`PREFILTER_ALLOW`], [`PREFILTER_DENY`], [`PREFILTER_ALLOW_NETS`].
@@ -500,8 +533,8 @@ pub struct FragVerdict {
     pub _reserved: [u8; 2],
 }
 
-/// Capacity of `SG_FRAGS`. Sizing: 16,384 x (40 + 4 + LRU overhead ~ 60) bytes ~ 1.7 MB;
-/// holds far more datagrams in reassembly than the kernel's own fragment memory allows.
+/// Capacity of `SG_FRAGS`: far more datagrams in reassembly than the kernel's own fragment
+/// memory allows.
 pub const MAX_TRACKED_FRAGMENTS: u32 = 16_384;
 
 // ------------------------------------------------------------------------------------------------
@@ -610,17 +643,16 @@ pub mod ban_flags {
     pub const WOULD_BE: u8 = 1;
 }
 
-/// Capacity of `SG_SOURCES` (unknown sources in the access zone, LRU). Sizing: 65,536 x
-/// (20 + 32 + ~56 LRU element overhead) ~ 7 MB, preallocated.
+/// Capacity of `SG_SOURCES` (unknown sources in the access zone, LRU).
 pub const MAX_SOURCES: u32 = 65_536;
 /// Capacity of `SG_PEERS` (allowlisted sources with a budget, LRU fed only by allowlisted
-/// traffic). Sizing: 16,384 x ~108 bytes ~ 1.8 MB.
+/// traffic).
 pub const MAX_PEERS: u32 = 16_384;
-/// Capacity of `SG_BANS` (hash, allocated per ban). Sizing: up to 65,536 x ~120 bytes ~ 7.9 MB.
+/// Capacity of `SG_BANS` (hash, allocated per ban).
 pub const MAX_BANS: u32 = 65_536;
 
 // ------------------------------------------------------------------------------------------------
-// Drop events (SG_EVENTS ring buffer, SG_EVLIMIT, SG_EVSTATS)
+// Drop events (SG_EVENTS ring buffer, SG_EVCACHE, SG_EVSTATS)
 // ------------------------------------------------------------------------------------------------
 
 /// The SIP method named by the first payload bytes of a dropped packet.
@@ -753,7 +785,7 @@ pub struct EventSlot {
     pub tat_ns: u64,
 }
 
-/// The per-CPU event cache: `SG_EVCACHE[0]`. Sizing: 256 x 16 = 4 KiB per CPU.
+/// The per-CPU event cache: `SG_EVCACHE[0]`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventCache {
@@ -783,7 +815,7 @@ pub mod event_stat {
     pub const SLOTS: u32 = 9;
 }
 
-/// Bytes of the event ring buffer: about 14,500 events of 72 bytes (+8 header).
+/// Bytes of the event ring buffer `SG_EVENTS`.
 pub const EVENT_RING_BYTES: u32 = 1 << 20;
 
 // ------------------------------------------------------------------------------------------------

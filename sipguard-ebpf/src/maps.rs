@@ -1,5 +1,6 @@
 //! The maps, all pinned by the controller under `<pin-root>/<iface>/<name>`.
-//! See `sipguard_common::abi` for layouts; every map carries its sizing.
+//! See `sipguard_common::abi` for layouts. Every map's sizing is written here, and only here
+//! (entries x (key + value + the kernel's per-element overhead, about 50-60 bytes for hashes)).
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -23,7 +24,8 @@ pub static META: Array<Meta> = Array::with_max_entries(1, 0);
 #[map(name = "SG_ACTIVE")]
 pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Settings and the zone of every UDP/TCP port, per generation. 2 x 131,328 bytes.
+/// Settings, classes and the zone of every UDP/TCP port, per generation: 2 x (256 + 64 x 48 +
+/// 2 x 65,536) = 2 x 134,400 bytes.
 #[map(name = "SG_POLICY")]
 pub static POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
 
@@ -99,17 +101,18 @@ pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, B
 #[map(name = "SG_NEWSRC")]
 pub static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Drop events for the controller. 1 MiB: about 14,500 events of 72 + 8 bytes.
+/// Drop events for the controller. 1 MiB: about 13,000 events of 72 + 8 bytes.
 #[map(name = "SG_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
 /// Event budget per source, per CPU, direct-mapped: one array lookup decides whether a drop gets
-/// an event. 256 x 16 bytes per CPU.
+/// an event. 256 x 16 bytes = 4 KiB per CPU.
 #[map(name = "SG_EVCACHE")]
 pub static EVENT_CACHE: PerCpuArray<EventCache> = PerCpuArray::with_max_entries(1, 0);
 
-/// Event accounting per CPU (`event_stat::*`): emitted, suppressed, lost, bans issued; and in
-/// slot SLOTS the per-CPU TAT of the global event budget. 5 x 8 bytes per CPU.
+/// Event and table accounting per CPU (`event_stat::*`): emitted, suppressed, lost, bans and
+/// would-be bans issued, failed inserts per table; and in slot SLOTS the per-CPU TAT of the
+/// global event budget. 10 x 8 bytes per CPU.
 #[map(name = "SG_EVSTATS")]
 pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event_stat::SLOTS + 1, 0);
 
@@ -117,7 +120,7 @@ pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event_s
 #[map(name = "SG_TAILS")]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// The verdict handed from the filter to the report program. 1 x 8 bytes per CPU.
+/// The verdict handed from the filter to the report program. 1 x 16 bytes per CPU.
 #[map(name = "SG_SCRATCH")]
 pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 

@@ -151,3 +151,26 @@ fn read_meta(pin: &Path) -> Result<Meta, StateError> {
         .get(&0, 0)
         .map_err(map_err(format!("read {}", pin.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_name_the_controller_uses_is_in_the_object_and_back() {
+        let object: Vec<&str> = embedded_map_specs()
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .collect();
+        let mut named: Vec<&str> = map_name::ALL.to_vec();
+        named.sort_unstable();
+        assert_eq!(object, named, "map_name::ALL and the built object differ");
+        for spec in embedded_map_specs() {
+            assert!(
+                spec.name.len() <= 15,
+                "{}: the kernel keeps 15 bytes",
+                spec.name
+            );
+        }
+    }
+}
