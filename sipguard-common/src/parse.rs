@@ -225,7 +225,7 @@ fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
     if offset + total_len > frame.len() {
         return Parsed::Malformed;
     }
-    let id = be16(h[4], h[5]) as u32;
+    let id = u32::from(be16(h[4], h[5]));
     let flags_offset = be16(h[6], h[7]);
     let more_fragments = flags_offset & 0x2000 != 0;
     let fragment = if flags_offset & 0x1fff != 0 {

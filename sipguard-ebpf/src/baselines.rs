@@ -39,19 +39,19 @@ fn count(bytes: u64) {
 }
 
 #[xdp]
-pub fn bench_drop(ctx: XdpContext) -> u32 {
+pub(crate) fn bench_drop(ctx: XdpContext) -> u32 {
     count((ctx.data_end() - ctx.data()) as u64);
     xdp_action::XDP_DROP
 }
 
 #[xdp]
-pub fn bench_pass(ctx: XdpContext) -> u32 {
+pub(crate) fn bench_pass(ctx: XdpContext) -> u32 {
     count((ctx.data_end() - ctx.data()) as u64);
     xdp_action::XDP_PASS
 }
 
 #[xdp]
-pub fn bench_parse(ctx: XdpContext) -> u32 {
+pub(crate) fn bench_parse(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
     let verdict = match parse(&frame) {
         Parsed::Malformed => xdp_action::XDP_DROP,
@@ -71,7 +71,7 @@ const SPOOF_MASK: u32 = 0x7ffc;
 /// from a per-CPU sequence, patches the IPv4 and UDP checksums so the kernel stack accepts the
 /// frame too (nftables baselines), then sends it out of the interface it "arrived" on.
 #[xdp]
-pub fn bench_gen(ctx: XdpContext) -> u32 {
+pub(crate) fn bench_gen(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + 42 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
@@ -103,7 +103,7 @@ pub fn bench_gen(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
-pub fn bench_tx(_ctx: XdpContext) -> u32 {
+pub(crate) fn bench_tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 

@@ -19,7 +19,7 @@ use crate::{
 /// Spends one event of the source's and of the global budget. `Some(n)`: report the drop, `n`
 /// drops of this source having been suppressed since its previous event.
 #[inline(always)]
-pub fn admit(source: &SourceKey, view: &MapView) -> Option<u32> {
+pub(crate) fn admit(source: &SourceKey, view: &MapView) -> Option<u32> {
     let tag = source_tag(source);
     let cache = EVENT_CACHE.get_ptr_mut(0)?;
     let events = &view.header().events;
@@ -77,7 +77,7 @@ fn spend_global(now: u64, view: &MapView) -> bool {
 ///
 /// Called once per arm of the parse result (`None`: no IP header), so that no undefined payload
 /// of another variant is carried past the ring-buffer helper call.
-pub fn report(
+pub(crate) fn report(
     ifindex: u32,
     frame: &XdpFrame,
     packet: Option<&IpPacket>,

@@ -3,14 +3,14 @@
 use aya_ebpf::programs::XdpContext;
 use sipguard_common::parse::{Frame, MAX_PARSE_OFFSET};
 
-pub struct XdpFrame {
+pub(crate) struct XdpFrame {
     data: usize,
     data_end: usize,
 }
 
 impl XdpFrame {
     #[inline(always)]
-    pub fn new(ctx: &XdpContext) -> Self {
+    pub(crate) fn new(ctx: &XdpContext) -> Self {
         XdpFrame {
             data: ctx.data(),
             data_end: ctx.data_end(),
@@ -18,7 +18,7 @@ impl XdpFrame {
     }
 
     #[inline(always)]
-    pub fn byte_len(&self) -> u64 {
+    pub(crate) fn byte_len(&self) -> u64 {
         (self.data_end - self.data) as u64
     }
 }

@@ -29,7 +29,7 @@ use crate::{
 };
 
 #[xdp]
-pub fn sipguard(ctx: XdpContext) -> u32 {
+pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
     let Some(view) = MapView::active() else {
         // Only possible if the maps are unreadable; never break the host's networking.
@@ -68,7 +68,7 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
                             action,
                             reason: verdict.reason as u8,
                             zone: verdict.zone as u8,
-                            monitored: monitored as u8,
+                            monitored: u8::from(monitored),
                             _reserved: 0,
                             suppressed,
                             _reserved2: 0,
@@ -87,7 +87,7 @@ pub fn sipguard(ctx: XdpContext) -> u32 {
 /// Tail-called for the drops that got an event (verified on its own: one program doing both
 /// would exceed the verifier's complexity limit): writes the event, returns the filter's action.
 #[xdp]
-pub fn sipguard_report(ctx: XdpContext) -> u32 {
+pub(crate) fn sipguard_report(ctx: XdpContext) -> u32 {
     let Some(handoff) = HANDOFF.get(0).copied() else {
         return xdp_action::XDP_PASS;
     };

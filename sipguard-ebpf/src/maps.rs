@@ -17,115 +17,126 @@ use sipguard_common::abi::{
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
 /// controller refuse state it does not understand.
 #[map(name = "SG_META")]
-pub static META: Array<Meta> = Array::with_max_entries(1, 0);
+pub(crate) static META: Array<Meta> = Array::with_max_entries(1, 0);
 
 /// The policy generation in force (0 or 1). 1 x 4 bytes. The controller fills the other
 /// generation, then flips this index: a policy change is atomic.
 #[map(name = "SG_ACTIVE")]
-pub static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+pub(crate) static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Settings, classes and the zone of every UDP/TCP port, per generation: 2 x (256 + 64 x 48 +
 /// 2 x 65,536) = 2 x 134,400 bytes.
 #[map(name = "SG_POLICY")]
-pub static POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
+pub(crate) static POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
 
 // Allow/deny prefixes per family and generation. Up to MAX_PREFIXES (262,144) each, allocated on
 // demand at about 100 bytes per prefix.
 #[map(name = "SG_ALLOW4_0")]
-pub static ALLOW4_0: LpmTrie<Ipv4Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static ALLOW4_0: LpmTrie<Ipv4Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_ALLOW4_1")]
-pub static ALLOW4_1: LpmTrie<Ipv4Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static ALLOW4_1: LpmTrie<Ipv4Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 /// IPv4 allowlist hosts (/32), by far the most entries of a carrier list: one hash lookup
 /// instead of a trie walk. The tries hold the networks. Up to MAX_PREFIXES each, allocated on
 /// demand (about 80 bytes per host).
 #[map(name = "SG_AHOST4_0")]
-pub static ALLOW_HOSTS4_0: HashMap<Ipv4Data, RuleValue> =
+pub(crate) static ALLOW_HOSTS4_0: HashMap<Ipv4Data, RuleValue> =
     HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
 #[map(name = "SG_AHOST4_1")]
-pub static ALLOW_HOSTS4_1: HashMap<Ipv4Data, RuleValue> =
+pub(crate) static ALLOW_HOSTS4_1: HashMap<Ipv4Data, RuleValue> =
     HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
 /// IPv6 allowlist hosts (/128), likewise. About 90 bytes per host.
 #[map(name = "SG_AHOST6_0")]
-pub static ALLOW_HOSTS6_0: HashMap<Ipv6Data, RuleValue> =
+pub(crate) static ALLOW_HOSTS6_0: HashMap<Ipv6Data, RuleValue> =
     HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
 #[map(name = "SG_AHOST6_1")]
-pub static ALLOW_HOSTS6_1: HashMap<Ipv6Data, RuleValue> =
+pub(crate) static ALLOW_HOSTS6_1: HashMap<Ipv6Data, RuleValue> =
     HashMap::with_max_entries(MAX_PREFIXES, BPF_F_NO_PREALLOC);
 #[map(name = "SG_ALLOW6_0")]
-pub static ALLOW6_0: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static ALLOW6_0: LpmTrie<Ipv6Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_ALLOW6_1")]
-pub static ALLOW6_1: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static ALLOW6_1: LpmTrie<Ipv6Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_DENY4_0")]
-pub static DENY4_0: LpmTrie<Ipv4Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static DENY4_0: LpmTrie<Ipv4Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_DENY4_1")]
-pub static DENY4_1: LpmTrie<Ipv4Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static DENY4_1: LpmTrie<Ipv4Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_DENY6_0")]
-pub static DENY6_0: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static DENY6_0: LpmTrie<Ipv6Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "SG_DENY6_1")]
-pub static DENY6_1: LpmTrie<Ipv6Data, RuleValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+pub(crate) static DENY6_1: LpmTrie<Ipv6Data, RuleValue> =
+    LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 
 /// Verdicts of first fragments, inherited by the later ones. LRU: 16,384 x ~104 bytes ~ 1.7 MB.
 #[map(name = "SG_FRAGS")]
-pub static FRAGS: LruHashMap<FragKey, FragVerdict> =
+pub(crate) static FRAGS: LruHashMap<FragKey, FragVerdict> =
     LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
 
 /// Boot time minus jiffies x tick, taken once by the first packet (0: not yet), so that the tick
 /// clock reads as boot time. One value for all CPUs: they read the same jiffies, so their clocks
 /// agree (but for the instant a tick takes to reach every CPU). 1 x 8 bytes.
 #[map(name = "SG_CLOCK")]
-pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+pub(crate) static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The IPv4 prefilters, one bit per /24 touched by a prefix of the bitmap's kind, per generation
 /// and bitmap (`sipguard_common::abi::prefilter_index`). 2 x 3 x 64 chunks of 32 KiB = 12 MiB.
 #[map(name = "SG_PREFILTER")]
-pub static PREFILTER: Array<PrefilterChunk> =
+pub(crate) static PREFILTER: Array<PrefilterChunk> =
     Array::with_max_entries(GENERATIONS * PREFILTER_BITMAPS * PREFILTER_CHUNKS, 0);
 
 /// Budget state of unknown sources in the access zone. LRU: 65,536 x ~108 bytes ~ 7 MB. New
 /// entries only within the global new-source budget, so a spoofed flood cannot churn it.
 #[map(name = "SG_SOURCES")]
-pub static SOURCES: LruHashMap<SourceKey, SourceState> =
+pub(crate) static SOURCES: LruHashMap<SourceKey, SourceState> =
     LruHashMap::with_max_entries(MAX_SOURCES, 0);
 
 /// Budget state of allowlisted sources whose class has a budget. Only allowlisted traffic
 /// inserts here, so no other source can evict or drain a peer. LRU: 16,384 x ~108 bytes ~ 1.8 MB.
 #[map(name = "SG_PEERS")]
-pub static PEERS: LruHashMap<SourceKey, SourceState> = LruHashMap::with_max_entries(MAX_PEERS, 0);
+pub(crate) static PEERS: LruHashMap<SourceKey, SourceState> =
+    LruHashMap::with_max_entries(MAX_PEERS, 0);
 
 /// Bans, automatic and manual; they expire by themselves. Allocated per ban: up to 65,536 x
 /// ~120 bytes ~ 7.9 MB.
 #[map(name = "SG_BANS")]
-pub static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
+pub(crate) static BANS: HashMap<SourceKey, Ban> =
+    HashMap::with_max_entries(MAX_BANS, BPF_F_NO_PREALLOC);
 
 /// Per-CPU GCRA state (TAT) of the budget for creating new per-source state. 1 x 8 bytes per CPU.
 #[map(name = "SG_NEWSRC")]
-pub static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Drop events for the controller. 1 MiB: about 13,000 events of 72 + 8 bytes.
 #[map(name = "SG_EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
 /// Event budget per source, per CPU, direct-mapped: one array lookup decides whether a drop gets
 /// an event. 256 x 16 bytes = 4 KiB per CPU.
 #[map(name = "SG_EVCACHE")]
-pub static EVENT_CACHE: PerCpuArray<EventCache> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static EVENT_CACHE: PerCpuArray<EventCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// Event and table accounting per CPU (`event_stat::*`): emitted, suppressed, lost, bans and
 /// would-be bans issued, failed inserts per table; and in slot SLOTS the per-CPU TAT of the
 /// global event budget. 10 x 8 bytes per CPU.
 #[map(name = "SG_EVSTATS")]
-pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event_stat::SLOTS + 1, 0);
+pub(crate) static EVENT_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(event_stat::SLOTS + 1, 0);
 
 /// The report program (slot `TAIL_REPORT`), set by the controller at load. 1 slot.
 #[map(name = "SG_TAILS")]
-pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// The verdict handed from the filter to the report program. 1 x 16 bytes per CPU.
 #[map(name = "SG_SCRATCH")]
-pub static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
-pub fn event_stat(slot: u32) {
+pub(crate) fn event_stat(slot: u32) {
     if let Some(value) = EVENT_STATS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe { *value += 1 };
@@ -134,10 +145,11 @@ pub fn event_stat(slot: u32) {
 
 /// Packets and bytes by zone, reason and monitored flag. 128 slots x 16 bytes per CPU.
 #[map(name = "SG_COUNTERS")]
-pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS as u32, 0);
+pub(crate) static COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(COUNTER_SLOTS as u32, 0);
 
 #[inline(always)]
-pub fn count(index: u32, bytes: u64) {
+pub(crate) fn count(index: u32, bytes: u64) {
     if let Some(counter) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
         unsafe {

@@ -29,7 +29,7 @@ use crate::maps::{
     POLICY, PREFILTER, SOURCES, event_stat,
 };
 
-pub struct MapView {
+pub(crate) struct MapView {
     generation: u32,
     policy: &'static Policy,
     /// Boot-time ns on the tick clock, read once per packet when first needed.
@@ -38,7 +38,7 @@ pub struct MapView {
 
 impl MapView {
     #[inline(always)]
-    pub fn active() -> Option<Self> {
+    pub(crate) fn active() -> Option<Self> {
         let generation = *ACTIVE.get(0)? & 1;
         let policy = POLICY.get(generation)?;
         Some(MapView {
@@ -49,24 +49,24 @@ impl MapView {
     }
 
     #[inline(always)]
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         Mode::from_u8(self.policy.header.mode)
     }
 
     #[inline(always)]
-    pub fn header(&self) -> &PolicyHeader {
+    pub(crate) fn header(&self) -> &PolicyHeader {
         &self.policy.header
     }
 
     #[inline(always)]
-    pub fn ipv6_budget(&self) -> u8 {
+    pub(crate) fn ipv6_budget(&self) -> u8 {
         self.policy.header.ipv6_budget_prefix
     }
 
     /// Nanoseconds per step of [`MapView::now`]; budgets admit on it with
     /// [`Gcra::admit_on_tick`].
     #[inline(always)]
-    pub fn tick_ns(&self) -> u64 {
+    pub(crate) fn tick_ns(&self) -> u64 {
         match self.policy.header.tick_ns {
             0 => u64::from(DEFAULT_TICK_NS),
             tick => u64::from(tick),
@@ -116,7 +116,7 @@ impl MapView {
     /// tick beyond the burst). Bans and strike windows are seconds. In exchange, no helper call:
     /// `bpf_jiffies64` is inlined, `bpf_ktime_get_boot_ns` costs 30-40 ns in this VM.
     #[inline(always)]
-    pub fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         let mut now = self.now.get();
         if now == 0 {
             now = self.tick_clock();
@@ -323,7 +323,7 @@ impl PolicyView for MapView {
         }
         let fresh = fresh_state(&gcra, class, now);
         // Another CPU may have created it meanwhile; the first packet is admitted either way.
-        if let Err(error) = PEERS.insert(source, fresh, BPF_NOEXIST as u64) {
+        if let Err(error) = PEERS.insert(source, fresh, u64::from(BPF_NOEXIST)) {
             count_failed_insert(error, event_stat::INSERT_FAILED_PEERS);
         }
         true
@@ -373,7 +373,7 @@ impl PolicyView for MapView {
             }
         }
         let fresh = fresh_state(&gcra, header.access_class, now);
-        if let Err(error) = SOURCES.insert(source, fresh, BPF_NOEXIST as u64) {
+        if let Err(error) = SOURCES.insert(source, fresh, u64::from(BPF_NOEXIST)) {
             count_failed_insert(error, event_stat::INSERT_FAILED_SOURCES);
         }
         Spend::Admitted

@@ -360,9 +360,8 @@ fn replace_in_link(
         Ok(pinned) => FdLink::from(pinned),
         Err(_) => return stale("not a link"),
     };
-    let xdp_link = match XdpLink::try_from(fd_link) {
-        Ok(link) => link,
-        Err(_) => return stale("not an XDP link"),
+    let Ok(xdp_link) = XdpLink::try_from(fd_link) else {
+        return stale("not an XDP link");
     };
     let link_id = program
         .attach_to_link(xdp_link)

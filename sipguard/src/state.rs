@@ -510,7 +510,7 @@ impl State {
             List::Deny => (&self.deny4[g], &self.deny6[g]),
         };
         let mut rules = BTreeMap::new();
-        for entry in v4.iter() {
+        for entry in v4 {
             let (key, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
             rules.insert(
                 Prefix::V4 {
@@ -521,16 +521,16 @@ impl State {
             );
         }
         if list == List::Allow {
-            for entry in self.allow_hosts4[g].iter() {
+            for entry in &self.allow_hosts4[g] {
                 let (addr, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
                 rules.insert(Prefix::V4 { len: 32, addr }, value);
             }
-            for entry in self.allow_hosts6[g].iter() {
+            for entry in &self.allow_hosts6[g] {
                 let (addr, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
                 rules.insert(Prefix::V6 { len: 128, addr }, value);
             }
         }
-        for entry in v6.iter() {
+        for entry in v6 {
             let (key, value) = entry.map_err(map_err(format!("read {}", list.name())))?;
             rules.insert(
                 Prefix::V6 {

@@ -952,7 +952,7 @@ pub fn sip_options_request(src: SocketAddr, dst: SocketAddr, transport: &str) ->
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
     let (from, to) = (host(src.ip()), host(dst.ip()));
-    let tag = src.port() as u32 * 7919 + dst.port() as u32;
+    let tag = u32::from(src.port()) * 7919 + u32::from(dst.port());
     format!(
         "OPTIONS sip:{to}:{dport} SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {from}:{sport};branch=z9hG4bK-sg{tag:x};rport\r\n\

@@ -321,7 +321,7 @@ impl Capture {
             let mut frames = Vec::new();
             // SAFETY: plain socket calls with initialised buffers.
             unsafe {
-                let protocol = (libc::ETH_P_ALL as u16).to_be() as i32;
+                let protocol = i32::from((libc::ETH_P_ALL as u16).to_be());
                 let fd = libc::socket(
                     libc::AF_PACKET,
                     libc::SOCK_RAW | libc::SOCK_CLOEXEC,

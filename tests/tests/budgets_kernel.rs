@@ -638,7 +638,7 @@ fn allowlist_hosts_and_networks_answer_together() {
     assert_eq!(reason(&mut filter, "198.51.100.9"), Reason::Allowlisted);
     assert_eq!(reason(&mut filter, "198.51.100.8"), Reason::NotAllowlisted);
     let rules = filter.rules(List::Allow);
-    let listed: Vec<String> = rules.keys().map(|prefix| prefix.to_string()).collect();
+    let listed: Vec<String> = rules.keys().map(std::string::ToString::to_string).collect();
     assert_eq!(
         listed,
         [
@@ -664,7 +664,7 @@ fn allowlist_hosts_and_networks_answer_together() {
 /// multiple of it (each CPU reads the tick clock; a CPU a tick behind must not reset the bucket).
 #[test]
 fn a_source_flooding_from_every_cpu_gets_its_rate_not_a_multiple() {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     for (rate, burst) in [(100_000u32, 1_000u32), (10_000, 1)] {
         let flood = sipguard_tests::harness::flood_one_source(rate, burst, 300_000, cpus);
         assert_eq!(flood.runs, 300_000 * cpus as u64);

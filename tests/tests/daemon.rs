@@ -121,7 +121,7 @@ impl Setup {
             .sbc
             .run(move || client::get(LISTEN.parse().unwrap(), &path, Duration::from_secs(10)))
             .ok()
-            .and_then(|r| r.ok())
+            .and_then(std::result::Result::ok)
             .flatten()
     }
 
@@ -681,7 +681,8 @@ fn the_daemon_keeps_serving_after_running_out_of_file_descriptors() {
     let setup = Setup::new("nofile");
     let mut daemon = setup.start_daemon();
     let pid = daemon.0.id() as i32;
-    let open_files = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |fds| fds.count());
+    let open_files =
+        || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, std::iter::Iterator::count);
     let limit = open_files() as u64 + FD_HEADROOM;
     let normal_limit = set_open_file_limit(pid, limit);
     // They queue in the listen backlog; the daemon accepts until its descriptors run out.

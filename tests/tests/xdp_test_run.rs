@@ -279,7 +279,10 @@ fn vlan_qinq_and_legacy_tags_do_not_change_the_verdict() {
     }
     // Five tags: deeper than the parser walks; never admitted for being unparsed.
     let five = (1..=5)
-        .fold(udp4(ALLOWED4, 5060), |p, id| p.with_vlan(id))
+        .fold(
+            udp4(ALLOWED4, 5060),
+            sipguard_tests::frames::Packet::with_vlan,
+        )
         .build();
     cases.push(("five tags", five, drop(Zone::Unknown, Reason::Unparsed)));
     check(&mut filter, &model, &cases);

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::util::{cmd, require_root, run_with, setup, workspace_root};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Every part briefly (seconds): what the test suite runs so that the harness does not rot.
     #[arg(long)]
     quick: bool,
@@ -17,7 +17,7 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     require_root("bench")?;
     setup()?;
     cmd(

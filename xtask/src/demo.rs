@@ -7,13 +7,13 @@ use anyhow::Result;
 use crate::util::{cmd, require_root, run_with, setup, workspace_root};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Extra arguments for `sipguard-lab demo` (`--quick`, `--keep`, `--json FILE`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<String>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     require_root("demo")?;
     setup()?;
     cmd(
@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `cargo xtask demo-down`
-pub fn down() -> Result<()> {
+pub(crate) fn down() -> Result<()> {
     require_root("demo-down")?;
     let release = workspace_root().join("target/release");
     run_with(Command::new(release.join("sipguard-lab")).arg("down"))

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::util::{cmd, require_root, run_with, setup, workspace_root};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Skip fmt/clippy.
     #[arg(long)]
     no_lint: bool,
@@ -15,7 +15,7 @@ pub struct Args {
     filter: Option<String>,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     require_root("test")?;
     setup()?;
     if !args.no_lint {
@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-pub fn lint() -> Result<()> {
+pub(crate) fn lint() -> Result<()> {
     cmd("cargo", &["fmt", "--all", "--", "--check"])?;
     cmd(
         "cargo",

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -15,11 +15,11 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Runs a command in the workspace root, echoing it; fails on a non-zero exit.
-pub fn cmd(program: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn cmd(program: &str, args: &[&str]) -> Result<()> {
     run_with(Command::new(program).args(args))
 }
 
-pub fn run_with(command: &mut Command) -> Result<()> {
+pub(crate) fn run_with(command: &mut Command) -> Result<()> {
     command.current_dir(workspace_root());
     eprintln!("+ {}", describe(command));
     let status = command
@@ -39,7 +39,7 @@ fn describe(command: &Command) -> String {
         .join(" ")
 }
 
-pub fn require_root(task: &str) -> Result<()> {
+pub(crate) fn require_root(task: &str) -> Result<()> {
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } != 0 {
         bail!("`cargo xtask {task}` needs root (BPF, XDP, network namespaces)");
@@ -48,7 +48,7 @@ pub fn require_root(task: &str) -> Result<()> {
 }
 
 /// scripts/setup: idempotent, quiet when everything is present.
-pub fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     require_root("setup")?;
     cmd("scripts/setup", &[])
 }

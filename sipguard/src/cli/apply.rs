@@ -29,7 +29,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let policy = match Policy::load(&args.file) {
         Ok(policy) => policy,
         Err(error) => {
@@ -50,7 +50,7 @@ pub fn run(global: &Global, args: Args) -> Result<u8> {
     Ok(0)
 }
 
-pub fn print_report(report: &ApplyReport) {
+pub(super) fn print_report(report: &ApplyReport) {
     println!(
         "  mode {}, fragments {}; trunk udp {} / tcp {}; access udp {} / tcp {}",
         report.mode,

@@ -34,7 +34,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn parse_mode(text: &str) -> Result<Mode, String> {
+pub(super) fn parse_mode(text: &str) -> Result<Mode, String> {
     match text {
         "enforce" => Ok(Mode::Enforce),
         "monitor" => Ok(Mode::Monitor),
@@ -42,7 +42,7 @@ pub fn parse_mode(text: &str) -> Result<Mode, String> {
     }
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let policy = match load_policy(args.policy.as_deref()) {
         Ok(policy) => policy,
         Err(status) => return Ok(status),

@@ -93,7 +93,7 @@ struct Row {
     strikes: u32,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     match args.action {
         Action::List { iface, json } => list(global, iface.as_deref(), json),
         Action::Add {

@@ -16,7 +16,7 @@ pub struct Args {
     file: PathBuf,
 }
 
-pub fn run(args: Args) -> Result<u8> {
+pub(super) fn run(args: Args) -> Result<u8> {
     match Policy::load(&args.file) {
         Ok(policy) => {
             let count = |rules: &[crate::policy::Rule], v4: bool| {

@@ -20,7 +20,7 @@ pub struct Args {
     keep_state: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
     let report = detach(&target, args.keep_state)
         .with_context(|| format!("detach from {}", target.label()))?;

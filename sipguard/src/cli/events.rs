@@ -50,7 +50,7 @@ fn print(event: &EventRecord, json: bool) {
     }
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let label = args
         .iface
         .as_deref()

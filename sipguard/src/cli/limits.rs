@@ -57,7 +57,7 @@ struct Row {
     burst: u32,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     match args.action {
         Action::Show { iface, json } => {
             let target = global.target(iface.as_deref())?;

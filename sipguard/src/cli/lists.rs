@@ -64,7 +64,7 @@ struct Row {
     added_at_unix: u32,
 }
 
-pub fn run(global: &Global, list: List, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, list: List, args: Args) -> Result<u8> {
     match args.action {
         Action::Add(entries) => change(global, list, entries, true),
         Action::Del(entries) => change(global, list, entries, false),

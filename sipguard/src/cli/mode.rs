@@ -21,7 +21,7 @@ pub struct Args {
     mode: Option<Mode>,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
     match args.mode {
         Some(mode) => {

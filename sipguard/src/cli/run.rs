@@ -46,7 +46,7 @@ pub struct Args {
     no_attach: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let policy = match load_policy(args.policy.as_deref()) {
         Ok(policy) => policy,
         Err(status) => return Ok(status),

@@ -18,7 +18,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
     let state = State::open(&target)?;
     let stats = Stats::read(&state)?;

@@ -20,7 +20,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let targets = match &args.iface {
         Some(iface) => vec![global.target(Some(iface))?],
         None => Target::list(&global.pin_root),

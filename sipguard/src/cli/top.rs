@@ -41,7 +41,7 @@ pub struct Args {
     daemon: SocketAddr,
 }
 
-pub fn run(global: &Global, args: Args) -> Result<u8> {
+pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let once = args.once || args.json;
     let interval = Duration::from_secs_f64(args.interval.max(0.2));
     let path = format!("/api/top?limit={}", args.limit);

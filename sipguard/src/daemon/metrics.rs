@@ -213,7 +213,10 @@ impl SipguardCollector {
 
 impl Collector for SipguardCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let _guard = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut scrape = Scrape::default();
         for target in &self.targets {
             if let Err(error) = self.read(target, &mut scrape) {

@@ -153,18 +153,28 @@ impl Shared {
     }
 
     pub(crate) fn top_view(&self, limit: usize) -> TopView {
-        let top = self.top.lock().unwrap_or_else(|e| e.into_inner());
+        let top = self
+            .top
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         TopView {
             sources: top.top(limit),
             drops_seen: top.total,
             sources_tracked: top.len(),
-            rates: self.rates.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            rates: self
+                .rates
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 
     /// Events after sequence number `after`, oldest first; with `after == 0`, the newest.
     pub(crate) fn events_after(&self, after: u64, limit: usize) -> Vec<EventRecord> {
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if after == 0 {
             let skip = recent.len().saturating_sub(limit);
             return recent.iter().skip(skip).cloned().collect();
@@ -236,7 +246,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     loop {
         tokio::select! {
             _ = hangup.recv() => {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).reopen();
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reopen();
             }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -246,7 +256,9 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             }
         }
     }
-    sink.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    sink.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .flush();
     eprintln!("sipguard: stopped; filtering continues in the kernel");
     Ok(())
 }
@@ -287,9 +299,17 @@ async fn drain(
             clock = Clock::now();
         }
         {
-            let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
-            let mut top = shared.top.lock().unwrap_or_else(|e| e.into_inner());
-            let mut recent = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sink = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut top = shared
+                .top
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut recent = shared
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for mut event in batch {
                 event.seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
                 if let Ok(line) = serde_json::to_string(&event) {
@@ -367,7 +387,10 @@ async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {
             rates.extend(crate::report::rates(&label, first, last, seconds));
         }
         rates.sort_by(|a, b| b.packets_per_second.total_cmp(&a.packets_per_second));
-        *shared.rates.lock().unwrap_or_else(|e| e.into_inner()) = rates;
+        *shared
+            .rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
     }
 }
 

@@ -25,39 +25,39 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 /// Destination of every frame: the SBC.
-pub const SBC_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-pub const SBC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub(super) const SBC_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub(super) const SBC_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
-pub const TRUNK_PORT: u16 = 5060;
-pub const ACCESS_PORT: u16 = 5070;
+pub(super) const TRUNK_PORT: u16 = 5060;
+pub(super) const ACCESS_PORT: u16 = 5070;
 
 /// Allowlisted, class `carrier` (a budget too high to run out under test_run).
-pub const CARRIER_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 0);
-pub const CARRIER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc000, 0, 0, 0, 0, 0x10);
+pub(super) const CARRIER_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 0);
+pub(super) const CARRIER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xc000, 0, 0, 0, 0, 0x10);
 /// Allowlisted, class `throttled` (1/s, burst 1).
-pub const THROTTLED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
+pub(super) const THROTTLED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
 /// Allowlisted without a class (no budget).
-pub const UNBUDGETED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 2);
+pub(super) const UNBUDGETED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 2);
 /// On no list (last two bits 11, among allowlisted hosts).
-pub const UNKNOWN_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 7);
+pub(super) const UNKNOWN_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 7);
 /// On no list, in a /24 that no allow or deny prefix touches (TEST-NET-3): the IPv4 prefilter
 /// answers without a trie walk. Only ever a test_run frame.
-pub const UNLISTED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
-pub const ACCESS_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 11);
-pub const BANNED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 15);
-pub const NON_SIP_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 19);
-pub const DENIED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 23);
-pub const MALFORMED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 27);
+pub(super) const UNLISTED_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
+pub(super) const ACCESS_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 11);
+pub(super) const BANNED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 15);
+pub(super) const NON_SIP_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 19);
+pub(super) const DENIED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 23);
+pub(super) const MALFORMED_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 200, 27);
 
 /// Denylist entries (fixed for every prefix count): 49 IPv4 hosts, 15 IPv6 hosts.
-pub const DENY_ENTRIES: usize = 64;
+pub(super) const DENY_ENTRIES: usize = 64;
 
 /// Share of the allowlist that is IPv6, in percent.
 const V6_PCT: usize = 15;
 
 /// A v4 or v6 prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Net {
+pub(super) enum Net {
     V4(Ipv4Addr, u8),
     V6(Ipv6Addr, u8),
 }
@@ -73,7 +73,7 @@ impl std::fmt::Display for Net {
 
 /// How many prefixes of each kind a generated allowlist holds.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct MixCounts {
+pub(crate) struct MixCounts {
     pub total: usize,
     pub v4_hosts: usize,
     pub v4_28_to_30: usize,
@@ -85,7 +85,7 @@ pub struct MixCounts {
 
 /// An allowlist of `total` prefixes: the `carriers` group (everything but two entries) plus the
 /// `throttled` and `unbudgeted` hosts.
-pub struct Mix {
+pub(super) struct Mix {
     pub carriers: Vec<Net>,
     pub counts: MixCounts,
 }
@@ -126,7 +126,7 @@ impl Rng {
 impl Mix {
     /// Roughly 85% IPv4 (of which 98% /32 hosts, 2% /28-/30 subnets, one /24 per 10,000) and
     /// 15% IPv6 (half /128 hosts, 35% /64s, 15% /48s). No two prefixes overlap.
-    pub fn generate(total: usize) -> Mix {
+    pub(super) fn generate(total: usize) -> Mix {
         assert!(total >= 10, "a mix needs at least 10 prefixes");
         let mut rng = Rng(0x5197_6a2d ^ total as u64);
         let v6_count = (total * V6_PCT / 100).max(1);
@@ -244,7 +244,7 @@ impl Mix {
     }
 
     /// Every allowlisted prefix (carriers plus the two fixed hosts).
-    pub fn all(&self) -> Vec<Net> {
+    pub(super) fn all(&self) -> Vec<Net> {
         let mut all = self.carriers.clone();
         all.push(Net::V4(THROTTLED_V4, 32));
         all.push(Net::V4(UNBUDGETED_V4, 32));
@@ -253,7 +253,7 @@ impl Mix {
 
     /// xdp-filter matches exact addresses only: every host, and the first address of every
     /// subnet (the nearest equivalent; lookups cost the same).
-    pub fn addresses(&self) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    pub(super) fn addresses(&self) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for net in self.all() {
@@ -265,7 +265,7 @@ impl Mix {
         (v4, v6)
     }
 
-    pub fn description() -> String {
+    pub(super) fn description() -> String {
         "per prefix count N: about 85% IPv4 (98% /32 hosts, 2% /28-/30 subnets, one /24 per \
          10,000) and 15% IPv6 (50% /128 hosts, 35% /64s, 15% /48s); no two prefixes overlap; \
          all in 198.18.0.0/15 and 2001:db8::/32; the unknown, denied, banned and spoofed \
@@ -277,7 +277,7 @@ impl Mix {
 }
 
 /// The denylist: [`DENIED_V4`], 48 more IPv4 hosts in 198.19.201.0/24 and 15 IPv6 hosts.
-pub fn denylist() -> Vec<Net> {
+pub(super) fn denylist() -> Vec<Net> {
     let mut deny = vec![Net::V4(DENIED_V4, 32)];
     for i in 0..48u8 {
         deny.push(Net::V4(Ipv4Addr::new(198, 19, 201, i * 4 + 3), 32));
@@ -298,7 +298,7 @@ pub fn denylist() -> Vec<Net> {
 /// the fastest budget sipguard still enforces (one nanosecond per packet): a test_run loop never
 /// exhausts it, yet every packet goes through the bucket (compare-and-swap). `throttled` is
 /// 1/s, burst 1. Automatic bans are off (threshold 0); the banned scenario uses a manual ban.
-pub fn write_policy(dir: &Path, mix: &Mix) -> Result<PathBuf> {
+pub(super) fn write_policy(dir: &Path, mix: &Mix) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let mut carriers = String::from("# generated by sipguard-bench\n");
     for net in &mix.carriers {

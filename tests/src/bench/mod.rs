@@ -21,7 +21,7 @@ use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::Result;
 
-pub use self::sys::install_interrupt_handler;
+pub(crate) use self::sys::install_interrupt_handler;
 use self::{
     mix::{BANNED_V4, Mix, Net, denylist},
     per_packet::{BASELINES, Baselines, Config, Subject, Unit, Variant, XfInstance},
@@ -47,7 +47,7 @@ const VARIANTS: [(&str, usize, Variant); 2] = [
     ("10k-noevents", 10_000, Variant::NoEvents),
 ];
 
-pub struct Settings {
+pub(crate) struct Settings {
     pub quick: bool,
     pub per_packet: per_packet::Settings,
     pub throughput: throughput::Settings,
@@ -55,7 +55,7 @@ pub struct Settings {
 
 impl Settings {
     /// About two to four minutes here.
-    pub fn full() -> Settings {
+    pub(crate) fn full() -> Settings {
         Settings {
             quick: false,
             per_packet: per_packet::Settings {
@@ -72,7 +72,7 @@ impl Settings {
     }
 
     /// Every part, briefly: seconds.
-    pub fn quick() -> Settings {
+    pub(crate) fn quick() -> Settings {
         Settings {
             quick: true,
             per_packet: per_packet::Settings {
@@ -96,7 +96,7 @@ fn progress(started: Instant, message: &str) {
     );
 }
 
-pub fn run(settings: &Settings) -> Result<Report> {
+pub(crate) fn run(settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let started_unix = sipguard::time::now_unix();
     sys::remove_stale_namespaces();
@@ -561,6 +561,6 @@ fn notes() -> Vec<String> {
          allowlist size, and the verifier's instruction counts.",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect()
 }

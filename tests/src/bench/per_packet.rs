@@ -37,10 +37,10 @@ use super::{
 };
 
 /// The programs every sipguard figure is divided by.
-pub const BASELINES: [&str; 3] = ["bench_drop", "bench_pass", "bench_parse"];
+pub(super) const BASELINES: [&str; 3] = ["bench_drop", "bench_pass", "bench_parse"];
 
 /// sipguard loaded with one allowlist.
-pub struct Config {
+pub(super) struct Config {
     pub info: ConfigInfo,
     pub filter: TestFilter,
 }
@@ -48,7 +48,7 @@ pub struct Config {
 /// How a configuration differs from sipguard as deployed with its allowlist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Variant {
+pub(crate) enum Variant {
     Plain,
     /// SG_SOURCES and SG_PEERS filled to capacity before measuring.
     MapsFull,
@@ -59,7 +59,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Variant::Plain => "as deployed",
             Variant::MapsFull => "SG_SOURCES, SG_PEERS full",
@@ -69,7 +69,7 @@ impl Variant {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ConfigInfo {
+pub(crate) struct ConfigInfo {
     /// `100`, `1k`, `10k`, `100k`, `10k+full`, `10k-noevents`.
     pub name: String,
     pub prefixes: usize,
@@ -100,7 +100,7 @@ fn source_key(addr: Ipv4Addr) -> SourceKey {
 impl Config {
     /// Writes the policy for `mix` under `dir`, loads sipguard with it, bans [`BANNED_V4`] by hand
     /// and sets up `variant`.
-    pub fn load(dir: &Path, name: &str, mix: &Mix, variant: Variant) -> Result<Config> {
+    pub(super) fn load(dir: &Path, name: &str, mix: &Mix, variant: Variant) -> Result<Config> {
         let path = write_policy(&dir.join(name), mix)?;
         let start = Instant::now();
         let policy = Policy::load(&path).map_err(|e| anyhow!("{e}"))?;
@@ -145,7 +145,7 @@ impl Config {
         })
     }
 
-    pub fn programs(&self) -> Result<Vec<ProgramRow>> {
+    pub(super) fn programs(&self) -> Result<Vec<ProgramRow>> {
         let mut rows = Vec::new();
         for (name, program) in self.filter.loaded.ebpf.programs() {
             if let Ok(info) = program.info() {
@@ -200,12 +200,12 @@ fn fill_per_source_maps(target: &Target) -> Result<()> {
 }
 
 /// bench_drop, bench_pass and bench_parse from `sipguard::BASELINES_OBJECT`.
-pub struct Baselines {
+pub(super) struct Baselines {
     ebpf: Ebpf,
 }
 
 impl Baselines {
-    pub fn load() -> Result<Baselines> {
+    pub(super) fn load() -> Result<Baselines> {
         let mut ebpf = EbpfLoader::new().load(sipguard::BASELINES_OBJECT)?;
         for name in BASELINES {
             let program: &mut Xdp = ebpf
@@ -225,7 +225,7 @@ impl Baselines {
             .try_into()?)
     }
 
-    pub fn programs(&self) -> Result<Vec<ProgramRow>> {
+    pub(super) fn programs(&self) -> Result<Vec<ProgramRow>> {
         BASELINES
             .iter()
             .map(|name| {
@@ -237,7 +237,7 @@ impl Baselines {
 }
 
 /// One xdp-filter configuration.
-pub struct XfInstance {
+pub(super) struct XfInstance {
     pub setup: XfSetup,
     /// The sipguard configuration whose allowlist it holds (drop-unmatched), or None.
     pub config: Option<String>,
@@ -247,14 +247,14 @@ pub struct XfInstance {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Subject {
+pub(super) enum Subject {
     Sipguard(usize),
     Baseline(&'static str),
     XdpFilter(usize),
 }
 
 /// One subject on one scenario frame, measured once per round.
-pub struct Unit {
+pub(super) struct Unit {
     pub subject: Subject,
     pub scenario: usize,
     /// ns per run, one per round.
@@ -269,7 +269,7 @@ pub struct Unit {
     pub action_ok: bool,
 }
 
-pub struct Settings {
+pub(crate) struct Settings {
     pub rounds: usize,
     pub repeat: u32,
 }
@@ -289,7 +289,7 @@ fn test_run(program: &Xdp, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
 }
 
 /// Measures every unit once per round; returns the units with their samples.
-pub fn measure(
+pub(super) fn measure(
     settings: &Settings,
     scenarios: &[Scenario],
     configs: &mut [Config],

@@ -4,7 +4,7 @@ use aya::programs::ProgramInfo;
 use serde::Serialize;
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ProgramRow {
+pub(crate) struct ProgramRow {
     /// Name in the kernel (`bpftool prog show`).
     pub program: String,
     /// What it is in this benchmark.
@@ -19,7 +19,7 @@ pub struct ProgramRow {
 }
 
 impl ProgramRow {
-    pub fn new(info: &ProgramInfo, role: &str) -> ProgramRow {
+    pub(crate) fn new(info: &ProgramInfo, role: &str) -> ProgramRow {
         ProgramRow {
             program: info.name_as_str().unwrap_or("?").to_string(),
             role: role.to_string(),

@@ -13,10 +13,10 @@ use super::{
     throughput::{ThroughputReport, Traffic},
 };
 
-pub const SCHEMA: u32 = 1;
+pub(super) const SCHEMA: u32 = 1;
 
 #[derive(Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub schema: u32,
     /// `full` or `quick`.
     pub mode: &'static str,
@@ -43,13 +43,13 @@ pub struct Report {
 }
 
 #[derive(Serialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub kernel: String,
     pub cpus: usize,
 }
 
 #[derive(Serialize)]
-pub struct SettingsOut {
+pub(crate) struct SettingsOut {
     pub rounds: usize,
     pub repeat: u32,
     pub throughput_rounds: usize,
@@ -58,7 +58,7 @@ pub struct SettingsOut {
 }
 
 #[derive(Serialize)]
-pub struct ScenarioInfo {
+pub(crate) struct ScenarioInfo {
     pub name: &'static str,
     pub title: &'static str,
     pub frame_bytes: usize,
@@ -69,7 +69,7 @@ pub struct ScenarioInfo {
 }
 
 #[derive(Serialize)]
-pub struct SipguardCell {
+pub(crate) struct SipguardCell {
     pub scenario: &'static str,
     pub config: String,
     pub prefixes: usize,
@@ -92,14 +92,14 @@ pub struct SipguardCell {
 }
 
 #[derive(Serialize)]
-pub struct XfRatio {
+pub(crate) struct XfRatio {
     pub setup: XfSetup,
     pub against: String,
     pub ratio: Summary,
 }
 
 #[derive(Serialize)]
-pub struct BaselineCell {
+pub(crate) struct BaselineCell {
     /// `bench_drop`, `bench_pass`, `bench_parse`, `xdp_filter`.
     pub baseline: String,
     pub scenario: &'static str,
@@ -114,7 +114,7 @@ pub struct BaselineCell {
 }
 
 #[derive(Serialize)]
-pub struct XfInfo {
+pub(crate) struct XfInfo {
     pub setup: XfSetup,
     pub config: Option<String>,
     pub label: String,
@@ -122,7 +122,7 @@ pub struct XfInfo {
 }
 
 #[derive(Serialize)]
-pub struct GrowthRow {
+pub(crate) struct GrowthRow {
     pub scenario: &'static str,
     pub from: String,
     pub to: String,
@@ -130,7 +130,7 @@ pub struct GrowthRow {
 }
 
 #[derive(Serialize)]
-pub struct BreakdownRow {
+pub(crate) struct BreakdownRow {
     pub step: String,
     pub computed_as: String,
     /// ns per packet (a difference of two medians measured in the same rounds; noise can make
@@ -139,7 +139,7 @@ pub struct BreakdownRow {
 }
 
 #[derive(Serialize)]
-pub struct TargetRow {
+pub(crate) struct TargetRow {
     pub target: String,
     pub value: Option<f64>,
     pub limit: f64,
@@ -203,7 +203,7 @@ fn worst<'a>(
 }
 
 /// The targets of issue 6, from the measured cells.
-pub fn targets(
+pub(super) fn targets(
     cells: &[SipguardCell],
     growth: &[GrowthRow],
     throughput: &ThroughputReport,
@@ -358,7 +358,7 @@ impl Report {
         md.push('\n');
     }
 
-    pub fn markdown(&self) -> String {
+    pub(crate) fn markdown(&self) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "# sipguard benchmark ({})\n", self.mode);
         let _ = writeln!(
@@ -624,7 +624,7 @@ impl Report {
     }
 
     /// A few lines for stdout.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -19,7 +19,7 @@ use super::mix::{
 /// Which xdp-filter setup expresses a scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum XfSetup {
+pub(crate) enum XfSetup {
     /// `xdp-filter load -p deny`: unmatched packets are dropped; rules (`xdp-filter ip ADDR -m
     /// src`) are the allowlist. The nearest equivalent of a trunk zone.
     DropUnmatched,
@@ -28,7 +28,7 @@ pub enum XfSetup {
 }
 
 impl XfSetup {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             XfSetup::DropUnmatched => "drop_unmatched",
             XfSetup::PassUnmatched => "pass_unmatched",
@@ -36,7 +36,7 @@ impl XfSetup {
     }
 }
 
-pub struct Scenario {
+pub(super) struct Scenario {
     pub name: &'static str,
     pub title: &'static str,
     pub frame: Vec<u8>,
@@ -62,11 +62,11 @@ fn sip(src: IpAddr, dport: u16) -> Vec<u8> {
 }
 
 /// A SIP OPTIONS keepalive over UDP from `src` to the SBC's `dport`.
-pub fn options4(src: std::net::Ipv4Addr, dport: u16) -> Packet {
+pub(super) fn options4(src: std::net::Ipv4Addr, dport: u16) -> Packet {
     Packet::udp4(src, SBC_V4, TRUNK_PORT, dport, sip(src.into(), dport))
 }
 
-pub fn all() -> Vec<Scenario> {
+pub(super) fn all() -> Vec<Scenario> {
     let mut malformed = options4(MALFORMED_V4, TRUNK_PORT).build();
     // IHL 4: a header shorter than 20 bytes, which the kernel rejects too.
     malformed[14] = 0x44;

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// One figure measured once per round.
 #[derive(Clone, Debug, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub median: f64,
     pub min: f64,
     pub max: f64,
@@ -16,7 +16,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(samples: &[f64]) -> Summary {
+    pub(crate) fn of(samples: &[f64]) -> Summary {
         let median = median(samples);
         let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
         let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -35,7 +35,7 @@ impl Summary {
     }
 
     /// `a / b` round by round, summarised.
-    pub fn ratio(a: &[f64], b: &[f64]) -> Summary {
+    pub(crate) fn ratio(a: &[f64], b: &[f64]) -> Summary {
         let ratios: Vec<f64> = a
             .iter()
             .zip(b)
@@ -46,7 +46,7 @@ impl Summary {
     }
 }
 
-pub fn median(samples: &[f64]) -> f64 {
+pub(super) fn median(samples: &[f64]) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
@@ -62,7 +62,7 @@ pub fn median(samples: &[f64]) -> f64 {
 
 /// Rounds are run in a rotated order, reversed every other round, so that no unit always runs
 /// first (cold) or right after the same neighbour.
-pub fn round_order(units: usize, round: usize, rounds: usize) -> Vec<usize> {
+pub(super) fn round_order(units: usize, round: usize, rounds: usize) -> Vec<usize> {
     let shift = (round * units).checked_div(rounds).unwrap_or(0);
     let mut order: Vec<usize> = (0..units).map(|i| (i + shift) % units.max(1)).collect();
     if round % 2 == 1 {

@@ -19,7 +19,7 @@ impl Drop for Return {
 ///
 /// The bpffs and everything else stay as they are (unlike `ip netns exec`); objects `f` makes
 /// (sockets, XDP links) stay in `ns`, and BPF_PROG_TEST_RUN resolves `ingress_ifindex` there.
-pub fn in_netns<T>(ns: &NetNs, f: impl FnOnce() -> T) -> Result<T> {
+pub(super) fn in_netns<T>(ns: &NetNs, f: impl FnOnce() -> T) -> Result<T> {
     let home = File::open("/proc/thread-self/ns/net").context("open own netns")?;
     let target = File::open(format!("/run/netns/{}", ns.name()))
         .with_context(|| format!("open netns {}", ns.name()))?;
@@ -31,10 +31,10 @@ pub fn in_netns<T>(ns: &NetNs, f: impl FnOnce() -> T) -> Result<T> {
     Ok(f())
 }
 
-pub use sipguard_tests::lab::Pinned;
+pub(super) use sipguard_tests::lab::Pinned;
 
 /// Runs a command and returns its stdout; fails with its stderr.
-pub fn output(command: &mut Command) -> Result<String> {
+pub(super) fn output(command: &mut Command) -> Result<String> {
     let shown = format!("{command:?}");
     let out = command
         .output()
@@ -49,7 +49,7 @@ pub fn output(command: &mut Command) -> Result<String> {
 }
 
 /// The id of the XDP program attached to `iface` in `ns` (from `ip link`).
-pub fn attached_prog_id(ns: &NetNs, iface: &str) -> Result<u32> {
+pub(super) fn attached_prog_id(ns: &NetNs, iface: &str) -> Result<u32> {
     let text = ns.ip(&["link", "show", "dev", iface])?;
     let id = text
         .split("prog/xdp id ")
@@ -59,14 +59,14 @@ pub fn attached_prog_id(ns: &NetNs, iface: &str) -> Result<u32> {
     id.with_context(|| format!("no XDP program on {iface} in {}: {text}", ns.name()))
 }
 
-pub fn kernel_release() -> String {
+pub(super) fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
-pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+pub(super) fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -78,7 +78,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// Ctrl-C and SIGTERM stop the benchmark at the next measurement, through the normal error path,
 /// so that every namespace, pin and xdp-filter instance is removed (a test_run loop in progress
 /// is cut short by the kernel when a signal is pending).
-pub fn install_interrupt_handler() {
+pub(crate) fn install_interrupt_handler() {
     let handler = on_signal as extern "C" fn(libc::c_int);
     // SAFETY: the handler only stores to an atomic.
     unsafe {
@@ -87,7 +87,7 @@ pub fn install_interrupt_handler() {
     }
 }
 
-pub fn check_interrupted() -> Result<()> {
+pub(super) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
         bail!("interrupted");
     }
@@ -95,7 +95,7 @@ pub fn check_interrupted() -> Result<()> {
 }
 
 /// Deletes namespaces a killed earlier run left behind (`sg-b<role>-<pid>-<n>` of a dead pid).
-pub fn remove_stale_namespaces() {
+pub(super) fn remove_stale_namespaces() {
     let Ok(list) = output(Command::new("ip").args(["netns", "list"])) else {
         return;
     };

@@ -51,7 +51,7 @@ use super::{
     xdp_filter::XdpFilter,
 };
 
-pub struct Settings {
+pub(crate) struct Settings {
     pub rounds: usize,
     /// Bound per send: packets...
     pub packets: u64,
@@ -63,7 +63,7 @@ pub struct Settings {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Traffic {
+pub(crate) enum Traffic {
     /// Unknown sources (a new one every packet) to the trunk port: everything is dropped.
     SpoofedFlood,
     /// One allowlisted source to the trunk port: everything passes to the stack.
@@ -71,7 +71,7 @@ pub enum Traffic {
 }
 
 impl Traffic {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Traffic::SpoofedFlood => "spoofed_flood",
             Traffic::Allowed => "allowed",
@@ -80,7 +80,7 @@ impl Traffic {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Cell {
+pub(crate) struct Cell {
     pub subject: String,
     pub traffic: Traffic,
     /// Packets per second the subject dropped (flood) or passed (allowed), one per round: the
@@ -97,7 +97,7 @@ pub struct Cell {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct RatioRow {
+pub(crate) struct RatioRow {
     pub traffic: Traffic,
     pub subject: String,
     pub against: String,
@@ -105,7 +105,7 @@ pub struct RatioRow {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ThroughputReport {
+pub(crate) struct ThroughputReport {
     pub generator: String,
     pub frame_bytes: usize,
     pub prefixes: usize,
@@ -121,7 +121,7 @@ pub struct ThroughputReport {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct SubjectInfo {
+pub(crate) struct SubjectInfo {
     pub subject: String,
     pub setup: String,
 }
@@ -446,7 +446,7 @@ fn build(dir: &Path, mix: &Mix, policy: &Policy) -> Result<Lab> {
 }
 
 /// Runs the throughput part with the allowlist `mix`; also returns the generators' sizes.
-pub fn run(
+pub(super) fn run(
     settings: &Settings,
     dir: &Path,
     mix: &Mix,

@@ -31,9 +31,9 @@ use super::{
 };
 
 /// Capacity of xdp-filter's `filter_ipv4` / `filter_ipv6` maps (xdp-tools 1.3.1).
-pub const MAX_ADDRESSES: usize = 10_000;
+pub(super) const MAX_ADDRESSES: usize = 10_000;
 
-pub struct XdpFilter {
+pub(super) struct XdpFilter {
     pub program: Xdp,
     pub info: ProgramInfo,
     stats: PerCpuArray<MapData, [u64; 2]>,
@@ -42,7 +42,7 @@ pub struct XdpFilter {
 impl XdpFilter {
     /// Loads xdp-filter natively on `iface` in `ns` with `setup`, matching `v4` and `v6` as
     /// source addresses.
-    pub fn load(
+    pub(super) fn load(
         ns: &NetNs,
         iface: &str,
         setup: XfSetup,
@@ -56,8 +56,14 @@ impl XdpFilter {
             XfSetup::DropUnmatched => "deny",
             XfSetup::PassUnmatched => "allow",
         };
-        let first_v4 = v4.first().map(|a| a.to_string()).unwrap_or_default();
-        let first_v6 = v6.first().map(|a| a.to_string()).unwrap_or_default();
+        let first_v4 = v4
+            .first()
+            .map(std::string::ToString::to_string)
+            .unwrap_or_default();
+        let first_v6 = v6
+            .first()
+            .map(std::string::ToString::to_string)
+            .unwrap_or_default();
         const SCRIPT: &str = r#"set -e
 mount -t bpf bpf /sys/fs/bpf
 nsenter --net="/run/netns/$1" xdp-filter load "$2" -m native -p "$3" -f ipv4,ipv6
@@ -120,7 +126,7 @@ if [ -n "$5" ]; then nsenter --net="/run/netns/$1" xdp-filter ip "$5" -m src; fi
     }
 
     /// Packets xdp-filter ended with `action` (XDP_DROP, XDP_PASS), all CPUs.
-    pub fn packets(&self, action: u32) -> Result<u64> {
+    pub(super) fn packets(&self, action: u32) -> Result<u64> {
         Ok(self.stats.get(&action, 0)?.iter().map(|rec| rec[0]).sum())
     }
 }

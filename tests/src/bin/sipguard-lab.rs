@@ -313,7 +313,7 @@ fn print_rows(rows: &[Row]) {
 }
 
 fn budget_accuracy(args: &BudgetArgs) -> Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     println!(
         "one allowlisted source, class {}/s burst {}, {} runs per CPU (BPF_PROG_TEST_RUN)",
         args.rate, args.burst, args.runs

@@ -399,7 +399,7 @@ fn spawn(
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| a.to_string()).collect()
+    args.iter().map(std::string::ToString::to_string).collect()
 }
 
 /// A sipp client run: scenario, target, rate, count.

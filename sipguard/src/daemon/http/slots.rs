@@ -63,7 +63,9 @@ impl Connections {
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A slot for a new connection, evicting the longest idle one when full; `None` (refuse the
