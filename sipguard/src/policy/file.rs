@@ -1084,4 +1084,141 @@ cidrs = ["192.0.2.1"]
         assert!(!policy.allow.is_empty());
         assert!(!policy.deny.is_empty());
     }
+
+    /// Pins the order in which sections report problems: the operator reads them top to bottom
+    /// and tests of tools that wrap sipguard may compare the whole list.
+    #[test]
+    fn every_section_reports_its_problems_in_a_fixed_order() {
+        let text = r#"ipv6_prefix = 200
+[trunk]
+udp = [0, 5060]
+tcp = [0]
+[access]
+udp = [0, 5060]
+tcp = [0]
+class = "ghosts"
+new_sources = { rate = 0 }
+[bans]
+window = 0
+ttl = "soon"
+[events]
+per_source = { rate = 0 }
+total = { rate = 1, burst = 0 }
+[classes]
+"b c" = { rate = 0 }
+a = { rate = 1, burst = 0 }
+[[allow]]
+class = "nope"
+cidrs = ["10.0.0.1/8", "192.0.2.1"]
+files = ["no-such-dir/missing.txt"]
+[[deny]]
+class = "a"
+cidrs = ["192.0.2.1", "bad"]
+"#;
+        let rate_zero =
+            "rate must be at least 1 packet per second (leave the class out for no budget)";
+        let expected = [
+            "policy.toml:18: class a: burst must be at least 1 packet".to_string(),
+            format!(
+                "policy.toml:17: class name 'b c': use up to {} letters, digits, '-' or '_'",
+                CLASS_NAME_LEN - 1
+            ),
+            format!("policy.toml:17: class b c: {rate_zero}"),
+            "policy.toml:3: udp port 0 is not a port".to_string(),
+            "policy.toml:4: tcp port 0 is not a port".to_string(),
+            "policy.toml:6: udp port 0 is not a port".to_string(),
+            "policy.toml:7: tcp port 0 is not a port".to_string(),
+            "policy.toml:6: udp port 5060 is in both the trunk and the access zone".to_string(),
+            "policy.toml:8: no class named 'ghosts' in [classes]".to_string(),
+            format!("policy.toml:9: new_sources: {rate_zero}"),
+            "policy.toml:1: ipv6_prefix must be between 1 and 128".to_string(),
+            "policy.toml:11: bans.window must be longer than 0".to_string(),
+            "policy.toml:12: bans.ttl: 'soon' is not a duration (e.g. 30s, 15m, 2h, 1d)"
+                .to_string(),
+            format!("policy.toml:14: events.per_source: {rate_zero}"),
+            "policy.toml:15: events.total: burst must be at least 1 packet".to_string(),
+            "policy.toml:20: no class named 'nope' in [classes]".to_string(),
+            "policy.toml:21: '10.0.0.1/8' has host bits set (the network is 10.0.0.0/8); \
+             write the network or a single address"
+                .to_string(),
+            "policy.toml:22: cannot read list file no-such-dir/missing.txt: \
+             No such file or directory (os error 2)"
+                .to_string(),
+            "policy.toml:24: a deny entry has no budget class".to_string(),
+            "policy.toml:25: 'bad' is not an IPv4/IPv6 address or CIDR".to_string(),
+            "policy.toml:25: 192.0.2.1/32 is denied here and allowed at policy.toml:21; \
+             remove one of them"
+                .to_string(),
+        ];
+        assert_eq!(parse_err(text), expected);
+    }
+
+    #[test]
+    fn too_many_classes_are_refused_counting_the_built_in_access_class() {
+        let classes: String = (0..MAX_CLASSES)
+            .map(|i| format!("c{i} = {{ rate = 1 }}\n"))
+            .collect();
+        parse_ok(&format!("[classes]\n{classes}"));
+        let errors = parse_err(&format!("[access]\nudp = [5070]\n[classes]\n{classes}"));
+        assert_eq!(
+            errors,
+            [format!(
+                "policy.toml: {} classes; the filter holds at most {MAX_CLASSES}",
+                MAX_CLASSES + 1
+            )]
+        );
+    }
+
+    #[test]
+    fn lists_beyond_the_filter_capacity_are_refused_per_family_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = MAX_PREFIXES as usize + 1;
+        fs::write(dir.path().join("v4.txt"), "192.0.2.1\n".repeat(entries)).unwrap();
+        fs::write(dir.path().join("v6.txt"), "2001:db8::1\n".repeat(entries)).unwrap();
+        let policy_path = dir.path().join("policy.toml");
+        fs::write(
+            &policy_path,
+            "[[allow]]\nfiles = [\"v4.txt\"]\n[[deny]]\nfiles = [\"v6.txt\"]\n",
+        )
+        .unwrap();
+        let errors: Vec<String> = load(&policy_path)
+            .unwrap_err()
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                format!(
+                    "{}: {entries} IPv4 allow entries; the filter holds at most {MAX_PREFIXES}",
+                    policy_path.display()
+                ),
+                format!(
+                    "{}: {entries} IPv6 deny entries; the filter holds at most {MAX_PREFIXES}",
+                    policy_path.display()
+                ),
+            ]
+        );
+    }
+
+    /// `sipguard status` shows the digest, so the same files must keep giving the same value.
+    #[test]
+    fn the_digest_is_fnv1a_over_the_policy_then_each_list_file_in_order() {
+        fn fnv1a(bytes: &[u8]) -> u64 {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+                (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), "192.0.2.1\n").unwrap();
+        fs::write(dir.path().join("b.txt"), "198.51.100.0/24\n").unwrap();
+        let policy_text = "[[allow]]\nfiles = [\"b.txt\"]\n[[deny]]\nfiles = [\"a.txt\"]\n";
+        let policy_path = dir.path().join("policy.toml");
+        fs::write(&policy_path, policy_text).unwrap();
+        let source = load(&policy_path).unwrap().source.unwrap();
+        let expected = fnv1a(format!("{policy_text}198.51.100.0/24\n192.0.2.1\n").as_bytes());
+        assert_eq!(source.digest, expected);
+        assert_eq!(source.path, policy_path);
+    }
 }
