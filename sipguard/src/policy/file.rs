@@ -84,6 +84,20 @@ pub struct PolicyError {
     pub omitted: usize,
 }
 
+impl PolicyError {
+    /// A policy with one problem that stops all further checking.
+    fn single(file: &Path, line: usize, message: String) -> Self {
+        PolicyError {
+            diagnostics: vec![Diagnostic {
+                file: file.to_path_buf(),
+                line,
+                message,
+            }],
+            omitted: 0,
+        }
+    }
+}
+
 fn render(diagnostics: &[Diagnostic], omitted: usize) -> String {
     let mut text = String::from("invalid policy, nothing was applied:");
     for diagnostic in diagnostics {
@@ -121,12 +135,31 @@ enum ModeSetting {
     Monitor,
 }
 
+impl From<ModeSetting> for Mode {
+    fn from(setting: ModeSetting) -> Self {
+        match setting {
+            ModeSetting::Enforce => Mode::Enforce,
+            ModeSetting::Monitor => Mode::Monitor,
+        }
+    }
+}
+
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum FragmentSetting {
     Inherit,
     Source,
     Pass,
+}
+
+impl From<FragmentSetting> for FragmentPolicy {
+    fn from(setting: FragmentSetting) -> Self {
+        match setting {
+            FragmentSetting::Inherit => FragmentPolicy::Inherit,
+            FragmentSetting::Source => FragmentPolicy::Source,
+            FragmentSetting::Pass => FragmentPolicy::Pass,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -221,6 +254,13 @@ struct Checker {
 }
 
 impl Checker {
+    fn new() -> Self {
+        Checker {
+            diagnostics: Vec::new(),
+            omitted: 0,
+        }
+    }
+
     fn report(&mut self, file: &Path, line: usize, message: impl Into<String>) {
         if self.diagnostics.len() < MAX_DIAGNOSTICS {
             self.diagnostics.push(Diagnostic {
@@ -274,239 +314,41 @@ impl Fnv {
 pub(super) fn load(path: &Path) -> Result<Policy, PolicyError> {
     match fs::read_to_string(path) {
         Ok(text) => parse(&text, path),
-        Err(error) => Err(PolicyError {
-            diagnostics: vec![Diagnostic {
-                file: path.to_path_buf(),
-                line: 0,
-                message: format!("cannot read policy file: {error}"),
-            }],
-            omitted: 0,
-        }),
+        Err(error) => Err(PolicyError::single(
+            path,
+            0,
+            format!("cannot read policy file: {error}"),
+        )),
     }
 }
 
+/// Checks the sections in a fixed order, which is the order their problems are reported in.
 pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
-    let mut checker = Checker {
-        diagnostics: Vec::new(),
-        omitted: 0,
-    };
-    let doc: PolicyDoc = match toml::from_str(text) {
-        Ok(doc) => doc,
-        Err(error) => {
-            let line = error.span().map_or(0, |span| line_of(text, &span));
-            checker.report(path, line, error.message().trim().to_string());
-            return checker.finish(Policy::starter());
-        }
-    };
-    let mut digest = Fnv::new();
-    digest.feed(text.as_bytes());
-    let base = path.parent().unwrap_or_else(|| Path::new("."));
-    let line = |span: Range<usize>| line_of(text, &span);
+    let doc = read_document(text, path)?;
+    let mut context = ParseContext::new(path, text);
+    context.read_classes(&doc.classes);
+    let (trunk, access) = context.read_zones(doc.trunk.as_ref(), doc.access.as_ref());
+    context.check_class_count();
+    let ipv6_prefix = context.read_ipv6_prefix(doc.ipv6_prefix.as_ref());
+    let bans = context.read_bans(doc.bans.as_ref());
+    let events = context.read_events(doc.events.as_ref());
+    let allow = context.read_lists(ListKind::Allow, &doc.allow);
+    let deny = context.read_lists(ListKind::Deny, &doc.deny);
+    context.check_conflicts(&allow, &deny);
+    context.check_capacity(ListKind::Allow, &allow);
+    context.check_capacity(ListKind::Deny, &deny);
 
-    let mut classes = BTreeMap::new();
-    for (name, budget) in &doc.classes {
-        let at = line(budget.span());
-        if name.is_empty()
-            || name.len() >= CLASS_NAME_LEN
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            checker.report(
-                path,
-                at,
-                format!(
-                    "class name '{name}': use up to {} letters, digits, '-' or '_'",
-                    CLASS_NAME_LEN - 1
-                ),
-            );
-        }
-        match check_budget(budget.get_ref()) {
-            Ok(budget) => {
-                classes.insert(name.clone(), budget);
-            }
-            Err(message) => checker.report(path, at, format!("class {name}: {message}")),
-        }
-    }
-
-    let (trunk, access) = match (&doc.trunk, &doc.access) {
-        (None, None) => (
-            Ports {
-                udp: DEFAULT_UDP_PORTS.to_vec(),
-                tcp: DEFAULT_TCP_PORTS.to_vec(),
-            },
-            None,
-        ),
-        (trunk, access) => {
-            let trunk = trunk.as_ref().map_or_else(Ports::default, |t| Ports {
-                udp: check_ports(&mut checker, text, path, "udp", &t.udp),
-                tcp: check_ports(&mut checker, text, path, "tcp", &t.tcp),
-            });
-            let access = access.as_ref().map(|a| {
-                let ports = Ports {
-                    udp: check_ports(&mut checker, text, path, "udp", &a.udp),
-                    tcp: check_ports(&mut checker, text, path, "tcp", &a.tcp),
-                };
-                for (transport, shared) in [("udp", &a.udp), ("tcp", &a.tcp)] {
-                    let trunk_ports = if transport == "udp" {
-                        &trunk.udp
-                    } else {
-                        &trunk.tcp
-                    };
-                    for port in shared.iter().filter(|p| trunk_ports.contains(p.get_ref())) {
-                        checker.report(
-                            path,
-                            line(port.span()),
-                            format!(
-                                "{transport} port {} is in both the trunk and the access zone",
-                                port.get_ref()
-                            ),
-                        );
-                    }
-                }
-                let class = match &a.class {
-                    Some(class) => {
-                        if !classes.contains_key(class.get_ref()) {
-                            checker.report(
-                                path,
-                                line(class.span()),
-                                format!("no class named '{}' in [classes]", class.get_ref()),
-                            );
-                        }
-                        class.get_ref().clone()
-                    }
-                    None => {
-                        let (name, budget) = DEFAULT_ACCESS_CLASS;
-                        classes.entry(name.to_string()).or_insert(budget);
-                        name.to_string()
-                    }
-                };
-                let new_sources = match &a.new_sources {
-                    Some(budget) => check_budget(budget.get_ref()).unwrap_or_else(|message| {
-                        checker.report(
-                            path,
-                            line(budget.span()),
-                            format!("new_sources: {message}"),
-                        );
-                        DEFAULT_NEW_SOURCES
-                    }),
-                    None => DEFAULT_NEW_SOURCES,
-                };
-                Access {
-                    ports,
-                    class,
-                    new_sources,
-                }
-            });
-            (trunk, access)
-        }
-    };
-    if classes.len() > MAX_CLASSES {
-        checker.report(
-            path,
-            0,
-            format!(
-                "{} classes; the filter holds at most {MAX_CLASSES}",
-                classes.len()
-            ),
-        );
-    }
-
-    let ipv6_prefix = match &doc.ipv6_prefix {
-        Some(prefix) if !(1..=128).contains(prefix.get_ref()) => {
-            checker.report(
-                path,
-                line(prefix.span()),
-                "ipv6_prefix must be between 1 and 128",
-            );
-            DEFAULT_IPV6_PREFIX
-        }
-        Some(prefix) => *prefix.get_ref(),
-        None => DEFAULT_IPV6_PREFIX,
-    };
-
-    let mut bans = BanSettings::default();
-    if let Some(doc_bans) = &doc.bans {
-        if let Some(threshold) = doc_bans.threshold {
-            bans.threshold = threshold;
-        }
-        for (field, value, slot) in [
-            ("window", &doc_bans.window, &mut bans.window),
-            ("ttl", &doc_bans.ttl, &mut bans.ttl),
-        ] {
-            if let Some(value) = value {
-                let parsed = match value.get_ref() {
-                    DurationDoc::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
-                    DurationDoc::Text(text) => parse_duration(text),
-                };
-                match parsed {
-                    Ok(duration) if duration.is_zero() => checker.report(
-                        path,
-                        line(value.span()),
-                        format!("bans.{field} must be longer than 0"),
-                    ),
-                    Ok(duration) => *slot = duration,
-                    Err(message) => {
-                        checker.report(path, line(value.span()), format!("bans.{field}: {message}"))
-                    }
-                }
-            }
-        }
-    }
-
-    let mut events = EventSettings::default();
-    if let Some(doc_events) = &doc.events {
-        for (field, value, slot) in [
-            ("per_source", &doc_events.per_source, &mut events.per_source),
-            ("total", &doc_events.total, &mut events.total),
-        ] {
-            if let Some(value) = value {
-                match check_budget(value.get_ref()) {
-                    Ok(budget) => *slot = budget,
-                    Err(message) => checker.report(
-                        path,
-                        line(value.span()),
-                        format!("events.{field}: {message}"),
-                    ),
-                }
-            }
-        }
-    }
-
-    let allow = read_lists(
-        &mut checker,
-        &mut digest,
-        text,
-        path,
-        base,
-        "allow",
-        &doc.allow,
-        Some(&classes),
-    );
-    let deny = read_lists(
-        &mut checker,
-        &mut digest,
-        text,
-        path,
-        base,
-        "deny",
-        &doc.deny,
-        None,
-    );
-    check_conflicts(&mut checker, &allow, &deny);
-    check_capacity(&mut checker, path, "allow", &allow);
-    check_capacity(&mut checker, path, "deny", &deny);
-
+    let ParseContext {
+        checker,
+        digest,
+        classes,
+        ..
+    } = context;
     let policy = Policy {
-        mode: doc.mode.map(|mode| match mode {
-            ModeSetting::Enforce => Mode::Enforce,
-            ModeSetting::Monitor => Mode::Monitor,
-        }),
-        fragments: match doc.fragments {
-            None | Some(FragmentSetting::Inherit) => FragmentPolicy::Inherit,
-            Some(FragmentSetting::Source) => FragmentPolicy::Source,
-            Some(FragmentSetting::Pass) => FragmentPolicy::Pass,
-        },
+        mode: doc.mode.map(Mode::from),
+        fragments: doc
+            .fragments
+            .map_or(FragmentPolicy::Inherit, FragmentPolicy::from),
         ipv6_prefix,
         trunk,
         access,
@@ -521,6 +363,383 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         }),
     };
     checker.finish(policy)
+}
+
+/// TOML syntax and the document's shape (unknown keys, wrong types) are checked by serde, which
+/// stops at the first problem: nothing else can be checked without a document.
+fn read_document(text: &str, path: &Path) -> Result<PolicyDoc, PolicyError> {
+    toml::from_str(text).map_err(|error| {
+        let line = error.span().map_or(0, |span| line_of(text, &span));
+        PolicyError::single(path, line, error.message().trim().to_string())
+    })
+}
+
+/// What the sections of one policy file share while they are checked.
+struct ParseContext<'a> {
+    /// The policy file, named in diagnostics about its own lines.
+    path: &'a Path,
+    /// Its text, to turn spans into line numbers.
+    text: &'a str,
+    /// List files are named relative to the policy file's directory.
+    base_dir: &'a Path,
+    checker: Checker,
+    /// Covers the policy text, then each list file in the order it is read.
+    digest: Fnv,
+    /// The classes of `[classes]`, plus the built-in access class when the access zone names none;
+    /// the zones and the allowlists refer to them.
+    classes: BTreeMap<String, Budget>,
+}
+
+impl<'a> ParseContext<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        let mut digest = Fnv::new();
+        digest.feed(text.as_bytes());
+        ParseContext {
+            path,
+            text,
+            base_dir: path.parent().unwrap_or_else(|| Path::new(".")),
+            checker: Checker::new(),
+            digest,
+            classes: BTreeMap::new(),
+        }
+    }
+
+    /// Reports a problem at `line` of the policy file (0: the policy as a whole).
+    fn report(&mut self, line: usize, message: impl Into<String>) {
+        self.checker.report(self.path, line, message);
+    }
+
+    /// Reports a problem at the line where `span` starts in the policy file.
+    fn report_at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.report(line_of(self.text, &span), message);
+    }
+
+    /// `[classes]`: each name must fit the kernel's class table and each budget must be usable.
+    fn read_classes(&mut self, classes: &BTreeMap<String, Spanned<BudgetDoc>>) {
+        for (name, budget) in classes {
+            if !is_valid_class_name(name) {
+                self.report_at(
+                    budget.span(),
+                    format!(
+                        "class name '{name}': use up to {} letters, digits, '-' or '_'",
+                        CLASS_NAME_LEN - 1
+                    ),
+                );
+            }
+            if let Some(checked) = self.read_budget(&format!("class {name}"), budget) {
+                self.classes.insert(name.clone(), checked);
+            }
+        }
+    }
+
+    /// `[trunk]` and `[access]`. With neither, SIP's usual ports form the trunk zone; naming
+    /// either zone means the file lists every port itself.
+    fn read_zones(
+        &mut self,
+        trunk: Option<&PortsDoc>,
+        access: Option<&AccessDoc>,
+    ) -> (Ports, Option<Access>) {
+        if trunk.is_none() && access.is_none() {
+            let default_trunk = Ports {
+                udp: DEFAULT_UDP_PORTS.to_vec(),
+                tcp: DEFAULT_TCP_PORTS.to_vec(),
+            };
+            return (default_trunk, None);
+        }
+        let trunk = trunk.map_or_else(Ports::default, |doc| self.read_ports(&doc.udp, &doc.tcp));
+        let access = access.map(|doc| self.read_access(doc, &trunk));
+        (trunk, access)
+    }
+
+    /// `[access]`: its ports, the class of each unknown source, and the budget for new sources.
+    fn read_access(&mut self, doc: &AccessDoc, trunk: &Ports) -> Access {
+        let ports = self.read_ports(&doc.udp, &doc.tcp);
+        self.check_ports_shared_with_trunk(doc, trunk);
+        let class = self.read_access_class(doc.class.as_ref());
+        let new_sources = doc
+            .new_sources
+            .as_ref()
+            .map_or(DEFAULT_NEW_SOURCES, |budget| {
+                self.read_budget("new_sources", budget)
+                    .unwrap_or(DEFAULT_NEW_SOURCES)
+            });
+        Access {
+            ports,
+            class,
+            new_sources,
+        }
+    }
+
+    fn read_ports(&mut self, udp: &[Spanned<u16>], tcp: &[Spanned<u16>]) -> Ports {
+        Ports {
+            udp: self.check_ports("udp", udp),
+            tcp: self.check_ports("tcp", tcp),
+        }
+    }
+
+    /// The kernel looks a port up in one zone only, so a port cannot belong to both.
+    fn check_ports_shared_with_trunk(&mut self, access: &AccessDoc, trunk: &Ports) {
+        for (transport, access_ports, trunk_ports) in [
+            ("udp", &access.udp, &trunk.udp),
+            ("tcp", &access.tcp, &trunk.tcp),
+        ] {
+            for port in access_ports
+                .iter()
+                .filter(|port| trunk_ports.contains(port.get_ref()))
+            {
+                self.report_at(
+                    port.span(),
+                    format!(
+                        "{transport} port {} is in both the trunk and the access zone",
+                        port.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The class the access zone names, or the built-in one, which is then added to the table.
+    fn read_access_class(&mut self, class: Option<&Spanned<String>>) -> String {
+        match class {
+            Some(class) => {
+                self.check_class_is_defined(class);
+                class.get_ref().clone()
+            }
+            None => {
+                let (name, budget) = DEFAULT_ACCESS_CLASS;
+                self.classes.entry(name.to_string()).or_insert(budget);
+                name.to_string()
+            }
+        }
+    }
+
+    fn check_class_is_defined(&mut self, class: &Spanned<String>) -> bool {
+        let defined = self.classes.contains_key(class.get_ref());
+        if !defined {
+            self.report_at(
+                class.span(),
+                format!("no class named '{}' in [classes]", class.get_ref()),
+            );
+        }
+        defined
+    }
+
+    /// Counted after the zones, which may have added the built-in access class.
+    fn check_class_count(&mut self) {
+        if self.classes.len() > MAX_CLASSES {
+            let message = format!(
+                "{} classes; the filter holds at most {MAX_CLASSES}",
+                self.classes.len()
+            );
+            self.report(0, message);
+        }
+    }
+
+    fn read_ipv6_prefix(&mut self, prefix: Option<&Spanned<u8>>) -> u8 {
+        match prefix {
+            Some(prefix) if (1..=128).contains(prefix.get_ref()) => *prefix.get_ref(),
+            Some(prefix) => {
+                self.report_at(prefix.span(), "ipv6_prefix must be between 1 and 128");
+                DEFAULT_IPV6_PREFIX
+            }
+            None => DEFAULT_IPV6_PREFIX,
+        }
+    }
+
+    /// `[bans]`: what it leaves out, or gets wrong, keeps its default.
+    fn read_bans(&mut self, doc: Option<&BansDoc>) -> BanSettings {
+        let mut bans = BanSettings::default();
+        let Some(doc) = doc else {
+            return bans;
+        };
+        if let Some(threshold) = doc.threshold {
+            bans.threshold = threshold;
+        }
+        for (field, value, slot) in [
+            ("window", &doc.window, &mut bans.window),
+            ("ttl", &doc.ttl, &mut bans.ttl),
+        ] {
+            if let Some(duration) = value
+                .as_ref()
+                .and_then(|value| self.read_ban_duration(field, value))
+            {
+                *slot = duration;
+            }
+        }
+        bans
+    }
+
+    fn read_ban_duration(&mut self, field: &str, value: &Spanned<DurationDoc>) -> Option<Duration> {
+        let parsed = match value.get_ref() {
+            DurationDoc::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
+            DurationDoc::Text(text) => parse_duration(text),
+        };
+        match parsed {
+            Ok(duration) if duration.is_zero() => {
+                self.report_at(value.span(), format!("bans.{field} must be longer than 0"));
+                None
+            }
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.report_at(value.span(), format!("bans.{field}: {message}"));
+                None
+            }
+        }
+    }
+
+    /// `[events]`: what it leaves out, or gets wrong, keeps its default.
+    fn read_events(&mut self, doc: Option<&EventsDoc>) -> EventSettings {
+        let mut events = EventSettings::default();
+        let Some(doc) = doc else {
+            return events;
+        };
+        for (field, value, slot) in [
+            ("per_source", &doc.per_source, &mut events.per_source),
+            ("total", &doc.total, &mut events.total),
+        ] {
+            if let Some(budget) = value
+                .as_ref()
+                .and_then(|value| self.read_budget(&format!("events.{field}"), value))
+            {
+                *slot = budget;
+            }
+        }
+        events
+    }
+
+    /// A checked budget, or `None` after reporting why `label` cannot be used.
+    fn read_budget(&mut self, label: &str, budget: &Spanned<BudgetDoc>) -> Option<Budget> {
+        match check_budget(budget.get_ref()) {
+            Ok(checked) => Some(checked),
+            Err(message) => {
+                self.report_at(budget.span(), format!("{label}: {message}"));
+                None
+            }
+        }
+    }
+
+    /// Zero ports are dropped after reporting them; the rest come back sorted and unique.
+    fn check_ports(&mut self, transport: &str, ports: &[Spanned<u16>]) -> Vec<u16> {
+        let mut checked = Vec::with_capacity(ports.len());
+        for port in ports {
+            if *port.get_ref() == 0 {
+                self.report_at(port.span(), format!("{transport} port 0 is not a port"));
+            } else {
+                checked.push(*port.get_ref());
+            }
+        }
+        checked.sort_unstable();
+        checked.dedup();
+        checked
+    }
+
+    /// `[[allow]]` or `[[deny]]` entries: inline CIDRs first, then list files, entry by entry.
+    fn read_lists(&mut self, kind: ListKind, lists: &[ListDoc]) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for (index, list) in lists.iter().enumerate() {
+            let group = Group {
+                name: list
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}-{}", kind.name(), index + 1)),
+                class: list
+                    .class
+                    .as_ref()
+                    .and_then(|class| self.read_list_class(kind, class)),
+            };
+            self.read_inline_cidrs(&group, &list.cidrs, &mut rules);
+            self.read_list_files(&group, &list.files, &mut rules);
+        }
+        rules
+    }
+
+    /// Only allowed sources have a budget; denied ones are dropped before any budget applies.
+    fn read_list_class(&mut self, kind: ListKind, class: &Spanned<String>) -> Option<String> {
+        match kind {
+            ListKind::Deny => {
+                self.report_at(class.span(), "a deny entry has no budget class");
+                None
+            }
+            ListKind::Allow => self
+                .check_class_is_defined(class)
+                .then(|| class.get_ref().clone()),
+        }
+    }
+
+    fn read_inline_cidrs(
+        &mut self,
+        group: &Group,
+        cidrs: &[Spanned<String>],
+        rules: &mut Vec<Rule>,
+    ) {
+        for cidr in cidrs {
+            let line = line_of(self.text, &cidr.span());
+            match parse_net(cidr.get_ref()) {
+                Ok(net) => rules.push(group.rule(net, self.path, line)),
+                Err(message) => self.report(line, message),
+            }
+        }
+    }
+
+    /// A list file that cannot be read is reported at the line of the policy that names it.
+    fn read_list_files(&mut self, group: &Group, files: &[Spanned<String>], rules: &mut Vec<Rule>) {
+        for file in files {
+            let list_path = self.base_dir.join(file.get_ref());
+            match fs::read_to_string(&list_path) {
+                Ok(list_text) => {
+                    self.digest.feed(list_text.as_bytes());
+                    read_list_file(&mut self.checker, &list_path, &list_text, group, rules);
+                }
+                Err(error) => self.report_at(
+                    file.span(),
+                    format!("cannot read list file {}: {error}", list_path.display()),
+                ),
+            }
+        }
+    }
+
+    /// The same prefix both allowed and denied is a contradiction, not a preference.
+    fn check_conflicts(&mut self, allow: &[Rule], deny: &[Rule]) {
+        let allowed: HashMap<IpNet, &Rule> = allow.iter().map(|rule| (rule.net, rule)).collect();
+        for rule in deny {
+            if let Some(other) = allowed.get(&rule.net) {
+                self.checker.report(
+                    &rule.at.file,
+                    rule.at.line,
+                    format!(
+                        "{} is denied here and allowed at {}; remove one of them",
+                        rule.net, other.at
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The kernel's prefix tables have a fixed size per address family.
+    fn check_capacity(&mut self, kind: ListKind, rules: &[Rule]) {
+        let v4 = rules
+            .iter()
+            .filter(|rule| rule.net.addr().is_ipv4())
+            .count();
+        let v6 = rules.len() - v4;
+        for (family, count) in [("IPv4", v4), ("IPv6", v6)] {
+            if count > MAX_PREFIXES as usize {
+                let message = format!(
+                    "{count} {family} {} entries; the filter holds at most {MAX_PREFIXES}",
+                    kind.name()
+                );
+                self.report(0, message);
+            }
+        }
+    }
+}
+
+fn is_valid_class_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < CLASS_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn check_budget(doc: &BudgetDoc) -> Result<Budget, String> {
@@ -539,162 +758,59 @@ fn check_budget(doc: &BudgetDoc) -> Result<Budget, String> {
     })
 }
 
-fn check_ports(
-    checker: &mut Checker,
-    text: &str,
-    path: &Path,
-    transport: &str,
-    ports: &[Spanned<u16>],
-) -> Vec<u16> {
-    let mut out = Vec::with_capacity(ports.len());
-    for port in ports {
-        if *port.get_ref() == 0 {
-            checker.report(
-                path,
-                line_of(text, &port.span()),
-                format!("{transport} port 0 is not a port"),
-            );
-        } else {
-            out.push(*port.get_ref());
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
+/// Which list a `[[allow]]`/`[[deny]]` entry belongs to.
+#[derive(Clone, Copy)]
+enum ListKind {
+    Allow,
+    Deny,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_lists(
-    checker: &mut Checker,
-    digest: &mut Fnv,
-    text: &str,
-    path: &Path,
-    base: &Path,
-    kind: &str,
-    lists: &[ListDoc],
-    classes: Option<&BTreeMap<String, Budget>>,
-) -> Vec<Rule> {
-    let mut rules = Vec::new();
-    for (index, list) in lists.iter().enumerate() {
-        let group = list
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{kind}-{}", index + 1));
-        let class = list.class.as_ref().and_then(|class| {
-            let line = line_of(text, &class.span());
-            match classes {
-                None => {
-                    checker.report(path, line, "a deny entry has no budget class");
-                    None
-                }
-                Some(known) if !known.contains_key(class.get_ref()) => {
-                    checker.report(
-                        path,
-                        line,
-                        format!("no class named '{}' in [classes]", class.get_ref()),
-                    );
-                    None
-                }
-                Some(_) => Some(class.get_ref().clone()),
-            }
-        });
-        let mut group_rules = Vec::new();
-        for cidr in &list.cidrs {
-            let line = line_of(text, &cidr.span());
-            match parse_net(cidr.get_ref()) {
-                Ok(net) => group_rules.push(Rule {
-                    net,
-                    group: group.clone(),
-                    class: None,
-                    at: Location {
-                        file: path.to_path_buf(),
-                        line,
-                    },
-                }),
-                Err(message) => checker.report(path, line, message),
-            }
+impl ListKind {
+    /// As written in the policy; also names unnamed groups (`allow-1`, `deny-2`).
+    fn name(self) -> &'static str {
+        match self {
+            ListKind::Allow => "allow",
+            ListKind::Deny => "deny",
         }
-        for file in &list.files {
-            let line = line_of(text, &file.span());
-            let list_path = base.join(file.get_ref());
-            match fs::read_to_string(&list_path) {
-                Ok(list_text) => {
-                    digest.feed(list_text.as_bytes());
-                    read_list_file(checker, &list_path, &list_text, &group, &mut group_rules);
-                }
-                Err(error) => checker.report(
-                    path,
-                    line,
-                    format!("cannot read list file {}: {error}", list_path.display()),
-                ),
-            }
-        }
-        for rule in &mut group_rules {
-            rule.class = class.clone();
-        }
-        rules.extend(group_rules);
     }
-    rules
+}
+
+/// The `[[allow]]`/`[[deny]]` entry being read: each of its rules carries its name and class.
+struct Group {
+    name: String,
+    class: Option<String>,
+}
+
+impl Group {
+    fn rule(&self, net: IpNet, file: &Path, line: usize) -> Rule {
+        Rule {
+            net,
+            group: self.name.clone(),
+            class: self.class.clone(),
+            at: Location {
+                file: file.to_path_buf(),
+                line,
+            },
+        }
+    }
 }
 
 /// One address or CIDR per line; `#` starts a comment; blank lines are fine.
 fn read_list_file(
     checker: &mut Checker,
-    path: &Path,
-    text: &str,
-    group: &str,
+    list_path: &Path,
+    list_text: &str,
+    group: &Group,
     rules: &mut Vec<Rule>,
 ) {
-    for (index, raw) in text.lines().enumerate() {
+    for (index, raw) in list_text.lines().enumerate() {
         let entry = raw.split('#').next().unwrap_or("").trim();
         if entry.is_empty() {
             continue;
         }
         match parse_net(entry) {
-            Ok(net) => rules.push(Rule {
-                net,
-                group: group.to_string(),
-                class: None,
-                at: Location {
-                    file: path.to_path_buf(),
-                    line: index + 1,
-                },
-            }),
-            Err(message) => checker.report(path, index + 1, message),
-        }
-    }
-}
-
-/// The same prefix both allowed and denied is a contradiction, not a preference.
-fn check_conflicts(checker: &mut Checker, allow: &[Rule], deny: &[Rule]) {
-    let allowed: HashMap<IpNet, &Rule> = allow.iter().map(|rule| (rule.net, rule)).collect();
-    for rule in deny {
-        if let Some(other) = allowed.get(&rule.net) {
-            checker.report(
-                &rule.at.file,
-                rule.at.line,
-                format!(
-                    "{} is denied here and allowed at {}; remove one of them",
-                    rule.net, other.at
-                ),
-            );
-        }
-    }
-}
-
-fn check_capacity(checker: &mut Checker, path: &Path, kind: &str, rules: &[Rule]) {
-    let v4 = rules
-        .iter()
-        .filter(|rule| rule.net.addr().is_ipv4())
-        .count();
-    let v6 = rules.len() - v4;
-    for (family, count) in [("IPv4", v4), ("IPv6", v6)] {
-        if count > MAX_PREFIXES as usize {
-            checker.report(
-                path,
-                0,
-                format!("{count} {family} {kind} entries; the filter holds at most {MAX_PREFIXES}"),
-            );
+            Ok(net) => rules.push(group.rule(net, list_path, index + 1)),
+            Err(message) => checker.report(list_path, index + 1, message),
         }
     }
 }
