@@ -1,0 +1,121 @@
+//! The shape of a policy file as serde reads it: unknown keys and wrong types are refused here,
+//! values are checked by the readers of each section.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sipguard_common::abi::{FragmentPolicy, Mode};
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicyDoc {
+    pub(super) mode: Option<ModeSetting>,
+    pub(super) fragments: Option<FragmentSetting>,
+    pub(super) ipv6_prefix: Option<Spanned<u8>>,
+    pub(super) trunk: Option<PortsDoc>,
+    pub(super) access: Option<AccessDoc>,
+    pub(super) bans: Option<BansDoc>,
+    pub(super) events: Option<EventsDoc>,
+    #[serde(default)]
+    pub(super) classes: BTreeMap<String, Spanned<BudgetDoc>>,
+    #[serde(default)]
+    pub(super) allow: Vec<ListDoc>,
+    #[serde(default)]
+    pub(super) deny: Vec<ListDoc>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ModeSetting {
+    Enforce,
+    Monitor,
+}
+
+impl From<ModeSetting> for Mode {
+    fn from(setting: ModeSetting) -> Self {
+        match setting {
+            ModeSetting::Enforce => Mode::Enforce,
+            ModeSetting::Monitor => Mode::Monitor,
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum FragmentSetting {
+    Inherit,
+    Source,
+    Pass,
+}
+
+impl From<FragmentSetting> for FragmentPolicy {
+    fn from(setting: FragmentSetting) -> Self {
+        match setting {
+            FragmentSetting::Inherit => FragmentPolicy::Inherit,
+            FragmentSetting::Source => FragmentPolicy::Source,
+            FragmentSetting::Pass => FragmentPolicy::Pass,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PortsDoc {
+    #[serde(default)]
+    pub(super) udp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub(super) tcp: Vec<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessDoc {
+    #[serde(default)]
+    pub(super) udp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub(super) tcp: Vec<Spanned<u16>>,
+    pub(super) class: Option<Spanned<String>>,
+    pub(super) new_sources: Option<Spanned<BudgetDoc>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BudgetDoc {
+    pub(super) rate: u32,
+    pub(super) burst: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EventsDoc {
+    pub(super) per_source: Option<Spanned<BudgetDoc>>,
+    pub(super) total: Option<Spanned<BudgetDoc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BansDoc {
+    pub(super) threshold: Option<u32>,
+    pub(super) window: Option<Spanned<DurationDoc>>,
+    pub(super) ttl: Option<Spanned<DurationDoc>>,
+}
+
+/// Seconds, or text such as `90s`, `15m`, `2h`, `1d`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum DurationDoc {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListDoc {
+    pub(super) name: Option<String>,
+    pub(super) class: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) files: Vec<Spanned<String>>,
+}

@@ -1,0 +1,109 @@
+//! `[trunk]` and `[access]`: which ports carry SIP, and how sources on no list are admitted.
+
+use toml::Spanned;
+
+use super::{
+    ParseContext,
+    doc::{AccessDoc, PortsDoc},
+};
+use crate::policy::{
+    Access, DEFAULT_ACCESS_CLASS, DEFAULT_NEW_SOURCES, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, Ports,
+};
+
+impl ParseContext<'_> {
+    /// `[trunk]` and `[access]`. With neither, SIP's usual ports form the trunk zone; naming
+    /// either zone means the file lists every port itself.
+    pub(super) fn read_zones(
+        &mut self,
+        trunk: Option<&PortsDoc>,
+        access: Option<&AccessDoc>,
+    ) -> (Ports, Option<Access>) {
+        if trunk.is_none() && access.is_none() {
+            let default_trunk = Ports {
+                udp: DEFAULT_UDP_PORTS.to_vec(),
+                tcp: DEFAULT_TCP_PORTS.to_vec(),
+            };
+            return (default_trunk, None);
+        }
+        let trunk = trunk.map_or_else(Ports::default, |doc| self.read_ports(&doc.udp, &doc.tcp));
+        let access = access.map(|doc| self.read_access(doc, &trunk));
+        (trunk, access)
+    }
+
+    /// `[access]`: its ports, the class of each unknown source, and the budget for new sources.
+    fn read_access(&mut self, doc: &AccessDoc, trunk: &Ports) -> Access {
+        let ports = self.read_ports(&doc.udp, &doc.tcp);
+        self.check_ports_shared_with_trunk(doc, trunk);
+        let class = self.read_access_class(doc.class.as_ref());
+        let new_sources = doc
+            .new_sources
+            .as_ref()
+            .map_or(DEFAULT_NEW_SOURCES, |budget| {
+                self.read_budget("new_sources", budget)
+                    .unwrap_or(DEFAULT_NEW_SOURCES)
+            });
+        Access {
+            ports,
+            class,
+            new_sources,
+        }
+    }
+
+    fn read_ports(&mut self, udp: &[Spanned<u16>], tcp: &[Spanned<u16>]) -> Ports {
+        Ports {
+            udp: self.check_ports("udp", udp),
+            tcp: self.check_ports("tcp", tcp),
+        }
+    }
+
+    /// Zero ports are dropped after reporting them; the rest come back sorted and unique.
+    fn check_ports(&mut self, transport: &str, ports: &[Spanned<u16>]) -> Vec<u16> {
+        let mut checked = Vec::with_capacity(ports.len());
+        for port in ports {
+            if *port.get_ref() == 0 {
+                self.report_at(port.span(), format!("{transport} port 0 is not a port"));
+            } else {
+                checked.push(*port.get_ref());
+            }
+        }
+        checked.sort_unstable();
+        checked.dedup();
+        checked
+    }
+
+    /// The kernel looks a port up in one zone only, so a port cannot belong to both.
+    fn check_ports_shared_with_trunk(&mut self, access: &AccessDoc, trunk: &Ports) {
+        for (transport, access_ports, trunk_ports) in [
+            ("udp", &access.udp, &trunk.udp),
+            ("tcp", &access.tcp, &trunk.tcp),
+        ] {
+            for port in access_ports
+                .iter()
+                .filter(|port| trunk_ports.contains(port.get_ref()))
+            {
+                self.report_at(
+                    port.span(),
+                    format!(
+                        "{transport} port {} is in both the trunk and the access zone",
+                        port.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// The class the access zone names, or the built-in one, which is then added to the table.
+    fn read_access_class(&mut self, class: Option<&Spanned<String>>) -> String {
+        match class {
+            Some(class) => {
+                self.check_class_is_defined(class);
+                class.get_ref().clone()
+            }
+            None => {
+                let (name, budget) = DEFAULT_ACCESS_CLASS;
+                self.classes.entry(name.to_string()).or_insert(budget);
+                name.to_string()
+            }
+        }
+    }
+}
