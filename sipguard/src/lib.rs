@@ -2,6 +2,10 @@
 //! program, and the CLI built on them.
 //!
 //! Minimum kernel: 5.12 (BPF links for XDP, bounded loops, LPM tries, BPF atomics); tested on 6.18.
+#![warn(unused_crate_dependencies)]
+
+// The binary's logger, declared with the package.
+use env_logger as _;
 
 pub mod apply;
 pub mod cli;

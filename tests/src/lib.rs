@@ -1,5 +1,13 @@
 //! Support for sipguard's integration tests and the xtask lab: crafted frames, network namespaces
 //! with veth pairs, temporary bpffs pin roots, and a test_run harness on the real XDP program.
+#![warn(unused_crate_dependencies)]
+
+// Used by the binaries (sipguard-bench: xdp-filter's program; temporary policy files) and the
+// test targets of this package, which share its dependency list.
+use aya_obj as _;
+#[cfg(test)]
+use ipnet as _;
+use tempfile as _;
 
 pub mod frames;
 pub mod harness;

@@ -1,4 +1,5 @@
 //! `cargo xtask <task>`: everything beyond a plain `cargo build`.
+#![warn(unused_crate_dependencies)]
 
 mod bench;
 mod demo;
