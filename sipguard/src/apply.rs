@@ -14,7 +14,7 @@ use sipguard_common::abi::{
 };
 
 use crate::{
-    live::source_addr,
+    live::{cpus, source_addr},
     policy::{Policy, Prefix, Tables, class_name, ports_in, prefilter},
     state::{List, LiveState, Prefilter, StateError},
     time::now_unix,
@@ -58,11 +58,6 @@ pub struct ApplyReport {
     pub would_be_bans_discarded: usize,
     /// Runtime allow entries whose class the new policy no longer has (now without budget).
     pub orphaned_classes: Vec<String>,
-}
-
-/// CPUs that run the program: the new-source budget is split over their per-CPU buckets.
-pub(crate) fn cpus() -> u64 {
-    aya::util::online_cpus().map_or(1, |cpus| cpus.len().max(1) as u64)
 }
 
 /// Makes the kernel run `policy` (with `mode` overriding the policy's mode when given).

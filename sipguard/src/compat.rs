@@ -4,14 +4,35 @@
 
 use std::path::Path;
 
-use aya::maps::{Array, MapData, MapInfo};
+use aya::maps::{Array, Map, MapData, MapError, MapInfo};
 use sipguard_common::abi::{ABI_VERSION, META_MAGIC, Meta, map_name};
 
 use crate::{
-    pins::Target,
-    state::{StateError, map_err, open_pinned},
+    pins::{PinError, Target},
     sys::lookup_bytes,
 };
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompatError {
+    #[error(
+        "pinned state in {dir} was made by an incompatible sipguard build: {detail}; \
+         `sipguard detach --iface {iface}` removes it (filtering stops), then attach again",
+        dir = .dir.display()
+    )]
+    Incompatible {
+        dir: std::path::PathBuf,
+        iface: String,
+        detail: String,
+    },
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error("read {path}: {source}", path = .path.display())]
+    Meta {
+        path: std::path::PathBuf,
+        #[source]
+        source: MapError,
+    },
+}
 
 /// Expected shape of one map, read from the XDP object this build embeds.
 #[derive(Debug)]
@@ -86,9 +107,9 @@ fn check_map(pin: &Path, spec: &MapSpec) -> Result<(), String> {
 
 /// Refuses pinned maps this build would misread, and pin directories another user could have
 /// tampered with. `Ok(false)` means there is no state yet.
-pub fn check_compatible(target: &Target) -> Result<bool, StateError> {
+pub fn check_compatible(target: &Target) -> Result<bool, CompatError> {
     let dir = target.dir();
-    let incompatible = |detail: String| StateError::Incompatible {
+    let incompatible = |detail: String| CompatError::Incompatible {
         dir: dir.clone(),
         iface: target.iface().to_string(),
         detail,
@@ -145,11 +166,16 @@ pub fn is_sipguard_dir(target: &Target) -> bool {
     read.is_ok() && (magic == META_MAGIC || magic == 0)
 }
 
-fn read_meta(pin: &Path) -> Result<Meta, StateError> {
-    let array: Array<MapData, Meta> = open_pinned(pin)?;
-    array
-        .get(&0, 0)
-        .map_err(map_err(format!("read {}", pin.display())))
+fn read_meta(pin: &Path) -> Result<Meta, CompatError> {
+    let meta_error = |source| CompatError::Meta {
+        path: pin.to_path_buf(),
+        source,
+    };
+    let data = MapData::from_pin(pin).map_err(meta_error)?;
+    let array: Array<MapData, Meta> = Map::from_map_data(data)
+        .and_then(Array::try_from)
+        .map_err(meta_error)?;
+    array.get(&0, 0).map_err(meta_error)
 }
 
 #[cfg(test)]

@@ -21,11 +21,9 @@ use sipguard_common::abi::{
 
 use crate::{
     apply::{ApplyReport, apply},
+    compat::{check_compatible, embedded_map_specs, is_sipguard_dir},
     policy::Policy,
-    state::{
-        LiveState, Lock, State, StateError, Target, check_compatible, embedded_map_specs,
-        is_sipguard_dir,
-    },
+    state::{LiveState, Lock, State, StateError, Target},
     sys::{link_exists, pinned_link_info},
     time::now_unix,
 };
@@ -130,7 +128,7 @@ struct Prepared {
 fn prepare(target: &Target) -> Result<Prepared, DataplaneError> {
     crate::pins::prepare_dir(target).map_err(StateError::from)?;
     let lock = Lock::acquire(&target.dir()).map_err(StateError::from)?;
-    let existing = check_compatible(target)?;
+    let existing = check_compatible(target).map_err(StateError::from)?;
     Ok(Prepared { lock, existing })
 }
 

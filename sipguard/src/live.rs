@@ -13,7 +13,6 @@ use sipguard_common::{
 };
 
 use crate::{
-    apply::cpus,
     policy::{Budget, Prefix, class_limits, class_name, deny_flags, mark_prefilter},
     state::{List, LiveState, Prefilter, State, StateError},
     time::{boot_now_ns, boot_ns_to_unix, now_unix},
@@ -271,6 +270,11 @@ impl LiveState {
         self.set_policy(active, &value)?;
         Ok(())
     }
+}
+
+/// CPUs that run the program: the new-source budget is split over their per-CPU buckets.
+pub fn cpus() -> u64 {
+    aya::util::online_cpus().map_or(1, |cpus| cpus.len().max(1) as u64)
 }
 
 /// The address (network, for IPv6 prefixes) of a budget/ban key.

@@ -17,25 +17,14 @@ use sipguard_common::abi::{
 
 use crate::policy::{Prefix, zeroed_policy};
 
-pub use crate::{
-    compat::{check_compatible, embedded_map_specs, is_sipguard_dir},
-    pins::{DEFAULT_PIN_ROOT, Lock, Target, ensure_bpffs},
-};
+pub use crate::pins::{DEFAULT_PIN_ROOT, Lock, Target, ensure_bpffs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("sipguard has no state for {label} under {root} (attach it first)", root = .root.display())]
     NotAttached { label: String, root: PathBuf },
-    #[error(
-        "pinned state in {dir} was made by an incompatible sipguard build: {detail}; \
-         `sipguard detach --iface {iface}` removes it (filtering stops), then attach again",
-        dir = .dir.display()
-    )]
-    Incompatible {
-        dir: PathBuf,
-        iface: String,
-        detail: String,
-    },
+    #[error(transparent)]
+    Compat(#[from] crate::compat::CompatError),
     #[error(transparent)]
     Pins(#[from] crate::pins::PinError),
     #[error(transparent)]
@@ -54,14 +43,14 @@ pub enum StateError {
     },
 }
 
-pub(crate) fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
+fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
     let what = what.into();
     move |source| StateError::Map { what, source }
 }
 
 use crate::{sys::lookup_into, time::boot_now_ns};
 
-pub(crate) fn open_pinned<T>(pin: &Path) -> Result<T, StateError>
+fn open_pinned<T>(pin: &Path) -> Result<T, StateError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
@@ -434,7 +423,7 @@ impl MapFill {
 impl State {
     /// Opens the state of an interface after checking it is compatible.
     pub fn open(target: &Target) -> Result<State, StateError> {
-        if !check_compatible(target)? {
+        if !crate::compat::check_compatible(target)? {
             return Err(StateError::NotAttached {
                 label: target.label(),
                 root: target.pin_root().to_path_buf(),

@@ -10,6 +10,7 @@ use std::{
 };
 
 use sipguard::{
+    compat::CompatError,
     dataplane::load,
     policy::Policy,
     state::{State, StateError, Target},
@@ -221,7 +222,7 @@ cidrs = ["203.0.113.0/24"]
     fs::rename(&deny, &allow).unwrap();
     fs::rename(&parked, &deny).unwrap();
     let error = match State::open(&target) {
-        Err(error @ StateError::Incompatible { .. }) => error.to_string(),
+        Err(error @ StateError::Compat(CompatError::Incompatible { .. })) => error.to_string(),
         Err(other) => panic!("refused for another reason: {other}"),
         Ok(_) => panic!("a swapped map was accepted"),
     };
