@@ -40,10 +40,11 @@ pub mod map_name {
     pub const EVENT_STATS: &str = "SG_EVSTATS";
     pub const TAILS: &str = "SG_TAILS";
     pub const SCRATCH: &str = "SG_SCRATCH";
+    pub const METHODS: &str = "SG_METHODS";
 
     /// Every map of the program: the controller pins exactly these (a test checks them
     /// against the built object).
-    pub const ALL: [&str; 28] = [
+    pub const ALL: [&str; 29] = [
         META,
         ACTIVE,
         POLICY,
@@ -72,33 +73,124 @@ pub mod map_name {
         EVENT_STATS,
         TAILS,
         SCRATCH,
+        METHODS,
     ];
 }
 
-/// Name of the event-reporting program, tail-called by [`PROGRAM_NAME`] on drop verdicts
-/// (verified on its own: one program doing both would exceed the verifier's complexity limit).
-pub const REPORT_PROGRAM_NAME: &str = "sipguard_report";
+/// The programs of the data plane, tail-called from one to the next through `SG_TAILS`. Each is
+/// verified on its own, so each has its own share of the verifier's budget.
+///
+/// ```text
+///  sipguard (entry) ---- not IP, not a SIP port: counted, passed (no source lookup at all)
+///     | SIP port, hidden port, malformed
+///  sipguard_judge ------ lists, bans, budgets: the verdict by source
+///     | admitted, zone with SIP rules          | drop with an event
+///  sipguard_sip                                sipguard_report
+/// ```
+pub mod program {
+    /// The XDP entry, attached to the interface: parses, decides what needs no source lookup.
+    pub const ENTRY: &str = "sipguard";
+    /// Stage 1, by source: denylist, allowlist, bans, budgets, fragments.
+    pub const JUDGE: &str = "sipguard_judge";
+    /// Stage 2, SIP inspection of admitted packets in zones with SIP rules.
+    pub const SIP: &str = "sipguard_sip";
+    /// Writes drop events to the ring buffer.
+    pub const REPORT: &str = "sipguard_report";
+}
 
-/// Index of the report program in `SG_TAILS`.
-pub const TAIL_REPORT: u32 = 0;
+/// Slots of `SG_TAILS`.
+pub mod tail {
+    pub const REPORT: u32 = 0;
+    pub const JUDGE: u32 = 1;
+    pub const SIP: u32 = 2;
+    pub const SLOTS: u32 = 3;
+}
 
-/// What the filter program hands to the report program (per CPU, one slot).
+/// Name of the XDP program in the object file (the entry).
+pub const PROGRAM_NAME: &str = program::ENTRY;
+
+/// A parsed packet in fixed layout: what stage 1 hands to the later stages (SIP inspection, the
+/// event reporter) so that they never parse again, and what it decides on after reading it back
+/// (so that the verifier meets one state after the parser, not one per parser path).
+///
+/// ```text
+///  0     16    32        36      38      40        42     46       47      48   49         50
+///  +-----+-----+---------+-------+-------+---------+------+--------+-------+----+----------+
+///  | src | dst | frag_id | sport | dport | payload | vlan | family | proto | l4 | fragment |
+///  +-----+-----+---------+-------+-------+---------+------+--------+-------+----+----------+
+///  50           51         52          56
+///  +------------+----------+-----------+
+///  | frag_proto | reserved | reserved2 |
+///  +------------+----------+-----------+
+/// ```
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// IPv4 addresses in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub frag_id: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// Offset of the first payload byte in the frame; 0 when there is none to read.
+    pub payload: u16,
+    pub vlan: [u16; 2],
+    /// 4 or 6.
+    pub family: u8,
+    pub proto: u8,
+    /// [`meta_l4`].
+    pub l4: u8,
+    /// [`meta_fragment`].
+    pub fragment: u8,
+    /// The protocol every fragment announces ([`FragKey::proto`]).
+    pub frag_proto: u8,
+    pub _reserved: u8,
+    pub _reserved2: u32,
+}
+
+/// [`PacketMeta::l4`] values.
+pub mod meta_l4 {
+    pub const OTHER: u8 = 0;
+    pub const UDP: u8 = 1;
+    pub const TCP: u8 = 2;
+    pub const LATER_FRAGMENT: u8 = 3;
+    pub const TINY_FIRST_FRAGMENT: u8 = 4;
+    pub const CHAIN_TOO_LONG: u8 = 5;
+    pub const SCTP: u8 = 6;
+}
+
+/// [`PacketMeta::fragment`] values.
+pub mod meta_fragment {
+    pub const NONE: u8 = 0;
+    pub const FIRST: u8 = 1;
+    pub const LATER: u8 = 2;
+}
+
+/// [`Handoff::outcome`] values.
+pub mod handoff_outcome {
+    pub const NOT_IP: u8 = 0;
+    pub const MALFORMED: u8 = 1;
+    pub const TOO_DEEP: u8 = 2;
+    pub const IP: u8 = 3;
+}
+
+/// What one stage hands to the next (per CPU, one slot, `SG_SCRATCH`): the packet and the
+/// verdict so far.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Handoff {
+    pub packet: PacketMeta,
     /// The XDP action to return.
     pub action: u32,
     pub reason: u8,
     pub zone: u8,
     pub monitored: u8,
-    pub _reserved: u8,
+    /// What the parser found: [`handoff_outcome`]; `packet` is meaningful only for `IP`.
+    pub outcome: u8,
     /// Drops of this source whose events were suppressed since its previous event.
     pub suppressed: u32,
-    pub _reserved2: u32,
+    pub _reserved: u32,
 }
-
-/// Name of the XDP program in the object file.
-pub const PROGRAM_NAME: &str = "sipguard";
 
 // ------------------------------------------------------------------------------------------------
 // Reasons, zones, counters
@@ -114,8 +206,9 @@ pub enum Reason {
     NotSip = 1,
     /// Source matched the allowlist: passed.
     Allowlisted = 2,
-    /// Non-first IP fragment passed by `fragments = "pass"` (its datagram cannot be reassembled
-    /// without the first fragment, which is always judged).
+    /// Non-first IP fragment passed: by `fragments = "pass"`, or under `inherit` because its first
+    /// fragment was not dropped (passed, evicted or not seen: the kernel never reassembles a
+    /// datagram without its first fragment, which is always judged).
     FragmentPassed = 3,
     /// Access zone: a source on no list, admitted within its per-source budget.
     AccessAdmitted = 4,
@@ -129,8 +222,8 @@ pub enum Reason {
     /// deeper than it walks, first fragment too short to hold the ports), and the source is not
     /// allowlisted: dropped, so parser limits are never a way in.
     Unparsed = 8,
-    /// Non-first fragment whose first fragment was not seen (`fragments = "inherit"`), from a
-    /// source that is not allowlisted: dropped.
+    /// No longer produced (ABI 3 dropped later fragments of unseen first fragments; now they
+    /// pass as [`Reason::FragmentPassed`]). The slot and name stay so counters keep their meaning.
     FragmentUntracked = 9,
     /// Access zone: an unknown source over its per-source budget (strikes lead to a ban).
     RateLimited = 10,
@@ -384,6 +477,10 @@ pub mod policy_flags {
     pub const DENY4: u8 = 1;
     /// The IPv6 denylist has entries.
     pub const DENY6: u8 = 2;
+    /// The trunk zone has SIP rules: its admitted packets go through the SIP stage.
+    pub const SIP_TRUNK: u8 = 4;
+    /// The access zone has SIP rules.
+    pub const SIP_ACCESS: u8 = 8;
 }
 
 /// Number of budget classes. Class 0 means "no budget"; class ids are assigned by the controller.
@@ -406,10 +503,11 @@ pub struct ClassLimits {
 /// Number of ports per transport.
 pub const PORT_SLOTS: usize = 65536;
 
-/// One policy generation: settings, budget classes, and the zone of every UDP and TCP destination
-/// port (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this SIP?".
+/// One policy generation: settings, budget classes, and the zone of every UDP, TCP and SCTP
+/// destination port (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this
+/// SIP?".
 ///
-/// 134,400 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
+/// 199,936 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
 /// sizing is written).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -418,6 +516,7 @@ pub struct Policy {
     pub classes: [ClassLimits; CLASS_SLOTS],
     pub udp_zone: [u8; PORT_SLOTS],
     pub tcp_zone: [u8; PORT_SLOTS],
+    pub sctp_zone: [u8; PORT_SLOTS],
 }
 
 /// Entries in `SG_POLICY`: one per generation.
@@ -505,14 +604,15 @@ pub struct RuleValue {
 // ------------------------------------------------------------------------------------------------
 
 /// Identifies one fragmented datagram. IPv4 addresses sit in the first 4 bytes, rest zero.
-/// The protocol is left out on purpose: with IPv4 AH or IPv6 extension headers the first
-/// fragment's transport protocol differs from what the later fragments announce.
+/// `proto` is what every fragment of the datagram announces: the IPv4 header's protocol, or the
+/// IPv6 fragment header's next header (not the transport found after AH or extension headers,
+/// which only the first fragment shows).
 ///
 /// ```text
-///  0          16         32       36       37         40
-///  +----------+----------+--------+--------+----------+
-///  | src      | dst      | id     | family | reserved |
-///  +----------+----------+--------+--------+----------+
+///  0          16         32       36       37      38         40
+///  +----------+----------+--------+--------+-------+----------+
+///  | src      | dst      | id     | family | proto | reserved |
+///  +----------+----------+--------+--------+-------+----------+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -521,7 +621,8 @@ pub struct FragKey {
     pub dst: [u8; 16],
     pub id: u32,
     pub family: u8,
-    pub _reserved: [u8; 3],
+    pub proto: u8,
+    pub _reserved: [u8; 2],
 }
 
 /// The verdict of a datagram's first fragment, inherited by the others.
@@ -730,6 +831,15 @@ impl SipMethod {
     }
 }
 
+/// Slots in `SG_METHODS`: zone x method (requests the SIP stage saw, per CPU).
+pub const METHOD_SLOTS: usize = ZONE_SLOTS * 16;
+
+/// Index of a `SG_METHODS` slot.
+#[inline(always)]
+pub const fn method_index(zone: Zone, method: SipMethod) -> u32 {
+    (zone as u32) * 16 + method as u32
+}
+
 /// One dropped (or, in monitor mode, would-be-dropped) packet, as the ring buffer carries it.
 ///
 /// ```text
@@ -812,7 +922,9 @@ pub mod event_stat {
     pub const INSERT_FAILED_PEERS: u32 = 7;
     /// A first-fragment verdict that could not be stored in `SG_FRAGS`.
     pub const INSERT_FAILED_FRAGS: u32 = 8;
-    pub const SLOTS: u32 = 9;
+    /// A stage's tail call failed (its program missing from `SG_TAILS`); the packet passed.
+    pub const TAIL_CALL_FAILED: u32 = 9;
+    pub const SLOTS: u32 = 10;
 }
 
 /// Bytes of the event ring buffer `SG_EVENTS`.
@@ -860,6 +972,7 @@ mod pod {
     unsafe impl aya::Pod for super::EventSlot {}
     unsafe impl aya::Pod for super::EventCache {}
     unsafe impl aya::Pod for super::Handoff {}
+    unsafe impl aya::Pod for super::PacketMeta {}
     unsafe impl aya::Pod for crate::budget::Gcra {}
 }
 
@@ -868,14 +981,15 @@ const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
     assert!(core::mem::size_of::<PolicyHeader>() == 256);
     assert!(core::mem::size_of::<ClassLimits>() == 48);
-    assert!(core::mem::size_of::<Policy>() == 256 + CLASS_SLOTS * 48 + 2 * PORT_SLOTS);
+    assert!(core::mem::size_of::<Policy>() == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS);
     assert!(core::mem::size_of::<SourceKey>() == 20);
     assert!(core::mem::size_of::<SourceState>() == 32);
     assert!(core::mem::size_of::<Ban>() == 48);
     assert!(core::mem::size_of::<DropEvent>() == 72);
     assert!(core::mem::size_of::<EventSlot>() == 16);
     assert!(core::mem::size_of::<EventCache>() == 16 * EVENT_CACHE_SLOTS);
-    assert!(core::mem::size_of::<Handoff>() == 16);
+    assert!(core::mem::size_of::<PacketMeta>() == 56);
+    assert!(core::mem::size_of::<Handoff>() == 72);
     assert!(core::mem::size_of::<RuleValue>() == 8);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragVerdict>() == 4);

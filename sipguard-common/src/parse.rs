@@ -17,6 +17,8 @@
 //!  +-------+-------+------+  +------+------+  +-----------------------+  +------------+-----
 //! ```
 
+use crate::abi::{PacketMeta, handoff_outcome, meta_fragment, meta_l4};
+
 /// A received frame, read in fixed-size chunks.
 pub trait Frame {
     /// Length of the frame in bytes.
@@ -60,8 +62,12 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ROUTING: u8 = 43;
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_SCTP: u8 = 132;
 pub const IPPROTO_NONE: u8 = 59;
 pub const IPPROTO_DSTOPTS: u8 = 60;
+
+/// Bytes of SCTP's common header (ports, verification tag, checksum).
+pub const SCTP_COMMON_HEADER: usize = 12;
 
 /// VLAN tags walked. A deeper stack is [`Parsed::TooDeep`].
 pub const MAX_VLAN_TAGS: usize = 4;
@@ -84,6 +90,9 @@ pub enum Family {
 pub enum Transport {
     Udp,
     Tcp,
+    /// SCTP: its common header carries the ports where UDP and TCP do. SIP over SCTP comes in
+    /// DATA chunks, whose payload the data plane does not read.
+    Sctp,
 }
 
 /// Where a packet sits in a fragmented datagram.
@@ -121,22 +130,125 @@ pub enum L4 {
     },
     /// UDP or TCP, or what may be, without visible ports.
     Hidden(Hidden),
-    /// Any other protocol (ICMP, ESP, SCTP, no next header): not SIP.
+    /// Any other protocol (ICMP, ESP, no next header): not SIP.
     Other,
 }
 
 /// A parsed IP packet. IPv4 addresses are in the first 4 bytes of `src`/`dst`, the rest zero.
+/// The addresses come first and 8-byte aligned: the data plane copies them as words, not bytes.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IpPacket {
-    pub family: Family,
     pub src: [u8; 16],
     pub dst: [u8; 16],
+    pub family: Family,
     /// Transport protocol (or, for hidden ports, the next header where parsing stopped).
     pub proto: u8,
     pub l4: L4,
     pub fragment: Fragment,
+    /// What every fragment of the datagram announces as its protocol: IPv4's protocol field,
+    /// IPv6's fragment header next header; 0 when not fragmented.
+    pub frag_proto: u8,
     /// Outer and inner VLAN ids, 0 when untagged.
     pub vlan: [u16; 2],
+}
+
+impl IpPacket {
+    /// The packet in the fixed layout later stages read.
+    #[inline(always)]
+    pub fn meta(&self) -> PacketMeta {
+        let (l4, sport, dport, payload) = match self.l4 {
+            L4::Ports {
+                transport,
+                sport,
+                dport,
+                payload,
+            } => (
+                match transport {
+                    Transport::Udp => meta_l4::UDP,
+                    Transport::Tcp => meta_l4::TCP,
+                    Transport::Sctp => meta_l4::SCTP,
+                },
+                sport,
+                dport,
+                payload,
+            ),
+            L4::Hidden(Hidden::LaterFragment) => (meta_l4::LATER_FRAGMENT, 0, 0, 0),
+            L4::Hidden(Hidden::TinyFirstFragment) => (meta_l4::TINY_FIRST_FRAGMENT, 0, 0, 0),
+            L4::Hidden(Hidden::ChainTooLong) => (meta_l4::CHAIN_TOO_LONG, 0, 0, 0),
+            L4::Other => (meta_l4::OTHER, 0, 0, 0),
+        };
+        let (fragment, frag_id) = match self.fragment {
+            Fragment::None => (meta_fragment::NONE, 0),
+            Fragment::First { id } => (meta_fragment::FIRST, id),
+            Fragment::Later { id } => (meta_fragment::LATER, id),
+        };
+        PacketMeta {
+            src: self.src,
+            dst: self.dst,
+            frag_id,
+            sport,
+            dport,
+            payload,
+            vlan: self.vlan,
+            family: self.family as u8,
+            proto: self.proto,
+            l4,
+            fragment,
+            frag_proto: self.frag_proto,
+            _reserved: 0,
+            _reserved2: 0,
+        }
+    }
+
+    /// The packet a [`PacketMeta`] describes. Any bytes give a packet (unknown codes read as
+    /// "other"), so what comes back from a map needs no trust.
+    #[inline(always)]
+    pub fn from_meta(meta: &PacketMeta) -> IpPacket {
+        let transport_ports = |transport| L4::Ports {
+            transport,
+            sport: meta.sport,
+            dport: meta.dport,
+            payload: meta.payload,
+        };
+        IpPacket {
+            family: if meta.family == 6 {
+                Family::V6
+            } else {
+                Family::V4
+            },
+            src: meta.src,
+            dst: meta.dst,
+            proto: meta.proto,
+            l4: match meta.l4 {
+                meta_l4::UDP => transport_ports(Transport::Udp),
+                meta_l4::TCP => transport_ports(Transport::Tcp),
+                meta_l4::SCTP => transport_ports(Transport::Sctp),
+                meta_l4::LATER_FRAGMENT => L4::Hidden(Hidden::LaterFragment),
+                meta_l4::TINY_FIRST_FRAGMENT => L4::Hidden(Hidden::TinyFirstFragment),
+                meta_l4::CHAIN_TOO_LONG => L4::Hidden(Hidden::ChainTooLong),
+                _ => L4::Other,
+            },
+            fragment: match meta.fragment {
+                meta_fragment::FIRST => Fragment::First { id: meta.frag_id },
+                meta_fragment::LATER => Fragment::Later { id: meta.frag_id },
+                _ => Fragment::None,
+            },
+            frag_proto: meta.frag_proto,
+            vlan: meta.vlan,
+        }
+    }
+}
+
+impl PacketMeta {
+    #[inline(always)]
+    pub fn family(&self) -> Family {
+        if self.family == 6 {
+            Family::V6
+        } else {
+            Family::V4
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +278,54 @@ const fn is_ipv6_ext(next: u8) -> bool {
         next,
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | IPPROTO_AH | IPPROTO_DSTOPTS
     )
+}
+
+/// What the parser found, as later stages learn it from the handoff slot (with the packet in
+/// [`PacketMeta`] form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    NotIp,
+    Malformed,
+    TooDeep,
+    /// An IP packet: every field of the meta was written.
+    Ip,
+}
+
+impl Outcome {
+    /// The code stored in the handoff slot ([`handoff_outcome`]).
+    #[inline(always)]
+    pub const fn code(self) -> u8 {
+        match self {
+            Outcome::NotIp => handoff_outcome::NOT_IP,
+            Outcome::Malformed => handoff_outcome::MALFORMED,
+            Outcome::TooDeep => handoff_outcome::TOO_DEEP,
+            Outcome::Ip => handoff_outcome::IP,
+        }
+    }
+
+    /// Unknown codes read as malformed: a later stage never trusts a packet it was not given.
+    #[inline(always)]
+    pub const fn from_code(code: u8) -> Outcome {
+        match code {
+            handoff_outcome::NOT_IP => Outcome::NotIp,
+            handoff_outcome::TOO_DEEP => Outcome::TooDeep,
+            handoff_outcome::IP => Outcome::Ip,
+            _ => Outcome::Malformed,
+        }
+    }
+}
+
+impl Parsed {
+    /// The outcome and, for an IP packet, the packet in the form later stages read.
+    #[inline(always)]
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Parsed::NotIp => Outcome::NotIp,
+            Parsed::Malformed => Outcome::Malformed,
+            Parsed::TooDeep => Outcome::TooDeep,
+            Parsed::Ip(_) => Outcome::Ip,
+        }
+    }
 }
 
 /// Parses a frame down to the transport ports.
@@ -202,13 +362,14 @@ pub fn parse<F: Frame + ?Sized>(frame: &F) -> Parsed {
     }
 }
 
-/// An IPv4 address from `header[at..at + 4]` in the 16-byte form, copied as one word (building
-/// it byte by byte makes LLVM spill every byte to the BPF stack).
+/// An IPv4 address from `header[at..at + 4]` in the 16-byte form. Built from a word: a partial
+/// byte copy into a zeroed array becomes a call to a byte-wise memset in BPF code.
 #[inline(always)]
 fn v4_mapped(header: &[u8; 20], at: usize) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..4].copy_from_slice(&header[at..at + 4]);
-    out
+    let word = u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let words = [word, 0, 0, 0];
+    // SAFETY: [u32; 4] and [u8; 16] have the same size, and any bytes are a valid [u8; 16].
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }
 
 #[inline(always)]
@@ -235,7 +396,8 @@ fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
     } else {
         Fragment::None
     };
-    let mut proto = h[9];
+    let ip_proto = h[9];
+    let mut proto = ip_proto;
     let mut l4_offset = offset + header_len;
     let mut l4_len = total_len - header_len;
     // AH (IPsec authentication, not encryption) sits between IP and the transport header; walk it
@@ -259,6 +421,11 @@ fn parse_ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
         proto,
         l4: L4::Other,
         fragment,
+        frag_proto: if matches!(fragment, Fragment::None) {
+            0
+        } else {
+            ip_proto
+        },
         vlan,
     };
     parse_l4(frame, packet, l4_offset, l4_len)
@@ -284,6 +451,7 @@ fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
         return Parsed::Malformed;
     }
     let mut fragment = Fragment::None;
+    let mut frag_proto = 0;
     let mut cursor = start;
     let mut walked = 0;
     while walked < MAX_IPV6_EXT_HEADERS && is_ipv6_ext(next) {
@@ -300,6 +468,7 @@ fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
             let offset_flags = be16(f[2], f[3]);
             let id = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
             next = f[0];
+            frag_proto = f[0];
             cursor += 8;
             if offset_flags >> 3 != 0 {
                 fragment = Fragment::Later { id };
@@ -332,6 +501,11 @@ fn parse_ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, vlan: [u16; 2]) -> Pa
         proto: next,
         l4: L4::Other,
         fragment,
+        frag_proto: if matches!(fragment, Fragment::None) {
+            0
+        } else {
+            frag_proto
+        },
         vlan,
     };
     let later = matches!(fragment, Fragment::Later { .. });
@@ -354,7 +528,10 @@ fn parse_l4<F: Frame + ?Sized>(
         // ones announce; IPv4 keys reassembly by protocol, and AH may hide UDP/TCP.
         let maybe_sip = match packet.family {
             Family::V6 => true,
-            Family::V4 => matches!(packet.proto, IPPROTO_UDP | IPPROTO_TCP | IPPROTO_AH),
+            Family::V4 => matches!(
+                packet.proto,
+                IPPROTO_UDP | IPPROTO_TCP | IPPROTO_SCTP | IPPROTO_AH
+            ),
         };
         if maybe_sip {
             packet.l4 = L4::Hidden(Hidden::LaterFragment);
@@ -364,6 +541,7 @@ fn parse_l4<F: Frame + ?Sized>(
     let transport = match packet.proto {
         IPPROTO_UDP => Transport::Udp,
         IPPROTO_TCP => Transport::Tcp,
+        IPPROTO_SCTP => Transport::Sctp,
         _ => return Parsed::Ip(packet),
     };
     if offset > MAX_L4_OFFSET {
@@ -408,12 +586,27 @@ fn parse_l4<F: Frame + ?Sized>(
             }
             (be16(t[0], t[1]), be16(t[2], t[3]), data_offset)
         }
+        Transport::Sctp => {
+            // The 12-byte common header; the kernel drops an SCTP packet shorter than it.
+            let Some(c) = frame.load::<4>(offset) else {
+                return Parsed::Malformed;
+            };
+            if len < SCTP_COMMON_HEADER {
+                return Parsed::Malformed;
+            }
+            (be16(c[0], c[1]), be16(c[2], c[3]), 0)
+        }
     };
     packet.l4 = L4::Ports {
         transport,
         sport,
         dport,
-        payload: (offset + header_len) as u16,
+        // SCTP's SIP is inside chunks: no payload offset to read a method from.
+        payload: if header_len == 0 {
+            0
+        } else {
+            (offset + header_len) as u16
+        },
     };
     Parsed::Ip(packet)
 }

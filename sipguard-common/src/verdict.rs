@@ -20,8 +20,11 @@
 //! on a trunk port, so hiding the port never helps.
 
 use crate::{
-    abi::{FragKey, FragVerdict, FragmentPolicy, Reason, SourceKey, Zone},
-    parse::{Family, Fragment, Hidden, IpPacket, L4, Parsed, Transport},
+    abi::{
+        FragKey, FragVerdict, FragmentPolicy, PacketMeta, PolicyHeader, Reason, SourceKey, Zone,
+        meta_fragment, meta_l4, policy_flags,
+    },
+    parse::{Family, Fragment, L4, Outcome, Parsed, Transport},
 };
 
 /// [`PolicyView::allow_class`] of a source that is not on the allowlist.
@@ -58,6 +61,8 @@ pub trait PolicyView {
     /// Verdict remembered for the datagram's first fragment.
     fn recall_fragment(&self, key: &FragKey) -> Option<FragVerdict>;
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict);
+    /// Forgets what was remembered for a datagram (its first fragment passed).
+    fn forget_fragment(&self, key: &FragKey);
     /// Length of the IPv6 prefix that budgets and bans apply to.
     fn ipv6_budget_prefix(&self) -> u8;
     /// Whether `source` is banned now (an implementation counts the hit).
@@ -91,36 +96,115 @@ pub fn decide<V: PolicyView>(parsed: &Parsed, view: &V) -> Verdict {
         Parsed::TooDeep => return Verdict::new(Reason::Unparsed, Zone::Unknown),
         Parsed::Ip(packet) => packet,
     };
-    decide_ip(packet, view)
+    decide_and_remember(&packet.meta(), view)
 }
 
-/// Decides what happens to an IP packet.
+/// What the entry program decides alone, without touching any per-source table ([`entry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// Not IP, or not SIP (other protocols, other ports): passed.
+    Pass(Verdict),
+    /// The flood path of a trunk: an unfragmented IPv4 packet to a trunk port from a /24 that no
+    /// list touches (the prefilters say so): dropped, no state created.
+    Drop(Verdict),
+    /// Everything else goes to the judge ([`decide_outcome`]): lists, bans, budgets, fragments,
+    /// malformed frames, hidden ports.
+    Judge,
+}
+
+/// The entry's decision. Where it decides, [`decide`] decides the same (host tests check it).
 #[inline(always)]
-pub fn decide_ip<V: PolicyView>(packet: &IpPacket, view: &V) -> Verdict {
-    let verdict = match packet.l4 {
-        L4::Other => Verdict::new(Reason::NotSip, Zone::None),
-        L4::Ports {
-            transport, dport, ..
-        } => {
-            let zone = view.zone(transport, dport);
+pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
+    let packet = match parsed {
+        Parsed::NotIp => return Entry::Pass(Verdict::new(Reason::NotIp, Zone::None)),
+        Parsed::Malformed | Parsed::TooDeep => return Entry::Judge,
+        Parsed::Ip(packet) => packet,
+    };
+    let L4::Ports {
+        transport, dport, ..
+    } = packet.l4
+    else {
+        return match packet.l4 {
+            L4::Other => Entry::Pass(Verdict::new(Reason::NotSip, Zone::None)),
+            _ => Entry::Judge,
+        };
+    };
+    match view.zone(transport, dport) {
+        Zone::None => Entry::Pass(Verdict::new(Reason::NotSip, Zone::None)),
+        Zone::Trunk
+            if packet.family == Family::V4
+                && matches!(packet.fragment, Fragment::None)
+                && !view.maybe_denied(Family::V4, &packet.src)
+                && !view.maybe_allowed(Family::V4, &packet.src) =>
+        {
+            Entry::Drop(Verdict::new(Reason::NotAllowlisted, Zone::Trunk))
+        }
+        _ => Entry::Judge,
+    }
+}
+
+/// Whether admitted packets of `zone` go through the SIP stage (the zone has SIP rules).
+#[inline(always)]
+pub fn zone_inspects(header: &PolicyHeader, zone: Zone) -> bool {
+    let flag = match zone {
+        Zone::Trunk => policy_flags::SIP_TRUNK,
+        Zone::Access => policy_flags::SIP_ACCESS,
+        Zone::None | Zone::Unknown => return false,
+    };
+    header.flags & flag != 0
+}
+
+/// Decides what happens to a packet [`parse_into`](crate::parse::parse_into) read into `packet`.
+#[inline(always)]
+pub fn decide_outcome<V: PolicyView>(outcome: Outcome, packet: &PacketMeta, view: &V) -> Verdict {
+    match outcome {
+        Outcome::NotIp => Verdict::new(Reason::NotIp, Zone::None),
+        Outcome::Malformed => Verdict::new(Reason::Malformed, Zone::None),
+        Outcome::TooDeep => Verdict::new(Reason::Unparsed, Zone::Unknown),
+        Outcome::Ip => decide_ip(packet, view),
+    }
+}
+
+/// [`decide_ip`] and the fragment bookkeeping that follows it: what host tests and the model call.
+#[inline(always)]
+pub fn decide_and_remember<V: PolicyView>(packet: &PacketMeta, view: &V) -> Verdict {
+    let verdict = decide_ip(packet, view);
+    remember_first_fragment(packet, verdict, view);
+    verdict
+}
+
+/// Decides what happens to an IP packet, in the fixed layout stage 1 hands on. The caller then
+/// calls [`remember_first_fragment`] (kept apart so that the data plane runs it once, after the
+/// many ways to a verdict have met).
+#[inline(always)]
+pub fn decide_ip<V: PolicyView>(packet: &PacketMeta, view: &V) -> Verdict {
+    match packet.l4 {
+        meta_l4::UDP | meta_l4::TCP | meta_l4::SCTP => {
+            let transport = match packet.l4 {
+                meta_l4::TCP => Transport::Tcp,
+                meta_l4::SCTP => Transport::Sctp,
+                _ => Transport::Udp,
+            };
+            let zone = view.zone(transport, packet.dport);
             if zone == Zone::None {
                 Verdict::new(Reason::NotSip, Zone::None)
             } else {
                 judge_source(view, packet, zone, Reason::NotAllowlisted)
             }
         }
-        L4::Hidden(Hidden::LaterFragment) => return later_fragment(view, packet),
-        L4::Hidden(Hidden::TinyFirstFragment | Hidden::ChainTooLong) => {
+        meta_l4::LATER_FRAGMENT => later_fragment(view, packet),
+        meta_l4::TINY_FIRST_FRAGMENT | meta_l4::CHAIN_TOO_LONG => {
             judge_source(view, packet, Zone::Unknown, Reason::Unparsed)
         }
-    };
-    // Later fragments of every datagram, SIP or not, follow their first fragment.
-    remember_first_fragment(view, packet, verdict);
-    verdict
+        _ => Verdict::new(Reason::NotSip, Zone::None),
+    }
 }
 
+/// A later fragment carries no ports. Under `inherit` it follows its first fragment when that was
+/// dropped, and passes otherwise (first fragment passed, evicted or not seen yet): the kernel never
+/// reassembles a datagram without its first fragment, and that one is always judged.
 #[inline(always)]
-fn later_fragment<V: PolicyView>(view: &V, packet: &IpPacket) -> Verdict {
+fn later_fragment<V: PolicyView>(view: &V, packet: &PacketMeta) -> Verdict {
     match view.fragment_policy() {
         FragmentPolicy::Pass => Verdict::new(Reason::FragmentPassed, Zone::Unknown),
         FragmentPolicy::Source => judge_source(view, packet, Zone::Unknown, Reason::NotAllowlisted),
@@ -129,7 +213,7 @@ fn later_fragment<V: PolicyView>(view: &V, packet: &IpPacket) -> Verdict {
                 Reason::from_u8(first.reason).unwrap_or(Reason::FragmentUntracked),
                 Zone::from_u8(first.zone),
             ),
-            None => judge_source(view, packet, Zone::Unknown, Reason::FragmentUntracked),
+            None => Verdict::new(Reason::FragmentPassed, Zone::Unknown),
         },
     }
 }
@@ -138,15 +222,16 @@ fn later_fragment<V: PolicyView>(view: &V, packet: &IpPacket) -> Verdict {
 #[inline(always)]
 fn judge_source<V: PolicyView>(
     view: &V,
-    packet: &IpPacket,
+    packet: &PacketMeta,
     zone: Zone,
     unknown: Reason,
 ) -> Verdict {
-    if view.maybe_denied(packet.family, &packet.src) && view.is_denied(packet.family, &packet.src) {
+    let family = packet.family();
+    if view.maybe_denied(family, &packet.src) && view.is_denied(family, &packet.src) {
         return Verdict::new(Reason::Denylisted, zone);
     }
-    let class = if view.maybe_allowed(packet.family, &packet.src) {
-        view.allow_class(packet.family, &packet.src)
+    let class = if view.maybe_allowed(family, &packet.src) {
+        view.allow_class(family, &packet.src)
     } else {
         NOT_ALLOWLISTED
     };
@@ -192,39 +277,45 @@ pub fn source_tag(source: &SourceKey) -> u32 {
 
 /// Whom budgets and bans of `packet` belong to ([`crate::source::source_key`]).
 #[inline(always)]
-pub fn source_key(packet: &IpPacket, ipv6_prefix: u8) -> SourceKey {
-    crate::source::source_key(packet.family as u8, &packet.src, ipv6_prefix)
+pub fn source_key(packet: &PacketMeta, ipv6_prefix: u8) -> SourceKey {
+    crate::source::source_key(packet.family, &packet.src, ipv6_prefix)
 }
 
+/// Only a dropped first fragment is remembered (its later fragments are dropped with it); a
+/// first fragment that passes forgets any older datagram of the same key, so a reused IP ID
+/// never drops the fragments of a datagram whose first fragment passed.
 #[inline(always)]
-fn remember_first_fragment<V: PolicyView>(view: &V, packet: &IpPacket, verdict: Verdict) {
-    if matches!(packet.fragment, Fragment::First { .. })
-        && view.fragment_policy() == FragmentPolicy::Inherit
+pub fn remember_first_fragment<V: PolicyView>(packet: &PacketMeta, verdict: Verdict, view: &V) {
+    if packet.fragment != meta_fragment::FIRST || view.fragment_policy() != FragmentPolicy::Inherit
     {
+        return;
+    }
+    let key = fragment_key(packet);
+    if verdict.reason.is_drop() {
         view.remember_fragment(
-            &fragment_key(packet),
+            &key,
             FragVerdict {
                 reason: verdict.reason as u8,
                 zone: verdict.zone as u8,
                 _reserved: [0; 2],
             },
         );
+    } else {
+        view.forget_fragment(&key);
     }
 }
 
-/// Key of the datagram a fragment belongs to.
+/// Key of the datagram a fragment belongs to: addresses, identification and the protocol the
+/// fragments announce (IPv4: the IP header's; IPv6: the fragment header's next header).
 #[inline(always)]
-pub fn fragment_key(packet: &IpPacket) -> FragKey {
-    let id = match packet.fragment {
-        Fragment::First { id } | Fragment::Later { id } => id,
-        Fragment::None => 0,
-    };
+pub fn fragment_key(packet: &PacketMeta) -> FragKey {
     FragKey {
         src: packet.src,
         dst: packet.dst,
-        id,
-        family: packet.family as u8,
-        _reserved: [0; 3],
+        id: packet.frag_id,
+        family: packet.family,
+        proto: packet.frag_proto,
+        _reserved: [0; 2],
     }
 }
 
@@ -267,15 +358,17 @@ mod tests {
         let mut addr = [0u8; 16];
         addr[..8].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 9, 0, 1]);
         addr[15] = 7;
-        let packet = IpPacket {
+        let packet = crate::parse::IpPacket {
             family: Family::V6,
             src: addr,
             dst: [0; 16],
             proto: 17,
-            l4: L4::Other,
-            fragment: Fragment::None,
+            l4: crate::parse::L4::Other,
+            fragment: crate::parse::Fragment::None,
+            frag_proto: 0,
             vlan: [0; 2],
-        };
+        }
+        .meta();
         for prefix in [0, 1, 56, 64, 65, 128, 200] {
             assert_eq!(
                 source_key(&packet, prefix),

@@ -4,8 +4,7 @@
 //! drop counts once as emitted, suppressed or lost.
 
 use sipguard_common::{
-    abi::{DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat},
-    parse::{Frame, IpPacket, L4, Transport},
+    abi::{DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat, handoff_outcome, meta_l4},
     sip::{METHOD_BYTES, sip_method},
     verdict::source_tag,
 };
@@ -72,23 +71,14 @@ fn spend_global(now: u64, view: &MapView) -> bool {
     }
 }
 
-/// Writes the event of a drop that got one.
+/// Writes the event of a drop that got one, from the packet stage 1 left in the handoff slot.
 #[inline(always)]
-///
-/// Called once per arm of the parse result (`None`: no IP header), so that no undefined payload
-/// of another variant is carried past the ring-buffer helper call.
-pub(crate) fn report(
-    ifindex: u32,
-    frame: &XdpFrame,
-    packet: Option<&IpPacket>,
-    handoff: &Handoff,
-    now: u64,
-) {
+pub(crate) fn report(ifindex: u32, frame: &XdpFrame, handoff: &Handoff, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
         event_stat(event_stat::LOST);
         return;
     };
-    // Written in place: a 72-byte event on the stack would not fit beside the parser's.
+    // Written in place: a 72-byte event on the stack costs stack the verifier counts.
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points at reserved ring-buffer memory of the right size.
     unsafe {
@@ -100,54 +90,30 @@ pub(crate) fn report(
         (*event).zone = handoff.zone;
         (*event).monitored = handoff.monitored;
         (*event)._reserved = [0; 6];
-        match packet {
-            Some(packet) => describe(&mut *event, packet, frame),
-            None => {
-                (*event).src = [0; 16];
-                (*event).dst = [0; 16];
-                (*event).sport = 0;
-                (*event).dport = 0;
-                (*event).vlan = [0; 2];
-                (*event).family = 0;
-                (*event).l4_proto = 0;
-                (*event).method = 0;
-            }
+        let packet = &handoff.packet;
+        let has_packet = handoff.outcome == handoff_outcome::IP;
+        (*event).src = if has_packet { packet.src } else { [0; 16] };
+        (*event).dst = if has_packet { packet.dst } else { [0; 16] };
+        (*event).vlan = if has_packet { packet.vlan } else { [0; 2] };
+        (*event).family = if has_packet { packet.family } else { 0 };
+        let ports = has_packet && matches!(packet.l4, meta_l4::UDP | meta_l4::TCP | meta_l4::SCTP);
+        (*event).sport = if ports { packet.sport } else { 0 };
+        (*event).dport = if ports { packet.dport } else { 0 };
+        (*event).l4_proto = match (has_packet, packet.l4) {
+            (false, _) => 0,
+            (true, meta_l4::UDP) => 17,
+            (true, meta_l4::TCP) => 6,
+            (true, meta_l4::SCTP) => 132,
+            (true, _) => packet.proto,
+        };
+        (*event).method = 0;
+        if ports
+            && packet.payload != 0
+            && let Some(start) = frame.load_handed::<METHOD_BYTES>(packet.payload)
+        {
+            (*event).method = sip_method(&start) as u8;
         }
     }
     entry.submit(0);
     event_stat(event_stat::EMITTED);
-}
-
-#[inline(always)]
-fn describe(event: &mut DropEvent, packet: &IpPacket, frame: &XdpFrame) {
-    event.src = packet.src;
-    event.dst = packet.dst;
-    event.vlan = packet.vlan;
-    event.family = packet.family as u8;
-    event.l4_proto = packet.proto;
-    event.method = 0;
-    match packet.l4 {
-        L4::Ports {
-            transport,
-            sport,
-            dport,
-            payload,
-        } => {
-            event.sport = sport;
-            event.dport = dport;
-            event.l4_proto = match transport {
-                Transport::Udp => 17,
-                Transport::Tcp => 6,
-            };
-            if payload != 0
-                && let Some(start) = frame.load::<METHOD_BYTES>(payload as usize)
-            {
-                event.method = sip_method(&start) as u8;
-            }
-        }
-        _ => {
-            event.sport = 0;
-            event.dport = 0;
-        }
-    }
 }

@@ -23,6 +23,27 @@ impl XdpFrame {
     }
 }
 
+impl XdpFrame {
+    /// `N` bytes at an offset that came from a map (the handoff slot), not from the parser: the
+    /// mask gives the verifier its bound (a comparison LLVM may fuse with the caller's own checks
+    /// and lose). Offsets handed on are below [`PAYLOAD_OFFSET_MASK`].
+    #[inline(always)]
+    #[allow(dead_code, reason = "the baselines share this file and do not read handed offsets")]
+    pub(crate) fn load_handed<const N: usize>(&self, offset: u16) -> Option<[u8; N]> {
+        let start = self.data + (usize::from(offset) & PAYLOAD_OFFSET_MASK);
+        if start + N > self.data_end {
+            return None;
+        }
+        // SAFETY: [start, start + N) was just checked to lie inside the packet.
+        Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+    }
+}
+
+/// Bounds offsets read from the handoff slot: above every payload offset the parser yields
+/// (at most `MAX_L4_OFFSET` + a 60-byte TCP header).
+const PAYLOAD_OFFSET_MASK: usize = 0x3ff;
+const _: () = assert!(sipguard_common::parse::MAX_L4_OFFSET + 60 < PAYLOAD_OFFSET_MASK);
+
 impl Frame for XdpFrame {
     #[inline(always)]
     fn len(&self) -> usize {

@@ -11,15 +11,18 @@
 mod events;
 mod frame;
 mod maps;
+mod sip;
 mod view;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_boot_ns, macros::xdp, programs::XdpContext,
 };
 use sipguard_common::{
-    abi::{Handoff, Mode, SourceKey, TAIL_REPORT, counter_index, event_stat},
-    parse::{Parsed, parse},
-    verdict::{decide, decide_ip, source_key},
+    abi::{Handoff, Mode, Reason, SourceKey, Zone, counter_index, event_stat, tail},
+    parse::{IpPacket, Outcome, Parsed, parse},
+    verdict::{
+        Entry, Verdict, decide_outcome, entry, remember_first_fragment, source_key, zone_inspects,
+    },
 };
 
 use crate::{
@@ -28,6 +31,9 @@ use crate::{
     view::MapView,
 };
 
+/// The entry, attached to the interface: parses into the handoff slot and passes what is not SIP
+/// (not IP, other protocols, other ports) without any per-source lookup. The rest goes to the
+/// judge.
 #[xdp]
 pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
@@ -35,70 +41,187 @@ pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
         // Only possible if the maps are unreadable; never break the host's networking.
         return xdp_action::XDP_PASS;
     };
-    // The source is taken inside the IP arm, before the decision and for passes too (a copy of
-    // 17 bytes): carried past the decision, or taken only on drops, LLVM leaves undefined bytes
-    // of the parse result in registers the verifier refuses to read or spill.
-    let (verdict, source) = match parse(&frame) {
-        Parsed::Ip(packet) => {
-            let source = source_key(&packet, view.ipv6_budget());
-            (decide_ip(&packet, &view), source)
+    let parsed = parse(&frame);
+    match entry(&parsed, &view) {
+        Entry::Pass(verdict) => {
+            count(
+                counter_index(verdict.zone, verdict.reason, false),
+                frame.byte_len(),
+            );
+            return xdp_action::XDP_PASS;
         }
-        // Frames without an IP header share one event budget.
-        other => (decide(&other, &view), SourceKey::default()),
+        Entry::Drop(verdict) => {
+            // The flood path of a trunk, decided here: no tail call, no per-source state.
+            let Parsed::Ip(packet) = &parsed else {
+                return xdp_action::XDP_PASS;
+            };
+            let monitored = view.mode() == Mode::Monitor;
+            count(
+                counter_index(verdict.zone, verdict.reason, monitored),
+                frame.byte_len(),
+            );
+            let action = if monitored {
+                xdp_action::XDP_PASS
+            } else {
+                xdp_action::XDP_DROP
+            };
+            let Some(suppressed) = events::admit(&source_key_of(packet, &view), &view) else {
+                event_stat(event_stat::SUPPRESSED);
+                return action;
+            };
+            let Some(handoff) = handoff() else {
+                return action;
+            };
+            // SAFETY: fields of the slot, for the reporter.
+            unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet.meta()) };
+            handoff.outcome = Outcome::Ip.code();
+            handoff.reason = verdict.reason as u8;
+            handoff.zone = verdict.zone as u8;
+            handoff.monitored = u8::from(monitored);
+            handoff.action = action;
+            handoff.suppressed = suppressed;
+            // SAFETY: the reporter reads the slot just filled.
+            unsafe { TAILS.tail_call(&ctx, tail::REPORT) };
+            event_stat(event_stat::LOST);
+            return action;
+        }
+        Entry::Judge => {}
+    }
+    let Some(handoff) = handoff() else {
+        return xdp_action::XDP_PASS;
     };
+    if let Parsed::Ip(packet) = &parsed {
+        // SAFETY: a field of the slot.
+        unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet.meta()) };
+    }
+    handoff.outcome = parsed.outcome().code();
+    // SAFETY: the judge reads the handoff slot this program just filled.
+    unsafe { TAILS.tail_call(&ctx, tail::JUDGE) };
+    // No judge (never after a successful load): fail open, counted.
+    event_stat(event_stat::TAIL_CALL_FAILED);
+    xdp_action::XDP_PASS
+}
+
+/// The per-CPU handoff slot, valid for this run and used by nothing else while it runs.
+#[inline(always)]
+fn handoff() -> Option<&'static mut Handoff> {
+    // SAFETY: per-CPU slot; one program of this CPU uses it at a time (tail calls hand it on).
+    HANDOFF.get_ptr_mut(0).map(|slot| unsafe { &mut *slot })
+}
+
+/// The budget/ban key of a parsed packet.
+#[inline(always)]
+fn source_key_of(packet: &IpPacket, view: &MapView) -> SourceKey {
+    sipguard_common::source::source_key(packet.family as u8, &packet.src, view.ipv6_budget())
+}
+
+/// Stage 1, by source: denylist, allowlist, bans, budgets, fragments. Verified on its own, and
+/// entered in one state whatever path the parser took (it reads the packet from map memory).
+#[xdp]
+pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
+    let frame = XdpFrame::new(&ctx);
+    let (Some(view), Some(handoff)) = (MapView::active(), HANDOFF.get_ptr_mut(0)) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: per-CPU slot, filled by the entry for this packet.
+    let handoff = unsafe { &mut *handoff };
+    let outcome = Outcome::from_code(handoff.outcome);
+    let decided = decide_outcome(outcome, &handoff.packet, &view);
+    // Through the slot and back (volatile): the many ways to a verdict meet in one verifier state
+    // before the bookkeeping below.
+    // SAFETY: fields of the per-CPU slot.
+    let verdict = unsafe {
+        core::ptr::write_volatile(&raw mut handoff.reason, decided.reason as u8);
+        core::ptr::write_volatile(&raw mut handoff.zone, decided.zone as u8);
+        Verdict {
+            reason: Reason::from_u8(core::ptr::read_volatile(&raw const handoff.reason))
+                .unwrap_or(Reason::Malformed),
+            zone: Zone::from_u8(core::ptr::read_volatile(&raw const handoff.zone)),
+        }
+    };
+    if outcome == Outcome::Ip {
+        // Later fragments of every datagram, SIP or not, follow a dropped first fragment.
+        remember_first_fragment(&handoff.packet, verdict, &view);
+    }
     let drop = verdict.reason.is_drop();
     let monitored = drop && view.mode() == Mode::Monitor;
-    count(
-        counter_index(verdict.zone, verdict.reason, monitored),
-        frame.byte_len(),
-    );
     let action = if drop && !monitored {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS
     };
+    handoff.action = action;
+    handoff.monitored = u8::from(monitored);
+    if !drop && zone_inspects(view.header(), verdict.zone) {
+        // The SIP stage counts the packet with its final verdict.
+        // SAFETY: the SIP stage reads the handoff slot just filled.
+        unsafe { TAILS.tail_call(&ctx, tail::SIP) };
+        event_stat(event_stat::TAIL_CALL_FAILED);
+    }
+    count(
+        counter_index(verdict.zone, verdict.reason, monitored),
+        frame.byte_len(),
+    );
     if drop {
-        match events::admit(&source, &view) {
-            Some(suppressed) => {
-                // The report program returns `action` itself; a failed tail call falls through.
-                if let Some(handoff) = HANDOFF.get_ptr_mut(0) {
-                    // SAFETY: per-CPU slot.
-                    unsafe {
-                        *handoff = Handoff {
-                            action,
-                            reason: verdict.reason as u8,
-                            zone: verdict.zone as u8,
-                            monitored: u8::from(monitored),
-                            _reserved: 0,
-                            suppressed,
-                            _reserved2: 0,
-                        };
-                        TAILS.tail_call(&ctx, TAIL_REPORT);
-                    }
-                }
-                event_stat(event_stat::LOST);
-            }
-            None => event_stat(event_stat::SUPPRESSED),
-        }
+        report_drop(&ctx, handoff, &view);
     }
     action
 }
 
-/// Tail-called for the drops that got an event (verified on its own: one program doing both
-/// would exceed the verifier's complexity limit): writes the event, returns the filter's action.
+/// Spends the drop's share of the event budgets and, within them, hands it to the reporter.
+#[inline(always)]
+fn report_drop(ctx: &XdpContext, handoff: &mut Handoff, view: &MapView) {
+    // Frames without an IP header share one event budget.
+    let source = if handoff.outcome == Outcome::Ip.code() {
+        source_key(&handoff.packet, view.ipv6_budget())
+    } else {
+        SourceKey::default()
+    };
+    match events::admit(&source, view) {
+        Some(suppressed) => {
+            handoff.suppressed = suppressed;
+            // The reporter returns the action itself; a failed tail call falls through.
+            // SAFETY: the reporter reads the handoff slot just filled.
+            unsafe { TAILS.tail_call(ctx, tail::REPORT) };
+            event_stat(event_stat::LOST);
+        }
+        None => event_stat(event_stat::SUPPRESSED),
+    }
+}
+
+/// Stage 2, SIP inspection of packets stage 1 admitted in a zone with SIP rules: reads the
+/// method (the rules of the SIP inspection issue go here), counts it, and counts the packet with
+/// its verdict.
+#[xdp]
+pub(crate) fn sipguard_sip(ctx: XdpContext) -> u32 {
+    let frame = XdpFrame::new(&ctx);
+    let Some(handoff) = HANDOFF.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    sip::count_method(&frame, handoff);
+    count(
+        counter_index(
+            Zone::from_u8(handoff.zone),
+            Reason::from_u8(handoff.reason).unwrap_or(Reason::Malformed),
+            handoff.monitored != 0,
+        ),
+        frame.byte_len(),
+    );
+    handoff.action
+}
+
+/// Tail-called for the drops that got an event (verified on its own): writes the event from the
+/// handoff slot, without parsing again, and returns the filter's action.
 #[xdp]
 pub(crate) fn sipguard_report(ctx: XdpContext) -> u32 {
-    let Some(handoff) = HANDOFF.get(0).copied() else {
+    let Some(handoff) = HANDOFF.get(0) else {
         return xdp_action::XDP_PASS;
     };
     let frame = XdpFrame::new(&ctx);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let ifindex = ctx.ingress_ifindex() as u32;
-    match parse(&frame) {
-        Parsed::Ip(packet) => events::report(ifindex, &frame, Some(&packet), &handoff, now),
-        _ => events::report(ifindex, &frame, None, &handoff, now),
-    }
+    events::report(ifindex, &frame, handoff, now);
     handoff.action
 }
 

@@ -10,8 +10,8 @@ use aya_ebpf::{
 use sipguard_common::abi::{
     Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventCache, FragKey, FragVerdict, GENERATIONS,
     Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
-    MAX_TRACKED_FRAGMENTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy, PrefilterChunk,
-    RuleValue, SourceKey, SourceState, event_stat,
+    MAX_TRACKED_FRAGMENTS, METHOD_SLOTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy,
+    PrefilterChunk, RuleValue, SourceKey, SourceState, event_stat, tail,
 };
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
@@ -24,8 +24,8 @@ pub(crate) static META: Array<Meta> = Array::with_max_entries(1, 0);
 #[map(name = "SG_ACTIVE")]
 pub(crate) static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Settings, classes and the zone of every UDP/TCP port, per generation: 2 x (256 + 64 x 48 +
-/// 2 x 65,536) = 2 x 134,400 bytes.
+/// Settings, classes and the zone of every UDP/TCP/SCTP port, per generation: 2 x (256 + 64 x 48
+/// + 3 x 65,536) = 2 x 199,936 bytes.
 #[map(name = "SG_POLICY")]
 pub(crate) static POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
 
@@ -127,11 +127,17 @@ pub(crate) static EVENT_CACHE: PerCpuArray<EventCache> = PerCpuArray::with_max_e
 pub(crate) static EVENT_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(event_stat::SLOTS + 1, 0);
 
-/// The report program (slot `TAIL_REPORT`), set by the controller at load. 1 slot.
+/// The later stages (`abi::tail`: reporter, judge, SIP), set by the controller at load. 3 slots.
 #[map(name = "SG_TAILS")]
-pub(crate) static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::SLOTS, 0);
 
-/// The verdict handed from the filter to the report program. 1 x 16 bytes per CPU.
+/// Requests the SIP stage saw, by zone and method (`abi::method_index`). 64 slots x 8 bytes per
+/// CPU.
+#[map(name = "SG_METHODS")]
+pub(crate) static METHODS: PerCpuArray<u64> = PerCpuArray::with_max_entries(METHOD_SLOTS as u32, 0);
+
+/// What one stage hands to the next: the parsed packet and the verdict so far. 1 x 72 bytes per
+/// CPU.
 #[map(name = "SG_SCRATCH")]
 pub(crate) static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 

@@ -187,6 +187,7 @@ impl PolicyView for MapView {
         let table = match transport {
             Transport::Udp => &self.policy.udp_zone,
             Transport::Tcp => &self.policy.tcp_zone,
+            Transport::Sctp => &self.policy.sctp_zone,
         };
         Zone::from_u8(table[port as usize])
     }
@@ -280,6 +281,12 @@ impl PolicyView for MapView {
         if FRAGS.insert(key, verdict, 0).is_err() {
             event_stat(event_stat::INSERT_FAILED_FRAGS);
         }
+    }
+
+    #[inline(always)]
+    fn forget_fragment(&self, key: &FragKey) {
+        // Nothing to forget is the common case.
+        let _ = FRAGS.remove(key);
     }
 
     #[inline(always)]

@@ -9,13 +9,17 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use sipguard_common::abi::{
-    BanReason, CLASS_SLOTS, Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN, Zone,
+use sipguard_common::{
+    abi::{
+        BanReason, CLASS_SLOTS, Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN, Zone,
+        policy_flags,
+    },
+    parse::Transport,
 };
 
 use crate::{
     live::{cpus, source_addr},
-    policy::{Policy, Prefix, Tables, class_name, ports_in, prefilter},
+    policy::{Policy, Ports, Prefix, Tables, class_name, prefilter},
     state::{List, LiveState, Prefilter, StateError},
     time::now_unix,
 };
@@ -45,10 +49,8 @@ pub struct ApplyReport {
     pub serial: u64,
     pub mode: &'static str,
     pub fragments: &'static str,
-    pub trunk_udp: Vec<u16>,
-    pub trunk_tcp: Vec<u16>,
-    pub access_udp: Vec<u16>,
-    pub access_tcp: Vec<u16>,
+    pub trunk: Ports,
+    pub access: Ports,
     pub classes: Vec<String>,
     pub allow: ListChange,
     pub deny: ListChange,
@@ -142,10 +144,8 @@ pub fn apply(
         serial: header.serial,
         mode: tables.mode.name(),
         fragments: tables.fragments.name(),
-        trunk_udp: ports_in(&tables.udp_zone, Zone::Trunk),
-        trunk_tcp: ports_in(&tables.tcp_zone, Zone::Trunk),
-        access_udp: ports_in(&tables.udp_zone, Zone::Access),
-        access_tcp: ports_in(&tables.tcp_zone, Zone::Access),
+        trunk: zone_ports(&tables, Zone::Trunk),
+        access: zone_ports(&tables, Zone::Access),
         classes: tables
             .classes
             .iter()
@@ -158,6 +158,19 @@ pub fn apply(
         would_be_bans_discarded,
         orphaned_classes,
     })
+}
+
+fn zone_ports(tables: &Tables, zone: Zone) -> Ports {
+    Ports {
+        udp: tables.ports(Transport::Udp, zone),
+        tcp: tables.ports(Transport::Tcp, zone),
+        sctp: tables.ports(Transport::Sctp, zone),
+        count_methods: match zone {
+            Zone::Trunk => tables.sip_flags & policy_flags::SIP_TRUNK != 0,
+            Zone::Access => tables.sip_flags & policy_flags::SIP_ACCESS != 0,
+            Zone::None | Zone::Unknown => false,
+        },
+    }
 }
 
 /// An automatic ban of a source that the allowlist now covers would outlive the operator's

@@ -16,7 +16,7 @@ use aya::{
     },
 };
 use sipguard_common::abi::{
-    ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, REPORT_PROGRAM_NAME, TAIL_REPORT, map_name,
+    ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, map_name, program, tail,
 };
 
 use crate::{
@@ -233,7 +233,7 @@ fn load_prepared(
         .try_into()
         .map_err(DataplaneError::Program)?;
     program.load().map_err(DataplaneError::Program)?;
-    link_report_program(&mut ebpf)?;
+    link_stages(&mut ebpf)?;
 
     Ok(Loading {
         ebpf,
@@ -243,24 +243,32 @@ fn load_prepared(
     })
 }
 
-/// Loads the event-reporting program and puts it in the filter's tail-call slot. The slot map is
-/// pinned, so the entry outlives this process (the kernel clears program arrays only when no
-/// file descriptor or pin refers to them).
-fn link_report_program(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    let report: &mut Xdp = ebpf
-        .program_mut(REPORT_PROGRAM_NAME)
-        .ok_or_else(|| DataplaneError::Attach {
-            iface: String::new(),
-            detail: format!("program {REPORT_PROGRAM_NAME} missing from the embedded object"),
-        })?
-        .try_into()
-        .map_err(DataplaneError::Program)?;
-    report.load().map_err(DataplaneError::Program)?;
-    let fd = report
-        .fd()
-        .map_err(DataplaneError::Program)?
-        .try_clone()
-        .map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))?;
+/// Loads the later stages and puts them in the entry's tail-call slots. The slot map is pinned,
+/// so the entries outlive this process (the kernel clears program arrays only when no file
+/// descriptor or pin refers to them); a new build's stages replace the old ones slot by slot.
+fn link_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let mut fds = Vec::new();
+    for (name, slot) in [
+        (program::JUDGE, tail::JUDGE),
+        (program::SIP, tail::SIP),
+        (program::REPORT, tail::REPORT),
+    ] {
+        let stage: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::Attach {
+                iface: String::new(),
+                detail: format!("program {name} missing from the embedded object"),
+            })?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        stage.load().map_err(DataplaneError::Program)?;
+        let fd = stage
+            .fd()
+            .map_err(DataplaneError::Program)?
+            .try_clone()
+            .map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))?;
+        fds.push((slot, fd));
+    }
     let map = ebpf
         .map_mut(map_name::TAILS)
         .ok_or_else(|| DataplaneError::Attach {
@@ -272,12 +280,12 @@ fn link_report_program(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
             what: "open SG_TAILS".into(),
             source,
         })?;
-    tails
-        .set(TAIL_REPORT, &fd, 0)
-        .map_err(|source| StateError::Map {
-            what: "set the report program in SG_TAILS".into(),
+    for (slot, fd) in &fds {
+        tails.set(*slot, fd, 0).map_err(|source| StateError::Map {
+            what: format!("set stage {slot} in SG_TAILS"),
             source,
         })?;
+    }
     Ok(())
 }
 

@@ -22,7 +22,7 @@ pub struct EventRecord {
     pub dst: Option<IpAddr>,
     pub sport: u16,
     pub dport: u16,
-    /// `udp`, `tcp`, or the IP protocol number.
+    /// `udp`, `tcp`, `sctp`, or the IP protocol number.
     pub transport: String,
     /// Outer and inner VLAN ids present in the frame.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -68,6 +68,7 @@ impl EventRecord {
             transport: match event.l4_proto {
                 17 => "udp".to_string(),
                 6 => "tcp".to_string(),
+                132 => "sctp".to_string(),
                 other => other.to_string(),
             },
             vlan: event.vlan.iter().copied().filter(|id| *id != 0).collect(),

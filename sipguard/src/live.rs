@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
 use sipguard_common::{
-    abi::{BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey},
+    abi::{BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, policy_flags},
     budget::Gcra,
     source::{manual_ban, source_key},
 };
@@ -165,7 +165,9 @@ impl LiveState {
             return Ok(());
         }
         let mut policy = self.policy(generation)?;
-        let flags = deny_flags(&self.rules(generation, List::Deny)?);
+        let deny = policy_flags::DENY4 | policy_flags::DENY6;
+        let flags =
+            (policy.header.flags & !deny) | deny_flags(&self.rules(generation, List::Deny)?);
         if policy.header.flags != flags {
             policy.header.flags = flags;
             self.set_policy(generation, &policy)?;

@@ -8,7 +8,7 @@ use sipguard_common::abi::{
 
 use crate::{
     dataplane::{link_status, xdp_mode_name},
-    policy::{class_name, ports_in},
+    policy::{Ports, class_name},
     state::{EventStats, List, MapFill, State, StateError},
     time::boot_now_ns,
 };
@@ -183,12 +183,6 @@ pub struct ListSizes {
     pub runtime: usize,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ZonePorts {
-    pub udp: Vec<u16>,
-    pub tcp: Vec<u16>,
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct BudgetView {
     pub rate: u32,
@@ -236,8 +230,8 @@ pub struct Status {
     pub applied_at_unix: u64,
     pub policy_file: Option<String>,
     pub policy_digest: Option<String>,
-    pub trunk: ZonePorts,
-    pub access: ZonePorts,
+    pub trunk: Ports,
+    pub access: Ports,
     /// Budget class of unknown sources in the access zone.
     pub access_class: Option<String>,
     pub ipv6_budget_prefix: u8,
@@ -274,10 +268,7 @@ impl Status {
                 runtime,
             })
         };
-        let zone_ports = |zone: Zone| ZonePorts {
-            udp: ports_in(&policy.udp_zone, zone),
-            tcp: ports_in(&policy.tcp_zone, zone),
-        };
+        let zone_ports = |zone: Zone| Ports::of(&policy, zone);
         let classes: Vec<ClassView> = policy
             .classes
             .iter()
@@ -290,7 +281,7 @@ impl Status {
             })
             .collect();
         let access = zone_ports(Zone::Access);
-        let has_access = !access.udp.is_empty() || !access.tcp.is_empty();
+        let has_access = !access.is_empty();
         let now = boot_now_ns();
         let unexpired: Vec<_> = state
             .bans()?

@@ -12,7 +12,8 @@ use aya::maps::{
 use sipguard_common::abi::{
     self, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, Meta,
     PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS, PREFILTER_DENY, PrefilterChunk,
-    RuleValue, SourceKey, SourceState, event_stat, map_name, prefilter_index,
+    RuleValue, SipMethod, SourceKey, SourceState, Zone, event_stat, map_name, method_index,
+    prefilter_index,
 };
 
 use crate::policy::{Prefix, zeroed_policy};
@@ -365,6 +366,7 @@ pub struct State {
     peers: HashMap<MapData, SourceKey, SourceState>,
     bans: HashMap<MapData, SourceKey, Ban>,
     event_stats: PerCpuArray<MapData, u64>,
+    methods: PerCpuArray<MapData, u64>,
     frags: HashMap<MapData, FragKey, FragVerdict>,
     prefilter: Array<MapData, PrefilterChunk>,
 }
@@ -381,6 +383,8 @@ pub struct EventStats {
     pub would_bans_issued: u64,
     /// Inserts the data plane could not make, by table.
     pub insert_failures: InsertFailures,
+    /// Packets passed because a stage's tail call failed (its program missing).
+    pub tail_call_failures: u64,
 }
 
 /// Entries the data plane wanted to create and could not (the table was full).
@@ -467,6 +471,7 @@ impl State {
             peers: open_pinned(&pin(map_name::PEERS))?,
             bans: open_pinned(&pin(map_name::BANS))?,
             event_stats: open_pinned(&pin(map_name::EVENT_STATS))?,
+            methods: open_pinned(&pin(map_name::METHODS))?,
             frags: open_pinned(&pin(map_name::FRAGS))?,
             prefilter: open_pinned(&pin(map_name::PREFILTER))?,
         })
@@ -592,7 +597,27 @@ impl State {
                 peers: sum(event_stat::INSERT_FAILED_PEERS)?,
                 fragments: sum(event_stat::INSERT_FAILED_FRAGS)?,
             },
+            tail_call_failures: sum(event_stat::TAIL_CALL_FAILED)?,
         })
+    }
+
+    /// Requests the SIP stage counted, summed over CPUs: (zone, method, count), non-zero only.
+    pub fn method_counts(&self) -> Result<Vec<(Zone, SipMethod, u64)>, StateError> {
+        let mut counts = Vec::new();
+        for zone in [Zone::Trunk, Zone::Access] {
+            for method in SipMethod::ALL {
+                let total: u64 = self
+                    .methods
+                    .get(&method_index(zone, method), 0)
+                    .map_err(map_err("read SG_METHODS"))?
+                    .iter()
+                    .sum();
+                if total > 0 {
+                    counts.push((zone, method, total));
+                }
+            }
+        }
+        Ok(counts)
     }
 
     /// Fill of every bounded table: per-source state, bans, fragments, and the lists of the

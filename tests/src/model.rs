@@ -15,7 +15,7 @@ use sipguard_common::{
     budget::Gcra,
     parse::{Family, Transport, parse},
     source::{ban_bites, fresh_state, strike},
-    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, decide},
+    verdict::{Entry, NOT_ALLOWLISTED, PolicyView, Spend, decide, entry},
 };
 
 use crate::harness::{Verdict, XDP_DROP, XDP_PASS};
@@ -63,7 +63,12 @@ impl Model {
 
     /// What the program should do with `frame`, given everything seen before.
     pub fn verdict(&self, frame: &[u8]) -> Verdict {
-        let decided = decide(&parse(frame), self);
+        let parsed = parse(frame);
+        let decided = decide(&parsed, self);
+        // Where the data plane's entry decides alone, it decides the same.
+        if let Entry::Pass(early) | Entry::Drop(early) = entry(&parsed, self) {
+            assert_eq!(early, decided, "the entry's verdict");
+        }
         let drop = decided.reason.is_drop();
         let monitored = drop && self.tables.mode == Mode::Monitor;
         Verdict {
@@ -97,11 +102,7 @@ impl Model {
 
 impl PolicyView for Model {
     fn zone(&self, transport: Transport, port: u16) -> Zone {
-        let table = match transport {
-            Transport::Udp => &self.tables.udp_zone,
-            Transport::Tcp => &self.tables.tcp_zone,
-        };
-        Zone::from_u8(table[usize::from(port)])
+        Zone::from_u8(self.tables.zone_table(transport)[usize::from(port)])
     }
 
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool {
@@ -123,6 +124,10 @@ impl PolicyView for Model {
 
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict) {
         self.remembered.borrow_mut().insert(frag_key(key), verdict);
+    }
+
+    fn forget_fragment(&self, key: &FragKey) {
+        self.remembered.borrow_mut().remove(&frag_key(key));
     }
 
     fn ipv6_budget_prefix(&self) -> u8 {

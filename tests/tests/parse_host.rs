@@ -13,7 +13,7 @@ use sipguard_common::{
         Family, Fragment, Hidden, IpPacket, L4, MAX_IPV6_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS,
         Parsed, Transport, parse,
     },
-    verdict::{PolicyView, Spend, Verdict, decide},
+    verdict::{Entry, PolicyView, Spend, Verdict, decide},
 };
 use sipguard_tests::frames::{
     self, ExtHeader, IpLayer, Packet, VlanTag, arp_request, checksum, sip_options_request,
@@ -119,11 +119,12 @@ impl Prefix {
     }
 }
 
-type FragMapKey = ([u8; 16], [u8; 16], u32, u8);
+type FragMapKey = ([u8; 16], [u8; 16], u32, u8, u8);
 
 struct FakePolicy {
     udp: HashMap<u16, Zone>,
     tcp: HashMap<u16, Zone>,
+    sctp: HashMap<u16, Zone>,
     allow: Vec<Prefix>,
     deny: Vec<Prefix>,
     fragments: FragmentPolicy,
@@ -137,6 +138,7 @@ impl FakePolicy {
         FakePolicy {
             udp: HashMap::from([(SIP, Zone::Trunk)]),
             tcp: HashMap::from([(SIP, Zone::Trunk), (5061, Zone::Trunk)]),
+            sctp: HashMap::from([(SIP, Zone::Trunk)]),
             allow: vec![
                 Prefix::parse("192.0.2.0/24"),
                 Prefix::parse("2001:db8:1::/48"),
@@ -156,11 +158,20 @@ impl FakePolicy {
     }
 
     fn key(key: &FragKey) -> FragMapKey {
-        (key.src, key.dst, key.id, key.family)
+        (key.src, key.dst, key.id, key.family, key.proto)
     }
 
+    /// The verdict of the whole decision; where the data plane's entry decides alone, it must
+    /// decide the same (checked on every frame of these tests).
     fn verdict(&self, frame: &[u8]) -> Verdict {
-        decide(&parse(frame), self)
+        let parsed = parse(frame);
+        let early = sipguard_common::verdict::entry(&parsed, self);
+        let verdict = decide(&parsed, self);
+        match early {
+            Entry::Pass(early) | Entry::Drop(early) => assert_eq!(early, verdict, "entry"),
+            Entry::Judge => {}
+        }
+        verdict
     }
 }
 
@@ -169,6 +180,7 @@ impl PolicyView for FakePolicy {
         let table = match transport {
             Transport::Udp => &self.udp,
             Transport::Tcp => &self.tcp,
+            Transport::Sctp => &self.sctp,
         };
         table.get(&port).copied().unwrap_or(Zone::None)
     }
@@ -195,6 +207,10 @@ impl PolicyView for FakePolicy {
 
     fn remember_fragment(&self, key: &FragKey, verdict: FragVerdict) {
         self.remembered.borrow_mut().insert(Self::key(key), verdict);
+    }
+
+    fn forget_fragment(&self, key: &FragKey) {
+        self.remembered.borrow_mut().remove(&Self::key(key));
     }
 
     // No access zone and no budget classes here: budgets are tested with the model in
@@ -863,8 +879,63 @@ fn icmp_and_other_protocols_are_other() {
     assert_eq!((icmp.proto, icmp.l4), (frames::PROTO_ICMP, L4::Other));
     let icmp6 = ip(&Packet::icmp6_echo(SRC6, DST6).build());
     assert_eq!((icmp6.proto, icmp6.l4), (frames::PROTO_ICMPV6, L4::Other));
-    let sctp = ip(&Packet::raw4(SRC4, DST4, 132, [0u8; 16]).build());
-    assert_eq!(sctp.l4, L4::Other);
+    let esp = ip(&Packet::raw4(SRC4, DST4, 50, [0u8; 16]).build());
+    assert_eq!((esp.proto, esp.l4), (50, L4::Other));
+}
+
+/// An SCTP common header (ports, verification tag, checksum) and one chunk header.
+fn sctp_header(sport: u16, dport: u16) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&sport.to_be_bytes());
+    bytes.extend_from_slice(&dport.to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0, 3, 0, 4]);
+    bytes
+}
+
+#[test]
+fn sctp_carries_its_ports_where_udp_and_tcp_do() {
+    let v4 = ip(&Packet::raw4(SRC4, DST4, 132, sctp_header(40_000, SIP)).build());
+    assert_eq!(
+        v4.l4,
+        L4::Ports {
+            transport: Transport::Sctp,
+            sport: 40_000,
+            dport: SIP,
+            payload: 0,
+        }
+    );
+    let v6 = ip(&Packet::raw6(SRC6, DST6, 132, sctp_header(40_001, 5061)).build());
+    assert!(matches!(
+        v6.l4,
+        L4::Ports {
+            transport: Transport::Sctp,
+            dport: 5061,
+            ..
+        }
+    ));
+    // Shorter than the common header: the kernel drops it, so do we.
+    let short = Packet::raw4(SRC4, DST4, 132, sctp_header(1, SIP)[..8].to_vec()).build();
+    assert_eq!(parse(&short[..]), Parsed::Malformed);
+    // Judged like UDP and TCP: only the zone's SCTP ports are SIP.
+    let policy = FakePolicy::new();
+    let to = |src, dport| Packet::raw4(src, DST4, 132, sctp_header(40_000, dport)).build();
+    assert_eq!(
+        policy.verdict(&to(UNKNOWN4, SIP)),
+        verdict(Reason::NotAllowlisted, Zone::Trunk)
+    );
+    assert_eq!(
+        policy.verdict(&to(ALLOWED4, SIP)),
+        verdict(Reason::Allowlisted, Zone::Trunk)
+    );
+    assert_eq!(
+        policy.verdict(&to(DENIED4, SIP)),
+        verdict(Reason::Denylisted, Zone::Trunk)
+    );
+    assert_eq!(
+        policy.verdict(&to(UNKNOWN4, 5061)),
+        verdict(Reason::NotSip, Zone::None)
+    );
 }
 
 #[test]
@@ -1062,56 +1133,87 @@ fn non_sip_ports_and_protocols_pass_untouched() {
 }
 
 #[test]
-fn later_fragments_inherit_the_first_fragments_verdict() {
-    for (src, expected) in [
+fn later_fragments_follow_a_dropped_first_fragment_and_pass_after_a_passed_one() {
+    for (src, first) in [
         (ALLOWED4, Reason::Allowlisted),
         (UNKNOWN4, Reason::NotAllowlisted),
         (DENIED4, Reason::Denylisted),
     ] {
         let policy = FakePolicy::new();
         let fragments = Packet::udp4(src, DST4, SPORT, SIP, sip4()).fragment(128, 11);
-        for fragment in &fragments {
-            assert_eq!(policy.verdict(fragment), verdict(expected, Zone::Trunk));
+        assert!(fragments.len() >= 3);
+        assert_eq!(policy.verdict(&fragments[0]), verdict(first, Zone::Trunk));
+        let later = if first.is_drop() {
+            verdict(first, Zone::Trunk)
+        } else {
+            verdict(Reason::FragmentPassed, Zone::Unknown)
+        };
+        for fragment in &fragments[1..] {
+            assert_eq!(policy.verdict(fragment), later, "{src}");
         }
+        // Only dropped first fragments are remembered.
+        assert_eq!(
+            policy.remembered.borrow().len(),
+            usize::from(first.is_drop())
+        );
     }
     // A datagram to a non-SIP port stays untouched, even from an unknown source.
     let policy = FakePolicy::new();
     let fragments = Packet::udp6(UNKNOWN6, DST6, SPORT, 53, [0u8; 300]).fragment(96, 12);
-    for fragment in &fragments {
+    assert_eq!(
+        policy.verdict(&fragments[0]),
+        verdict(Reason::NotSip, Zone::None)
+    );
+    for fragment in &fragments[1..] {
         assert_eq!(
             policy.verdict(fragment),
-            verdict(Reason::NotSip, Zone::None)
+            verdict(Reason::FragmentPassed, Zone::Unknown)
         );
     }
+    assert!(policy.remembered.borrow().is_empty());
 }
 
 #[test]
-fn later_fragments_without_their_first_are_judged_by_source() {
+fn later_fragments_without_a_dropped_first_fragment_pass() {
     let policy = FakePolicy::new();
+    let passed = verdict(Reason::FragmentPassed, Zone::Unknown);
     let later = |src| Packet::udp4(src, DST4, SPORT, SIP, sip4()).fragment(128, 13)[1].clone();
-    assert_eq!(
-        policy.verdict(&later(UNKNOWN4)),
-        verdict(Reason::FragmentUntracked, Zone::Unknown)
-    );
-    assert_eq!(
-        policy.verdict(&later(ALLOWED4)),
-        verdict(Reason::Allowlisted, Zone::Unknown)
-    );
-    assert_eq!(
-        policy.verdict(&later(DENIED4)),
-        verdict(Reason::Denylisted, Zone::Unknown)
-    );
-    // The first fragment of another datagram (other id) does not count.
-    let other_first = Packet::udp4(UNKNOWN4, DST4, SPORT, 53, sip4()).fragment(128, 14)[0].clone();
-    assert_eq!(policy.verdict(&other_first).reason, Reason::NotSip);
-    assert_eq!(
-        policy.verdict(&later(UNKNOWN4)),
-        verdict(Reason::FragmentUntracked, Zone::Unknown)
-    );
+    // Never saw the first fragment (reordered, or evicted): the kernel will not reassemble the
+    // datagram without it, and it is judged when it comes.
+    for src in [UNKNOWN4, ALLOWED4, DENIED4] {
+        assert_eq!(policy.verdict(&later(src)), passed, "{src}");
+    }
     let later6 = Packet::udp6(UNKNOWN6, DST6, SPORT, SIP, sip6("UDP")).fragment(96, 15)[1].clone();
+    assert_eq!(policy.verdict(&later6), passed);
+    // A first fragment that passes forgets a dropped datagram of the same key (a reused IP ID).
+    let dropped = Packet::udp4(UNKNOWN4, DST4, SPORT, SIP, sip4()).fragment(128, 14);
+    assert!(policy.verdict(&dropped[0]).reason.is_drop());
     assert_eq!(
-        policy.verdict(&later6),
-        verdict(Reason::FragmentUntracked, Zone::Unknown)
+        policy.verdict(&dropped[1]),
+        verdict(Reason::NotAllowlisted, Zone::Trunk)
+    );
+    let reused = Packet::udp4(UNKNOWN4, DST4, SPORT, 53, sip4()).fragment(128, 14);
+    assert_eq!(policy.verdict(&reused[0]).reason, Reason::NotSip);
+    assert_eq!(policy.verdict(&reused[1]), passed);
+}
+
+#[test]
+fn fragments_are_keyed_by_the_protocol_they_announce() {
+    let policy = FakePolicy::new();
+    let fragments = Packet::udp6(UNKNOWN6, DST6, SPORT, SIP, sip6("UDP")).fragment(96, 21);
+    assert!(policy.verdict(&fragments[0]).reason.is_drop());
+    assert_eq!(
+        policy.verdict(&fragments[1]),
+        verdict(Reason::NotAllowlisted, Zone::Trunk)
+    );
+    // The same addresses and identification, another protocol: another datagram.
+    let mut other = fragments[1].clone();
+    let l3 = 14;
+    assert_eq!(other[l3 + 6], frames::PROTO_FRAGMENT);
+    other[l3 + 40] = 58;
+    assert_eq!(
+        policy.verdict(&other),
+        verdict(Reason::FragmentPassed, Zone::Unknown)
     );
 }
 
@@ -1215,15 +1317,18 @@ fn ipv6_later_fragment_is_hidden_whatever_its_next_header_claims() {
 }
 
 #[test]
-fn later_fragments_of_non_sip_datagrams_follow_their_first_fragment() {
+fn later_fragments_of_non_sip_datagrams_pass() {
     let unknown6: std::net::Ipv6Addr = "2001:db8:99::1".parse().unwrap();
     let ping = Packet::icmp6_echo(unknown6, DST6).with_payload(vec![0x55; 300]);
     let fragments = ping.fragment(120, 31);
     let policy = FakePolicy::new();
-    for fragment in &fragments {
-        assert_eq!(
-            policy.verdict(fragment),
-            verdict(Reason::NotSip, Zone::None)
-        );
+    assert_eq!(
+        policy.verdict(&fragments[0]),
+        verdict(Reason::NotSip, Zone::None)
+    );
+    for fragment in &fragments[1..] {
+        let v = policy.verdict(fragment);
+        assert_eq!(v, verdict(Reason::FragmentPassed, Zone::Unknown));
+        assert!(!v.reason.is_drop());
     }
 }

@@ -411,7 +411,8 @@ fn fragments_follow_the_policy_for_each_fragment_mode() {
     let big4 = |src| udp4(src, 5060).with_payload(vec![b'x'; 1200]);
     let big6 = |src| udp6(src, 5060).with_payload(vec![b'y'; 1200]);
 
-    // inherit (default): later fragments take the first fragment's verdict.
+    // inherit (default): later fragments of a dropped first fragment are dropped with it; those
+    // of a passed one pass.
     let (mut filter, model) = setup(POLICY);
     let mut cases = Vec::new();
     for (id, (packet, first)) in [
@@ -430,32 +431,26 @@ fn fragments_follow_the_policy_for_each_fragment_mode() {
     {
         let fragments = packet.fragment(400, 1000 + id as u32);
         assert!(fragments.len() >= 3);
-        for fragment in fragments {
-            cases.push(("inherit", fragment, first));
+        let later = if first.action == XDP_DROP {
+            first
+        } else {
+            pass(Zone::Unknown, Reason::FragmentPassed)
+        };
+        for (index, fragment) in fragments.into_iter().enumerate() {
+            cases.push(("inherit", fragment, if index == 0 { first } else { later }));
         }
     }
-    // Later fragments whose first fragment never came: judged by source.
+    // Later fragments whose first fragment never came pass: the kernel will not reassemble
+    // them without it, and it is judged when it comes.
     let orphans = |packet: Packet, id| packet.fragment(400, id).split_off(1);
-    for fragment in orphans(big4(UNKNOWN4), 77) {
-        cases.push((
-            "orphan unknown",
-            fragment,
-            drop(Zone::Unknown, Reason::FragmentUntracked),
-        ));
-    }
-    for fragment in orphans(big6(ALLOWED6), 78) {
-        cases.push((
-            "orphan allowed",
-            fragment,
-            pass(Zone::Unknown, Reason::Allowlisted),
-        ));
-    }
-    for fragment in orphans(big4(DENIED4), 79) {
-        cases.push((
-            "orphan denied",
-            fragment,
-            drop(Zone::Unknown, Reason::Denylisted),
-        ));
+    for (name, packet, id) in [
+        ("orphan unknown", big4(UNKNOWN4), 77),
+        ("orphan allowed", big6(ALLOWED6), 78),
+        ("orphan denied", big4(DENIED4), 79),
+    ] {
+        for fragment in orphans(packet, id) {
+            cases.push((name, fragment, pass(Zone::Unknown, Reason::FragmentPassed)));
+        }
     }
     check(&mut filter, &model, &cases);
 
@@ -706,4 +701,126 @@ fn corrupted_frames_get_the_same_verdict_in_kernel_and_model() {
             "{reason:?} never seen: {by_reason:?}"
         );
     }
+}
+
+/// An SCTP common header (ports, verification tag, checksum) and one DATA chunk header.
+fn sctp(sport: u16, dport: u16) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&sport.to_be_bytes());
+    bytes.extend_from_slice(&dport.to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&[0, 3, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+#[test]
+fn sctp_to_a_sip_port_is_judged_like_udp_and_tcp() {
+    let (mut filter, model) = setup(&format!(
+        "{}sctp = [5060]\n{}",
+        &POLICY[..POLICY.find("[[allow]]").unwrap()],
+        &POLICY[POLICY.find("[[allow]]").unwrap()..]
+    ));
+    let to4 = |src, dport| Packet::raw4(src, SBC4, 132, sctp(40_000, dport)).build();
+    let to6 = |src, dport| Packet::raw6(src, SBC6, 132, sctp(40_000, dport)).build();
+    let cases = vec![
+        (
+            "sctp4 allowed",
+            to4(ALLOWED4, 5060),
+            pass(Zone::Trunk, Reason::Allowlisted),
+        ),
+        (
+            "sctp4 unknown",
+            to4(UNKNOWN4, 5060),
+            drop(Zone::Trunk, Reason::NotAllowlisted),
+        ),
+        (
+            "sctp4 denied",
+            to4(DENIED4, 5060),
+            drop(Zone::Trunk, Reason::Denylisted),
+        ),
+        (
+            "sctp6 unknown",
+            to6(UNKNOWN6, 5060),
+            drop(Zone::Trunk, Reason::NotAllowlisted),
+        ),
+        (
+            "sctp6 allowed",
+            to6(ALLOWED6, 5060),
+            pass(Zone::Trunk, Reason::Allowlisted),
+        ),
+        // 5080 is a SIP port for UDP only.
+        (
+            "sctp4 other port",
+            to4(UNKNOWN4, 5080),
+            pass(Zone::None, Reason::NotSip),
+        ),
+        (
+            "sctp4 cut short",
+            Packet::raw4(UNKNOWN4, SBC4, 132, sctp(1, 5060)[..8].to_vec()).build(),
+            drop(Zone::None, Reason::Malformed),
+        ),
+    ];
+    check(&mut filter, &model, &cases);
+}
+
+#[test]
+fn the_sip_stage_counts_admitted_requests_by_method_only_where_asked() {
+    use sipguard_common::abi::SipMethod;
+    let policy = r#"
+mode = "enforce"
+[trunk]
+udp = [5060]
+count_methods = true
+[access]
+udp = [5070]
+[[allow]]
+cidrs = ["192.0.2.0/24"]
+"#;
+    let (mut filter, model) = setup(policy);
+    let request = |method: &str, src: Ipv4Addr, dport| {
+        let text = format!("{method} sip:sbc@198.51.100.1 SIP/2.0\r\nCSeq: 1 {method}\r\n\r\n");
+        Packet::udp4(src, SBC4, 5060, dport, text.into_bytes()).build()
+    };
+    let cases = vec![
+        (
+            "trunk invite",
+            request("INVITE", ALLOWED4, 5060),
+            pass(Zone::Trunk, Reason::Allowlisted),
+        ),
+        (
+            "trunk register",
+            request("REGISTER", ALLOWED4, 5060),
+            pass(Zone::Trunk, Reason::Allowlisted),
+        ),
+        (
+            "trunk response",
+            request("SIP/2.0", ALLOWED4, 5060),
+            pass(Zone::Trunk, Reason::Allowlisted),
+        ),
+        // Dropped by stage 1: never reaches the SIP stage.
+        (
+            "trunk unknown invite",
+            request("INVITE", UNKNOWN4, 5060),
+            drop(Zone::Trunk, Reason::NotAllowlisted),
+        ),
+        // The access zone does not count methods: no SIP stage.
+        (
+            "access invite",
+            request("INVITE", UNKNOWN4, 5070),
+            pass(Zone::Access, Reason::AccessAdmitted),
+        ),
+    ];
+    // `check` also proves each packet is counted once, with its final verdict.
+    check(&mut filter, &model, &cases);
+    let counts = filter.loaded.state.method_counts().unwrap();
+    assert_eq!(
+        counts,
+        [
+            (Zone::Trunk, SipMethod::Invite, 1),
+            (Zone::Trunk, SipMethod::Register, 1),
+            (Zone::Trunk, SipMethod::Response, 1),
+        ]
+    );
+    let events = filter.loaded.state.event_stats().unwrap();
+    assert_eq!(events.tail_call_failures, 0);
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 
-use super::{EXIT_INVALID_POLICY, Global, format_ports, print_json};
+use super::{EXIT_INVALID_POLICY, Global, print_json};
 use crate::{
     apply::{ApplyReport, apply},
     policy::Policy,
@@ -52,13 +52,11 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
 
 pub(super) fn print_report(report: &ApplyReport) {
     println!(
-        "  mode {}, fragments {}; trunk udp {} / tcp {}; access udp {} / tcp {}",
+        "  mode {}, fragments {}; trunk {}; access {}",
         report.mode,
         report.fragments,
-        format_ports(&report.trunk_udp),
-        format_ports(&report.trunk_tcp),
-        format_ports(&report.access_udp),
-        format_ports(&report.access_tcp),
+        report.trunk.describe(),
+        report.access.describe(),
     );
     println!(
         "  allowlist {} entries (+{} -{}), denylist {} entries (+{} -{}), classes: {}; \

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{EXIT_INVALID_POLICY, format_ports};
+use super::EXIT_INVALID_POLICY;
 use crate::policy::Policy;
 
 /// Check a policy file without touching any filter (for CI and config management).
@@ -26,15 +26,16 @@ pub(super) fn run(args: Args) -> Result<u8> {
                     .count()
             };
             let access = policy.access.as_ref();
+            let describe = |ports: Option<&crate::policy::Ports>| {
+                ports.cloned().unwrap_or_default().describe()
+            };
             println!(
-                "{}: valid; mode {}, trunk udp {} / tcp {}, access udp {} / tcp {}, {} classes, \
+                "{}: valid; mode {}, trunk {}, access {}, {} classes, \
                  allow {} IPv4 + {} IPv6, deny {} IPv4 + {} IPv6",
                 args.file.display(),
                 policy.mode.map_or("unchanged", |m| m.name()),
-                format_ports(&policy.trunk.udp),
-                format_ports(&policy.trunk.tcp),
-                format_ports(access.map_or(&[][..], |a| &a.ports.udp)),
-                format_ports(access.map_or(&[][..], |a| &a.ports.tcp)),
+                describe(Some(&policy.trunk)),
+                describe(access.map(|a| &a.ports)),
                 policy.classes.len(),
                 count(&policy.allow, true),
                 count(&policy.allow, false),

@@ -168,34 +168,7 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-/// Compact port list: `5060, 5070-5079`.
-pub fn format_ports(ports: &[u16]) -> String {
-    if ports.is_empty() {
-        return "none".to_string();
-    }
-    let mut parts = Vec::new();
-    let mut start = ports[0];
-    let mut end = ports[0];
-    for port in &ports[1..] {
-        if *port == end + 1 {
-            end = *port;
-        } else {
-            parts.push(range(start, end));
-            start = *port;
-            end = *port;
-        }
-    }
-    parts.push(range(start, end));
-    parts.join(", ")
-}
-
-fn range(start: u16, end: u16) -> String {
-    if start == end {
-        start.to_string()
-    } else {
-        format!("{start}-{end}")
-    }
-}
+pub use crate::policy::format_ports;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{Global, format_ports, print_json};
+use super::{Global, print_json};
 use crate::{
     report::Status,
     state::{State, Target},
@@ -70,15 +70,13 @@ fn print_status(status: &Status) {
         format_time(status.applied_at_unix)
     );
     println!(
-        "  trunk       udp {} / tcp {} (allowlisted sources only)",
-        format_ports(&status.trunk.udp),
-        format_ports(&status.trunk.tcp)
+        "  trunk       {} (allowlisted sources only)",
+        status.trunk.describe()
     );
     if let Some(class) = &status.access_class {
         println!(
-            "  access      udp {} / tcp {} (unknown sources: class {class}; new sources {}/s, burst {})",
-            format_ports(&status.access.udp),
-            format_ports(&status.access.tcp),
+            "  access      {} (unknown sources: class {class}; new sources {}/s, burst {})",
+            status.access.describe(),
             status.new_sources.rate,
             status.new_sources.burst
         );

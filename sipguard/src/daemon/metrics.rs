@@ -18,7 +18,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin, ban_flags};
+use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin, SipMethod, ban_flags};
 use tokio::time::Instant;
 
 use crate::{
@@ -78,6 +78,8 @@ struct Scrape {
     bans_active: Samples,
     would_bans_active: Samples,
     insert_failures: Samples,
+    sip_requests: Samples,
+    tail_call_failures: Samples,
     map_entries: Samples,
     map_capacity: Samples,
     list_entries: Samples,
@@ -120,6 +122,24 @@ impl SipguardCollector {
         scrape
             .would_bans_issued
             .push((vec![label()], events.would_bans_issued as f64));
+        scrape
+            .tail_call_failures
+            .push((vec![label()], events.tail_call_failures as f64));
+        for (zone, method, count) in state.method_counts()? {
+            let method = match method {
+                SipMethod::Unknown => "other",
+                SipMethod::Response => "response",
+                method => method.token(),
+            };
+            scrape.sip_requests.push((
+                vec![
+                    label(),
+                    ("zone", zone.name().into()),
+                    ("method", method.into()),
+                ],
+                count as f64,
+            ));
+        }
         for (map, failures) in events.insert_failures.by_map() {
             scrape
                 .insert_failures
@@ -290,6 +310,20 @@ impl Collector for SipguardCollector {
             "Would-be bans of monitor mode not yet expired: listed, never enforced.",
             Gauge,
             &scrape.would_bans_active,
+        )?;
+        family(
+            e,
+            "sipguard_sip_requests",
+            "Messages the SIP stage saw in zones that count methods (count_methods), by zone and method (other: no method readable).",
+            Counter,
+            &scrape.sip_requests,
+        )?;
+        family(
+            e,
+            "sipguard_stage_failures",
+            "Packets passed because a stage of the data plane was missing (never after a complete attach).",
+            Counter,
+            &scrape.tail_call_failures,
         )?;
         family(
             e,

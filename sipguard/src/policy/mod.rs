@@ -10,7 +10,7 @@ mod tables;
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
-use sipguard_common::abi::{FragmentPolicy, Mode};
+use sipguard_common::abi::{FragmentPolicy, Mode, Zone};
 
 pub use self::{
     file::{Diagnostic, PolicyError, parse_duration},
@@ -83,12 +83,77 @@ pub struct Budget {
     pub burst: u32,
 }
 
-/// Destination ports of a zone.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// A zone's SIP ports per transport, and whether its admitted requests are counted by method.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Ports {
     /// Sorted, unique.
     pub udp: Vec<u16>,
     pub tcp: Vec<u16>,
+    pub sctp: Vec<u16>,
+    /// The zone's admitted requests go through the SIP stage, which counts them by method
+    /// (`sipguard_sip_requests_total`).
+    pub count_methods: bool,
+}
+
+impl Ports {
+    /// The zone as a policy table of one generation holds it.
+    pub fn of(policy: &sipguard_common::abi::Policy, zone: Zone) -> Ports {
+        Ports {
+            udp: ports_in(&policy.udp_zone, zone),
+            tcp: ports_in(&policy.tcp_zone, zone),
+            sctp: ports_in(&policy.sctp_zone, zone),
+            count_methods: sipguard_common::verdict::zone_inspects(&policy.header, zone),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.udp.is_empty() && self.tcp.is_empty() && self.sctp.is_empty()
+    }
+
+    /// `udp 5060 / tcp 5060-5061`, SCTP only when it has ports, `; methods counted` when so.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "udp {} / tcp {}",
+            format_ports(&self.udp),
+            format_ports(&self.tcp)
+        );
+        if !self.sctp.is_empty() {
+            text.push_str(&format!(" / sctp {}", format_ports(&self.sctp)));
+        }
+        if self.count_methods {
+            text.push_str("; requests counted by method");
+        }
+        text
+    }
+}
+
+/// Compact port list: `5060, 5070-5079`.
+pub fn format_ports(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "none".to_string();
+    }
+    let mut parts = Vec::new();
+    let mut start = ports[0];
+    let mut end = ports[0];
+    for port in &ports[1..] {
+        if *port == end + 1 {
+            end = *port;
+        } else {
+            parts.push(port_range(start, end));
+            start = *port;
+            end = *port;
+        }
+    }
+    parts.push(port_range(start, end));
+    parts.join(", ")
+}
+
+fn port_range(start: u16, end: u16) -> String {
+    if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
+    }
 }
 
 /// The access zone: sources on no list are admitted, each within a budget.
@@ -174,6 +239,8 @@ impl Policy {
             trunk: Ports {
                 udp: DEFAULT_UDP_PORTS.to_vec(),
                 tcp: DEFAULT_TCP_PORTS.to_vec(),
+                sctp: Vec::new(),
+                count_methods: false,
             },
             access: None,
             classes: BTreeMap::new(),

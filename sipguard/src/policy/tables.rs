@@ -15,6 +15,7 @@ use sipguard_common::{
         prefilter_position,
     },
     budget::{BanRule, Gcra},
+    parse::Transport,
 };
 
 use super::{BanSettings, Budget, DEFAULT_NEW_SOURCES, EventSettings, Policy, Ports};
@@ -75,9 +76,12 @@ pub struct Tables {
     pub mode: Mode,
     pub fragments: FragmentPolicy,
     pub ipv6_prefix: u8,
-    /// Zone of every UDP and TCP destination port (index = port).
+    /// Zone of every UDP, TCP and SCTP destination port (index = port).
     pub udp_zone: Vec<u8>,
     pub tcp_zone: Vec<u8>,
+    pub sctp_zone: Vec<u8>,
+    /// `policy_flags::SIP_*`: zones whose admitted packets go through the SIP stage.
+    pub sip_flags: u8,
     /// Budget classes by id; id 0 is "no budget" and stays empty.
     pub classes: Vec<(String, Budget)>,
     /// Class id of unknown sources in the access zone (0 without an access zone).
@@ -114,17 +118,28 @@ impl Tables {
     ) -> Tables {
         let mut udp_zone = vec![Zone::None as u8; PORT_SLOTS];
         let mut tcp_zone = vec![Zone::None as u8; PORT_SLOTS];
+        let mut sctp_zone = vec![Zone::None as u8; PORT_SLOTS];
         let mut mark = |ports: &Ports, zone: Zone| {
-            for port in &ports.udp {
-                udp_zone[usize::from(*port)] = zone as u8;
-            }
-            for port in &ports.tcp {
-                tcp_zone[usize::from(*port)] = zone as u8;
+            for (table, list) in [
+                (&mut udp_zone, &ports.udp),
+                (&mut tcp_zone, &ports.tcp),
+                (&mut sctp_zone, &ports.sctp),
+            ] {
+                for port in list {
+                    table[usize::from(*port)] = zone as u8;
+                }
             }
         };
         mark(&policy.trunk, Zone::Trunk);
+        let mut sip_flags = 0;
+        if policy.trunk.count_methods {
+            sip_flags |= policy_flags::SIP_TRUNK;
+        }
         if let Some(access) = &policy.access {
             mark(&access.ports, Zone::Access);
+            if access.ports.count_methods {
+                sip_flags |= policy_flags::SIP_ACCESS;
+            }
         }
         // Slot 0 is "no budget"; named classes follow in name order.
         let mut classes = vec![(String::new(), Budget { rate: 0, burst: 0 })];
@@ -174,6 +189,8 @@ impl Tables {
             ipv6_prefix: policy.ipv6_prefix,
             udp_zone,
             tcp_zone,
+            sctp_zone,
+            sip_flags,
             classes,
             access_class,
             new_sources: policy
@@ -194,7 +211,7 @@ impl Tables {
         value.header.mode = self.mode as u8;
         value.header.fragments = self.fragments as u8;
         value.header.ipv6_budget_prefix = self.ipv6_prefix;
-        value.header.flags = deny_flags(&self.deny);
+        value.header.flags = deny_flags(&self.deny) | self.sip_flags;
         value.header.access_class = self.access_class;
         value.header.new_sources =
             Gcra::new(self.new_sources.rate.into(), self.new_sources.burst.into()).split(cpus);
@@ -219,12 +236,21 @@ impl Tables {
         }
         value.udp_zone.copy_from_slice(&self.udp_zone);
         value.tcp_zone.copy_from_slice(&self.tcp_zone);
+        value.sctp_zone.copy_from_slice(&self.sctp_zone);
         value
     }
 
     /// SIP ports of a transport in a zone.
-    pub fn ports(&self, udp: bool, zone: Zone) -> Vec<u16> {
-        ports_in(if udp { &self.udp_zone } else { &self.tcp_zone }, zone)
+    pub fn ports(&self, transport: Transport, zone: Zone) -> Vec<u16> {
+        ports_in(self.zone_table(transport), zone)
+    }
+
+    pub fn zone_table(&self, transport: Transport) -> &[u8] {
+        match transport {
+            Transport::Udp => &self.udp_zone,
+            Transport::Tcp => &self.tcp_zone,
+            Transport::Sctp => &self.sctp_zone,
+        }
     }
 }
 
@@ -421,9 +447,9 @@ mod tests {
             Mode::Monitor,
             "a policy without mode keeps the running mode"
         );
-        assert_eq!(tables.ports(true, Zone::Trunk), [5060, 5080]);
-        assert_eq!(tables.ports(false, Zone::Trunk), [5061]);
-        assert_eq!(tables.ports(true, Zone::Access), [5070]);
+        assert_eq!(tables.ports(Transport::Udp, Zone::Trunk), [5060, 5080]);
+        assert_eq!(tables.ports(Transport::Tcp, Zone::Trunk), [5061]);
+        assert_eq!(tables.ports(Transport::Udp, Zone::Access), [5070]);
         let names: Vec<&str> = tables.classes.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["", "access-default", "carrier"]);
         assert_eq!(tables.access_class, 1);

@@ -22,8 +22,7 @@ use sipguard::{
     time::boot_now_ns,
 };
 use sipguard_common::abi::{
-    Ban, BanReason, MAX_PEERS, MAX_SOURCES, SourceKey, SourceState, TAIL_REPORT, counter_index,
-    map_name,
+    Ban, BanReason, MAX_PEERS, MAX_SOURCES, SourceKey, SourceState, counter_index, map_name, tail,
 };
 use sipguard_tests::harness::TestFilter;
 
@@ -125,7 +124,7 @@ impl Config {
                     .ebpf
                     .map_mut(map_name::TAILS)
                     .context("no SG_TAILS: this sipguard has no drop-event program")?;
-                ProgramArray::try_from(map)?.clear_index(&TAIL_REPORT)?;
+                ProgramArray::try_from(map)?.clear_index(&tail::REPORT)?;
             }
         }
         let (sources_entries, peers_entries) = filter.loaded.state.budget_entries();

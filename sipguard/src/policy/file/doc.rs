@@ -66,6 +66,10 @@ pub(super) struct PortsDoc {
     pub(super) udp: Vec<Spanned<u16>>,
     #[serde(default)]
     pub(super) tcp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub(super) sctp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub(super) count_methods: bool,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +79,10 @@ pub(super) struct AccessDoc {
     pub(super) udp: Vec<Spanned<u16>>,
     #[serde(default)]
     pub(super) tcp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub(super) sctp: Vec<Spanned<u16>>,
+    #[serde(default)]
+    pub(super) count_methods: bool,
     pub(super) class: Option<Spanned<String>>,
     pub(super) new_sources: Option<Spanned<BudgetDoc>>,
 }

@@ -436,11 +436,30 @@ cidrs = ["192.0.2.1"]
     }
 
     #[test]
+    fn sctp_ports_and_method_counting_are_read_per_zone() {
+        let policy = parse_ok(
+            "[trunk]\nudp = [5060]\nsctp = [5060, 5061]\ncount_methods = true\n\
+             [access]\nsctp = [5070]\n",
+        );
+        assert_eq!(policy.trunk.sctp, vec![5060, 5061]);
+        assert!(policy.trunk.count_methods);
+        let access = policy.access.unwrap();
+        assert_eq!(access.ports.sctp, vec![5070]);
+        assert!(!access.ports.count_methods);
+        let errors = parse_err("[trunk]\nsctp = [5060]\n[access]\nsctp = [5060]\n");
+        assert_eq!(
+            errors,
+            ["policy.toml:4: sctp port 5060 is in both the trunk and the access zone"]
+        );
+        assert!(!parse_err("[trunk]\ncount_methods = \"yes\"\n").is_empty());
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused_with_lines() {
-        let errors = parse_err("mode = \"enforce\"\n\n[trunk]\nudp = [5060]\nsctp = [5060]\n");
+        let errors = parse_err("mode = \"enforce\"\n\n[trunk]\nudp = [5060]\ndccp = [5060]\n");
         assert_eq!(errors.len(), 1);
         assert!(
-            errors[0].starts_with("policy.toml:5: unknown field `sctp`"),
+            errors[0].starts_with("policy.toml:5: unknown field `dccp`"),
             "{errors:?}"
         );
 

@@ -22,17 +22,21 @@ impl ParseContext<'_> {
             let default_trunk = Ports {
                 udp: DEFAULT_UDP_PORTS.to_vec(),
                 tcp: DEFAULT_TCP_PORTS.to_vec(),
+                sctp: Vec::new(),
+                count_methods: false,
             };
             return (default_trunk, None);
         }
-        let trunk = trunk.map_or_else(Ports::default, |doc| self.read_ports(&doc.udp, &doc.tcp));
+        let trunk = trunk.map_or_else(Ports::default, |doc| {
+            self.read_ports(&doc.udp, &doc.tcp, &doc.sctp, doc.count_methods)
+        });
         let access = access.map(|doc| self.read_access(doc, &trunk));
         (trunk, access)
     }
 
     /// `[access]`: its ports, the class of each unknown source, and the budget for new sources.
     fn read_access(&mut self, doc: &AccessDoc, trunk: &Ports) -> Access {
-        let ports = self.read_ports(&doc.udp, &doc.tcp);
+        let ports = self.read_ports(&doc.udp, &doc.tcp, &doc.sctp, doc.count_methods);
         self.check_ports_shared_with_trunk(doc, trunk);
         let class = self.read_access_class(doc.class.as_ref());
         let new_sources = doc
@@ -49,10 +53,18 @@ impl ParseContext<'_> {
         }
     }
 
-    fn read_ports(&mut self, udp: &[Spanned<u16>], tcp: &[Spanned<u16>]) -> Ports {
+    fn read_ports(
+        &mut self,
+        udp: &[Spanned<u16>],
+        tcp: &[Spanned<u16>],
+        sctp: &[Spanned<u16>],
+        count_methods: bool,
+    ) -> Ports {
         Ports {
             udp: self.check_ports("udp", udp),
             tcp: self.check_ports("tcp", tcp),
+            sctp: self.check_ports("sctp", sctp),
+            count_methods,
         }
     }
 
@@ -76,6 +88,7 @@ impl ParseContext<'_> {
         for (transport, access_ports, trunk_ports) in [
             ("udp", &access.udp, &trunk.udp),
             ("tcp", &access.tcp, &trunk.tcp),
+            ("sctp", &access.sctp, &trunk.sctp),
         ] {
             for port in access_ports
                 .iter()
