@@ -481,6 +481,10 @@ pub mod policy_flags {
     pub const SIP_TRUNK: u8 = 4;
     /// The access zone has SIP rules.
     pub const SIP_ACCESS: u8 = 8;
+    /// A manual ban may be in force. Allowlisted sources are only ever banned by hand, so without
+    /// this flag their packets skip the ban lookup. The controller sets it before it stores a
+    /// manual ban, and clears it once none is left.
+    pub const MANUAL_BANS: u8 = 16;
 }
 
 /// Number of budget classes. Class 0 means "no budget"; class ids are assigned by the controller.

@@ -67,6 +67,11 @@ pub trait PolicyView {
     fn ipv6_budget_prefix(&self) -> u8;
     /// Whether `source` is banned now (an implementation counts the hit).
     fn is_banned(&self, source: &SourceKey) -> bool;
+    /// False when certainly no manual ban is in force (allowlisted sources then skip
+    /// [`PolicyView::is_banned`]).
+    fn manual_bans_in_force(&self) -> bool {
+        true
+    }
     /// Spends one packet of an allowlisted source's budget; false when over it.
     fn spend_peer(&self, source: &SourceKey, class: u16) -> bool;
     /// Spends one packet of an unknown source's access budget, creating its state if the
@@ -239,8 +244,13 @@ fn judge_source<V: PolicyView>(
         // The flood path of a trunk: no ban lookup, no state.
         return Verdict::new(unknown, zone);
     }
+    // Allowlisted sources are only ever banned by hand: with no manual ban in force, no lookup.
+    let bans_apply = class == NOT_ALLOWLISTED || view.manual_bans_in_force();
+    if class == 0 && !bans_apply {
+        return Verdict::new(Reason::Allowlisted, zone);
+    }
     let source = source_key(packet, view.ipv6_budget_prefix());
-    if view.is_banned(&source) {
+    if bans_apply && view.is_banned(&source) {
         return Verdict::new(Reason::Banned, zone);
     }
     let reason = match class {

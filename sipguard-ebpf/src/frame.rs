@@ -28,7 +28,10 @@ impl XdpFrame {
     /// mask gives the verifier its bound (a comparison LLVM may fuse with the caller's own checks
     /// and lose). Offsets handed on are below [`PAYLOAD_OFFSET_MASK`].
     #[inline(always)]
-    #[allow(dead_code, reason = "the baselines share this file and do not read handed offsets")]
+    #[allow(
+        dead_code,
+        reason = "the baselines share this file and do not read handed offsets"
+    )]
     pub(crate) fn load_handed<const N: usize>(&self, offset: u16) -> Option<[u8; N]> {
         let start = self.data + (usize::from(offset) & PAYLOAD_OFFSET_MASK);
         if start + N > self.data_end {

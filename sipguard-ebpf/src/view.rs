@@ -295,6 +295,11 @@ impl PolicyView for MapView {
     }
 
     #[inline(always)]
+    fn manual_bans_in_force(&self) -> bool {
+        self.policy.header.flags & policy_flags::MANUAL_BANS != 0
+    }
+
+    #[inline(always)]
     fn is_banned(&self, source: &SourceKey) -> bool {
         let Some(ban) = BANS.get_ptr_mut(source) else {
             return false;

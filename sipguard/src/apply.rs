@@ -134,7 +134,11 @@ pub fn apply(
             header.source_path = [0; SOURCE_PATH_LEN];
         }
     }
-    state.set_policy(next, &tables.policy_value(header, cpus()))?;
+    let mut value = tables.policy_value(header, cpus());
+    if state.has_manual_bans()? {
+        value.header.flags |= policy_flags::MANUAL_BANS;
+    }
+    state.set_policy(next, &value)?;
     state.activate(next)?;
     let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;
     let would_be_bans_discarded = state.discard_would_be_bans_if_enforcing(tables.mode)?;

@@ -205,6 +205,7 @@ impl LiveState {
         for key in &keys {
             self.remove_ban(key)?;
         }
+        self.refresh_manual_ban_flag()?;
         Ok(keys)
     }
 
@@ -222,6 +223,7 @@ impl LiveState {
                 lifted += 1;
             }
         }
+        self.refresh_manual_ban_flag()?;
         Ok(lifted)
     }
 

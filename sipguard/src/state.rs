@@ -248,14 +248,52 @@ impl LiveState {
                 removed += 1;
             }
         }
+        if removed > 0 {
+            self.refresh_manual_ban_flag()?;
+        }
         Ok(removed)
     }
 
+    /// Stores a ban. A manual one raises `policy_flags::MANUAL_BANS` first, so that allowlisted
+    /// sources, which only manual bans apply to, are looked up from the first packet on.
     pub fn insert_ban(&mut self, key: &SourceKey, ban: &Ban) -> Result<(), StateError> {
+        if ban.reason == abi::BanReason::Manual as u8 {
+            self.set_manual_ban_flag(true)?;
+        }
         self.state
             .bans
             .insert(key, ban, 0)
             .map_err(map_err("write SG_BANS"))
+    }
+
+    /// Whether the ban table holds a manual ban (expired ones count until swept).
+    pub fn has_manual_bans(&self) -> Result<bool, StateError> {
+        Ok(self
+            .bans()?
+            .iter()
+            .any(|(_, ban)| ban.reason == abi::BanReason::Manual as u8))
+    }
+
+    /// Makes `policy_flags::MANUAL_BANS` of the running policy match the ban table (after bans
+    /// were lifted or swept).
+    pub fn refresh_manual_ban_flag(&mut self) -> Result<(), StateError> {
+        let any = self.has_manual_bans()?;
+        self.set_manual_ban_flag(any)
+    }
+
+    fn set_manual_ban_flag(&mut self, on: bool) -> Result<(), StateError> {
+        let active = self.active_generation()?;
+        let mut value = self.policy(active)?;
+        let flags = if on {
+            value.header.flags | abi::policy_flags::MANUAL_BANS
+        } else {
+            value.header.flags & !abi::policy_flags::MANUAL_BANS
+        };
+        if flags != value.header.flags {
+            value.header.flags = flags;
+            self.set_policy(active, &value)?;
+        }
+        Ok(())
     }
 
     /// Removes a ban; `Ok(false)` when there was none.

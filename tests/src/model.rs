@@ -134,6 +134,13 @@ impl PolicyView for Model {
         self.tables.ipv6_prefix
     }
 
+    fn manual_bans_in_force(&self) -> bool {
+        self.bans
+            .borrow()
+            .values()
+            .any(|ban| ban.reason == sipguard_common::abi::BanReason::Manual as u8)
+    }
+
     fn is_banned(&self, source: &SourceKey) -> bool {
         let now = self.now.get();
         let mut bans = self.bans.borrow_mut();

@@ -370,7 +370,14 @@ fn auto_bans_trigger_are_listed_expire_and_are_undone_in_bulk() {
         manual.contains(&"2001:db8:77::/64"),
         "IPv6 bans cover the budget prefix: {manual:?}"
     );
-    // A manual ban applies to an allowlisted peer too.
+    // A manual ban applies to an allowlisted peer too (the policy says one is in force, so
+    // allowlisted packets look bans up).
+    let manual_flag = |filter: &TestFilter| {
+        let state = &filter.loaded.state;
+        let policy = state.policy(state.active_generation().unwrap()).unwrap();
+        policy.header.flags & sipguard_common::abi::policy_flags::MANUAL_BANS != 0
+    };
+    assert!(manual_flag(&filter));
     assert_eq!(
         filter
             .run(&frame("192.0.2.10".parse().unwrap(), 5060))
@@ -389,6 +396,10 @@ fn auto_bans_trigger_are_listed_expire_and_are_undone_in_bulk() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("lifted 5 bans"), "{stdout}");
     assert!(bans_json(&filter).is_empty());
+    assert!(
+        !manual_flag(&filter),
+        "no manual ban left: allowlisted packets skip the lookup"
+    );
     assert_eq!(
         filter
             .run(&frame("192.0.2.10".parse().unwrap(), 5060))
