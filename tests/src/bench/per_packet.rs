@@ -55,6 +55,10 @@ pub(crate) enum Variant {
     /// tail-call slot, so drop verdicts skip event reporting. The difference to `Plain` is what
     /// drop events cost.
     NoEvents,
+    /// Diagnostic: the judge is taken out of its tail-call slot, so what the entry does not
+    /// decide itself passes right after the entry (fail-open). Its cost on such a packet is the
+    /// entry's; the difference to `Plain` is the tail call and the judge.
+    EntryOnly,
 }
 
 impl Variant {
@@ -63,6 +67,7 @@ impl Variant {
             Variant::Plain => "as deployed",
             Variant::MapsFull => "SG_SOURCES, SG_PEERS full",
             Variant::NoEvents => "diagnostic: drop-event program removed",
+            Variant::EntryOnly => "diagnostic: judge removed (entry only)",
         }
     }
 }
@@ -111,20 +116,26 @@ impl Config {
             expires_at_ns: now + 24 * 3600 * 1_000_000_000,
             first_seen_ns: now,
             last_seen_ns: now,
-            reason: BanReason::Manual as u8,
+            // Automatic: a manual ban would make every allowlisted packet look bans up too
+            // (allowlisted sources are only ever banned by hand).
+            reason: BanReason::RateExceeded as u8,
             ..Ban::default()
         };
         filter.live().insert_ban(&source_key(BANNED_V4), &ban)?;
         match variant {
             Variant::Plain => {}
             Variant::MapsFull => fill_per_source_maps(&filter.target)?,
-            Variant::NoEvents => {
+            Variant::NoEvents | Variant::EntryOnly => {
                 let map = filter
                     .loaded
                     .ebpf
                     .map_mut(map_name::TAILS)
-                    .context("no SG_TAILS: this sipguard has no drop-event program")?;
-                ProgramArray::try_from(map)?.clear_index(&tail::REPORT)?;
+                    .context("no SG_TAILS: this sipguard has no staged programs")?;
+                let slot = match variant {
+                    Variant::NoEvents => tail::REPORT,
+                    _ => tail::JUDGE,
+                };
+                ProgramArray::try_from(map)?.clear_index(&slot)?;
             }
         }
         let (sources_entries, peers_entries) = filter.loaded.state.budget_entries();
@@ -133,7 +144,7 @@ impl Config {
                 name: name.to_string(),
                 prefixes: mix.counts.total,
                 variant,
-                diagnostic: variant == Variant::NoEvents,
+                diagnostic: matches!(variant, Variant::NoEvents | Variant::EntryOnly),
                 mix: mix.counts.clone(),
                 sources_entries,
                 peers_entries,
@@ -369,11 +380,14 @@ fn run_unit(
             (ns, rv)
         }
         Subject::Sipguard(c) => {
+            // Without its judge, a configuration passes what the judge would decide: no verdict
+            // to check there.
+            let checked = configs[c].info.variant != Variant::EntryOnly;
             let filter = &mut configs[c].filter;
             let before = filter.counters();
             let (ns, rv) = test_run(filter.loaded.program(), &scenario.frame, repeat)?;
             let after = filter.counters();
-            if record {
+            if record && checked {
                 let slot = counter_index(scenario.zone, scenario.reason, false) as usize;
                 let mut hit = after[slot].packets - before[slot].packets;
                 if let Some(reason) = scenario.tolerated {

@@ -146,7 +146,7 @@ pub(super) fn all() -> Vec<Scenario> {
         ),
         scenario(
             "banned",
-            "banned source (manual ban, access port)",
+            "banned source (automatic ban, access port)",
             options4(BANNED_V4, ACCESS_PORT).build(),
             XDP_DROP,
             Zone::Access,
