@@ -450,6 +450,10 @@ impl SippClient<'_> {
             self.rate.to_string(),
             "-m".into(),
             self.calls.to_string(),
+            // Offer every call at the rate, however many are pending: by default sipp holds new
+            // calls back while 3 x rate x duration are open, and places them after a flood.
+            "-l".into(),
+            self.calls.to_string(),
             "-d".into(),
             "1000".into(),
             "-nostdin".into(),
