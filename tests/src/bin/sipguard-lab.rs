@@ -73,6 +73,8 @@ struct LabArgs {
     /// Also write the runs as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    scale: ScaleArgs,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +85,57 @@ struct RunArgs {
     keep: bool,
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    scale: ScaleArgs,
+}
+
+/// Changes to the demo's scale (to measure the lab under other loads).
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Start from the lab test's scale instead of the demo's.
+    #[arg(long)]
+    test_scale: bool,
+    /// Spoofed flood datagrams.
+    #[arg(long)]
+    flood_packets: Option<u32>,
+    /// Flood packets per second (0: as fast as trafgen goes).
+    #[arg(long)]
+    flood_rate: Option<u32>,
+    /// Unpaced trafgen processes, one per CPU (0: every CPU).
+    #[arg(long)]
+    flood_senders: Option<u32>,
+    /// Carrier calls (at the scale's rate).
+    #[arg(long)]
+    carrier_calls: Option<u32>,
+    /// The lab test's monitor run: a gentle flood, after the calls.
+    #[arg(long)]
+    gentle_flood: bool,
+}
+
+impl ScaleArgs {
+    fn scale(&self) -> Scale {
+        let mut scale = if self.test_scale {
+            Scale::test()
+        } else {
+            Scale::default()
+        };
+        if self.gentle_flood {
+            scale = scale.gentle_flood_after_calls();
+        }
+        if let Some(packets) = self.flood_packets {
+            scale.flood_packets = packets;
+        }
+        if let Some(rate) = self.flood_rate {
+            scale.flood_rate = rate;
+        }
+        if let Some(senders) = self.flood_senders {
+            scale.flood_senders = senders;
+        }
+        if let Some(calls) = self.carrier_calls {
+            scale.carrier_calls = calls;
+        }
+        scale
+    }
 }
 
 #[derive(clap::Args)]
@@ -143,7 +196,7 @@ fn work_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("sipguard-lab-{}-{tag}", sipguard::time::now_unix()))
 }
 
-fn play(bin: &Path, protection: Protection, keep: bool) -> Result<LabRun> {
+fn play(bin: &Path, protection: Protection, scale: &Scale, keep: bool) -> Result<LabRun> {
     if keep {
         // One kept lab at a time.
         sip_lab::tear_down()?;
@@ -151,7 +204,7 @@ fn play(bin: &Path, protection: Protection, keep: bool) -> Result<LabRun> {
     println!("== {} run ...", protection.name());
     let run = sip_lab::run_lab(&LabOptions {
         protection,
-        scale: Scale::default(),
+        scale: scale.clone(),
         sipguard: bin.to_path_buf(),
         work_dir: work_dir(protection.name().replace(' ', "-").as_str()),
         pin_root: PathBuf::from(LAB_PIN_ROOT),
@@ -166,12 +219,13 @@ fn lab_demo(bin: &Path, args: &LabArgs) -> Result<()> {
         "sipguard lab: a Kamailio SBC with a carrier trunk (5060) and remote phones (5070), \
          attacked by SIPVicious and a spoofed-source flood"
     );
+    let scale = args.scale.scale();
     let mut runs = Vec::new();
     if !args.quick {
-        runs.push(play(bin, Protection::Off, false)?);
-        runs.push(play(bin, Protection::Monitor, false)?);
+        runs.push(play(bin, Protection::Off, &scale, false)?);
+        runs.push(play(bin, Protection::Monitor, &scale, false)?);
     }
-    runs.push(play(bin, Protection::Enforce, args.keep)?);
+    runs.push(play(bin, Protection::Enforce, &scale, args.keep)?);
     println!("\n{}", sip_lab::render(&runs));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
@@ -180,7 +234,7 @@ fn lab_demo(bin: &Path, args: &LabArgs) -> Result<()> {
 }
 
 fn lab_run(bin: &Path, args: &RunArgs) -> Result<()> {
-    let run = play(bin, args.protection, args.keep)?;
+    let run = play(bin, args.protection, &args.scale.scale(), args.keep)?;
     println!("\n{}", sip_lab::render(std::slice::from_ref(&run)));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&run)?)?;

@@ -88,6 +88,11 @@ impl Protection {
 }
 
 /// How much traffic a run plays. Everything is bounded in packets and seconds.
+///
+/// The timeline: the carrier and the phone start; 4 s later SIPVicious attacks for
+/// `attack_seconds` (plus [`ATTACK_GRACE`]; a tool still running then is stopped, so every
+/// protection floods at the same moment); then the spoofed flood, while the carrier and the phone
+/// keep calling (unless `flood_after_calls`). Size the calls to outlast the flood.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Scale {
     pub carrier_calls: u32,
@@ -96,20 +101,68 @@ pub struct Scale {
     pub phone_calls: u32,
     /// Seconds each SIPVicious tool may run.
     pub attack_seconds: u32,
+    /// The spoofed flood (OPTIONS, half to 5060, half to 5070) stops after `flood_packets`
+    /// datagrams or `flood_seconds`, whichever comes first.
     pub flood_packets: u32,
+    pub flood_seconds: u32,
+    /// Packets per second (trafgen's paced path, one CPU), or 0: as fast as trafgen goes.
     pub flood_rate: u32,
+    /// Unpaced trafgen processes, each pinned to its own CPU (0: one per CPU).
+    pub flood_senders: u32,
+    /// Flood only after the legitimate traffic has ended (what reaches Kamailio is then the
+    /// flood alone, and the peers' success does not depend on Kamailio coping with it).
+    pub flood_after_calls: bool,
 }
 
+/// How long the attack phase outlasts `attack_seconds`: svwar and svcrack stop by themselves
+/// only after `attack_seconds` without an answer (once banned) and take a few seconds to exit;
+/// svcrack never stops while it is answered.
+pub const ATTACK_GRACE: Duration = Duration::from_secs(5);
+
 impl Default for Scale {
+    /// The demo: the strongest flood trafgen sends here (unpaced, one sender per CPU: 0.4 to 0.9
+    /// million packets per second into the SBC, depending on what the SBC does with them) for
+    /// 30 s, while the calls go on (they start 21 s earlier and end about when it does).
     fn default() -> Self {
         Scale {
-            carrier_calls: 120,
+            carrier_calls: 200,
             carrier_rate: 4,
+            phone_registrations: 50,
+            phone_calls: 45,
+            attack_seconds: 12,
+            flood_packets: 40_000_000,
+            flood_seconds: 30,
+            flood_rate: 0,
+            flood_senders: 0,
+            flood_after_calls: false,
+        }
+    }
+}
+
+impl Scale {
+    /// The lab test's enforcing run: the demo's flood at full strength, 4 million packets (5 to
+    /// 10 s) during the last part of the calls.
+    pub fn test() -> Scale {
+        Scale {
+            carrier_calls: 120,
             phone_registrations: 30,
             phone_calls: 25,
-            attack_seconds: 12,
+            flood_packets: 4_000_000,
+            flood_seconds: 25,
+            ..Scale::default()
+        }
+    }
+
+    /// The same scenario with a gentle flood (3,000 packets per second) after the calls: what
+    /// Kamailio can take, so that what reaches it can be counted against sipguard's counters.
+    pub fn gentle_flood_after_calls(self) -> Scale {
+        Scale {
             flood_packets: 30_000,
             flood_rate: 3_000,
+            flood_seconds: 30,
+            flood_senders: 1,
+            flood_after_calls: true,
+            ..self
         }
     }
 }
@@ -190,6 +243,33 @@ pub struct SipguardView {
     pub legit_drop_events: u64,
 }
 
+/// The spoofed flood as trafgen reported it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FloodReport {
+    /// Datagrams sent, all ports.
+    pub packets: u64,
+    /// Seconds the senders took (the slowest one).
+    pub seconds: f64,
+    /// trafgen processes that sent, each on its own CPU.
+    pub senders: u32,
+    /// Ended by `flood_seconds` rather than by `flood_packets`.
+    pub stopped: bool,
+    /// Frames the switch port toward the SBC dropped during the flood (its queue full, or the
+    /// SBC's receive ring): sent, but never seen by the SBC.
+    pub lost_on_the_way: u64,
+}
+
+impl FloodReport {
+    /// Packets per second actually sent.
+    pub fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.packets as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabRun {
     pub protection: Protection,
@@ -200,6 +280,7 @@ pub struct LabRun {
     pub tools: Vec<ToolRun>,
     /// Flood datagrams sent by trafgen, per destination port.
     pub flood_sent: BTreeMap<u16, u64>,
+    pub flood: FloodReport,
     pub kamailio: KamailioView,
     pub sipguard: Option<SipguardView>,
     pub seconds: f64,
@@ -226,6 +307,23 @@ impl Process {
                 let _ = child.kill();
                 let _ = child.wait();
                 bail!("{} did not finish within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `deadline`; a process still running then is stopped (SIGTERM, then SIGKILL)
+    /// and `None` returned.
+    fn wait_or_stop(mut self, deadline: Instant) -> Result<Option<std::process::ExitStatus>> {
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child.take();
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                drop(self);
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -306,6 +404,26 @@ impl Nodes {
             nodes.hub.ip(&["link", "set", &port, "up"])?;
             node.ip(&["link", "set", "eth0", "up"])?;
         }
+        // The switch port toward the SBC gets a queue, as a real one has. Without it (veth's
+        // default is none), frames from two CPUs flooding at once are dropped when the SBC's XDP
+        // receive ring (256 frames) is full: 40 to 630 per million seen here, lost before
+        // sipguard could count them. A queue of 1,000 frames still overflowed (150 per million);
+        // with 10,000, none was lost in 24 million.
+        run(
+            "tc",
+            &[
+                "-n",
+                nodes.hub.name(),
+                "qdisc",
+                "add",
+                "dev",
+                "v-sbc",
+                "root",
+                "pfifo",
+                "limit",
+                "10000",
+            ],
+        )?;
         add_addr(&nodes.sbc, "eth0", "198.18.0.1/16")?;
         nodes
             .sbc
@@ -430,6 +548,10 @@ impl SippClient<'_> {
             self.rate.to_string(),
             "-m".into(),
             self.calls.to_string(),
+            // Offer every call at the rate, however many are pending: by default sipp holds new
+            // calls back while 3 x rate x duration are open, and places them after a flood.
+            "-l".into(),
+            self.calls.to_string(),
             "-d".into(),
             "1000".into(),
             "-nostdin".into(),
@@ -489,7 +611,8 @@ fn call_stats(path: &Path) -> CallStats {
 }
 
 /// trafgen configuration: OPTIONS datagrams from random 198.19.x.y sources, alternating between
-/// the trunk and the access port, to the SBC's MAC.
+/// the trunk and the access port, to the SBC's MAC. Source ports are 1024 and up: Kamailio drops
+/// a datagram from port 0 unlogged, which the lab would count as lost.
 fn flood_config(sbc_mac: [u8; 6]) -> String {
     let payload = "OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.19.0.1:5060;branch=z9hG4bK-flood\r\n\
                    From: <sip:flood@198.19.0.1>;tag=1\r\nTo: <sip:sbc@198.18.0.1>\r\nCall-ID: flood@lab\r\n\
@@ -504,10 +627,112 @@ fn flood_config(sbc_mac: [u8; 6]) -> String {
             format!(
                 "{{\n  {}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, c16(0x0800),\n  \
                  0x45, 0x00, c16({total}), drnd(2), 0x00, 0x00, 64, 17, csumip(14, 33),\n  \
-                 198, 19, drnd(2), 198, 18, 0, 1,\n  drnd(2), c16({port}), c16({udp_len}), 0x00, 0x00,\n  {}\n}}\n",
+                 198, 19, drnd(2), 198, 18, 0, 1,\n  dinc(4, 255), drnd(1), c16({port}), c16({udp_len}), 0x00, 0x00,\n  {}\n}}\n",
                 mac.join(", "),
                 body.join(", ")
             )
+        })
+        .collect()
+}
+
+/// Plays the spoofed flood from `ns` with trafgen under timeout(1): it stops by itself after
+/// `flood_packets` or `flood_seconds`, whichever comes first, also if this process dies
+/// meanwhile (timeout signals trafgen's whole process group). Unpaced, trafgen takes its fast
+/// path (a TX ring) with one process per sender, each pinned to its own CPU; paced, it sends
+/// from one CPU. Returns the datagrams sent per destination port, from trafgen's own count.
+fn run_flood(ns: &NetNs, dir: &Path, scale: &Scale) -> Result<(BTreeMap<u16, u64>, FloodReport)> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let senders = match (scale.flood_rate, scale.flood_senders) {
+        (1.., _) => 1,
+        (0, 0) => cpus,
+        (0, n) => n.min(cpus),
+    };
+    let mut args = strings(&[
+        "--signal=TERM",
+        "--kill-after=5",
+        &scale.flood_seconds.to_string(),
+        "trafgen",
+        "--dev",
+        "eth0",
+        "--conf",
+        "flood.cfg",
+        "--num",
+        &scale.flood_packets.to_string(),
+        "--cpus",
+        &senders.to_string(),
+        "--no-sock-mem",
+        "--notouch-irq",
+    ]);
+    if scale.flood_rate > 0 {
+        args.extend(["--rate".to_string(), format!("{}pps", scale.flood_rate)]);
+    }
+    let flood = spawn(ns, "trafgen", dir, "timeout", &args)?;
+    let limit = Duration::from_secs(u64::from(scale.flood_seconds) + 15);
+    let status = flood.wait(limit)?;
+    // timeout(1) exits with 124 when it had to stop trafgen.
+    let stopped = status.code() == Some(124);
+    if !status.success() && !stopped {
+        bail!(
+            "trafgen failed ({status}); see {}",
+            dir.join("trafgen.err").display()
+        );
+    }
+    let output = fs::read_to_string(dir.join("trafgen.out"))?;
+    let per_sender = trafgen_senders(&output);
+    if per_sender.is_empty() {
+        bail!(
+            "no packet counts in trafgen's output; see {}",
+            dir.join("trafgen.out").display()
+        );
+    }
+    // Each sender sends the configuration's two packets in turn, 5060 first.
+    let mut sent = BTreeMap::from([(5060u16, 0u64), (5070, 0)]);
+    for (_, packets) in &per_sender {
+        *sent.entry(5060).or_default() += packets.div_ceil(2);
+        *sent.entry(5070).or_default() += packets / 2;
+    }
+    let report = FloodReport {
+        packets: per_sender.iter().map(|(_, p)| p).sum(),
+        seconds: per_sender.iter().map(|(s, _)| *s).fold(0.0, f64::max),
+        senders: per_sender.len() as u32,
+        stopped,
+        lost_on_the_way: 0,
+    };
+    Ok((sent, report))
+}
+
+/// Frames dropped so far by the hub's port toward the SBC: by the veth (the SBC's receive ring or
+/// backlog full) and by the port's queue.
+fn port_drops(hub: &NetNs) -> Result<u64> {
+    let veth: u64 = hub
+        .exec("cat", &["/sys/class/net/v-sbc/statistics/tx_dropped"])?
+        .trim()
+        .parse()
+        .context("v-sbc tx_dropped")?;
+    let qdisc = run(
+        "tc",
+        &["-n", hub.name(), "-s", "qdisc", "show", "dev", "v-sbc"],
+    )?;
+    let queue: u64 = qdisc
+        .split("(dropped ")
+        .skip(1)
+        .filter_map(|rest| rest.split(',').next()?.trim().parse::<u64>().ok())
+        .sum();
+    Ok(veth + queue)
+}
+
+/// trafgen's closing lines per sender, `<s> sec, <us> usec on CPU<n> (<packets> packets)`: the
+/// seconds and packets of each.
+fn trafgen_senders(output: &str) -> Vec<(f64, u64)> {
+    output
+        .split(['\r', '\n'])
+        .filter_map(|line| {
+            let (time, rest) = line.split_once(" usec on CPU")?;
+            let (secs, usecs) = time.trim().split_once(" sec, ")?;
+            let packets = rest.split_once('(')?.1.strip_suffix(" packets)")?;
+            let seconds =
+                secs.trim().parse::<f64>().ok()? + usecs.trim().parse::<f64>().ok()? / 1e6;
+            Some((seconds, packets.parse().ok()?))
         })
         .collect()
 }
@@ -738,6 +963,28 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         calls: scale.phone_calls,
     }
     .start(&nodes.phone, dir)?;
+    // Legitimate traffic ends by itself (bounded call counts); the flood may run meanwhile.
+    let call_limit = Duration::from_secs(
+        4 + u64::from(scale.attack_seconds)
+            + ATTACK_GRACE.as_secs()
+            + u64::from(scale.flood_seconds)
+            + u64::from(
+                (scale.carrier_calls / scale.carrier_rate.max(1))
+                    .max(scale.phone_registrations)
+                    .max(scale.phone_calls),
+            )
+            + 60,
+    );
+    let mut legitimate: Vec<JoinHandle<Result<std::process::ExitStatus>>> =
+        [carrier, registrations, calls]
+            .into_iter()
+            .map(|p| std::thread::spawn(move || p.wait(call_limit)))
+            .collect();
+    let wait_for_legitimate = |handles: Vec<JoinHandle<_>>| {
+        for handle in handles {
+            let _ = handle.join();
+        }
+    };
 
     // The attack: SIPVicious against both zones, then a spoofed-source flood.
     std::thread::sleep(Duration::from_secs(4));
@@ -817,14 +1064,17 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         ),
     ];
     let mut attackers: Vec<(&'static str, Ipv4Addr, u16, Process)> = Vec::new();
+    // The attack phase has the same length under every protection: without a filter svcrack
+    // keeps cracking (it is answered), and it is stopped at the end of the phase.
+    let attack_end =
+        Instant::now() + Duration::from_secs(scale.attack_seconds.into()) + ATTACK_GRACE;
     for tool in tools {
         let process = spawn(tool.ns, tool.name, dir, tool.program, &tool.args)?;
         attackers.push((tool.name, tool.source, tool.port, process));
     }
     let mut tool_runs = Vec::new();
     for (name, source, port, process) in attackers {
-        let limit = Duration::from_secs(u64::from(scale.attack_seconds) + 20);
-        let status = process.wait(limit);
+        let status = process.wait_or_stop(attack_end);
         let output = fs::read_to_string(dir.join(format!("{name}.out"))).unwrap_or_default()
             + &fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
         let tail: Vec<&str> = output
@@ -838,63 +1088,36 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
             source,
             target_port: port,
             result: match status {
-                Ok(_) => tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                Ok(status) => {
+                    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+                    if status.is_some() {
+                        tail
+                    } else {
+                        format!("(stopped at the end of the attack phase) {tail}")
+                    }
+                }
                 Err(error) => error.to_string(),
             },
         });
+    }
+    std::thread::sleep(attack_end.saturating_duration_since(Instant::now()));
+    if scale.flood_after_calls {
+        wait_for_legitimate(std::mem::take(&mut legitimate));
     }
 
     let before_flood = (options.protection != Protection::Off)
         .then(|| State::open(&target).and_then(|s| Stats::read(&s)))
         .transpose()?;
     fs::write(dir.join("flood.cfg"), flood_config(sbc_mac))?;
-    let flood = spawn(
-        &nodes.scanner,
-        "trafgen",
-        dir,
-        "trafgen",
-        &strings(&[
-            "--dev",
-            "eth0",
-            "--conf",
-            "flood.cfg",
-            "-n",
-            &scale.flood_packets.to_string(),
-            "-b",
-            &format!("{}pps", scale.flood_rate),
-            "-P",
-            "1",
-            "--no-sock-mem",
-            "-Q",
-            "-C",
-        ]),
-    )?;
-    let flood_limit =
-        Duration::from_secs(u64::from(scale.flood_packets / scale.flood_rate.max(1)) + 30);
-    flood.wait(flood_limit)?;
+    let port_drops_before = port_drops(&nodes.hub)?;
+    let (flood_sent, mut flood) = run_flood(&nodes.scanner, dir, scale)?;
+    flood.lost_on_the_way = port_drops(&nodes.hub)? - port_drops_before;
     std::thread::sleep(Duration::from_millis(500));
     let after_flood = (options.protection != Protection::Off)
         .then(|| State::open(&target).and_then(|s| Stats::read(&s)))
         .transpose()?;
-    let flood_sent: BTreeMap<u16, u64> = [
-        (5060, u64::from(scale.flood_packets.div_ceil(2))),
-        (5070, u64::from(scale.flood_packets / 2)),
-    ]
-    .into();
 
-    // Legitimate traffic ends by itself (bounded call counts).
-    let call_limit = Duration::from_secs(
-        u64::from(scale.carrier_calls / scale.carrier_rate.max(1))
-            + u64::from(scale.phone_registrations)
-            + 60,
-    );
-    let waits: Vec<JoinHandle<Result<std::process::ExitStatus>>> = [carrier, registrations, calls]
-        .into_iter()
-        .map(|p| std::thread::spawn(move || p.wait(call_limit)))
-        .collect();
-    for wait in waits {
-        let _ = wait.join();
-    }
+    wait_for_legitimate(legitimate);
     std::thread::sleep(Duration::from_millis(500));
 
     let mut kamailio = kamailio_view(&kamailio_log);
@@ -1013,6 +1236,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         phone_calls: call_stats(&dir.join("phone-calls.csv")),
         tools: tool_runs,
         flood_sent,
+        flood,
         kamailio,
         sipguard,
         seconds: started.elapsed().as_secs_f64(),

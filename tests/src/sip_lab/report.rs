@@ -4,6 +4,19 @@ use std::fmt::Write as _;
 
 use super::{LabRun, Protection};
 
+/// 1234567 as "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 fn ratio(ok: u64, of: u64) -> String {
     if of == 0 {
         "-".to_string()
@@ -19,18 +32,33 @@ pub fn render(runs: &[LabRun]) -> String {
         return out;
     };
     let scale = &first.scale;
+    let pace = if scale.flood_rate > 0 {
+        format!("at {}/s", thousands(scale.flood_rate.into()))
+    } else {
+        format!(
+            "as fast as trafgen sends it ({} sender{}, each on its own CPU)",
+            first.flood.senders,
+            if first.flood.senders == 1 { "" } else { "s" }
+        )
+    };
     let _ = writeln!(
         out,
         "Scenario: carrier {} calls at {}/s over the trunk; phone {} registrations and {} calls \
-         over the access port; SIPVicious svmap/svwar/svcrack for {} s each; then a flood of {} \
-         spoofed OPTIONS at {}/s (half to 5060, half to 5070).\n",
+         over the access port; SIPVicious svmap/svwar/svcrack for {} s each; then, {}, a flood \
+         of OPTIONS from random spoofed 198.19.0.0/16 sources {pace}, for {} s or {} packets \
+         (half to 5060, half to 5070).\n",
         scale.carrier_calls,
         scale.carrier_rate,
         scale.phone_registrations,
         scale.phone_calls,
         scale.attack_seconds,
-        scale.flood_packets,
-        scale.flood_rate
+        if scale.flood_after_calls {
+            "after the calls"
+        } else {
+            "while the carrier and the phone keep calling"
+        },
+        scale.flood_seconds,
+        thousands(scale.flood_packets.into()),
     );
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(&LabRun) -> String| {
@@ -72,6 +100,16 @@ pub fn render(runs: &[LabRun]) -> String {
     row("Kamailio CPU seconds", &|r| {
         format!("{:.2}", r.kamailio.cpu_seconds)
     });
+    row("flood sent by trafgen (packets)", &|r| {
+        format!("{} in {:.1} s", thousands(r.flood.packets), r.flood.seconds)
+    });
+    row(
+        "  per second",
+        &|r| thousands(r.flood.rate().round() as u64),
+    );
+    row("  lost on the way to the SBC", &|r| {
+        thousands(r.flood.lost_on_the_way)
+    });
     row("sipguard drops (or would-drops)", &|r| {
         r.sipguard
             .as_ref()
@@ -88,15 +126,19 @@ pub fn render(runs: &[LabRun]) -> String {
         })
     });
     let width = 34;
+    let column = rows
+        .iter()
+        .flat_map(|(_, values)| values.iter().map(|v| v.len() + 2))
+        .fold(22, usize::max);
     let _ = write!(out, "{:<width$}", "");
     for run in runs {
-        let _ = write!(out, "{:>22}", run.protection.name());
+        let _ = write!(out, "{:>column$}", run.protection.name());
     }
     out.push('\n');
     for (name, values) in rows {
         let _ = write!(out, "{name:<width$}");
         for value in values {
-            let _ = write!(out, "{value:>22}");
+            let _ = write!(out, "{value:>column$}");
         }
         out.push('\n');
     }
