@@ -328,6 +328,108 @@ impl Parsed {
     }
 }
 
+/// The most common SIP packet, read at fixed offsets: untagged Ethernet, IPv4 without options and
+/// not fragmented, UDP, TCP or SCTP. The data plane's entry decides most traffic from this alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quick {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub transport: Transport,
+    pub sport: u16,
+    pub dport: u16,
+    /// Offset of the payload (0 for SCTP, whose SIP is inside chunks).
+    pub payload: u16,
+}
+
+impl Quick {
+    /// The packet in the form later stages read.
+    #[inline(always)]
+    pub fn meta(&self) -> PacketMeta {
+        let mut meta = PacketMeta {
+            sport: self.sport,
+            dport: self.dport,
+            payload: self.payload,
+            family: Family::V4 as u8,
+            proto: match self.transport {
+                Transport::Udp => IPPROTO_UDP,
+                Transport::Tcp => IPPROTO_TCP,
+                Transport::Sctp => IPPROTO_SCTP,
+            },
+            l4: match self.transport {
+                Transport::Udp => meta_l4::UDP,
+                Transport::Tcp => meta_l4::TCP,
+                Transport::Sctp => meta_l4::SCTP,
+            },
+            ..PacketMeta::default()
+        };
+        meta.src = v4_word(self.src);
+        meta.dst = v4_word(self.dst);
+        meta
+    }
+}
+
+/// [`Quick`], when the frame is that common packet and well formed; `None` for anything else,
+/// which the full parser then reads. Where it answers, [`parse`] gives an unfragmented IPv4
+/// packet with the same source, transport and destination port (host tests check it).
+#[inline(always)]
+pub fn parse_quick<F: Frame + ?Sized>(frame: &F) -> Option<Quick> {
+    const IP: usize = ETH_HLEN;
+    const L4: usize = IP + 20;
+    let h = frame.load::<34>(0)?;
+    let ethertype = be16(h[12], h[13]);
+    let total_len = be16(h[IP + 2], h[IP + 3]) as usize;
+    let flags_offset = be16(h[IP + 6], h[IP + 7]);
+    // Version 4, IHL 5, no more fragments and offset 0 (DF may be set), the whole datagram in
+    // the frame.
+    if ethertype != ETH_P_IPV4
+        || h[IP] != 0x45
+        || flags_offset & 0x3fff != 0
+        || total_len < 20
+        || IP + total_len > frame.len()
+    {
+        return None;
+    }
+    let len = total_len - 20;
+    let (transport, ports, header_len) = match h[IP + 9] {
+        IPPROTO_UDP => {
+            let u = frame.load::<8>(L4)?;
+            let udp_len = be16(u[4], u[5]) as usize;
+            if len < 8 || udp_len < 8 || udp_len > len {
+                return None;
+            }
+            (Transport::Udp, [u[0], u[1], u[2], u[3]], 8)
+        }
+        IPPROTO_TCP => {
+            let t = frame.load::<16>(L4)?;
+            let data_offset = ((t[12] >> 4) as usize) * 4;
+            if len < 20 || data_offset < 20 || data_offset > len {
+                return None;
+            }
+            (Transport::Tcp, [t[0], t[1], t[2], t[3]], data_offset)
+        }
+        IPPROTO_SCTP => {
+            let c = frame.load::<4>(L4)?;
+            if len < SCTP_COMMON_HEADER {
+                return None;
+            }
+            (Transport::Sctp, c, 0)
+        }
+        _ => return None,
+    };
+    Some(Quick {
+        src: [h[IP + 12], h[IP + 13], h[IP + 14], h[IP + 15]],
+        dst: [h[IP + 16], h[IP + 17], h[IP + 18], h[IP + 19]],
+        transport,
+        sport: be16(ports[0], ports[1]),
+        dport: be16(ports[2], ports[3]),
+        payload: if header_len == 0 {
+            0
+        } else {
+            (L4 + header_len) as u16
+        },
+    })
+}
+
 /// Parses a frame down to the transport ports.
 #[inline(always)]
 pub fn parse<F: Frame + ?Sized>(frame: &F) -> Parsed {
@@ -366,8 +468,12 @@ pub fn parse<F: Frame + ?Sized>(frame: &F) -> Parsed {
 /// byte copy into a zeroed array becomes a call to a byte-wise memset in BPF code.
 #[inline(always)]
 fn v4_mapped(header: &[u8; 20], at: usize) -> [u8; 16] {
-    let word = u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-    let words = [word, 0, 0, 0];
+    v4_word([header[at], header[at + 1], header[at + 2], header[at + 3]])
+}
+
+#[inline(always)]
+fn v4_word(addr: [u8; 4]) -> [u8; 16] {
+    let words = [u32::from_ne_bytes(addr), 0, 0, 0];
     // SAFETY: [u32; 4] and [u8; 16] have the same size, and any bytes are a valid [u8; 16].
     unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(words) }
 }

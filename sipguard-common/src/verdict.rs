@@ -24,7 +24,7 @@ use crate::{
         FragKey, FragVerdict, FragmentPolicy, PacketMeta, PolicyHeader, Reason, SourceKey, Zone,
         meta_fragment, meta_l4, policy_flags,
     },
-    parse::{Family, Fragment, L4, Outcome, Parsed, Transport},
+    parse::{Family, L4, Outcome, Parsed, Quick, Transport},
 };
 
 /// [`PolicyView::allow_class`] of a source that is not on the allowlist.
@@ -104,20 +104,24 @@ pub fn decide<V: PolicyView>(parsed: &Parsed, view: &V) -> Verdict {
     decide_and_remember(&packet.meta(), view)
 }
 
-/// What the entry program decides alone, without touching any per-source table ([`entry`]).
+/// What the entry program decides alone, without touching any per-source table ([`entry`],
+/// [`entry_quick`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// Not IP, or not SIP (other protocols, other ports): passed.
     Pass(Verdict),
     /// The flood path of a trunk: an unfragmented IPv4 packet to a trunk port from a /24 that no
-    /// list touches (the prefilters say so): dropped, no state created.
+    /// list touches (the prefilters say so): dropped, no state created. Only [`entry_quick`]
+    /// gives it.
     Drop(Verdict),
     /// Everything else goes to the judge ([`decide_outcome`]): lists, bans, budgets, fragments,
     /// malformed frames, hidden ports.
     Judge,
 }
 
-/// The entry's decision. Where it decides, [`decide`] decides the same (host tests check it).
+/// The entry's decision on a frame the quick parser left to the full one: not IP and not SIP
+/// pass, the rest goes to the judge. Where it decides, [`decide`] decides the same (host tests
+/// check it).
 #[inline(always)]
 pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
     let packet = match parsed {
@@ -136,15 +140,24 @@ pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
     };
     match view.zone(transport, dport) {
         Zone::None => Entry::Pass(Verdict::new(Reason::NotSip, Zone::None)),
-        Zone::Trunk
-            if packet.family == Family::V4
-                && matches!(packet.fragment, Fragment::None)
-                && !view.maybe_denied(Family::V4, &packet.src)
-                && !view.maybe_allowed(Family::V4, &packet.src) =>
-        {
-            Entry::Drop(Verdict::new(Reason::NotAllowlisted, Zone::Trunk))
-        }
         _ => Entry::Judge,
+    }
+}
+
+/// The entry's decision on the common packet ([`crate::parse::parse_quick`]), `None` when it
+/// takes the full parser and [`entry`]. Where it decides, [`decide`] decides the same.
+#[inline(always)]
+pub fn entry_quick<V: PolicyView>(packet: &Quick, view: &V) -> Option<Entry> {
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&packet.src);
+    match view.zone(packet.transport, packet.dport) {
+        Zone::None => Some(Entry::Pass(Verdict::new(Reason::NotSip, Zone::None))),
+        Zone::Trunk
+            if !view.maybe_denied(Family::V4, &src) && !view.maybe_allowed(Family::V4, &src) =>
+        {
+            Some(Entry::Drop(Verdict::new(Reason::NotAllowlisted, Zone::Trunk)))
+        }
+        _ => None,
     }
 }
 

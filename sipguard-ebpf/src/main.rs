@@ -18,10 +18,11 @@ use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_boot_ns, macros::xdp, programs::XdpContext,
 };
 use sipguard_common::{
-    abi::{Handoff, Mode, Reason, SourceKey, Zone, counter_index, event_stat, tail},
-    parse::{IpPacket, Outcome, Parsed, parse},
+    abi::{Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, counter_index, event_stat, tail},
+    parse::{IpPacket, Outcome, Parsed, Quick, parse, parse_quick},
     verdict::{
-        Entry, Verdict, decide_outcome, entry, remember_first_fragment, source_key, zone_inspects,
+        Entry, Verdict, decide_outcome, entry, entry_quick, remember_first_fragment, source_key,
+        zone_inspects,
     },
 };
 
@@ -31,9 +32,10 @@ use crate::{
     view::MapView,
 };
 
-/// The entry, attached to the interface: parses into the handoff slot and passes what is not SIP
-/// (not IP, other protocols, other ports) without any per-source lookup. The rest goes to the
-/// judge.
+/// The entry, attached to the interface. It passes what is not SIP (not IP, other protocols,
+/// other ports) and drops the trunk's flood path without any per-source lookup, mostly from the
+/// quick parser's reading of the common packet; the rest goes, parsed into the handoff slot, to
+/// the judge.
 #[xdp]
 pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
@@ -41,65 +43,92 @@ pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
         // Only possible if the maps are unreadable; never break the host's networking.
         return xdp_action::XDP_PASS;
     };
+    if let Some(quick) = parse_quick(&frame) {
+        match entry_quick(&quick, &view) {
+            Some(Entry::Pass(verdict)) => return pass(&frame, verdict),
+            Some(Entry::Drop(verdict)) => return flood_drop(&ctx, &frame, &view, &quick, verdict),
+            _ => return to_judge(&ctx, quick.meta(), Outcome::Ip),
+        }
+    }
     let parsed = parse(&frame);
     match entry(&parsed, &view) {
-        Entry::Pass(verdict) => {
-            count(
-                counter_index(verdict.zone, verdict.reason, false),
-                frame.byte_len(),
-            );
-            return xdp_action::XDP_PASS;
-        }
-        Entry::Drop(verdict) => {
-            // The flood path of a trunk, decided here: no tail call, no per-source state.
-            let Parsed::Ip(packet) = &parsed else {
-                return xdp_action::XDP_PASS;
-            };
-            let monitored = view.mode() == Mode::Monitor;
-            count(
-                counter_index(verdict.zone, verdict.reason, monitored),
-                frame.byte_len(),
-            );
-            let action = if monitored {
-                xdp_action::XDP_PASS
-            } else {
-                xdp_action::XDP_DROP
-            };
-            let Some(suppressed) = events::admit(&source_key_of(packet, &view), &view) else {
-                event_stat(event_stat::SUPPRESSED);
-                return action;
-            };
-            let Some(handoff) = handoff() else {
-                return action;
-            };
-            // SAFETY: fields of the slot, for the reporter.
-            unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet.meta()) };
-            handoff.outcome = Outcome::Ip.code();
-            handoff.reason = verdict.reason as u8;
-            handoff.zone = verdict.zone as u8;
-            handoff.monitored = u8::from(monitored);
-            handoff.action = action;
-            handoff.suppressed = suppressed;
-            // SAFETY: the reporter reads the slot just filled.
-            unsafe { TAILS.tail_call(&ctx, tail::REPORT) };
-            event_stat(event_stat::LOST);
-            return action;
-        }
-        Entry::Judge => {}
+        Entry::Pass(verdict) => return pass(&frame, verdict),
+        Entry::Drop(_) | Entry::Judge => {}
     }
+    let meta = match &parsed {
+        Parsed::Ip(packet) => packet.meta(),
+        _ => PacketMeta::default(),
+    };
+    to_judge(&ctx, meta, parsed.outcome())
+}
+
+/// Hands the packet to the judge through the handoff slot.
+#[inline(always)]
+fn to_judge(ctx: &XdpContext, packet: PacketMeta, outcome: Outcome) -> u32 {
     let Some(handoff) = handoff() else {
         return xdp_action::XDP_PASS;
     };
-    if let Parsed::Ip(packet) = &parsed {
-        // SAFETY: a field of the slot.
-        unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet.meta()) };
-    }
-    handoff.outcome = parsed.outcome().code();
+    // SAFETY: a field of the slot.
+    unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet) };
+    handoff.outcome = outcome.code();
     // SAFETY: the judge reads the handoff slot this program just filled.
-    unsafe { TAILS.tail_call(&ctx, tail::JUDGE) };
+    unsafe { TAILS.tail_call(ctx, tail::JUDGE) };
     // No judge (never after a successful load): fail open, counted.
     event_stat(event_stat::TAIL_CALL_FAILED);
     xdp_action::XDP_PASS
+}
+
+/// Not SIP: counted and passed.
+#[inline(always)]
+fn pass(frame: &XdpFrame, verdict: Verdict) -> u32 {
+    count(
+        counter_index(verdict.zone, verdict.reason, false),
+        frame.byte_len(),
+    );
+    xdp_action::XDP_PASS
+}
+
+/// The flood path of a trunk (an IPv4 source from a /24 no list touches), decided in the entry:
+/// no tail call, no per-source state. Only a drop within the event budgets pays for parsing the
+/// frame into the handoff slot and the reporter.
+#[inline(always)]
+fn flood_drop(
+    ctx: &XdpContext,
+    frame: &XdpFrame,
+    view: &MapView,
+    packet: &Quick,
+    verdict: Verdict,
+) -> u32 {
+    let monitored = view.mode() == Mode::Monitor;
+    count(
+        counter_index(verdict.zone, verdict.reason, monitored),
+        frame.byte_len(),
+    );
+    let action = if monitored {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    };
+    let meta = packet.meta();
+    let Some(suppressed) = events::admit(&source_key(&meta, 32), view) else {
+        event_stat(event_stat::SUPPRESSED);
+        return action;
+    };
+    let Some(handoff) = handoff() else {
+        return action;
+    };
+    // SAFETY: fields of the slot, for the reporter.
+    unsafe { core::ptr::write_volatile(&raw mut handoff.packet, meta) };
+    handoff.outcome = Outcome::Ip.code();
+    handoff.reason = verdict.reason as u8;
+    handoff.zone = verdict.zone as u8;
+    handoff.monitored = u8::from(monitored);
+    handoff.action = action;
+    handoff.suppressed = suppressed;
+    // SAFETY: the reporter reads the slot just filled.
+    unsafe { TAILS.tail_call(ctx, tail::REPORT) };
+    event_stat(event_stat::LOST);
+    action
 }
 
 /// The per-CPU handoff slot, valid for this run and used by nothing else while it runs.

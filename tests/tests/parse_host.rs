@@ -11,7 +11,7 @@ use sipguard_common::{
     abi::{FragKey, FragVerdict, FragmentPolicy, Reason, SourceKey, Zone},
     parse::{
         Family, Fragment, Hidden, IpPacket, L4, MAX_IPV6_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS,
-        Parsed, Transport, parse,
+        Parsed, Quick, Transport, parse, parse_quick,
     },
     verdict::{Entry, PolicyView, Spend, Verdict, decide},
 };
@@ -170,6 +170,14 @@ impl FakePolicy {
         match early {
             Entry::Pass(early) | Entry::Drop(early) => assert_eq!(early, verdict, "entry"),
             Entry::Judge => {}
+        }
+        if let Some(quick) = parse_quick(frame) {
+            assert_quick_agrees(&quick, &parsed);
+            if let Some(Entry::Pass(early) | Entry::Drop(early)) =
+                sipguard_common::verdict::entry_quick(&quick, self)
+            {
+                assert_eq!(early, verdict, "quick entry");
+            }
         }
         verdict
     }
@@ -979,12 +987,30 @@ fn tcp_data_offset_must_be_sane() {
 // Truncation and corruption
 // ------------------------------------------------------------------------------------------------
 
+/// Where the quick parser answers, the full parser finds the same unfragmented IPv4 packet.
+fn assert_quick_agrees(quick: &Quick, parsed: &Parsed) {
+    let Parsed::Ip(packet) = parsed else {
+        panic!("quick parse {quick:?} of a frame the full parser calls {parsed:?}");
+    };
+    let L4::Ports {
+        transport, dport, ..
+    } = packet.l4
+    else {
+        panic!("quick parse {quick:?} of a packet without ports: {packet:?}");
+    };
+    assert_eq!(packet.family, Family::V4);
+    assert_eq!(packet.fragment, Fragment::None);
+    assert_eq!(packet.src[..4], quick.src);
+    assert_eq!((transport, dport), (quick.transport, quick.dport));
+}
+
 fn assert_every_truncation_is_malformed(packet: &Packet, transport: Transport, dport: u16) {
     let frame = packet.build();
     for len in 0..frame.len() {
         let parsed = catch_unwind(AssertUnwindSafe(|| parse(&frame[..len])))
             .unwrap_or_else(|_| panic!("parse panicked on a {len}-byte prefix"));
         assert_eq!(parsed, Parsed::Malformed, "{len}-byte prefix of {packet:?}");
+        assert_eq!(parse_quick(&frame[..len]), None, "quick, {len}-byte prefix");
         let verdict = decide(&parsed, &FakePolicy::new());
         assert_eq!(verdict.reason, Reason::Malformed);
     }
@@ -1331,4 +1357,48 @@ fn later_fragments_of_non_sip_datagrams_pass() {
         assert_eq!(v, verdict(Reason::FragmentPassed, Zone::Unknown));
         assert!(!v.reason.is_drop());
     }
+}
+
+#[test]
+fn the_quick_parser_reads_the_common_packet_and_leaves_the_rest_to_the_full_one() {
+    let common = [
+        sip_udp4(),
+        Packet::tcp4(SRC4, DST4, SPORT, SIP, sip4()),
+        Packet::raw4(SRC4, DST4, 132, sctp_header(SPORT, SIP)),
+        Packet::udp4(SRC4, DST4, SPORT, 53, [0u8; 12]),
+        Packet::tcp4(SRC4, DST4, SPORT, SIP, sip4()).with_tcp_options([2, 4, 5, 0xb4]),
+    ];
+    for packet in &common {
+        let frame = packet.build();
+        let quick = parse_quick(&frame[..]).unwrap_or_else(|| panic!("{packet:?}"));
+        assert_quick_agrees(&quick, &parse(&frame[..]));
+    }
+    // Everything else is the full parser's, however well formed.
+    let others = [
+        sip_udp4().with_vlan(7),
+        sip_udp6(),
+        Packet::tcp4(SRC4, DST4, SPORT, SIP, sip4()).with_ipv4_options([1, 1, 1, 1]),
+        Packet::icmp4_echo(SRC4, DST4),
+        Packet::raw4(SRC4, DST4, 50, [0u8; 16]),
+    ];
+    for packet in &others {
+        assert_eq!(parse_quick(&packet.build()[..]), None, "{packet:?}");
+    }
+    let fragments = sip_udp4().with_payload(vec![b'x'; 1200]).fragment(400, 3);
+    for fragment in &fragments {
+        assert_eq!(parse_quick(&fragment[..]), None);
+    }
+    // Lengths that do not add up: malformed for the full parser, not quick.
+    let mut frame = sip_udp4().build();
+    let udp_len = 14 + 20 + 4;
+    frame[udp_len] = 0xff;
+    assert_eq!(parse(&frame[..]), Parsed::Malformed);
+    assert_eq!(parse_quick(&frame[..]), None);
+    let mut frame = sip_udp4().build();
+    frame[14 + 2] = 0xff;
+    assert_eq!(parse_quick(&frame[..]), None);
+    // Ethernet padding after the datagram is fine for both.
+    let mut padded = sip_udp4().build();
+    padded.extend_from_slice(&[0u8; 20]);
+    assert_quick_agrees(&parse_quick(&padded[..]).unwrap(), &parse(&padded[..]));
 }
