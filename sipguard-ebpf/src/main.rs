@@ -155,19 +155,7 @@ pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
     // SAFETY: per-CPU slot, filled by the entry for this packet.
     let handoff = unsafe { &mut *handoff };
     let outcome = Outcome::from_code(handoff.outcome);
-    let decided = decide_outcome(outcome, &handoff.packet, &view);
-    // Through the slot and back (volatile): the many ways to a verdict meet in one verifier state
-    // before the bookkeeping below.
-    // SAFETY: fields of the per-CPU slot.
-    let verdict = unsafe {
-        core::ptr::write_volatile(&raw mut handoff.reason, decided.reason as u8);
-        core::ptr::write_volatile(&raw mut handoff.zone, decided.zone as u8);
-        Verdict {
-            reason: Reason::from_u8(core::ptr::read_volatile(&raw const handoff.reason))
-                .unwrap_or(Reason::Malformed),
-            zone: Zone::from_u8(core::ptr::read_volatile(&raw const handoff.zone)),
-        }
-    };
+    let verdict = decide_outcome(outcome, &handoff.packet, &view);
     if outcome == Outcome::Ip {
         // Later fragments of every datagram, SIP or not, follow a dropped first fragment.
         remember_first_fragment(&handoff.packet, verdict, &view);
@@ -180,6 +168,8 @@ pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
     };
     handoff.action = action;
+    handoff.reason = verdict.reason as u8;
+    handoff.zone = verdict.zone as u8;
     handoff.monitored = u8::from(monitored);
     if !drop && zone_inspects(view.header(), verdict.zone) {
         // The SIP stage counts the packet with its final verdict.
