@@ -157,22 +157,21 @@ impl IpPacket {
     /// The packet in the fixed layout later stages read.
     #[inline(always)]
     pub fn meta(&self) -> PacketMeta {
+        let mut meta = PacketMeta::default();
+        self.write_meta(&mut meta);
+        meta
+    }
+
+    /// [`IpPacket::meta`] written in place, field by field (no copy through the stack).
+    #[inline(always)]
+    pub fn write_meta(&self, meta: &mut PacketMeta) {
         let (l4, sport, dport, payload) = match self.l4 {
             L4::Ports {
                 transport,
                 sport,
                 dport,
                 payload,
-            } => (
-                match transport {
-                    Transport::Udp => meta_l4::UDP,
-                    Transport::Tcp => meta_l4::TCP,
-                    Transport::Sctp => meta_l4::SCTP,
-                },
-                sport,
-                dport,
-                payload,
-            ),
+            } => (transport_code(transport), sport, dport, payload),
             L4::Hidden(Hidden::LaterFragment) => (meta_l4::LATER_FRAGMENT, 0, 0, 0),
             L4::Hidden(Hidden::TinyFirstFragment) => (meta_l4::TINY_FIRST_FRAGMENT, 0, 0, 0),
             L4::Hidden(Hidden::ChainTooLong) => (meta_l4::CHAIN_TOO_LONG, 0, 0, 0),
@@ -183,22 +182,20 @@ impl IpPacket {
             Fragment::First { id } => (meta_fragment::FIRST, id),
             Fragment::Later { id } => (meta_fragment::LATER, id),
         };
-        PacketMeta {
-            src: self.src,
-            dst: self.dst,
-            frag_id,
-            sport,
-            dport,
-            payload,
-            vlan: self.vlan,
-            family: self.family as u8,
-            proto: self.proto,
-            l4,
-            fragment,
-            frag_proto: self.frag_proto,
-            _reserved: 0,
-            _reserved2: 0,
-        }
+        meta.src = self.src;
+        meta.dst = self.dst;
+        meta.frag_id = frag_id;
+        meta.sport = sport;
+        meta.dport = dport;
+        meta.payload = payload;
+        meta.vlan = self.vlan;
+        meta.family = self.family as u8;
+        meta.proto = self.proto;
+        meta.l4 = l4;
+        meta.fragment = fragment;
+        meta.frag_proto = self.frag_proto;
+        meta._reserved = 0;
+        meta._reserved2 = 0;
     }
 
     /// The packet a [`PacketMeta`] describes. Any bytes give a packet (unknown codes read as
@@ -345,26 +342,42 @@ impl Quick {
     /// The packet in the form later stages read.
     #[inline(always)]
     pub fn meta(&self) -> PacketMeta {
-        let mut meta = PacketMeta {
-            sport: self.sport,
-            dport: self.dport,
-            payload: self.payload,
-            family: Family::V4 as u8,
-            proto: match self.transport {
-                Transport::Udp => IPPROTO_UDP,
-                Transport::Tcp => IPPROTO_TCP,
-                Transport::Sctp => IPPROTO_SCTP,
-            },
-            l4: match self.transport {
-                Transport::Udp => meta_l4::UDP,
-                Transport::Tcp => meta_l4::TCP,
-                Transport::Sctp => meta_l4::SCTP,
-            },
-            ..PacketMeta::default()
-        };
+        let mut meta = PacketMeta::default();
+        self.write_meta(&mut meta);
+        meta
+    }
+
+    /// [`Quick::meta`] written in place, field by field.
+    #[inline(always)]
+    pub fn write_meta(&self, meta: &mut PacketMeta) {
         meta.src = v4_word(self.src);
         meta.dst = v4_word(self.dst);
-        meta
+        meta.frag_id = 0;
+        meta.sport = self.sport;
+        meta.dport = self.dport;
+        meta.payload = self.payload;
+        meta.vlan = [0; 2];
+        meta.family = Family::V4 as u8;
+        meta.proto = match self.transport {
+            Transport::Udp => IPPROTO_UDP,
+            Transport::Tcp => IPPROTO_TCP,
+            Transport::Sctp => IPPROTO_SCTP,
+        };
+        meta.l4 = transport_code(self.transport);
+        meta.fragment = meta_fragment::NONE;
+        meta.frag_proto = 0;
+        meta._reserved = 0;
+        meta._reserved2 = 0;
+    }
+}
+
+/// [`PacketMeta::l4`] of a packet with ports.
+#[inline(always)]
+const fn transport_code(transport: Transport) -> u8 {
+    match transport {
+        Transport::Udp => meta_l4::UDP,
+        Transport::Tcp => meta_l4::TCP,
+        Transport::Sctp => meta_l4::SCTP,
     }
 }
 
