@@ -189,7 +189,12 @@ pub struct Handoff {
     pub outcome: u8,
     /// Drops of this source whose events were suppressed since its previous event.
     pub suppressed: u32,
-    pub _reserved: u32,
+    /// The allowlist class the entry found (`verdict::CLASS_UNKNOWN`: it did not look).
+    pub class_hint: u32,
+    /// The policy generation the entry judged by: every stage judges the packet by it, so an
+    /// `apply` never splits one packet's decision between two policies.
+    pub generation: u8,
+    pub _reserved: [u8; 7],
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -993,7 +998,7 @@ const _: () = {
     assert!(core::mem::size_of::<EventSlot>() == 16);
     assert!(core::mem::size_of::<EventCache>() == 16 * EVENT_CACHE_SLOTS);
     assert!(core::mem::size_of::<PacketMeta>() == 56);
-    assert!(core::mem::size_of::<Handoff>() == 72);
+    assert!(core::mem::size_of::<Handoff>() == 80);
     assert!(core::mem::size_of::<RuleValue>() == 8);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragVerdict>() == 4);

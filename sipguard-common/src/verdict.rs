@@ -72,6 +72,10 @@ pub trait PolicyView {
     fn manual_bans_in_force(&self) -> bool {
         true
     }
+    /// False when admitted packets of `zone` certainly skip the SIP stage ([`zone_inspects`]).
+    fn may_inspect(&self, _zone: Zone) -> bool {
+        true
+    }
     /// Spends one packet of an allowlisted source's budget; false when over it.
     fn spend_peer(&self, source: &SourceKey, class: u16) -> bool;
     /// Spends one packet of an unknown source's access budget, creating its state if the
@@ -110,14 +114,21 @@ pub fn decide<V: PolicyView>(parsed: &Parsed, view: &V) -> Verdict {
 pub enum Entry {
     /// Not IP, or not SIP (other protocols, other ports): passed.
     Pass(Verdict),
-    /// The flood path of a trunk: an unfragmented IPv4 packet to a trunk port from a /24 that no
-    /// list touches (the prefilters say so): dropped, no state created. Only [`entry_quick`]
-    /// gives it.
+    /// The flood path of a trunk: an unfragmented IPv4 packet to a trunk port from a source on
+    /// no list: dropped, no state created. Only [`entry_quick`] gives it.
     Drop(Verdict),
     /// Everything else goes to the judge ([`decide_outcome`]): lists, bans, budgets, fragments,
-    /// malformed frames, hidden ports.
-    Judge,
+    /// malformed frames, hidden ports; with the source's allowlist class when the entry looked
+    /// it up ([`CLASS_UNKNOWN`] when not), so the judge does not look again.
+    Judge { class: u32 },
 }
+
+/// [`Entry::Judge`] without a class: the judge looks the source up itself.
+pub const CLASS_UNKNOWN: u32 = u32::MAX - 1;
+
+const JUDGE: Entry = Entry::Judge {
+    class: CLASS_UNKNOWN,
+};
 
 /// The entry's decision on a frame the quick parser left to the full one: not IP and not SIP
 /// pass, the rest goes to the judge. Where it decides, [`decide`] decides the same (host tests
@@ -126,7 +137,7 @@ pub enum Entry {
 pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
     let packet = match parsed {
         Parsed::NotIp => return Entry::Pass(Verdict::new(Reason::NotIp, Zone::None)),
-        Parsed::Malformed | Parsed::TooDeep => return Entry::Judge,
+        Parsed::Malformed | Parsed::TooDeep => return JUDGE,
         Parsed::Ip(packet) => packet,
     };
     let L4::Ports {
@@ -135,27 +146,42 @@ pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
     else {
         return match packet.l4 {
             L4::Other => Entry::Pass(Verdict::new(Reason::NotSip, Zone::None)),
-            _ => Entry::Judge,
+            _ => JUDGE,
         };
     };
     match view.zone(transport, dport) {
         Zone::None => Entry::Pass(Verdict::new(Reason::NotSip, Zone::None)),
-        _ => Entry::Judge,
+        _ => JUDGE,
     }
 }
 
 /// The entry's decision on the common packet ([`crate::parse::parse_quick`]), `None` when it
-/// takes the full parser and [`entry`]. Where it decides, [`decide`] decides the same.
+/// goes to the judge without a class. On a trunk port the entry needs no per-source state: a
+/// source on no list is dropped, one allowlisted without a budget class passes (while no manual
+/// ban is in force and the trunk has no SIP stage);
+/// denylist hits and budgets are the judge's. Where it decides, [`decide`] decides the same.
 #[inline(always)]
 pub fn entry_quick<V: PolicyView>(packet: &Quick, view: &V) -> Option<Entry> {
     let mut src = [0u8; 16];
     src[..4].copy_from_slice(&packet.src);
     match view.zone(packet.transport, packet.dport) {
         Zone::None => Some(Entry::Pass(Verdict::new(Reason::NotSip, Zone::None))),
-        Zone::Trunk
-            if !view.maybe_denied(Family::V4, &src) && !view.maybe_allowed(Family::V4, &src) =>
-        {
-            Some(Entry::Drop(Verdict::new(Reason::NotAllowlisted, Zone::Trunk)))
+        Zone::Trunk if !view.maybe_denied(Family::V4, &src) => {
+            let class = if view.maybe_allowed(Family::V4, &src) {
+                view.allow_class(Family::V4, &src)
+            } else {
+                NOT_ALLOWLISTED
+            };
+            match class {
+                NOT_ALLOWLISTED => Some(Entry::Drop(Verdict::new(
+                    Reason::NotAllowlisted,
+                    Zone::Trunk,
+                ))),
+                0 if !view.manual_bans_in_force() && !view.may_inspect(Zone::Trunk) => {
+                    Some(Entry::Pass(Verdict::new(Reason::Allowlisted, Zone::Trunk)))
+                }
+                class => Some(Entry::Judge { class }),
+            }
         }
         _ => None,
     }
@@ -174,12 +200,21 @@ pub fn zone_inspects(header: &PolicyHeader, zone: Zone) -> bool {
 
 /// Decides what happens to a packet [`parse_into`](crate::parse::parse_into) read into `packet`.
 #[inline(always)]
-pub fn decide_outcome<V: PolicyView>(outcome: Outcome, packet: &PacketMeta, view: &V) -> Verdict {
+///
+/// `class_hint` is the source's allowlist class when the entry looked it up ([`entry_quick`]
+/// only does so for a trunk packet whose source the denylist prefilter clears), else
+/// [`CLASS_UNKNOWN`].
+pub fn decide_outcome<V: PolicyView>(
+    outcome: Outcome,
+    packet: &PacketMeta,
+    view: &V,
+    class_hint: u32,
+) -> Verdict {
     match outcome {
         Outcome::NotIp => Verdict::new(Reason::NotIp, Zone::None),
         Outcome::Malformed => Verdict::new(Reason::Malformed, Zone::None),
         Outcome::TooDeep => Verdict::new(Reason::Unparsed, Zone::Unknown),
-        Outcome::Ip => decide_ip(packet, view),
+        Outcome::Ip => decide_hinted(packet, view, class_hint),
     }
 }
 
@@ -196,6 +231,11 @@ pub fn decide_and_remember<V: PolicyView>(packet: &PacketMeta, view: &V) -> Verd
 /// many ways to a verdict have met).
 #[inline(always)]
 pub fn decide_ip<V: PolicyView>(packet: &PacketMeta, view: &V) -> Verdict {
+    decide_hinted(packet, view, CLASS_UNKNOWN)
+}
+
+#[inline(always)]
+fn decide_hinted<V: PolicyView>(packet: &PacketMeta, view: &V, class_hint: u32) -> Verdict {
     match packet.l4 {
         meta_l4::UDP | meta_l4::TCP | meta_l4::SCTP => {
             let transport = match packet.l4 {
@@ -207,12 +247,12 @@ pub fn decide_ip<V: PolicyView>(packet: &PacketMeta, view: &V) -> Verdict {
             if zone == Zone::None {
                 Verdict::new(Reason::NotSip, Zone::None)
             } else {
-                judge_source(view, packet, zone, Reason::NotAllowlisted)
+                judge_source(view, packet, zone, Reason::NotAllowlisted, class_hint)
             }
         }
         meta_l4::LATER_FRAGMENT => later_fragment(view, packet),
         meta_l4::TINY_FIRST_FRAGMENT | meta_l4::CHAIN_TOO_LONG => {
-            judge_source(view, packet, Zone::Unknown, Reason::Unparsed)
+            judge_source(view, packet, Zone::Unknown, Reason::Unparsed, CLASS_UNKNOWN)
         }
         _ => Verdict::new(Reason::NotSip, Zone::None),
     }
@@ -225,7 +265,13 @@ pub fn decide_ip<V: PolicyView>(packet: &PacketMeta, view: &V) -> Verdict {
 fn later_fragment<V: PolicyView>(view: &V, packet: &PacketMeta) -> Verdict {
     match view.fragment_policy() {
         FragmentPolicy::Pass => Verdict::new(Reason::FragmentPassed, Zone::Unknown),
-        FragmentPolicy::Source => judge_source(view, packet, Zone::Unknown, Reason::NotAllowlisted),
+        FragmentPolicy::Source => judge_source(
+            view,
+            packet,
+            Zone::Unknown,
+            Reason::NotAllowlisted,
+            CLASS_UNKNOWN,
+        ),
         FragmentPolicy::Inherit => match view.recall_fragment(&fragment_key(packet)) {
             Some(first) => Verdict::new(
                 Reason::from_u8(first.reason).unwrap_or(Reason::FragmentUntracked),
@@ -243,15 +289,22 @@ fn judge_source<V: PolicyView>(
     packet: &PacketMeta,
     zone: Zone,
     unknown: Reason,
+    class_hint: u32,
 ) -> Verdict {
     let family = packet.family();
-    if view.maybe_denied(family, &packet.src) && view.is_denied(family, &packet.src) {
-        return Verdict::new(Reason::Denylisted, zone);
-    }
-    let class = if view.maybe_allowed(family, &packet.src) {
-        view.allow_class(family, &packet.src)
+    // A hinted class comes from the entry, which only looks when the denylist prefilter clears
+    // the source: no denylist lookup, no second allowlist lookup.
+    let class = if class_hint != CLASS_UNKNOWN {
+        class_hint
     } else {
-        NOT_ALLOWLISTED
+        if view.maybe_denied(family, &packet.src) && view.is_denied(family, &packet.src) {
+            return Verdict::new(Reason::Denylisted, zone);
+        }
+        if view.maybe_allowed(family, &packet.src) {
+            view.allow_class(family, &packet.src)
+        } else {
+            NOT_ALLOWLISTED
+        }
     };
     if class == NOT_ALLOWLISTED && zone != Zone::Access {
         // The flood path of a trunk: no ban lookup, no state.

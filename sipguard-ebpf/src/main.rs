@@ -21,8 +21,8 @@ use sipguard_common::{
     abi::{Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, counter_index, event_stat, tail},
     parse::{IpPacket, Outcome, Parsed, Quick, parse, parse_quick},
     verdict::{
-        Entry, Verdict, decide_outcome, entry, entry_quick, remember_first_fragment, source_key,
-        zone_inspects,
+        CLASS_UNKNOWN, Entry, Verdict, decide_outcome, entry, entry_quick, remember_first_fragment,
+        source_key, zone_inspects,
     },
 };
 
@@ -47,30 +47,41 @@ pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
         match entry_quick(&quick, &view) {
             Some(Entry::Pass(verdict)) => return pass(&frame, verdict),
             Some(Entry::Drop(verdict)) => return flood_drop(&ctx, &frame, &view, &quick, verdict),
-            _ => return to_judge(&ctx, quick.meta(), Outcome::Ip),
+            Some(Entry::Judge { class }) => {
+                return to_judge(&ctx, &view, quick.meta(), Outcome::Ip, class);
+            }
+            None => return to_judge(&ctx, &view, quick.meta(), Outcome::Ip, CLASS_UNKNOWN),
         }
     }
     let parsed = parse(&frame);
     match entry(&parsed, &view) {
         Entry::Pass(verdict) => return pass(&frame, verdict),
-        Entry::Drop(_) | Entry::Judge => {}
+        Entry::Drop(_) | Entry::Judge { .. } => {}
     }
     let meta = match &parsed {
         Parsed::Ip(packet) => packet.meta(),
         _ => PacketMeta::default(),
     };
-    to_judge(&ctx, meta, parsed.outcome())
+    to_judge(&ctx, &view, meta, parsed.outcome(), CLASS_UNKNOWN)
 }
 
 /// Hands the packet to the judge through the handoff slot.
 #[inline(always)]
-fn to_judge(ctx: &XdpContext, packet: PacketMeta, outcome: Outcome) -> u32 {
+fn to_judge(
+    ctx: &XdpContext,
+    view: &MapView,
+    packet: PacketMeta,
+    outcome: Outcome,
+    class_hint: u32,
+) -> u32 {
     let Some(handoff) = handoff() else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: a field of the slot.
     unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet) };
     handoff.outcome = outcome.code();
+    handoff.class_hint = class_hint;
+    handoff.generation = view.generation();
     // SAFETY: the judge reads the handoff slot this program just filled.
     unsafe { TAILS.tail_call(ctx, tail::JUDGE) };
     // No judge (never after a successful load): fail open, counted.
@@ -149,13 +160,16 @@ fn source_key_of(packet: &IpPacket, view: &MapView) -> SourceKey {
 #[xdp]
 pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
-    let (Some(view), Some(handoff)) = (MapView::active(), HANDOFF.get_ptr_mut(0)) else {
+    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: per-CPU slot, filled by the entry for this packet.
     let handoff = unsafe { &mut *handoff };
+    let Some(view) = MapView::at(u32::from(handoff.generation)) else {
+        return xdp_action::XDP_PASS;
+    };
     let outcome = Outcome::from_code(handoff.outcome);
-    let verdict = decide_outcome(outcome, &handoff.packet, &view);
+    let verdict = decide_outcome(outcome, &handoff.packet, &view, handoff.class_hint);
     if outcome == Outcome::Ip {
         // Later fragments of every datagram, SIP or not, follow a dropped first fragment.
         remember_first_fragment(&handoff.packet, verdict, &view);

@@ -20,7 +20,7 @@ use sipguard_common::{
     budget::Gcra,
     parse::{Family, Transport},
     source::{ban_bites, fresh_state, strike},
-    verdict::{NOT_ALLOWLISTED, PolicyView, Spend},
+    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, zone_inspects},
 };
 
 use crate::maps::{
@@ -37,15 +37,28 @@ pub(crate) struct MapView {
 }
 
 impl MapView {
+    /// The view of the generation in force now (the entry's).
     #[inline(always)]
     pub(crate) fn active() -> Option<Self> {
-        let generation = *ACTIVE.get(0)? & 1;
+        Self::at(u32::from(*ACTIVE.get(0)? as u8))
+    }
+
+    /// The view of the generation the entry judged this packet by (later stages), so an
+    /// `apply` between two stages never splits one packet's decision between two policies.
+    #[inline(always)]
+    pub(crate) fn at(generation: u32) -> Option<Self> {
+        let generation = generation & 1;
         let policy = POLICY.get(generation)?;
         Some(MapView {
             generation,
             policy,
             now: Cell::new(0),
         })
+    }
+
+    #[inline(always)]
+    pub(crate) fn generation(&self) -> u8 {
+        self.generation as u8
     }
 
     #[inline(always)]
@@ -297,6 +310,11 @@ impl PolicyView for MapView {
     #[inline(always)]
     fn manual_bans_in_force(&self) -> bool {
         self.policy.header.flags & policy_flags::MANUAL_BANS != 0
+    }
+
+    #[inline(always)]
+    fn may_inspect(&self, zone: Zone) -> bool {
+        zone_inspects(&self.policy.header, zone)
     }
 
     #[inline(always)]

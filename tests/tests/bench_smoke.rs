@@ -136,7 +136,11 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
             );
             // The entry-only diagnostic passes what the judge would decide: not checked.
             let checked = config["variant"] != "entry_only";
-            assert_eq!(cell["runs_checked"].as_u64().unwrap() > 0, checked, "{what}");
+            assert_eq!(
+                cell["runs_checked"].as_u64().unwrap() > 0,
+                checked,
+                "{what}"
+            );
             for ratio in ["vs_bench_drop", "vs_bench_pass", "vs_bench_parse"] {
                 positive_summary(&cell[ratio], rounds, &format!("{what} {ratio}"));
             }

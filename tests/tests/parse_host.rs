@@ -11,9 +11,9 @@ use sipguard_common::{
     abi::{FragKey, FragVerdict, FragmentPolicy, Reason, SourceKey, Zone},
     parse::{
         Family, Fragment, Hidden, IpPacket, L4, MAX_IPV6_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS,
-        Parsed, Quick, Transport, parse, parse_quick,
+        Outcome, Parsed, Quick, Transport, parse, parse_quick,
     },
-    verdict::{Entry, PolicyView, Spend, Verdict, decide},
+    verdict::{CLASS_UNKNOWN, Entry, PolicyView, Spend, Verdict, decide, decide_outcome},
 };
 use sipguard_tests::frames::{
     self, ExtHeader, IpLayer, Packet, VlanTag, arp_request, checksum, sip_options_request,
@@ -169,14 +169,24 @@ impl FakePolicy {
         let verdict = decide(&parsed, self);
         match early {
             Entry::Pass(early) | Entry::Drop(early) => assert_eq!(early, verdict, "entry"),
-            Entry::Judge => {}
+            Entry::Judge { class } => assert_eq!(class, CLASS_UNKNOWN, "the full entry's hint"),
         }
         if let Some(quick) = parse_quick(frame) {
             assert_quick_agrees(&quick, &parsed);
-            if let Some(Entry::Pass(early) | Entry::Drop(early)) =
-                sipguard_common::verdict::entry_quick(&quick, self)
-            {
-                assert_eq!(early, verdict, "quick entry");
+            match sipguard_common::verdict::entry_quick(&quick, self) {
+                Some(Entry::Pass(early) | Entry::Drop(early)) => {
+                    assert_eq!(early, verdict, "quick entry");
+                }
+                // The judge, handed the entry's class, decides as without it.
+                Some(Entry::Judge { class }) => {
+                    let mut src = [0; 16];
+                    src[..4].copy_from_slice(&quick.src);
+                    assert_eq!(class, self.allow_class(Family::V4, &src), "hinted class");
+                    assert!(!self.is_denied(Family::V4, &src), "hinted a denied source");
+                    let hinted = decide_outcome(Outcome::Ip, &quick.meta(), self, class);
+                    assert_eq!(hinted, verdict, "hinted judge");
+                }
+                None => {}
             }
         }
         verdict
@@ -195,6 +205,15 @@ impl PolicyView for FakePolicy {
 
     fn is_denied(&self, family: Family, addr: &[u8; 16]) -> bool {
         self.deny.iter().any(|p| p.contains(family, addr))
+    }
+
+    // Exact prefilters, so the entry's quick paths (flood drop, hinted judge) are taken here.
+    fn maybe_denied(&self, family: Family, addr: &[u8; 16]) -> bool {
+        self.is_denied(family, addr)
+    }
+
+    fn maybe_allowed(&self, family: Family, addr: &[u8; 16]) -> bool {
+        self.allow_class(family, addr) != sipguard_common::verdict::NOT_ALLOWLISTED
     }
 
     fn allow_class(&self, family: Family, addr: &[u8; 16]) -> u32 {

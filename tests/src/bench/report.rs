@@ -214,7 +214,12 @@ pub(super) fn targets(
     let (value, detail) = worst(
         cells
             .iter()
-            .filter(|c| matches!(c.scenario, "unknown_trunk_dropped" | "unknown_unlisted_dropped"))
+            .filter(|c| {
+                matches!(
+                    c.scenario,
+                    "unknown_trunk_dropped" | "unknown_unlisted_dropped"
+                )
+            })
             .map(|c| (format!("{} @{}", c.scenario, c.config), &c.vs_bench_drop)),
         false,
     );
