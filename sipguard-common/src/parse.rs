@@ -164,6 +164,10 @@ impl IpPacket {
 
     /// [`IpPacket::meta`] written in place, field by field (no copy through the stack).
     #[inline(always)]
+    #[allow(
+        clippy::used_underscore_binding,
+        reason = "padding is zeroed: no stale bytes in the map"
+    )]
     pub fn write_meta(&self, meta: &mut PacketMeta) {
         let (l4, sport, dport, payload) = match self.l4 {
             L4::Ports {
@@ -349,6 +353,10 @@ impl Quick {
 
     /// [`Quick::meta`] written in place, field by field.
     #[inline(always)]
+    #[allow(
+        clippy::used_underscore_binding,
+        reason = "padding is zeroed: no stale bytes in the map"
+    )]
     pub fn write_meta(&self, meta: &mut PacketMeta) {
         meta.src = v4_word(self.src);
         meta.dst = v4_word(self.dst);

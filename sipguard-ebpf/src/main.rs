@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, counter_index, event_stat, tail},
-    parse::{IpPacket, Outcome, Parsed, Quick, parse, parse_quick},
+    parse::{Outcome, Parsed, Quick, parse, parse_quick},
     verdict::{
         CLASS_UNKNOWN, Entry, Verdict, decide_outcome, entry, entry_quick, remember_first_fragment,
         source_key, zone_inspects,
@@ -147,12 +147,6 @@ fn flood_drop(
 fn handoff() -> Option<&'static mut Handoff> {
     // SAFETY: per-CPU slot; one program of this CPU uses it at a time (tail calls hand it on).
     HANDOFF.get_ptr_mut(0).map(|slot| unsafe { &mut *slot })
-}
-
-/// The budget/ban key of a parsed packet.
-#[inline(always)]
-fn source_key_of(packet: &IpPacket, view: &MapView) -> SourceKey {
-    sipguard_common::source::source_key(packet.family as u8, &packet.src, view.ipv6_budget())
 }
 
 /// Stage 1, by source: denylist, allowlist, bans, budgets, fragments. Verified on its own, and
