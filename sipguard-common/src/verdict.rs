@@ -115,7 +115,7 @@ pub enum Entry {
     /// Not IP, or not SIP (other protocols, other ports): passed.
     Pass(Verdict),
     /// The flood path of a trunk: an unfragmented IPv4 packet to a trunk port from a source on
-    /// no list: dropped, no state created. Only [`entry_quick`] gives it.
+    /// no list or on the denylist: dropped, no state created. Only [`entry_quick`] gives it.
     Drop(Verdict),
     /// Everything else goes to the judge ([`decide_outcome`]): lists, bans, budgets, fragments,
     /// malformed frames, hidden ports; with the source's allowlist class when the entry looked
@@ -157,16 +157,19 @@ pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
 
 /// The entry's decision on the common packet ([`crate::parse::parse_quick`]), `None` when it
 /// goes to the judge without a class. On a trunk port the entry needs no per-source state: a
-/// source on no list is dropped, one allowlisted without a budget class passes (while no manual
-/// ban is in force and the trunk has no SIP stage);
-/// denylist hits and budgets are the judge's. Where it decides, [`decide`] decides the same.
+/// denylisted source or one on no list is dropped, one allowlisted without a budget class passes
+/// (while no manual ban is in force and the trunk has no SIP stage); budgets and bans are the
+/// judge's. Where it decides, [`decide`] decides the same.
 #[inline(always)]
 pub fn entry_quick<V: PolicyView>(packet: &Quick, view: &V) -> Option<Entry> {
     let mut src = [0u8; 16];
     src[..4].copy_from_slice(&packet.src);
     match view.zone(packet.transport, packet.dport) {
         Zone::None => Some(Entry::Pass(Verdict::new(Reason::NotSip, Zone::None))),
-        Zone::Trunk if !view.maybe_denied(Family::V4, &src) => {
+        Zone::Trunk => {
+            if view.maybe_denied(Family::V4, &src) && view.is_denied(Family::V4, &src) {
+                return Some(Entry::Drop(Verdict::new(Reason::Denylisted, Zone::Trunk)));
+            }
             let class = if view.maybe_allowed(Family::V4, &src) {
                 view.allow_class(Family::V4, &src)
             } else {
@@ -202,7 +205,7 @@ pub fn zone_inspects(header: &PolicyHeader, zone: Zone) -> bool {
 #[inline(always)]
 ///
 /// `class_hint` is the source's allowlist class when the entry looked it up ([`entry_quick`]
-/// only does so for a trunk packet whose source the denylist prefilter clears), else
+/// only does so for a trunk packet whose source it found on no denylist), else
 /// [`CLASS_UNKNOWN`].
 pub fn decide_outcome<V: PolicyView>(
     outcome: Outcome,
@@ -292,8 +295,8 @@ fn judge_source<V: PolicyView>(
     class_hint: u32,
 ) -> Verdict {
     let family = packet.family();
-    // A hinted class comes from the entry, which only looks when the denylist prefilter clears
-    // the source: no denylist lookup, no second allowlist lookup.
+    // A hinted class comes from the entry, which looked after the denylist cleared the source:
+    // no denylist lookup, no second allowlist lookup.
     let class = if class_hint != CLASS_UNKNOWN {
         class_hint
     } else {

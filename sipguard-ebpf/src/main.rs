@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
+#![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod events;
@@ -99,9 +100,9 @@ fn pass(frame: &XdpFrame, verdict: Verdict) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The flood path of a trunk (an IPv4 source from a /24 no list touches), decided in the entry:
-/// no tail call, no per-source state. Only a drop within the event budgets pays for parsing the
-/// frame into the handoff slot and the reporter.
+/// A drop of the trunk's flood path (an IPv4 source on no list, or denylisted), decided in the
+/// entry: no tail call, no per-source state. Only a drop within the event budgets pays for
+/// filling the handoff slot and the reporter.
 #[inline(always)]
 fn flood_drop(
     ctx: &XdpContext,

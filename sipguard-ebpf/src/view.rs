@@ -184,6 +184,18 @@ fn spend(tat: *mut u64, now: u64, tick: u64, gcra: &Gcra) -> bool {
     true
 }
 
+/// Gives a map lookup a code path of its own: LLVM would otherwise merge the lookups of the
+/// two generations' maps into one call instruction, which the verifier, seeing two maps there,
+/// compiles into an indirect call through the map's ops (measured 12 ns more per packet).
+#[inline(always)]
+fn own_site<const SITE: u32, T>(found: T) -> T {
+    // SAFETY: moves a constant into a scratch register; touches nothing else.
+    unsafe {
+        core::arch::asm!("{scratch} = {site}", scratch = out(reg) _, site = const SITE, options(nomem, nostack, preserves_flags));
+    }
+    found
+}
+
 #[inline(always)]
 fn v4(addr: &[u8; 16]) -> Key<[u8; 4]> {
     Key::new(32, [addr[0], addr[1], addr[2], addr[3]])
@@ -226,10 +238,10 @@ impl PolicyView for MapView {
             return false;
         }
         match (family, self.generation) {
-            (Family::V4, 0) => DENY4_0.get(v4(addr)).is_some(),
-            (Family::V4, _) => DENY4_1.get(v4(addr)).is_some(),
-            (Family::V6, 0) => DENY6_0.get(v6(addr)).is_some(),
-            (Family::V6, _) => DENY6_1.get(v6(addr)).is_some(),
+            (Family::V4, 0) => own_site::<1, _>(DENY4_0.get(v4(addr))).is_some(),
+            (Family::V4, _) => own_site::<2, _>(DENY4_1.get(v4(addr))).is_some(),
+            (Family::V6, 0) => own_site::<3, _>(DENY6_0.get(v6(addr))).is_some(),
+            (Family::V6, _) => own_site::<4, _>(DENY6_1.get(v6(addr))).is_some(),
         }
     }
 
@@ -242,8 +254,8 @@ impl PolicyView for MapView {
             // SAFETY: the value is read at once; an update in between gives the old or new rule.
             let rule = unsafe {
                 match self.generation {
-                    0 => ALLOW_HOSTS4_0.get(host),
-                    _ => ALLOW_HOSTS4_1.get(host),
+                    0 => own_site::<9, _>(ALLOW_HOSTS4_0.get(host)),
+                    _ => own_site::<10, _>(ALLOW_HOSTS4_1.get(host)),
                 }
             };
             if let Some(rule) = rule {
@@ -256,8 +268,8 @@ impl PolicyView for MapView {
             // SAFETY: as above.
             let rule = unsafe {
                 match self.generation {
-                    0 => ALLOW_HOSTS6_0.get(addr),
-                    _ => ALLOW_HOSTS6_1.get(addr),
+                    0 => own_site::<11, _>(ALLOW_HOSTS6_0.get(addr)),
+                    _ => own_site::<12, _>(ALLOW_HOSTS6_1.get(addr)),
                 }
             };
             if let Some(rule) = rule {
@@ -265,10 +277,10 @@ impl PolicyView for MapView {
             }
         }
         let rule = match (family, self.generation) {
-            (Family::V4, 0) => ALLOW4_0.get(v4(addr)),
-            (Family::V4, _) => ALLOW4_1.get(v4(addr)),
-            (Family::V6, 0) => ALLOW6_0.get(v6(addr)),
-            (Family::V6, _) => ALLOW6_1.get(v6(addr)),
+            (Family::V4, 0) => own_site::<5, _>(ALLOW4_0.get(v4(addr))),
+            (Family::V4, _) => own_site::<6, _>(ALLOW4_1.get(v4(addr))),
+            (Family::V6, 0) => own_site::<7, _>(ALLOW6_0.get(v6(addr))),
+            (Family::V6, _) => own_site::<8, _>(ALLOW6_1.get(v6(addr))),
         };
         match rule {
             Some(rule) => u32::from(rule.class),
