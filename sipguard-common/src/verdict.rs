@@ -162,8 +162,7 @@ pub fn entry<V: PolicyView>(parsed: &Parsed, view: &V) -> Entry {
 /// judge's. Where it decides, [`decide`] decides the same.
 #[inline(always)]
 pub fn entry_quick<V: PolicyView>(packet: &Quick, view: &V) -> Option<Entry> {
-    let mut src = [0u8; 16];
-    src[..4].copy_from_slice(&packet.src);
+    let src = packet.source();
     match view.zone(packet.transport, packet.dport) {
         Zone::None => Some(Entry::Pass(Verdict::new(Reason::NotSip, Zone::None))),
         Zone::Trunk => {

@@ -20,10 +20,10 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, counter_index, event_stat, tail},
-    parse::{Outcome, Parsed, Quick, parse, parse_quick},
+    parse::{Family, Outcome, Parsed, Quick, parse, parse_quick},
     verdict::{
-        CLASS_UNKNOWN, Entry, Verdict, decide_outcome, entry, entry_quick, remember_first_fragment,
-        source_key, zone_inspects,
+        CLASS_UNKNOWN, Entry, PolicyView, Verdict, decide_outcome, entry, entry_quick,
+        remember_first_fragment, source_key,
     },
 };
 
@@ -121,8 +121,8 @@ fn flood_drop(
     } else {
         xdp_action::XDP_DROP
     };
-    let meta = packet.meta();
-    let Some(suppressed) = events::admit(&source_key(&meta, 32), view) else {
+    let source = sipguard_common::source::source_key(Family::V4 as u8, &packet.source(), 32);
+    let Some(suppressed) = events::admit(&source, view) else {
         event_stat(event_stat::SUPPRESSED);
         return action;
     };
@@ -130,7 +130,7 @@ fn flood_drop(
         return action;
     };
     // SAFETY: fields of the slot, for the reporter.
-    unsafe { core::ptr::write_volatile(&raw mut handoff.packet, meta) };
+    unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet.meta()) };
     handoff.outcome = Outcome::Ip.code();
     handoff.reason = verdict.reason as u8;
     handoff.zone = verdict.zone as u8;
@@ -180,7 +180,7 @@ pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
     handoff.reason = verdict.reason as u8;
     handoff.zone = verdict.zone as u8;
     handoff.monitored = u8::from(monitored);
-    if !drop && zone_inspects(view.header(), verdict.zone) {
+    if !drop && view.may_inspect(verdict.zone) {
         // The SIP stage counts the packet with its final verdict.
         // SAFETY: the SIP stage reads the handoff slot just filled.
         unsafe { TAILS.tail_call(&ctx, tail::SIP) };

@@ -40,7 +40,7 @@ impl MapView {
     /// The view of the generation in force now (the entry's).
     #[inline(always)]
     pub(crate) fn active() -> Option<Self> {
-        Self::at(u32::from(*ACTIVE.get(0)? as u8))
+        Self::at(*ACTIVE.get(0)?)
     }
 
     /// The view of the generation the entry judged this packet by (later stages), so an

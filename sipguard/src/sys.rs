@@ -12,6 +12,16 @@ use std::{
 
 use aya::maps::{MapError, MapFd};
 
+/// `bpf(cmd, attr, sizeof attr)`: the syscall's result (negative on error, errno set).
+///
+/// # Safety
+/// `attr` must be a valid `union bpf_attr` layout for `cmd`, and every pointer in it must
+/// point at live memory of the size the command implies.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> libc::c_long {
+    // SAFETY: the caller's contract.
+    unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>()) }
+}
+
 /// Reads array entry `index` straight into `out`. `Array::get` returns by value, which for the
 /// 130 KiB policy means several copies on the stack in unoptimized builds (enough to overflow a
 /// 2 MiB thread).
@@ -39,7 +49,7 @@ pub(crate) fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<()
         flags: u64,
     }
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    let attr = ElemAttr {
+    let mut attr = ElemAttr {
         map_fd: map.as_fd().as_raw_fd() as u32,
         _pad: 0,
         key: &index as *const u32 as u64,
@@ -48,14 +58,7 @@ pub(crate) fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<()
     };
     // SAFETY: key and value point at live memory of the map's key and value sizes (callers
     // size `out` from the map); the kernel writes at most value-size bytes.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            &attr as *const ElemAttr,
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
+    let result = unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) };
     if result < 0 {
         return Err(MapError::SyscallError(aya::sys::SyscallError {
             call: "bpf_map_lookup_elem",
@@ -102,14 +105,7 @@ pub(crate) fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
         file_flags: 0,
     };
     // SAFETY: obj is a valid BPF_OBJ_GET attribute with a NUL-terminated path.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &mut obj as *mut ObjAttr,
-            size_of::<ObjAttr>(),
-        )
-    };
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut obj) };
     if fd < 0 {
         return None;
     }
@@ -122,14 +118,7 @@ pub(crate) fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
         info: &mut info as *mut RawLinkInfo as u64,
     };
     // SAFETY: attr is a valid attribute and info a buffer of info_len bytes.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
-            size_of::<InfoAttr>(),
-        )
-    };
+    let rc = unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) };
     (rc == 0 && info.link_type == BPF_LINK_TYPE_XDP).then_some(info)
 }
 
@@ -148,14 +137,7 @@ pub(crate) fn link_exists(id: u32) -> bool {
         open_flags: 0,
     };
     // SAFETY: attr is a valid BPF_LINK_GET_FD_BY_ID attribute.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_GET_FD_BY_ID,
-            &mut attr as *mut IdAttr,
-            size_of::<IdAttr>(),
-        )
-    };
+    let fd = unsafe { bpf(BPF_LINK_GET_FD_BY_ID, &mut attr) };
     if fd < 0 {
         return false;
     }
