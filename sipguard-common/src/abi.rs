@@ -5,13 +5,18 @@
 //! bump [`ABI_VERSION`] with it, so that a new controller refuses old pins instead of misreading them.
 //! All structs are `#[repr(C)]` with explicit padding so that the layout is the same on both sides.
 
-use crate::budget::{BanRule, Gcra};
+use crate::{
+    budget::{BanRule, Gcra},
+    dial::{DialPlan, Number},
+};
 
 /// Version of this ABI. Written into [`Meta`] when the pinned state is created. 3: the IPv4
 /// prefilters (`SG_PREFILTER`), allowlist hosts in hash maps (`SG_AHOST{4,6}_*`), the tick
 /// clock (`SG_CLOCK`, `PolicyHeader::tick_ns`). 4: would-be bans ([`Ban::flags`]) and failed
-/// table inserts counted in `SG_EVSTATS` ([`event_stat`]).
-pub const ABI_VERSION: u32 = 4;
+/// table inserts counted in `SG_EVSTATS` ([`event_stat`]). 5: SIP inspection (method budgets,
+/// scanner signatures, destination rules: [`SipPolicy`], `SG_SIGS_*`, `SG_DEST_*`, ...), 24
+/// reason slots, the class and rule in [`Handoff`] and [`DropEvent`].
+pub const ABI_VERSION: u32 = 5;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -41,10 +46,17 @@ pub mod map_name {
     pub const TAILS: &str = "SG_TAILS";
     pub const SCRATCH: &str = "SG_SCRATCH";
     pub const METHODS: &str = "SG_METHODS";
+    pub const SIP_BUFFER: &str = "SG_SIPBUF";
+    pub const SIGNATURES: [&str; 2] = ["SG_SIGS_0", "SG_SIGS_1"];
+    pub const DESTINATIONS: [&str; 2] = ["SG_DEST_0", "SG_DEST_1"];
+    pub const SIP_SOURCES: &str = "SG_SIPSRC";
+    pub const SIGNATURE_HITS: &str = "SG_SIGHITS";
+    pub const RULE_HITS: &str = "SG_RULEHITS";
+    pub const DESTINATION_STATS: &str = "SG_DESTSTATS";
 
     /// Every map of the program: the controller pins exactly these (a test checks them
     /// against the built object).
-    pub const ALL: [&str; 29] = [
+    pub const ALL: [&str; 38] = [
         META,
         ACTIVE,
         POLICY,
@@ -74,6 +86,15 @@ pub mod map_name {
         TAILS,
         SCRATCH,
         METHODS,
+        SIP_BUFFER,
+        SIGNATURES[0],
+        SIGNATURES[1],
+        DESTINATIONS[0],
+        DESTINATIONS[1],
+        SIP_SOURCES,
+        SIGNATURE_HITS,
+        RULE_HITS,
+        DESTINATION_STATS,
     ];
 }
 
@@ -85,15 +106,24 @@ pub mod map_name {
 ///     | SIP port, hidden port, malformed
 ///  sipguard_judge ------ lists, bans, budgets: the verdict by source
 ///     | admitted, zone with SIP rules          | drop with an event
-///  sipguard_sip                                sipguard_report
+///  sipguard_sip -------- method budgets ------> sipguard_report
+///     | signatures or an INVITE's destination  ^
+///  sipguard_headers ------ signatures ---------+
+///     | an INVITE outside a dialog             |
+///  sipguard_destination -- destination rules --+
 /// ```
 pub mod program {
     /// The XDP entry, attached to the interface: parses, decides what needs no source lookup.
     pub const ENTRY: &str = "sipguard";
     /// Stage 1, by source: denylist, allowlist, bans, budgets, fragments.
     pub const JUDGE: &str = "sipguard_judge";
-    /// Stage 2, SIP inspection of admitted packets in zones with SIP rules.
+    /// Stage 2, SIP inspection of admitted packets in zones with SIP rules: methods, budgets.
     pub const SIP: &str = "sipguard_sip";
+    /// Stage 3, the headers: scanner signatures and the INVITE destination firewall.
+    pub const HEADERS: &str = "sipguard_headers";
+    /// Stage 4, the INVITE destination firewall (on its own: the number's parser is the
+    /// largest piece to verify).
+    pub const DESTINATION: &str = "sipguard_destination";
     /// Writes drop events to the ring buffer.
     pub const REPORT: &str = "sipguard_report";
 }
@@ -103,7 +133,9 @@ pub mod tail {
     pub const REPORT: u32 = 0;
     pub const JUDGE: u32 = 1;
     pub const SIP: u32 = 2;
-    pub const SLOTS: u32 = 3;
+    pub const HEADERS: u32 = 3;
+    pub const DESTINATION: u32 = 4;
+    pub const SLOTS: u32 = 5;
 }
 
 /// Name of the XDP program in the object file (the entry).
@@ -194,8 +226,21 @@ pub struct Handoff {
     /// The policy generation the entry judged by: every stage judges the packet by it, so an
     /// `apply` never splits one packet's decision between two policies.
     pub generation: u8,
-    pub _reserved: [u8; 7],
+    /// [`SipMethod`] the SIP stage read (0: it did not look).
+    pub method: u8,
+    /// The budget class stage 1 judged the source by: an allowlist class, the access class, or
+    /// 0 (none); [`NOT_ALLOWLISTED_FLAG`] marks a source on no allowlist.
+    pub class: u16,
+    /// The scanner signature or destination rule that decided (ids from the controller), 0: none.
+    pub rule: u16,
+    pub _reserved: [u8; 2],
+    /// The normalised number of an INVITE the SIP stage judged (events carry it).
+    pub number: Number,
+    pub _reserved2: [u8; 7],
 }
+
+/// Set in [`Handoff::class`] for a source on no allowlist.
+pub const NOT_ALLOWLISTED_FLAG: u16 = 0x8000;
 
 // ------------------------------------------------------------------------------------------------
 // Reasons, zones, counters
@@ -239,13 +284,25 @@ pub enum Reason {
     NewSourceLimited = 12,
     /// An allowlisted source over its class budget: throttled and reported, never banned.
     PeerRateLimited = 13,
+    /// A request over its class's budget for its method (REGISTER, INVITE, OPTIONS, other);
+    /// in the access zone, sources on no list collect strikes towards a ban.
+    MethodRateLimited = 14,
+    /// The User-Agent (or From display name) starts with a scanner signature.
+    Scanner = 15,
+    /// An INVITE to a number a destination rule denies.
+    DestinationDenied = 16,
+    /// An INVITE over its source's budget for the destination rule it matched.
+    DestinationRateLimited = 17,
+    /// An INVITE whose Request-URI holds no number (letters, no user part, too long), where the
+    /// zone's `unparseable` setting denies those.
+    DestinationUnparseable = 18,
 }
 
 /// Number of reason slots in the counter table (room for reasons added later).
-pub const REASON_SLOTS: usize = 16;
+pub const REASON_SLOTS: usize = 24;
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 19] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Allowlisted,
@@ -260,6 +317,11 @@ impl Reason {
         Reason::Banned,
         Reason::NewSourceLimited,
         Reason::PeerRateLimited,
+        Reason::MethodRateLimited,
+        Reason::Scanner,
+        Reason::DestinationDenied,
+        Reason::DestinationRateLimited,
+        Reason::DestinationUnparseable,
     ];
 
     /// True when the reason makes the packet drop (in enforce mode).
@@ -285,6 +347,11 @@ impl Reason {
             Reason::Banned => "banned",
             Reason::NewSourceLimited => "new_source_limited",
             Reason::PeerRateLimited => "peer_rate_limited",
+            Reason::MethodRateLimited => "method_rate_limited",
+            Reason::Scanner => "scanner",
+            Reason::DestinationDenied => "destination_denied",
+            Reason::DestinationRateLimited => "destination_rate_limited",
+            Reason::DestinationUnparseable => "destination_unparseable",
         }
     }
 
@@ -516,7 +583,7 @@ pub const PORT_SLOTS: usize = 65536;
 /// destination port (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this
 /// SIP?".
 ///
-/// 199,936 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
+/// 204,208 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
 /// sizing is written).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -526,7 +593,198 @@ pub struct Policy {
     pub udp_zone: [u8; PORT_SLOTS],
     pub tcp_zone: [u8; PORT_SLOTS],
     pub sctp_zone: [u8; PORT_SLOTS],
+    /// Per class, the budgets of its requests by method ([`method_budget_slot`]).
+    pub class_methods: [MethodBudgets; CLASS_SLOTS],
+    pub sip: SipPolicy,
 }
+
+// ------------------------------------------------------------------------------------------------
+// SIP inspection (the SIP stage: method budgets, scanner signatures, destination rules)
+// ------------------------------------------------------------------------------------------------
+
+/// Budgets of one class's requests per source: REGISTER, INVITE, OPTIONS, and every other
+/// request ([`method_budget_slot`]). Unlimited slots cost nothing. Responses are never budgeted
+/// by method.
+pub type MethodBudgets = [Gcra; METHOD_BUDGET_SLOTS];
+
+pub const METHOD_BUDGET_SLOTS: usize = 4;
+
+/// The method budget a request spends; `None` for responses and unreadable messages.
+#[inline(always)]
+pub const fn method_budget_slot(method: SipMethod) -> Option<usize> {
+    match method {
+        SipMethod::Unknown | SipMethod::Response => None,
+        SipMethod::Register => Some(0),
+        SipMethod::Invite => Some(1),
+        SipMethod::Options => Some(2),
+        _ => Some(3),
+    }
+}
+
+/// Named per-source destination budgets ("international: 2 INVITEs a minute") a policy may
+/// define.
+pub const DEST_BUDGET_SLOTS: usize = 4;
+
+/// What a destination rule does with an INVITE.
+pub mod dest_action {
+    pub const ALLOW: u8 = 0;
+    pub const DENY: u8 = 1;
+    /// Spend the per-source budget [`super::DestRule::budget`].
+    pub const BUDGET: u8 = 2;
+}
+
+/// The verdict slots of `SG_DESTSTATS`.
+pub mod dest_verdict {
+    pub const ALLOWED: u32 = 0;
+    pub const DENIED: u32 = 1;
+    pub const RATE_LIMITED: u32 = 2;
+    pub const UNPARSEABLE: u32 = 3;
+    pub const SLOTS: u32 = 4;
+    pub const NAMES: [&str; 4] = ["allowed", "denied", "rate_limited", "unparseable"];
+}
+
+/// Countries (indexes into the controller's shipped E.164 table, 0: unknown) in `SG_DESTSTATS`.
+pub const COUNTRY_SLOTS: u32 = 256;
+
+/// Zones with SIP rules: trunk and access (`zone - 1`).
+pub const SIP_ZONES: u32 = 2;
+
+/// `SG_DESTSTATS` index: INVITEs by zone, verdict and destination country.
+#[inline(always)]
+pub const fn dest_stat_index(zone: Zone, verdict: u32, country: u16) -> u32 {
+    (((zone as u32).wrapping_sub(1) & 1) * dest_verdict::SLOTS + (verdict & 3)) * COUNTRY_SLOTS
+        + (country as u32 & (COUNTRY_SLOTS - 1))
+}
+
+/// A destination rule as the kernel stores it: the value of a `SG_DEST_*` prefix, and a zone's
+/// default and `unparseable` verdicts.
+///
+/// ```text
+///  0        1        2      4         6          8
+///  +--------+--------+------+---------+----------+
+///  | action | budget | rule | country | reserved |
+///  +--------+--------+------+---------+----------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestRule {
+    /// [`dest_action`].
+    pub action: u8,
+    /// Index of the per-source budget (`dest_action::BUDGET`).
+    pub budget: u8,
+    /// Id of the rule for counters and events (1-based; 0: the zone's default).
+    pub rule: u16,
+    /// The destination's country (index into the shipped table, 0: unknown).
+    pub country: u16,
+    pub _reserved: u16,
+}
+
+/// Capacity of each `SG_DEST_*` trie: prefixes of all zones, rules and country codes together
+/// (allocated per entry).
+pub const MAX_DEST_PREFIXES: u32 = 65_536;
+/// Digits of a destination key (E.164 has at most 15).
+pub const DEST_KEY_DIGITS: usize = 16;
+/// Key data of a `SG_DEST_*` trie: the zone, then the digits as nibbles (high nibble first).
+/// The prefix length is 8 + 4 x digits.
+pub type DestData = [u8; 1 + DEST_KEY_DIGITS / 2];
+
+/// Bytes of a header value a signature is compared with (after the field byte).
+pub const SIGNATURE_BYTES: usize = 31;
+/// Key data of a `SG_SIGS_*` trie: the field ([`signature_field`]), then the value's first bytes
+/// folded to lower case ([`fold_case`]). The prefix length is 8 x (1 + signature length).
+pub type SignatureData = [u8; 1 + SIGNATURE_BYTES];
+
+/// Which header a signature is compared with.
+pub mod signature_field {
+    pub const USER_AGENT: u8 = 1;
+    pub const FROM_DISPLAY_NAME: u8 = 2;
+}
+
+/// Signatures a policy may hold (ids 1..=63; `SG_SIGHITS` counts per id).
+pub const SIGNATURE_SLOTS: u32 = 64;
+/// Destination rules a policy may name (ids 1..=255; `SG_RULEHITS` counts per id).
+pub const RULE_SLOTS: u32 = 256;
+
+/// The case folding of signatures and header values: ASCII letters to lower case (every byte
+/// from 0x40 gets bit 0x20, which folds letters and is harmless for the rest of the bytes a
+/// User-Agent holds). Cheap in the kernel and applied to both sides.
+#[inline(always)]
+pub const fn fold_case(byte: u8) -> u8 {
+    if byte >= 0x40 { byte | 0x20 } else { byte }
+}
+
+/// Value of a `SG_SIGS_*` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignatureRule {
+    /// Id for counters and events (1-based).
+    pub id: u16,
+    pub _reserved: u16,
+}
+
+/// Capacity of each `SG_SIGS_*` trie: every signature for both fields.
+pub const MAX_SIGNATURE_ENTRIES: u32 = 2 * SIGNATURE_SLOTS;
+
+/// Bits of [`SipZone::flags`].
+pub mod sip_zone_flags {
+    /// Scanner signatures are checked in this zone.
+    pub const SCANNERS: u8 = 1;
+    /// ... for allowlisted sources too (by default they are exempt).
+    pub const SCANNERS_ALLOWLISTED: u8 = 2;
+    /// A signature match bans a source on no allowlist at once (the ban TTL of `[bans]`).
+    pub const SCANNER_BANS: u8 = 4;
+    /// INVITEs are judged by their destination.
+    pub const DESTINATIONS: u8 = 8;
+}
+
+/// The SIP rules of one zone.
+///
+/// ```text
+///  0           32      33         40        48            56
+///  +-----------+-------+----------+---------+-------------+
+///  | dial plan | flags | reserved | default | unparseable |
+///  +-----------+-------+----------+---------+-------------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipZone {
+    pub dial_plan: DialPlan,
+    /// [`sip_zone_flags`].
+    pub flags: u8,
+    pub _reserved: [u8; 7],
+    /// For numbers no destination rule covers.
+    pub default: DestRule,
+    /// For INVITEs whose Request-URI holds no number.
+    pub unparseable: DestRule,
+}
+
+/// The SIP rules of a policy generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipPolicy {
+    /// Trunk, access (`zone - 1`).
+    pub zones: [SipZone; SIP_ZONES as usize],
+    pub dest_budgets: [Gcra; DEST_BUDGET_SLOTS],
+}
+
+/// Per-source state of the SIP stage (`SG_SIPSRC`): the GCRA TATs of its method budgets and
+/// destination budgets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipSourceState {
+    pub methods: [u64; METHOD_BUDGET_SLOTS],
+    pub destinations: [u64; DEST_BUDGET_SLOTS],
+}
+
+/// Capacity of `SG_SIPSRC` (LRU; only sources stage 1 admitted reach it).
+pub const MAX_SIP_SOURCES: u32 = 65_536;
+
+/// Bytes of a SIP message the SIP stage reads: the whole of any UDP message under a 1500-byte
+/// MTU. Headers that begin beyond it are not seen (the request line always is).
+pub const SIP_SCAN_BYTES: usize = 2048;
+/// The SIP stage's per-CPU copy of the message: the scan bound plus room for the widest read
+/// at its end.
+pub const SIP_BUFFER_BYTES: usize = SIP_SCAN_BYTES + 256;
 
 /// Entries in `SG_POLICY`: one per generation.
 pub const GENERATIONS: u32 = 2;
@@ -698,6 +956,8 @@ pub enum BanReason {
     RateExceeded = 1,
     /// `sipguard bans add`.
     Manual = 2,
+    /// Its User-Agent or From display name matched a scanner signature whose policy bans.
+    Scanner = 3,
 }
 
 impl BanReason {
@@ -705,6 +965,7 @@ impl BanReason {
         match self {
             BanReason::RateExceeded => "rate_exceeded",
             BanReason::Manual => "manual",
+            BanReason::Scanner => "scanner",
         }
     }
 
@@ -712,6 +973,7 @@ impl BanReason {
         match value {
             1 => Some(BanReason::RateExceeded),
             2 => Some(BanReason::Manual),
+            3 => Some(BanReason::Scanner),
             _ => None,
         }
     }
@@ -856,10 +1118,14 @@ pub const fn method_index(zone: Zone, method: SipMethod) -> u32 {
 ///  +--------+----------+----------+---------+------------+------------+-------+-------+
 ///  |time_ns | src      | dst      | ifindex | packet_len | suppressed | sport | dport |
 ///  +--------+----------+----------+---------+------------+------------+-------+-------+
-///  56        60       61        62       63     64          65       66          72
-///  +---------+--------+---------+--------+------+-----------+--------+-----------+
-///  | vlan[2] | family | l4_proto| reason | zone | monitored | method | reserved  |
-///  +---------+--------+---------+--------+------+-----------+--------+-----------+
+///  56        60       61        62       63     64          65       66    68     70    72
+///  +---------+--------+---------+--------+------+-----------+--------+-----+------+-----+
+///  | vlan[2] | family | l4_proto| reason | zone | monitored | method | res | rule | res |
+///  +---------+--------+---------+--------+------+-----------+--------+-----+------+-----+
+///  72                          89         96
+///  +---------------------------+----------+
+///  | number (len + 16 digits)  | reserved |
+///  +---------------------------+----------+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -885,7 +1151,14 @@ pub struct DropEvent {
     /// 1: monitor mode, the packet passed.
     pub monitored: u8,
     pub method: u8,
-    pub _reserved: [u8; 6],
+    pub _reserved: [u8; 2],
+    /// The scanner signature (reason `scanner`) or destination rule (`destination_*`) that
+    /// decided, as the controller numbered them; 0: none.
+    pub rule: u16,
+    pub _reserved2: [u8; 2],
+    /// The normalised number of a judged INVITE (`len` 0: none).
+    pub number: Number,
+    pub _reserved3: [u8; 7],
 }
 
 /// Slots in each CPU's event cache.
@@ -983,6 +1256,9 @@ mod pod {
     unsafe impl aya::Pod for super::Handoff {}
     unsafe impl aya::Pod for super::PacketMeta {}
     unsafe impl aya::Pod for crate::budget::Gcra {}
+    unsafe impl aya::Pod for super::DestRule {}
+    unsafe impl aya::Pod for super::SignatureRule {}
+    unsafe impl aya::Pod for super::SipSourceState {}
 }
 
 // Layout guards: a change here is an ABI change (bump ABI_VERSION).
@@ -990,20 +1266,27 @@ const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
     assert!(core::mem::size_of::<PolicyHeader>() == 256);
     assert!(core::mem::size_of::<ClassLimits>() == 48);
-    assert!(core::mem::size_of::<Policy>() == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS);
+    assert!(
+        core::mem::size_of::<Policy>()
+            == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS + CLASS_SLOTS * 64 + 176
+    );
+    assert!(core::mem::size_of::<SipZone>() == 56);
+    assert!(core::mem::size_of::<SipPolicy>() == 176);
+    assert!(core::mem::size_of::<DestRule>() == 8);
+    assert!(core::mem::size_of::<SipSourceState>() == 64);
     assert!(core::mem::size_of::<SourceKey>() == 20);
     assert!(core::mem::size_of::<SourceState>() == 32);
     assert!(core::mem::size_of::<Ban>() == 48);
-    assert!(core::mem::size_of::<DropEvent>() == 72);
+    assert!(core::mem::size_of::<DropEvent>() == 96);
     assert!(core::mem::size_of::<EventSlot>() == 16);
     assert!(core::mem::size_of::<EventCache>() == 16 * EVENT_CACHE_SLOTS);
     assert!(core::mem::size_of::<PacketMeta>() == 56);
-    assert!(core::mem::size_of::<Handoff>() == 80);
+    assert!(core::mem::size_of::<Handoff>() == 104);
     assert!(core::mem::size_of::<RuleValue>() == 8);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<FragVerdict>() == 4);
     assert!(core::mem::size_of::<Meta>() == 48);
-    assert!(COUNTER_SLOTS == 128);
+    assert!(COUNTER_SLOTS == 192);
 };
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod abi;
 pub mod budget;
+pub mod dial;
 pub mod parse;
 pub mod sip;
 pub mod source;

@@ -1,7 +1,19 @@
-//! What little of SIP the data plane reads: the method token at the start of a message, for
-//! drop events ("an INVITE from an unknown network" is the toll-fraud signal).
+//! What of SIP the data plane reads: the method token at the start of a message (for drop events
+//! and method budgets), and, in the SIP stage, the headers scanner signatures and destination
+//! rules need (User-Agent, From, To), from a copy of the message's first
+//! [`SIP_SCAN_BYTES`] bytes.
+//!
+//! The scan walks the copy eight bytes at a time looking for line ends (and, inside a To
+//! header, for `;`), and looks at the start of each line only: a header beginning beyond
+//! [`SIP_SCAN_BYTES`] is not seen (for UDP under a 1500-byte MTU that is never the case; a TCP
+//! segment's later headers can be). Folded header lines (continuations) are not headers of
+//! their own and are skipped. SIP over TLS is encrypted and never read.
 
-use crate::abi::SipMethod;
+use crate::abi::{
+    DEST_KEY_DIGITS, DestData, SIGNATURE_BYTES, SIP_BUFFER_BYTES, SIP_SCAN_BYTES, SignatureData,
+    SipMethod, fold_case, signature_field,
+};
+use crate::dial::{Bytes, Number};
 
 /// Bytes of payload looked at.
 pub const METHOD_BYTES: usize = 10;
@@ -38,6 +50,323 @@ pub fn sip_method(start: &[u8; METHOD_BYTES]) -> SipMethod {
         b'U' if is(b"UPDATE") => SipMethod::Update,
         _ => SipMethod::Unknown,
     }
+}
+
+/// Bytes after the message that must be zero in a [`Message`]'s buffer.
+pub const MESSAGE_TAIL: usize = 128;
+const _: () = assert!(crate::dial::MAX_URI_BYTES + 8 <= MESSAGE_TAIL);
+const _: () = assert!(SIP_SCAN_BYTES + MESSAGE_TAIL <= SIP_BUFFER_BYTES);
+
+/// The message copy the SIP stage scans: its first `len` bytes are the message (`len` at most
+/// [`SIP_SCAN_BYTES`]), followed by [`MESSAGE_TAIL`] zero bytes.
+pub struct Message<'a> {
+    pub bytes: &'a [u8; SIP_BUFFER_BYTES],
+    pub len: usize,
+}
+
+const OFFSET_MASK: usize = SIP_SCAN_BYTES - 1;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+const LOWER: u64 = 0x2020_2020_2020_2020;
+
+/// Bytes equal to `byte` in `word`: the high bit of each, exact for the lowest one.
+#[inline(always)]
+const fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * byte as u64);
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// Zero bytes of `word`: the high bit of each, exact for the lowest one.
+#[inline(always)]
+const fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGHS
+}
+
+/// [`fold_case`] of eight bytes at once: bit 0x20 set in every byte from 0x40.
+#[inline(always)]
+const fn fold_word(word: u64) -> u64 {
+    word | (((word & 0x4040_4040_4040_4040) | ((word & HIGHS) >> 1)) >> 1)
+}
+
+/// Index (0..8) of the lowest byte flagged in a mask of high bits, without a branch: the
+/// lowest flag, moved to bit 0 of its byte, multiplied so that its byte index lands in the top
+/// byte.
+#[inline(always)]
+const fn lowest_flagged(mask: u64) -> usize {
+    let bit = (mask & mask.wrapping_neg()) >> 7;
+    (bit.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
+}
+
+impl Message<'_> {
+    /// The byte at `index`, 0 at and beyond `len`.
+    #[inline(always)]
+    pub fn at(&self, index: usize) -> u8 {
+        if index >= self.len {
+            return 0;
+        }
+        self.bytes[index & OFFSET_MASK]
+    }
+
+    /// Eight bytes from `offset` (little-endian). Without a branch on `len`: the
+    /// [`MESSAGE_TAIL`] bytes after the message are zero.
+    #[inline(always)]
+    fn word(&self, offset: usize) -> u64 {
+        let offset = offset & OFFSET_MASK;
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&self.bytes[offset..offset + 8]);
+        u64::from_le_bytes(raw)
+    }
+}
+
+impl Message<'_> {
+    /// Eight bytes from any `offset` below the scan bound (little-endian), the message's
+    /// zero tail included.
+    #[inline(always)]
+    fn unaligned_word(&self, offset: usize) -> u64 {
+        let offset = offset & OFFSET_MASK;
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&self.bytes[offset..offset + 8]);
+        u64::from_le_bytes(raw)
+    }
+}
+
+impl Bytes for Message<'_> {
+    /// Without a branch on `len` (the number parser's loop must have none): its reads stay
+    /// within the zero tail.
+    #[inline(always)]
+    fn byte(&self, index: usize) -> u8 {
+        self.bytes[index & OFFSET_MASK]
+    }
+}
+
+/// What the header scan found: offsets of header values (0: not seen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Headers {
+    /// First byte of the User-Agent value.
+    pub user_agent: usize,
+    /// First byte of the From value.
+    pub from: usize,
+    /// The To header carries a tag: a request inside a dialog.
+    pub to_tag: bool,
+    /// The empty line ending the headers was reached within the scan bound.
+    pub complete: bool,
+}
+
+/// Which header a line starts, and where its value begins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Other,
+    End,
+    UserAgent(usize),
+    From(usize),
+    To,
+}
+
+/// Reads the header name at `start` (case-insensitive, compact forms `f` and `t`, blanks
+/// before the colon) and returns where its value begins.
+#[inline(always)]
+fn classify(message: &Message, start: usize) -> Line {
+    let first = message.at(start);
+    if first == b'\r' || first == b'\n' || first == 0 {
+        return Line::End;
+    }
+    let word = message.word(start) | LOWER;
+    let name_len = match fold_case(first) {
+        b'u' if word == u64::from_le_bytes(*b"user-age")
+            && message.at(start + 8) | 0x20 == b'n'
+            && message.at(start + 9) | 0x20 == b't' =>
+        {
+            10
+        }
+        b'f' if word & 0xffff_ffff == u64::from(u32::from_le_bytes(*b"from")) => 4,
+        b't' if word & 0xffff == u64::from(u16::from_le_bytes(*b"to")) => 2,
+        b'f' | b't' => 1,
+        _ => return Line::Other,
+    };
+    // Blanks, the colon, blanks: a bounded walk.
+    let mut at = start + name_len;
+    let mut colon = false;
+    for _ in 0..8 {
+        match message.at(at) {
+            b' ' | b'\t' => at += 1,
+            b':' if !colon => {
+                colon = true;
+                at += 1;
+            }
+            _ => break,
+        }
+    }
+    if !colon {
+        return Line::Other;
+    }
+    match (fold_case(first), name_len) {
+        (b'u', _) => Line::UserAgent(at),
+        (b'f', _) => Line::From(at),
+        _ => Line::To,
+    }
+}
+
+/// Where a header scan stands between two steps. The kernel keeps it in map memory and reads it
+/// back at every step, so that the verifier meets one state per step instead of one per path
+/// through the earlier steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Scan {
+    pub found: Headers,
+    /// Next byte to look at.
+    pub offset: usize,
+    /// Inside the To header: `;` is looked for too.
+    pub in_to: bool,
+    pub to_seen: bool,
+    pub want_signatures: bool,
+    pub want_to_tag: bool,
+}
+
+impl Scan {
+    pub fn new(want_signatures: bool, want_to_tag: bool) -> Scan {
+        Scan {
+            to_seen: !want_to_tag,
+            want_signatures,
+            want_to_tag,
+            ..Scan::default()
+        }
+    }
+}
+
+/// Words a step looks at before it gives up for this step (the scan goes on at the next).
+const WORDS_PER_STEP: usize = 8;
+
+/// Steps a scan may take: enough for the scan bound, a line per step.
+pub const SCAN_STEPS: usize = SIP_SCAN_BYTES / (8 * WORDS_PER_STEP) + 64;
+
+/// One step of the header scan: finds the next line start (or `;` in the To header) within a
+/// few words and reads what starts there. `false` once the scan is over.
+#[inline(always)]
+pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
+    let mut offset = scan.offset & OFFSET_MASK;
+    let mut flagged = 0;
+    for _ in 0..WORDS_PER_STEP {
+        if offset >= message.len {
+            return false;
+        }
+        let word = message.word(offset);
+        // Without a branch: the verifier walks both sides of every branch in this loop.
+        let semicolons = (scan.in_to as u64).wrapping_neg();
+        flagged = bytes_equal(word, b'\n') | (bytes_equal(word, b';') & semicolons);
+        if flagged != 0 {
+            break;
+        }
+        offset += 8;
+    }
+    if flagged == 0 {
+        scan.offset = offset;
+        return true;
+    }
+    let at = offset + lowest_flagged(flagged);
+    scan.offset = at + 1;
+    if message.at(at) == b';' {
+        if message.word(at + 1) & 0xffff_ffff | 0x2020_2020
+            == u64::from(u32::from_le_bytes(*b"tag="))
+        {
+            scan.found.to_tag = true;
+        }
+        return true;
+    }
+    scan.in_to = false;
+    match classify(message, at + 1) {
+        Line::End => {
+            scan.found.complete = true;
+            return false;
+        }
+        Line::UserAgent(value) => scan.found.user_agent = value,
+        Line::From(value) => scan.found.from = value,
+        Line::To => {
+            scan.in_to = scan.want_to_tag;
+            scan.to_seen = true;
+        }
+        Line::Other => {}
+    }
+    let signatures_done =
+        !scan.want_signatures || (scan.found.user_agent != 0 && scan.found.from != 0);
+    !(signatures_done && scan.to_seen && !scan.in_to)
+}
+
+/// Scans the headers for User-Agent, From and the To tag. Stops once it has what was asked
+/// for, at the end of the headers, or at the scan bound. (The kernel runs [`scan_step`] itself,
+/// with the state in map memory.)
+pub fn scan_headers(message: &Message, want_signatures: bool, want_to_tag: bool) -> Headers {
+    let mut scan = Scan::new(want_signatures, want_to_tag);
+    for _ in 0..SCAN_STEPS {
+        if !scan_step(message, &mut scan) {
+            break;
+        }
+    }
+    scan.found
+}
+
+/// Writes the key a header value is looked up with in `SG_SIGS_*` into `data`: the field, then
+/// the value's first [`SIGNATURE_BYTES`] bytes folded to lower case; returns its prefix length
+/// in bits. A From display name starts after an opening quote and ends at a quote or `<`; a
+/// value ends at the line end. `None` when the value is empty. (An out-parameter, so the kernel
+/// can build the key in map memory: its stack is 512 bytes.)
+#[inline(always)]
+pub fn signature_key(
+    message: &Message,
+    value: usize,
+    field: u8,
+    data: &mut SignatureData,
+) -> Option<u32> {
+    let display = field == signature_field::FROM_DISPLAY_NAME;
+    let mut start = value;
+    if display && message.at(start) == b'"' {
+        start += 1;
+    }
+    data[0] = field;
+    // Four words, without a loop of per-byte branches (the verifier walks every path of
+    // those): the bytes that end the value flagged per word, the first flag is the length.
+    // Reads may pass `len` by up to 32 bytes: the tail is zero, and zero ends a value.
+    let mut len = SIGNATURE_BYTES;
+    let mut ended = false;
+    for word_index in 0..4 {
+        let word = message.unaligned_word(start + 8 * word_index);
+        let mut ends = bytes_equal(word, b'\r') | bytes_equal(word, b'\n') | zero_bytes(word);
+        if display {
+            ends |= bytes_equal(word, b'"') | bytes_equal(word, b'<');
+        }
+        if !ended && ends != 0 {
+            len = (8 * word_index + lowest_flagged(ends)).min(SIGNATURE_BYTES);
+            ended = true;
+        }
+        let folded = fold_word(word).to_le_bytes();
+        for (byte_index, byte) in folded.iter().enumerate() {
+            let at = 1 + 8 * word_index + byte_index;
+            if at < data.len() {
+                data[at] = *byte;
+            }
+        }
+    }
+    if len == 0 {
+        return None;
+    }
+    Some(8 * (1 + len as u32))
+}
+
+/// Writes the key of a normalised number in `SG_DEST_*` into `data`: the zone, then the digits
+/// as nibbles; returns its prefix length in bits.
+#[inline(always)]
+pub fn destination_key(zone: u8, number: &Number, data: &mut DestData) -> u32 {
+    *data = [0u8; 1 + DEST_KEY_DIGITS / 2];
+    data[0] = zone;
+    let len = (number.len as usize).min(DEST_KEY_DIGITS);
+    for index in 0..DEST_KEY_DIGITS {
+        if index < len {
+            let digit = number.digits[index].wrapping_sub(b'0') & 0x0f;
+            let shift = if index % 2 == 0 { 4 } else { 0 };
+            data[1 + index / 2] |= digit << shift;
+        }
+    }
+    8 + 4 * len as u32
 }
 
 #[cfg(test)]

@@ -103,6 +103,25 @@ pub fn manual_ban(now: u64, ttl_ns: u64) -> Ban {
     }
 }
 
+/// The ban of a source whose message matched a scanner signature, at `now`, for the TTL of the
+/// policy's ban rule (a would-be ban in monitor mode).
+#[inline(always)]
+pub fn scanner_ban(rule: &BanRule, now: u64, mode: Mode) -> Ban {
+    Ban {
+        banned_at_ns: now,
+        expires_at_ns: now.saturating_add(rule.ttl_ns),
+        first_seen_ns: now,
+        last_seen_ns: now,
+        strikes: 1,
+        reason: BanReason::Scanner as u8,
+        flags: match mode {
+            Mode::Monitor => ban_flags::WOULD_BE,
+            Mode::Enforce => 0,
+        },
+        ..Ban::default()
+    }
+}
+
 /// Whether `ban` drops its source's packet at `now`: not expired, and not a would-be ban of
 /// monitor mode met while enforcing. A ban that does not bite should be removed.
 #[inline(always)]

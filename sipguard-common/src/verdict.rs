@@ -21,8 +21,8 @@
 
 use crate::{
     abi::{
-        FragKey, FragVerdict, FragmentPolicy, PacketMeta, PolicyHeader, Reason, SourceKey, Zone,
-        meta_fragment, meta_l4, policy_flags,
+        FragKey, FragVerdict, FragmentPolicy, NOT_ALLOWLISTED_FLAG, PacketMeta, PolicyHeader,
+        Reason, SourceKey, Zone, meta_fragment, meta_l4, policy_flags,
     },
     parse::{Family, L4, Outcome, Parsed, Quick, Transport},
 };
@@ -87,12 +87,32 @@ pub trait PolicyView {
 pub struct Verdict {
     pub reason: Reason,
     pub zone: Zone,
+    /// The budget class the source was judged by (the SIP stage's method budgets follow it):
+    /// an allowlist class, 0, or [`NOT_ALLOWLISTED_FLAG`] for a source on no allowlist.
+    pub class: u16,
 }
 
 impl Verdict {
     #[inline(always)]
     const fn new(reason: Reason, zone: Zone) -> Self {
-        Verdict { reason, zone }
+        Verdict {
+            reason,
+            zone,
+            class: 0,
+        }
+    }
+
+    #[inline(always)]
+    const fn with_class(reason: Reason, zone: Zone, class: u32) -> Self {
+        Verdict {
+            reason,
+            zone,
+            class: if class == NOT_ALLOWLISTED {
+                NOT_ALLOWLISTED_FLAG
+            } else {
+                class as u16
+            },
+        }
     }
 }
 
@@ -331,7 +351,7 @@ fn judge_source<V: PolicyView>(
         class if view.spend_peer(&source, class as u16) => Reason::Allowlisted,
         _ => Reason::PeerRateLimited,
     };
-    Verdict::new(reason, zone)
+    Verdict::with_class(reason, zone, class)
 }
 
 /// A 32-bit fingerprint of a source key, never 0 (0 marks an empty event-cache slot); the top

@@ -4,7 +4,11 @@
 //! drop counts once as emitted, suppressed or lost.
 
 use sipguard_common::{
-    abi::{DropEvent, EVENT_CACHE_SLOTS, Handoff, SourceKey, event_stat, handoff_outcome, meta_l4},
+    abi::{
+        DropEvent, EVENT_CACHE_SLOTS, Handoff, Reason, SourceKey, event_stat, handoff_outcome,
+        meta_l4,
+    },
+    dial::Number,
     sip::{METHOD_BYTES, sip_method},
     verdict::source_tag,
 };
@@ -89,7 +93,18 @@ pub(crate) fn report(ifindex: u32, frame: &XdpFrame, handoff: &Handoff, now: u64
         (*event).reason = handoff.reason;
         (*event).zone = handoff.zone;
         (*event).monitored = handoff.monitored;
-        (*event)._reserved = [0; 6];
+        (*event)._reserved = [0; 2];
+        (*event)._reserved2 = [0; 2];
+        (*event)._reserved3 = [0; 7];
+        // Only the SIP stage's drops have a rule and a number; the slot may hold an earlier
+        // packet's.
+        let sip_drop = handoff.reason >= Reason::MethodRateLimited as u8;
+        (*event).rule = if sip_drop { handoff.rule } else { 0 };
+        (*event).number = if sip_drop && handoff.reason >= Reason::DestinationDenied as u8 {
+            handoff.number
+        } else {
+            Number::default()
+        };
         let packet = &handoff.packet;
         let has_packet = handoff.outcome == handoff_outcome::IP;
         (*event).src = if has_packet { packet.src } else { [0; 16] };
@@ -107,7 +122,9 @@ pub(crate) fn report(ifindex: u32, frame: &XdpFrame, handoff: &Handoff, now: u64
             (true, _) => packet.proto,
         };
         (*event).method = 0;
-        if ports
+        if sip_drop {
+            (*event).method = handoff.method;
+        } else if ports
             && packet.payload != 0
             && let Some(start) = frame.load_handed::<METHOD_BYTES>(packet.payload)
         {

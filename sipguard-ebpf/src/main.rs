@@ -181,6 +181,7 @@ pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
     handoff.zone = verdict.zone as u8;
     handoff.monitored = u8::from(monitored);
     if !drop && view.may_inspect(verdict.zone) {
+        handoff.class = verdict.class;
         // The SIP stage counts the packet with its final verdict.
         // SAFETY: the SIP stage reads the handoff slot just filled.
         unsafe { TAILS.tail_call(&ctx, tail::SIP) };
@@ -217,16 +218,105 @@ fn report_drop(ctx: &XdpContext, handoff: &mut Handoff, view: &MapView) {
     }
 }
 
-/// Stage 2, SIP inspection of packets stage 1 admitted in a zone with SIP rules: reads the
-/// method (the rules of the SIP inspection issue go here), counts it, and counts the packet with
-/// its verdict.
+/// Stage 2, SIP inspection of packets stage 1 admitted in a zone with SIP rules (`sip.rs`):
+/// counts the method and spends the method budget; hands the packet to the headers stage when
+/// signatures or the INVITE destination firewall need a look. Counts the packet with its final
+/// verdict and reports its drops.
 #[xdp]
 pub(crate) fn sipguard_sip(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
-    let Some(handoff) = HANDOFF.get(0) else {
+    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
         return xdp_action::XDP_PASS;
     };
-    sip::count_method(&frame, handoff);
+    // SAFETY: per-CPU slot, filled by the judge for this packet.
+    let handoff = unsafe { &mut *handoff };
+    let Some(view) = MapView::at(u32::from(handoff.generation)) else {
+        return handoff.action;
+    };
+    match sip::inspect_method(&frame, handoff, &view) {
+        sip::Step::Pass => {}
+        sip::Step::Drop(reason) => return sip_drop(&ctx, &frame, handoff, &view, reason),
+        sip::Step::Headers => {
+            // SAFETY: the headers stage reads the handoff slot just filled.
+            unsafe { TAILS.tail_call(&ctx, tail::HEADERS) };
+            event_stat(event_stat::TAIL_CALL_FAILED);
+        }
+    }
+    count_final(&frame, handoff);
+    handoff.action
+}
+
+/// Stage 3, the headers of a message stage 2 handed on: scanner signatures and the INVITE
+/// destination firewall (`sip.rs`).
+#[xdp]
+pub(crate) fn sipguard_headers(ctx: XdpContext) -> u32 {
+    let frame = XdpFrame::new(&ctx);
+    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: per-CPU slot, filled by the earlier stages for this packet.
+    let handoff = unsafe { &mut *handoff };
+    let Some(view) = MapView::at(u32::from(handoff.generation)) else {
+        return handoff.action;
+    };
+    match sip::inspect_headers(&ctx, handoff, &view) {
+        None => {}
+        Some(Reason::NotSip) => {
+            // SAFETY: the destination stage reads the slot and the scratch just filled.
+            unsafe { TAILS.tail_call(&ctx, tail::DESTINATION) };
+            event_stat(event_stat::TAIL_CALL_FAILED);
+        }
+        Some(reason) => return sip_drop(&ctx, &frame, handoff, &view, reason),
+    }
+    count_final(&frame, handoff);
+    handoff.action
+}
+
+/// Stage 4, the INVITE destination firewall (`sip.rs`), for an INVITE the headers stage found
+/// outside a dialog.
+#[xdp]
+pub(crate) fn sipguard_destination(ctx: XdpContext) -> u32 {
+    let frame = XdpFrame::new(&ctx);
+    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: per-CPU slot, filled by the earlier stages for this packet.
+    let handoff = unsafe { &mut *handoff };
+    let Some(view) = MapView::at(u32::from(handoff.generation)) else {
+        return handoff.action;
+    };
+    if let Some(reason) = sip::inspect_destination(handoff, &view) {
+        return sip_drop(&ctx, &frame, handoff, &view, reason);
+    }
+    count_final(&frame, handoff);
+    handoff.action
+}
+
+/// A drop the SIP stages decided: the verdict into the slot, counted and reported.
+#[inline(always)]
+fn sip_drop(
+    ctx: &XdpContext,
+    frame: &XdpFrame,
+    handoff: &mut Handoff,
+    view: &MapView,
+    reason: Reason,
+) -> u32 {
+    let monitored = view.mode() == Mode::Monitor;
+    handoff.reason = reason as u8;
+    handoff.monitored = u8::from(monitored);
+    handoff.action = if monitored {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    };
+    count_final(frame, handoff);
+    report_drop(ctx, handoff, view);
+    handoff.action
+}
+
+/// Counts the packet with the verdict in the slot.
+#[inline(always)]
+fn count_final(frame: &XdpFrame, handoff: &Handoff) {
     count(
         counter_index(
             Zone::from_u8(handoff.zone),
@@ -235,7 +325,6 @@ pub(crate) fn sipguard_sip(ctx: XdpContext) -> u32 {
         ),
         frame.byte_len(),
     );
-    handoff.action
 }
 
 /// Tail-called for the drops that got an event (verified on its own): writes the event from the

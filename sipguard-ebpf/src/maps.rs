@@ -5,14 +5,20 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf, lpm_trie::Key,
+    },
 };
 use sipguard_common::abi::{
-    Ban, COUNTER_SLOTS, Counter, EVENT_RING_BYTES, EventCache, FragKey, FragVerdict, GENERATIONS,
-    Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_PEERS, MAX_PREFIXES, MAX_SOURCES,
+    Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, EVENT_RING_BYTES, EventCache,
+    FragKey, FragVerdict, GENERATIONS, Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_DEST_PREFIXES,
+    MAX_PEERS, MAX_PREFIXES, MAX_SIGNATURE_ENTRIES, MAX_SIP_SOURCES, MAX_SOURCES,
     MAX_TRACKED_FRAGMENTS, METHOD_SLOTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy,
-    PrefilterChunk, RuleValue, SourceKey, SourceState, event_stat, tail,
+    PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_BUFFER_BYTES, SIP_ZONES,
+    SignatureData, SignatureRule, SipSourceState, SourceKey, SourceState, dest_verdict, event_stat,
+    tail,
 };
+use sipguard_common::sip::Scan;
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
 /// controller refuse state it does not understand.
@@ -24,8 +30,8 @@ pub(crate) static META: Array<Meta> = Array::with_max_entries(1, 0);
 #[map(name = "SG_ACTIVE")]
 pub(crate) static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Settings, classes and the zone of every UDP/TCP/SCTP port, per generation: 2 x (256 + 64 x 48
-/// + 3 x 65,536) = 2 x 199,936 bytes.
+/// Settings, classes, the zone of every UDP/TCP/SCTP port, method budgets and SIP rules, per
+/// generation: 2 x (256 + 64 x 48 + 3 x 65,536 + 64 x 64 + 176) = 2 x 204,208 bytes.
 #[map(name = "SG_POLICY")]
 pub(crate) static POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
 
@@ -111,7 +117,7 @@ pub(crate) static BANS: HashMap<SourceKey, Ban> =
 #[map(name = "SG_NEWSRC")]
 pub(crate) static NEW_SOURCES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Drop events for the controller. 1 MiB: about 13,000 events of 72 + 8 bytes.
+/// Drop events for the controller. 1 MiB: about 10,900 events of 96 + 8 bytes.
 #[map(name = "SG_EVENTS")]
 pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
@@ -136,8 +142,73 @@ pub(crate) static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::SLO
 #[map(name = "SG_METHODS")]
 pub(crate) static METHODS: PerCpuArray<u64> = PerCpuArray::with_max_entries(METHOD_SLOTS as u32, 0);
 
-/// What one stage hands to the next: the parsed packet and the verdict so far. 1 x 72 bytes per
-/// CPU.
+/// The SIP stage's scratch: its copy of the message (`abi::SIP_SCAN_BYTES` and slack for reads
+/// at the end) and the header scan's state.
+#[repr(C)]
+pub(crate) struct SipScratch {
+    pub(crate) bytes: [u8; SIP_BUFFER_BYTES],
+    /// Bytes of the message copied into `bytes`.
+    pub(crate) len: usize,
+    pub(crate) scan: Scan,
+    /// Trie keys are built here, off the 512-byte stack.
+    pub(crate) signature_key: Key<SignatureData>,
+    pub(crate) destination_key: Key<DestData>,
+}
+
+/// 1 x 2,408 bytes per CPU.
+#[map(name = "SG_SIPBUF")]
+pub(crate) static SIP_BUFFER: PerCpuArray<SipScratch> = PerCpuArray::with_max_entries(1, 0);
+
+// Scanner signatures per generation: both fields of up to 64 signatures, 128 entries of about
+// 100 bytes, allocated on demand.
+#[map(name = "SG_SIGS_0")]
+pub(crate) static SIGNATURES_0: LpmTrie<SignatureData, SignatureRule> =
+    LpmTrie::with_max_entries(MAX_SIGNATURE_ENTRIES, 0);
+#[map(name = "SG_SIGS_1")]
+pub(crate) static SIGNATURES_1: LpmTrie<SignatureData, SignatureRule> =
+    LpmTrie::with_max_entries(MAX_SIGNATURE_ENTRIES, 0);
+
+// Destination prefixes per generation (rules and country codes of both zones, as BCD nibbles):
+// up to 65,536 entries of about 80 bytes, allocated on demand (a few hundred in practice).
+#[map(name = "SG_DEST_0")]
+pub(crate) static DESTINATIONS_0: LpmTrie<DestData, DestRule> =
+    LpmTrie::with_max_entries(MAX_DEST_PREFIXES, 0);
+#[map(name = "SG_DEST_1")]
+pub(crate) static DESTINATIONS_1: LpmTrie<DestData, DestRule> =
+    LpmTrie::with_max_entries(MAX_DEST_PREFIXES, 0);
+
+/// Method and destination budget state of sources the SIP stage budgets. Only admitted packets
+/// reach it. LRU: 65,536 x ~140 bytes ~ 9 MB.
+#[map(name = "SG_SIPSRC")]
+pub(crate) static SIP_SOURCES: LruHashMap<SourceKey, SipSourceState> =
+    LruHashMap::with_max_entries(MAX_SIP_SOURCES, 0);
+
+/// Matches per scanner signature id. 64 x 8 bytes per CPU.
+#[map(name = "SG_SIGHITS")]
+pub(crate) static SIGNATURE_HITS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(SIGNATURE_SLOTS, 0);
+
+/// INVITEs per destination rule id (0: a zone's default). 256 x 8 bytes per CPU.
+#[map(name = "SG_RULEHITS")]
+pub(crate) static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RULE_SLOTS, 0);
+
+/// INVITEs by zone, verdict and destination country (`abi::dest_stat_index`). 2 x 4 x 256 x 8
+/// bytes = 16 KiB per CPU.
+#[map(name = "SG_DESTSTATS")]
+pub(crate) static DESTINATION_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(SIP_ZONES * dest_verdict::SLOTS * COUNTRY_SLOTS, 0);
+
+/// Adds one to a per-CPU counter slot.
+#[inline(always)]
+pub(crate) fn bump(map: &PerCpuArray<u64>, slot: u32) {
+    if let Some(value) = map.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
+        unsafe { *value += 1 };
+    }
+}
+
+/// What one stage hands to the next: the parsed packet and the verdict so far. 1 x 104 bytes
+/// per CPU.
 #[map(name = "SG_SCRATCH")]
 pub(crate) static HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
@@ -149,7 +220,7 @@ pub(crate) fn event_stat(slot: u32) {
     }
 }
 
-/// Packets and bytes by zone, reason and monitored flag. 128 slots x 16 bytes per CPU.
+/// Packets and bytes by zone, reason and monitored flag. 192 slots x 16 bytes per CPU.
 #[map(name = "SG_COUNTERS")]
 pub(crate) static COUNTERS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(COUNTER_SLOTS as u32, 0);

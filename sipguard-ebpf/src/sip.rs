@@ -1,13 +1,44 @@
-//! Stage 2, the SIP stage: reads the start of the SIP message of a packet stage 1 admitted.
-//! Today it counts requests by method; the rules of SIP inspection (method budgets, scanner
-//! signatures, destination rules) belong here, out of stage 1's verifier budget and hot path.
+//! Stage 2, the SIP stage: inspects the SIP message of a packet stage 1 admitted in a zone with
+//! SIP rules. In this order, each step only when the policy asks for it:
+//!
+//! ```text
+//!  method (first bytes) ---- counted; a request over its class's method budget: dropped
+//!  copy of the first 2 KiB -- only for signatures or an INVITE's destination
+//!  header scan ------------- User-Agent / From display name against the signatures: dropped
+//!  INVITE Request-URI ------ normalised number -> longest destination prefix: allow, deny, budget
+//! ```
+//!
+//! UDP datagrams and TCP segments that begin a SIP message are read; a TCP segment that
+//! continues one is not SIP at its start and passes as unknown. TLS is encrypted: not read.
 
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_loop, bpf_xdp_get_buff_len, bpf_xdp_load_bytes},
+    maps::lpm_trie::Key,
+    programs::XdpContext,
+};
 use sipguard_common::{
-    abi::{Handoff, SipMethod, Zone, meta_l4, method_index},
-    sip::{METHOD_BYTES, sip_method},
+    abi::{
+        DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, Reason, SIP_SCAN_BYTES, SignatureData,
+        SipMethod, SipZone, SourceKey, Zone, dest_action, dest_stat_index, dest_verdict, meta_l4,
+        method_budget_slot, method_index, signature_field, sip_zone_flags,
+    },
+    dial::{Dialled, dialled},
+    sip::{
+        Headers, MESSAGE_TAIL, METHOD_BYTES, Message, SCAN_STEPS, Scan, destination_key, scan_step,
+        signature_key, sip_method,
+    },
+    verdict::source_key,
 };
 
-use crate::{frame::XdpFrame, maps::METHODS};
+use crate::{
+    frame::XdpFrame,
+    maps::{DESTINATION_STATS, METHODS, RULE_HITS, SIGNATURE_HITS, SIP_BUFFER, SipScratch, bump},
+    view::MapView,
+};
+
+/// Where an INVITE's Request-URI starts (after `INVITE `).
+const INVITE_URI: usize = 7;
 
 /// The method of the packet's SIP message (UDP datagram or TCP segment starting one), `Unknown`
 /// when there is no payload to read.
@@ -23,11 +54,332 @@ fn method(frame: &XdpFrame, handoff: &Handoff) -> SipMethod {
     }
 }
 
+/// What the SIP stage decided.
+pub(crate) enum Step {
+    /// Admitted; nothing more to look at.
+    Pass,
+    /// Dropped for this reason (`handoff.rule` says by what).
+    Drop(Reason),
+    /// The headers stage must look at it (signatures, an INVITE's destination).
+    Headers,
+}
+
+/// The SIP stage: counts the method, spends the method budget, and says whether the headers
+/// need a look.
 #[inline(always)]
-pub(crate) fn count_method(frame: &XdpFrame, handoff: &Handoff) {
-    let index = method_index(Zone::from_u8(handoff.zone), method(frame, handoff));
-    if let Some(requests) = METHODS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, no other writer while this program runs on this CPU.
-        unsafe { *requests += 1 };
+pub(crate) fn inspect_method(frame: &XdpFrame, handoff: &mut Handoff, view: &MapView) -> Step {
+    let zone = Zone::from_u8(handoff.zone);
+    let method = method(frame, handoff);
+    handoff.method = method as u8;
+    bump(&METHODS, method_index(zone, method));
+    if !matches!(zone, Zone::Trunk | Zone::Access) {
+        return Step::Pass;
     }
+    let Some(slot) = method_budget_slot(method) else {
+        return Step::Pass;
+    };
+    let listed = handoff.class & NOT_ALLOWLISTED_FLAG == 0;
+    let class = if listed {
+        handoff.class
+    } else {
+        view.header().access_class
+    };
+    let budget = view.method_budget(class, slot);
+    if !budget.is_unlimited() {
+        let source = source_key(&handoff.packet, view.ipv6_budget());
+        if !view.spend_sip(&source, slot, budget) {
+            if !listed && zone == Zone::Access {
+                view.strike_unknown(&source);
+            }
+            handoff.rule = 0;
+            return Step::Drop(Reason::MethodRateLimited);
+        }
+    }
+    let rules = view.sip_zone(zone);
+    let signatures = scans_signatures(rules, listed);
+    let destinations =
+        method == SipMethod::Invite && rules.flags & sip_zone_flags::DESTINATIONS != 0;
+    if !signatures && !destinations {
+        return Step::Pass;
+    }
+    let Some(scratch) = SIP_BUFFER.get_ptr_mut(0) else {
+        return Step::Pass;
+    };
+    // SAFETY: per-CPU scratch, unshared during this run; the headers stage starts from it.
+    unsafe { (*scratch).scan = Scan::new(signatures, destinations) };
+    Step::Headers
+}
+
+#[inline(always)]
+fn scans_signatures(rules: &SipZone, listed: bool) -> bool {
+    rules.flags & sip_zone_flags::SCANNERS != 0
+        && (!listed || rules.flags & sip_zone_flags::SCANNERS_ALLOWLISTED != 0)
+}
+
+/// The headers stage: copies the message, scans its headers, matches the signatures. A drop
+/// reason when it is to be dropped (`handoff.rule` says by what); `Reason::NotSip` when the
+/// destination stage must judge the INVITE.
+#[inline(always)]
+pub(crate) fn inspect_headers(
+    ctx: &XdpContext,
+    handoff: &mut Handoff,
+    view: &MapView,
+) -> Option<Reason> {
+    let scratch = SIP_BUFFER.get_ptr_mut(0)?;
+    // The scan first, before any branch on the policy: the verifier checks `bpf_loop`'s
+    // callback once for every state it arrives in. Stage 2 said what to look for.
+    // SAFETY: per-CPU scratch; nothing else uses it during this run.
+    let len = copy_message(ctx, handoff.packet.payload, unsafe {
+        &raw mut (*scratch).bytes
+    })?;
+    // SAFETY: as above.
+    let headers = unsafe { scan(scratch, len) };
+    let zone = Zone::from_u8(handoff.zone);
+    let method = SipMethod::from_u8(handoff.method);
+    let listed = handoff.class & NOT_ALLOWLISTED_FLAG == 0;
+    let rules = view.sip_zone(zone);
+    let signatures = scans_signatures(rules, listed);
+    let destinations =
+        method == SipMethod::Invite && rules.flags & sip_zone_flags::DESTINATIONS != 0;
+    let message = Message {
+        // SAFETY: as above, just filled.
+        bytes: unsafe { &(*scratch).bytes },
+        len,
+    };
+    if handoff.zone != 77 {
+        return None;
+    }
+    let source = source_key(&handoff.packet, view.ipv6_budget());
+    if signatures
+        // SAFETY: the scratch's key slot, as above.
+        && let Some(id) = match_signature(view, &message, &headers, unsafe {
+            &mut (*scratch).signature_key
+        })
+    {
+        bump(&SIGNATURE_HITS, u32::from(id));
+        if !listed && rules.flags & sip_zone_flags::SCANNER_BANS != 0 {
+            view.ban_scanner(&source);
+        }
+        handoff.rule = id;
+        return Some(Reason::Scanner);
+    }
+    // Requests inside a dialog (a To tag) were judged when it was set up.
+    if destinations && !headers.to_tag {
+        return Some(Reason::NotSip);
+    }
+    None
+}
+
+/// The destination stage: the INVITE's number, from the message the headers stage copied.
+#[inline(always)]
+pub(crate) fn inspect_destination(handoff: &mut Handoff, view: &MapView) -> Option<Reason> {
+    let scratch = SIP_BUFFER.get_ptr_mut(0)?;
+    let zone = Zone::from_u8(handoff.zone);
+    let rules = view.sip_zone(zone);
+    // SAFETY: per-CPU scratch, filled by the headers stage of this run.
+    let (message, key) = unsafe {
+        let len = (*scratch).len;
+        (
+            Message {
+                bytes: &(*scratch).bytes,
+                len: if len > SIP_SCAN_BYTES {
+                    SIP_SCAN_BYTES
+                } else {
+                    len
+                },
+            },
+            &mut (*scratch).destination_key,
+        )
+    };
+    let source = source_key(&handoff.packet, view.ipv6_budget());
+    judge_destination(handoff, view, rules, zone, &message, &source, key)
+}
+
+/// One step of the header scan, as `bpf_loop` calls it: the scan's state and the message
+/// live in the per-CPU scratch, so the verifier checks this function once, whatever the
+/// message.
+#[inline(never)]
+extern "C" fn scan_callback(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(scratch) = SIP_BUFFER.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU scratch, filled by the headers stage of this run.
+    unsafe {
+        let len = (*scratch).len;
+        let message = Message {
+            bytes: &(*scratch).bytes,
+            len: if len > SIP_SCAN_BYTES {
+                SIP_SCAN_BYTES
+            } else {
+                len
+            },
+        };
+        if scan_step(&message, &mut (*scratch).scan) {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Runs the header scan through `bpf_loop` (one verified step, called up to
+/// [`SCAN_STEPS`] times).
+///
+/// # Safety
+/// `scratch` is this CPU's scratch, with the message copied in (`len` bytes) and the scan
+/// set up by stage 2.
+#[inline(always)]
+unsafe fn scan(scratch: *mut SipScratch, len: usize) -> Headers {
+    // SAFETY: the caller's.
+    unsafe {
+        core::ptr::write_volatile(&raw mut (*scratch).len, len);
+        bpf_loop(
+            SCAN_STEPS as u32,
+            scan_callback as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+        let mut found = core::ptr::read_volatile(&raw const (*scratch).scan).found;
+        // Read back from memory, the offsets are unknown to the verifier: bound them again.
+        found.user_agent &= SIP_SCAN_BYTES - 1;
+        found.from &= SIP_SCAN_BYTES - 1;
+        found
+    }
+}
+
+/// Copies the message (at most the scan bound) into the per-CPU buffer; its length.
+#[inline(always)]
+fn copy_message(
+    ctx: &XdpContext,
+    payload: u16,
+    buffer: *mut [u8; sipguard_common::abi::SIP_BUFFER_BYTES],
+) -> Option<usize> {
+    // SAFETY: helper reading the context.
+    let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let offset = usize::from(payload);
+    let available = total.checked_sub(offset)?;
+    let len = if available > SIP_SCAN_BYTES {
+        SIP_SCAN_BYTES
+    } else {
+        available
+    };
+    // The verifier needs a length it can bound from below as well: read it back volatile so
+    // LLVM keeps the check.
+    // SAFETY: a local.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    if len == 0 || len > SIP_SCAN_BYTES {
+        return None;
+    }
+    // SAFETY: `buffer` holds SIP_BUFFER_BYTES >= len bytes; the helper checks the packet side.
+    let copied = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buffer.cast(), len as u32) };
+    if copied != 0 {
+        return None;
+    }
+    // The scan reads words without checking the length: zero what follows the message.
+    // SAFETY: len <= SIP_SCAN_BYTES, and the buffer has 256 bytes beyond.
+    unsafe {
+        let tail = buffer.cast::<u8>().add(len & !7).cast::<u64>();
+        // From the word holding the end: keep the message's last bytes.
+        let keep = (len & 7) * 8;
+        let first = core::ptr::read_volatile(tail);
+        let first = if keep == 0 {
+            0
+        } else {
+            first & ((1u64 << keep) - 1)
+        };
+        core::ptr::write_volatile(tail, first);
+        for word in 1..=MESSAGE_TAIL / 8 {
+            // Volatile: LLVM would make a memset call of it, a loop the verifier walks.
+            core::ptr::write_volatile(tail.add(word), 0);
+        }
+    }
+    Some(len)
+}
+
+/// The id of the longest signature the User-Agent (or the From display name) starts with.
+#[inline(always)]
+fn match_signature(
+    view: &MapView,
+    message: &Message,
+    headers: &Headers,
+    key: &mut Key<SignatureData>,
+) -> Option<u16> {
+    if headers.user_agent != 0
+        && let Some(bits) = signature_key(
+            message,
+            headers.user_agent,
+            signature_field::USER_AGENT,
+            &mut key.data,
+        )
+    {
+        key.prefix_len = bits;
+        if let Some(rule) = view.signature(key) {
+            return Some(rule.id);
+        }
+    }
+    if headers.from != 0
+        && let Some(bits) = signature_key(
+            message,
+            headers.from,
+            signature_field::FROM_DISPLAY_NAME,
+            &mut key.data,
+        )
+    {
+        key.prefix_len = bits;
+        if let Some(rule) = view.signature(key) {
+            return Some(rule.id);
+        }
+    }
+    None
+}
+
+/// The destination firewall: the INVITE's number, normalised with the zone's dial plan, is
+/// judged by the rule of its longest prefix (or the zone's default).
+#[inline(always)]
+fn judge_destination(
+    handoff: &mut Handoff,
+    view: &MapView,
+    rules: &SipZone,
+    zone: Zone,
+    message: &Message,
+    source: &SourceKey,
+    key: &mut Key<DestData>,
+) -> Option<Reason> {
+    let (rule, unparseable): (DestRule, bool) = match dialled(message, INVITE_URI, &rules.dial_plan)
+    {
+        Dialled::Number(number) => {
+            handoff.number = number;
+            key.prefix_len = destination_key(zone as u8, &number, &mut key.data);
+            (view.destination(key).unwrap_or(rules.default), false)
+        }
+        Dialled::Unparseable => (rules.unparseable, true),
+    };
+    bump(&RULE_HITS, u32::from(rule.rule));
+    let (verdict, reason) = match rule.action {
+        dest_action::DENY if unparseable => (
+            dest_verdict::UNPARSEABLE,
+            Some(Reason::DestinationUnparseable),
+        ),
+        dest_action::DENY => (dest_verdict::DENIED, Some(Reason::DestinationDenied)),
+        dest_action::BUDGET => {
+            let budget = view.dest_budget(rule.budget);
+            let slot = sipguard_common::abi::METHOD_BUDGET_SLOTS + usize::from(rule.budget);
+            if view.spend_sip(source, slot, budget) {
+                (dest_verdict::ALLOWED, None)
+            } else {
+                (
+                    dest_verdict::RATE_LIMITED,
+                    Some(Reason::DestinationRateLimited),
+                )
+            }
+        }
+        _ if unparseable => (dest_verdict::UNPARSEABLE, None),
+        _ => (dest_verdict::ALLOWED, None),
+    };
+    bump(
+        &DESTINATION_STATS,
+        dest_stat_index(zone, verdict, rule.country),
+    );
+    handoff.rule = rule.rule;
+    reason
 }

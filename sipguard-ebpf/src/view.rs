@@ -13,20 +13,23 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, FragKey, FragVerdict, FragmentPolicy, Mode,
-        PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SourceKey,
-        Zone, ban_flags, event_stat, policy_flags, prefilter_index, prefilter_position,
+        Ban, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, DEST_BUDGET_SLOTS, DestData, DestRule,
+        FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode, PREFILTER_ALLOW,
+        PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SignatureData, SignatureRule,
+        SipSourceState, SipZone, SourceKey, Zone, ban_flags, event_stat, policy_flags,
+        prefilter_index, prefilter_position,
     },
     budget::Gcra,
     parse::{Family, Transport},
-    source::{ban_bites, fresh_state, strike},
+    source::{ban_bites, fresh_state, scanner_ban, strike},
     verdict::{NOT_ALLOWLISTED, PolicyView, Spend, zone_inspects},
 };
 
 use crate::maps::{
     ACTIVE, ALLOW_HOSTS4_0, ALLOW_HOSTS4_1, ALLOW_HOSTS6_0, ALLOW_HOSTS6_1, ALLOW4_0, ALLOW4_1,
-    ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0, DENY6_1, FRAGS, NEW_SOURCES, PEERS,
-    POLICY, PREFILTER, SOURCES, event_stat,
+    ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0, DENY6_1, DESTINATIONS_0,
+    DESTINATIONS_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SIGNATURES_0, SIGNATURES_1,
+    SIP_SOURCES, SOURCES, event_stat,
 };
 
 pub(crate) struct MapView {
@@ -141,6 +144,99 @@ impl MapView {
     #[inline(always)]
     fn class(&self, class: u16) -> &ClassLimits {
         &self.policy.classes[class as usize & (CLASS_SLOTS - 1)]
+    }
+
+    /// The SIP rules of the trunk or access zone.
+    #[inline(always)]
+    pub(crate) fn sip_zone(&self, zone: Zone) -> &SipZone {
+        &self.policy.sip.zones[(zone as usize).wrapping_sub(1) & 1]
+    }
+
+    /// A class's budget for requests of one method slot.
+    #[inline(always)]
+    pub(crate) fn method_budget(&self, class: u16, slot: usize) -> &Gcra {
+        &self.policy.class_methods[class as usize & (CLASS_SLOTS - 1)]
+            [slot & (METHOD_BUDGET_SLOTS - 1)]
+    }
+
+    #[inline(always)]
+    pub(crate) fn dest_budget(&self, index: u8) -> &Gcra {
+        &self.policy.sip.dest_budgets[index as usize & (DEST_BUDGET_SLOTS - 1)]
+    }
+
+    /// The longest scanner signature the key starts with.
+    #[inline(always)]
+    pub(crate) fn signature(&self, key: &Key<SignatureData>) -> Option<SignatureRule> {
+        match self.generation {
+            0 => own_site::<13, _>(SIGNATURES_0.get(key)).copied(),
+            _ => own_site::<14, _>(SIGNATURES_1.get(key)).copied(),
+        }
+    }
+
+    /// The destination rule of the longest prefix of a number's key.
+    #[inline(always)]
+    pub(crate) fn destination(&self, key: &Key<DestData>) -> Option<DestRule> {
+        match self.generation {
+            0 => own_site::<15, _>(DESTINATIONS_0.get(key)).copied(),
+            _ => own_site::<16, _>(DESTINATIONS_1.get(key)).copied(),
+        }
+    }
+
+    /// Spends one request of a SIP budget (a method's or a destination's) of `source`, whose
+    /// state it creates when missing. `slot` indexes [`SipSourceState`] as eight TATs: methods
+    /// first, then destinations.
+    #[inline(always)]
+    pub(crate) fn spend_sip(&self, source: &SourceKey, slot: usize, gcra: &Gcra) -> bool {
+        if gcra.is_unlimited() {
+            return true;
+        }
+        let now = self.now();
+        let slot = slot & (METHOD_BUDGET_SLOTS + DEST_BUDGET_SLOTS - 1);
+        if let Some(state) = SIP_SOURCES.get_ptr_mut(source) {
+            // SAFETY: map value valid for this run; eight consecutive aligned u64s.
+            let tat = unsafe { (state as *mut u64).add(slot) };
+            return spend(tat, now, self.tick_ns(), gcra);
+        }
+        let mut fresh = SipSourceState::default();
+        // SAFETY: within the local value.
+        unsafe { *(&raw mut fresh as *mut u64).add(slot) = gcra.first(now) };
+        if SIP_SOURCES
+            .insert(source, fresh, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
+            // Lost the race to another CPU, or no room: the first request is admitted anyway.
+        }
+        true
+    }
+
+    /// An over-budget request of a source on no list in the access zone: a strike towards its
+    /// ban, like an over-budget packet.
+    #[inline(always)]
+    pub(crate) fn strike_unknown(&self, source: &SourceKey) {
+        let Some(state) = SOURCES.get_ptr_mut(source) else {
+            return;
+        };
+        let header = &self.policy.header;
+        // SAFETY: map value valid for this run; a lost strike race only delays a ban.
+        if let Some(ban) = strike(unsafe { &mut *state }, &header.ban, self.now(), self.mode()) {
+            self.store_ban(source, ban);
+        }
+    }
+
+    /// Bans a source at once for a scanner signature.
+    #[inline(always)]
+    pub(crate) fn ban_scanner(&self, source: &SourceKey) {
+        let ban = scanner_ban(&self.policy.header.ban, self.now(), self.mode());
+        self.store_ban(source, ban);
+    }
+
+    #[inline(always)]
+    fn store_ban(&self, source: &SourceKey, ban: Ban) {
+        event_stat(match BANS.insert(source, ban, 0) {
+            Err(_) => event_stat::INSERT_FAILED_BANS,
+            Ok(()) if ban.flags & ban_flags::WOULD_BE != 0 => event_stat::WOULD_BANS_ISSUED,
+            Ok(()) => event_stat::BANS_ISSUED,
+        });
     }
 }
 
@@ -392,11 +488,7 @@ impl PolicyView for MapView {
             // SAFETY: as above. Strike bookkeeping races only with the same source on another
             // CPU; a lost strike only delays a ban.
             if let Some(ban) = strike(unsafe { &mut *state }, &header.ban, now, self.mode()) {
-                event_stat(match BANS.insert(source, ban, 0) {
-                    Err(_) => event_stat::INSERT_FAILED_BANS,
-                    Ok(()) if ban.flags & ban_flags::WOULD_BE != 0 => event_stat::WOULD_BANS_ISSUED,
-                    Ok(()) => event_stat::BANS_ISSUED,
-                });
+                self.store_ban(source, ban);
             }
             return Spend::OverBudget;
         }

@@ -251,6 +251,8 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
     for (name, slot) in [
         (program::JUDGE, tail::JUDGE),
         (program::SIP, tail::SIP),
+        (program::HEADERS, tail::HEADERS),
+        (program::DESTINATION, tail::DESTINATION),
         (program::REPORT, tail::REPORT),
     ] {
         let stage: &mut Xdp = ebpf

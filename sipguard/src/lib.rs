@@ -10,6 +10,7 @@ use env_logger as _;
 pub mod apply;
 pub mod cli;
 pub mod compat;
+pub mod countries;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;

@@ -259,8 +259,20 @@ impl PolicyView for FakePolicy {
     }
 }
 
+/// The verdict the fake policy gives: its allowlisted sources have no class (0); sources judged
+/// in the access zone are on no list.
 fn verdict(reason: Reason, zone: Zone) -> Verdict {
-    Verdict { reason, zone }
+    let class = match reason {
+        Reason::AccessAdmitted | Reason::RateLimited | Reason::NewSourceLimited => {
+            sipguard_common::abi::NOT_ALLOWLISTED_FLAG
+        }
+        _ => 0,
+    };
+    Verdict {
+        reason,
+        zone,
+        class,
+    }
 }
 
 const ALLOWED4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);

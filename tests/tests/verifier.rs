@@ -15,6 +15,8 @@ fn every_program_stays_under_half_of_the_verifier_limit() {
         program::ENTRY,
         program::JUDGE,
         program::SIP,
+        program::HEADERS,
+        program::DESTINATION,
         program::REPORT,
     ] {
         let program = filter
@@ -50,6 +52,8 @@ fn every_map_lookup_is_a_direct_call() {
         program::ENTRY,
         program::JUDGE,
         program::SIP,
+        program::HEADERS,
+        program::DESTINATION,
         program::REPORT,
     ] {
         let info = filter
