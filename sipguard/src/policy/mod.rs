@@ -5,6 +5,7 @@
 //! compiled into the tables the XDP program reads ([`Tables`]).
 
 mod file;
+pub mod sip;
 mod tables;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
@@ -14,6 +15,7 @@ use sipguard_common::abi::{FragmentPolicy, Mode, Zone};
 
 pub use self::{
     file::{Diagnostic, PolicyError, parse_duration},
+    sip::SipRules,
     tables::{
         Prefix, Tables, class_limits, class_name, deny_flags, kernel_tick_ns, mark_prefilter,
         ports_in, prefilter, zeroed_policy,
@@ -225,6 +227,8 @@ pub struct Policy {
     pub events: EventSettings,
     pub allow: Vec<Rule>,
     pub deny: Vec<Rule>,
+    /// Method budgets, scanner signatures, destination rules.
+    pub sip: SipRules,
     pub source: Option<PolicySource>,
 }
 
@@ -248,6 +252,7 @@ impl Policy {
             events: EventSettings::default(),
             allow: Vec::new(),
             deny: Vec::new(),
+            sip: SipRules::default(),
             source: None,
         }
     }

@@ -58,7 +58,7 @@ pub use self::{
     check::{Diagnostic, PolicyError},
     settings::parse_duration,
 };
-use super::{Budget, Policy, PolicySource};
+use super::{Budget, Policy, PolicySource, SipRules};
 
 /// FNV-1a, 64 bit: a cheap fingerprint for "which policy is running", not a security hash.
 #[derive(Clone, Copy)]
@@ -123,6 +123,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         events,
         allow,
         deny,
+        sip: SipRules::default(),
         source: Some(PolicySource {
             path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             digest: digest.0,
