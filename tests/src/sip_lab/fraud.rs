@@ -324,7 +324,7 @@ pub struct DropTally {
 }
 
 /// The fields of a drop event the lab reads; unknown fields are ignored and the newer ones
-/// (`rule`, `number`) may be absent.
+/// (`rule`, `number`) may be absent, null, strings or numbers (a rule id).
 #[derive(Deserialize)]
 struct LoggedDrop {
     src: Option<IpAddr>,
@@ -336,9 +336,18 @@ struct LoggedDrop {
     #[serde(default)]
     suppressed_before: u64,
     #[serde(default)]
-    rule: Option<String>,
+    rule: Option<serde_json::Value>,
     #[serde(default)]
-    number: Option<String>,
+    number: Option<serde_json::Value>,
+}
+
+/// A string or a number as text; `None` for anything else (null, empty).
+fn as_text(value: Option<serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Reads the event log into tallies by zone, reason, rule, source class and outcome.
@@ -354,7 +363,7 @@ pub fn drop_tallies(log: &Path, class_of: impl Fn(Ipv4Addr) -> &'static str) -> 
             Some(IpAddr::V4(ip)) => class_of(ip),
             _ => "other",
         };
-        let rule = event.rule.filter(|r| !r.is_empty());
+        let rule = as_text(event.rule);
         let key = (
             event.zone.clone(),
             event.reason.clone(),
@@ -372,7 +381,7 @@ pub fn drop_tallies(log: &Path, class_of: impl Fn(Ipv4Addr) -> &'static str) -> 
         });
         tally.events += 1;
         tally.suppressed_before += event.suppressed_before;
-        if let Some(number) = event.number.filter(|n| !n.is_empty()) {
+        if let Some(number) = as_text(event.number) {
             tally.numbers.insert(number);
         }
     }
@@ -452,6 +461,8 @@ mod tests {
             r#"{"seq":1,"time":"t","interface":"eth0","src":"198.18.3.11","dst":"198.18.0.1","sport":5060,"dport":5070,"transport":"udp","reason":"rate_limited","zone":"access","outcome":"dropped","length":400,"sip_method":"REGISTER","suppressed_before":0}
 {"seq":2,"time":"t","interface":"eth0","src":"198.18.3.11","dst":"198.18.0.1","sport":5060,"dport":5070,"transport":"udp","reason":"rate_limited","zone":"access","outcome":"dropped","length":400,"suppressed_before":7}
 {"seq":3,"time":"t","interface":"eth0","src":"198.18.2.20","dst":"198.18.0.1","sport":5062,"dport":5070,"transport":"udp","reason":"destination_denied","zone":"access","outcome":"dropped","length":400,"sip_method":"INVITE","suppressed_before":0,"rule":"premium","number":"881631234567"}
+{"seq":4,"time":"t","interface":"eth0","src":"198.18.2.20","dst":"198.18.0.1","sport":5062,"dport":5070,"transport":"udp","reason":"destination_denied","zone":"access","outcome":"dropped","length":400,"suppressed_before":0,"rule":"premium","number":null}
+{"seq":5,"time":"t","interface":"eth0","src":"198.18.2.20","dst":"198.18.0.1","sport":5062,"dport":5070,"transport":"udp","reason":"scanner","zone":"access","outcome":"dropped","length":400,"suppressed_before":0,"rule":3}
 not json
 "#,
         )
@@ -463,14 +474,18 @@ not json
                 "enumerator"
             }
         });
-        assert_eq!(tallies.len(), 2);
+        assert_eq!(tallies.len(), 3);
         let denied = tallies
             .iter()
             .find(|t| t.reason == "destination_denied")
             .unwrap();
         assert_eq!(denied.rule.as_deref(), Some("premium"));
         assert_eq!(denied.source, "compromised");
+        assert_eq!(denied.events, 2);
+        assert_eq!(denied.numbers.len(), 1);
         assert!(denied.numbers.contains("881631234567"));
+        let scanner = tallies.iter().find(|t| t.reason == "scanner").unwrap();
+        assert_eq!(scanner.rule.as_deref(), Some("3"));
         let limited = tallies.iter().find(|t| t.reason == "rate_limited").unwrap();
         assert_eq!((limited.events, limited.suppressed_before), (2, 7));
         assert_eq!(limited.rule, None);
