@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::Result;
 
-use crate::util::{cmd, require_root, run_with, setup, workspace_root};
+use crate::util::{cmd, require_root, run_with, setup, target_dir, workspace_root};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -34,7 +34,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let out = args
         .out
         .unwrap_or_else(|| workspace_root().join("target/bench"));
-    let mut bench = Command::new(workspace_root().join("target/release/sipguard-bench"));
+    let mut bench = Command::new(target_dir().join("release/sipguard-bench"));
     bench.arg("--out").arg(out);
     if args.quick {
         bench.arg("--quick");

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::util::{cmd, require_root, run_with, setup, workspace_root};
+use crate::util::{cmd, require_root, run_with, setup, target_dir};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -28,7 +28,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
             "--bins",
         ],
     )?;
-    let release = workspace_root().join("target/release");
+    let release = target_dir().join("release");
     run_with(
         Command::new(release.join("sipguard-lab"))
             .arg("demo")
@@ -40,6 +40,6 @@ pub(crate) fn run(args: Args) -> Result<()> {
 /// `cargo xtask demo-down`
 pub(crate) fn down() -> Result<()> {
     require_root("demo-down")?;
-    let release = workspace_root().join("target/release");
+    let release = target_dir().join("release");
     run_with(Command::new(release.join("sipguard-lab")).arg("down"))
 }

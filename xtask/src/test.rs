@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::util::{cmd, require_root, run_with, setup, workspace_root};
+use crate::util::{cmd, require_root, run_with, setup, target_dir};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -23,7 +23,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     }
     // The CLI tests run the binary; build it first so they find it next to them.
     cmd("cargo", &["build", "--all-targets"])?;
-    let bin = workspace_root().join("target/debug/sipguard");
+    let bin = target_dir().join("debug/sipguard");
     let mut filter: Vec<&str> = Vec::new();
     if let Some(f) = &args.filter {
         filter.push(f);

@@ -14,6 +14,15 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts what it builds: `$CARGO_TARGET_DIR` (relative to the workspace root), or
+/// `target/`.
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || workspace_root().join("target"),
+        |dir| workspace_root().join(dir),
+    )
+}
+
 /// Runs a command in the workspace root, echoing it; fails on a non-zero exit.
 pub(crate) fn cmd(program: &str, args: &[&str]) -> Result<()> {
     run_with(Command::new(program).args(args))

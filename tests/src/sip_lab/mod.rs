@@ -2,13 +2,16 @@
 //!
 //! ```text
 //!          hub: bridge br0, 198.18.255.254 = the SBC's gateway (blackholes 198.19.0.0/16)
-//!    +-----------+---------------+---------------+-----------+------------+-----------+
-//!   sbc        carrier         phone          scanner     enumerator    cracker
-//!   198.18.0.1 198.18.1.10/.20 198.18.2.10    198.18.3.10 198.18.3.11   198.18.3.12
-//!   Kamailio   sipp UAC (in)   sipp REGISTER  svmap,      svwar         svcrack
-//!   PBX :5090  sipp UAS (out)  sipp calls out svwar trunk (access)      (access)
-//!   sipguard                                  trafgen flood from 198.19.0.0/16
+//!    +-----------+---------------+---------------+---------------+-----------+------------+-----------+
+//!   sbc        carrier         phone          compromised     scanner     enumerator    cracker
+//!   198.18.0.1 198.18.1.10/.20 198.18.2.10    198.18.2.20     198.18.3.10 198.18.3.11   198.18.3.12
+//!   Kamailio   sipp UAC (in)   sipp REGISTER  sipp REGISTER,  svmap,      svwar         svcrack
+//!   PBX :5090  sipp UAS (out)  sipp calls out calls and fraud svwar trunk (access)      (access)
+//!   sipguard                                                  trafgen flood from 198.19.0.0/16
 //! ```
+//!
+//! The compromised phone is account 1002, whose password leaked: it registers correctly, then
+//! calls NANP numbers among premium and far international ones ([`fraud`]).
 //!
 //! Each attacker has its own namespace: SIPVicious ignores its `-b` (bind address) option. Spoofed
 //! sources are off-link, as on the internet: the SBC answers them through its gateway instead of
@@ -18,6 +21,7 @@
 //! what the peers saw: sipp call statistics, the requests that reached Kamailio (logged by its
 //! script, per source), Kamailio's CPU time, and sipguard's counters, bans and events.
 
+pub mod fraud;
 mod report;
 
 use std::{
@@ -38,7 +42,10 @@ use sipguard::{
 };
 use sipguard_common::abi::{Reason, Zone};
 
-pub use self::report::render;
+pub use self::{
+    fraud::{CompromisedView, DropTally, Reach},
+    report::render,
+};
 use crate::{
     lab::{mac_of, wait_until},
     netns::{NetNs, add_addr, run},
@@ -49,6 +56,7 @@ const CARRIER_UAC: &str = include_str!("assets/carrier-uac.xml");
 const PHONE_REGISTER: &str = include_str!("assets/phone-register.xml");
 const PHONE_CALL: &str = include_str!("assets/phone-call.xml");
 const UAS: &str = include_str!("assets/uas.xml");
+const COMPROMISED_CALL: &str = include_str!("assets/compromised-call.xml");
 /// The lab SBC's sipguard policy (trunk 5060 for the carrier, access 5070 for phones).
 pub const LAB_POLICY: &str = include_str!("assets/policy.toml");
 
@@ -56,6 +64,8 @@ pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CARRIER_UAC_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const CARRIER_UAS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
 pub const PHONE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+/// The compromised phone (account 1002), in the access zone.
+pub use self::fraud::COMPROMISED_IP;
 /// svmap, and svwar against the trunk.
 pub const SCANNER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 10);
 /// svwar against the access zone.
@@ -200,7 +210,8 @@ pub struct ToolRun {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KamailioView {
     pub requests: u64,
-    /// Requests by source class (carrier, phone, scanner, enumerator, cracker, flood, other).
+    /// Requests by source class (carrier, phone, compromised, scanner, enumerator, cracker, flood,
+    /// other).
     pub by_source: BTreeMap<String, u64>,
     /// Requests on the trunk port from sources outside the carrier's range.
     pub trunk_from_unknown: u64,
@@ -241,6 +252,9 @@ pub struct SipguardView {
     /// bound of their drops: the global event budget may have suppressed some.
     #[serde(default)]
     pub legit_drop_events: u64,
+    /// Drop events by zone, reason, rule (when the log names one), source class and outcome.
+    #[serde(default)]
+    pub drop_events: Vec<DropTally>,
 }
 
 /// The spoofed flood as trafgen reported it.
@@ -277,6 +291,9 @@ pub struct LabRun {
     pub carrier_calls: CallStats,
     pub phone_registrations: CallStats,
     pub phone_calls: CallStats,
+    /// The compromised phone: its registration, its legitimate calls, its fraudulent INVITEs.
+    #[serde(default)]
+    pub compromised: CompromisedView,
     pub tools: Vec<ToolRun>,
     /// Flood datagrams sent by trafgen, per destination port.
     pub flood_sent: BTreeMap<u16, u64>,
@@ -359,6 +376,7 @@ pub struct Nodes {
     pub sbc: NetNs,
     pub carrier: NetNs,
     pub phone: NetNs,
+    pub compromised: NetNs,
     pub scanner: NetNs,
     pub enumerator: NetNs,
     pub cracker: NetNs,
@@ -371,6 +389,7 @@ impl Nodes {
             sbc: NetNs::new("lab-sbc")?,
             carrier: NetNs::new("lab-carrier")?,
             phone: NetNs::new("lab-phone")?,
+            compromised: NetNs::new("lab-fraud")?,
             scanner: NetNs::new("lab-scan")?,
             enumerator: NetNs::new("lab-enum")?,
             cracker: NetNs::new("lab-crack")?,
@@ -431,17 +450,19 @@ impl Nodes {
         add_addr(&nodes.carrier, "eth0", "198.18.1.10/16")?;
         add_addr(&nodes.carrier, "eth0", "198.18.1.20/16")?;
         add_addr(&nodes.phone, "eth0", "198.18.2.10/16")?;
+        add_addr(&nodes.compromised, "eth0", &format!("{COMPROMISED_IP}/16"))?;
         add_addr(&nodes.scanner, "eth0", &format!("{SCANNER_IP}/16"))?;
         add_addr(&nodes.enumerator, "eth0", &format!("{ENUMERATOR_IP}/16"))?;
         add_addr(&nodes.cracker, "eth0", &format!("{CRACKER_IP}/16"))?;
         Ok(nodes)
     }
 
-    fn leaves(&self) -> [(&'static str, &NetNs); 6] {
+    fn leaves(&self) -> [(&'static str, &NetNs); 7] {
         [
             ("sbc", &self.sbc),
             ("carrier", &self.carrier),
             ("phone", &self.phone),
+            ("fraud", &self.compromised),
             ("scan", &self.scanner),
             ("enum", &self.enumerator),
             ("crack", &self.cracker),
@@ -454,6 +475,7 @@ impl Nodes {
             &self.sbc,
             &self.carrier,
             &self.phone,
+            &self.compromised,
             &self.scanner,
             &self.enumerator,
             &self.cracker,
@@ -483,10 +505,13 @@ fn write_assets(dir: &Path) -> Result<()> {
         ("phone-register.xml", PHONE_REGISTER),
         ("phone-call.xml", PHONE_CALL),
         ("uas.xml", UAS),
+        ("compromised-call.xml", COMPROMISED_CALL),
         ("policy.toml", LAB_POLICY),
     ] {
         fs::write(dir.join(name), text)?;
     }
+    fs::write(dir.join("compromised-register.xml"), compromised_register())?;
+    fs::write(dir.join(fraud::NUMBERS_FILE), fraud::numbers_file())?;
     Ok(())
 }
 
@@ -516,6 +541,13 @@ fn spawn(
     })
 }
 
+/// The remote phone's registration, as account 1002 with its (leaked) password.
+fn compromised_register() -> String {
+    PHONE_REGISTER
+        .replace("password=lab-secret]", "password=lab-secret-1002]")
+        .replace("1001", "1002")
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(std::string::ToString::to_string).collect()
 }
@@ -529,12 +561,14 @@ struct SippClient<'a> {
     port: u16,
     rate: u32,
     calls: u32,
+    /// More sipp options (an injection file, a log).
+    extra: Vec<String>,
 }
 
 impl SippClient<'_> {
     fn start(&self, ns: &NetNs, dir: &Path) -> Result<Process> {
         let name = self.name;
-        let args = [
+        let mut args = vec![
             "-sf".to_string(),
             self.scenario.to_string(),
             "-s".into(),
@@ -567,6 +601,7 @@ impl SippClient<'_> {
             "-recv_timeout".into(),
             "8000".into(),
         ];
+        args.extend(self.extra.iter().cloned());
         spawn(ns, name, dir, "sipp", &args)
     }
 }
@@ -737,23 +772,11 @@ fn trafgen_senders(output: &str) -> Vec<(f64, u64)> {
         .collect()
 }
 
-/// Drop events in the daemon's JSON-lines log whose source is the carrier or the phone.
-fn legit_drop_events(log: &Path) -> u64 {
-    fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<sipguard::events::EventRecord>(line).ok())
-        .filter(|event| match event.src {
-            Some(std::net::IpAddr::V4(ip)) => matches!(source_class(ip), "carrier" | "phone"),
-            _ => false,
-        })
-        .count() as u64
-}
-
 fn source_class(ip: Ipv4Addr) -> &'static str {
     match ip {
         ip if ip == CARRIER_UAC_IP || ip == CARRIER_UAS_IP => "carrier",
         ip if ip == PHONE_IP => "phone",
+        ip if ip == COMPROMISED_IP => "compromised",
         ip if ip == SCANNER_IP => "scanner",
         ip if ip == ENUMERATOR_IP => "enumerator",
         ip if ip == CRACKER_IP => "cracker",
@@ -941,6 +964,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         port: 5060,
         rate: scale.carrier_rate,
         calls: scale.carrier_calls,
+        extra: Vec::new(),
     }
     .start(&nodes.carrier, dir)?;
     let registrations = SippClient {
@@ -951,6 +975,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         port: 5061,
         rate: 1,
         calls: scale.phone_registrations,
+        extra: Vec::new(),
     }
     .start(&nodes.phone, dir)?;
     let calls = SippClient {
@@ -961,8 +986,38 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         port: 5062,
         rate: 1,
         calls: scale.phone_calls,
+        extra: Vec::new(),
     }
     .start(&nodes.phone, dir)?;
+    // The compromised phone registers once, then places its calls (legitimate and fraudulent,
+    // interleaved, 15 s at 2/s).
+    let compromised_registration = SippClient {
+        name: "compromised-registration",
+        scenario: "compromised-register.xml",
+        target: "198.18.0.1:5070",
+        local: COMPROMISED_IP,
+        port: 5061,
+        rate: 1,
+        calls: 1,
+        extra: Vec::new(),
+    }
+    .start(&nodes.compromised, dir)?;
+    let compromised_calls = SippClient {
+        name: "compromised-calls",
+        scenario: "compromised-call.xml",
+        target: "198.18.0.1:5070",
+        local: COMPROMISED_IP,
+        port: 5062,
+        rate: fraud::CALL_RATE,
+        calls: fraud::plan().len() as u32,
+        extra: strings(&[
+            "-inf",
+            fraud::NUMBERS_FILE,
+            "-trace_logs",
+            "-log_file",
+            fraud::CALLS_LOG,
+        ]),
+    };
     // Legitimate traffic ends by itself (bounded call counts); the flood may run meanwhile.
     let call_limit = Duration::from_secs(
         4 + u64::from(scale.attack_seconds)
@@ -980,6 +1035,14 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
             .into_iter()
             .map(|p| std::thread::spawn(move || p.wait(call_limit)))
             .collect();
+    // Registered (or not: it calls anyway, its calls authenticate by themselves), the
+    // compromised phone calls. Started here, so that a failure to start cleans up as usual.
+    let registered = compromised_registration.wait(Duration::from_secs(20));
+    if let Err(error) = &registered {
+        eprintln!("compromised phone registration: {error:#}");
+    }
+    let compromised = compromised_calls.start(&nodes.compromised, dir)?;
+    legitimate.push(std::thread::spawn(move || compromised.wait(call_limit)));
     let wait_for_legitimate = |handles: Vec<JoinHandle<_>>| {
         for handle in handles {
             let _ = handle.join();
@@ -1124,6 +1187,12 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     kamailio.cpu_seconds = kamailio_cpu(&nodes.sbc);
     let sipguard = match (&before_flood, &after_flood) {
         (Some(before), Some(after)) => {
+            let drop_events = fraud::drop_tallies(&dir.join("events.jsonl"), source_class);
+            let legit_drop_events = drop_events
+                .iter()
+                .filter(|t| matches!(t.source.as_str(), "carrier" | "phone"))
+                .map(|t| t.events)
+                .sum();
             let state = State::open(&target)?;
             let stats = Stats::read(&state)?;
             let bans = Command::new(&options.sipguard)
@@ -1166,7 +1235,8 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 flood_access_refused: both(after, Zone::Access, Reason::NewSourceLimited)
                     - both(before, Zone::Access, Reason::NewSourceLimited),
                 attacker_requests_after_ban,
-                legit_drop_events: legit_drop_events(&dir.join("events.jsonl")),
+                legit_drop_events,
+                drop_events,
             })
         }
         _ => None,
@@ -1234,6 +1304,12 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         carrier_calls: call_stats(&dir.join("carrier-calls.csv")),
         phone_registrations: call_stats(&dir.join("phone-registrations.csv")),
         phone_calls: call_stats(&dir.join("phone-calls.csv")),
+        compromised: fraud::compromised_view(
+            &kamailio_log,
+            &dir.join(fraud::CALLS_LOG),
+            call_stats(&dir.join("compromised-registration.csv")),
+            call_stats(&dir.join("compromised-calls.csv")),
+        ),
         tools: tool_runs,
         flood_sent,
         flood,

@@ -1,8 +1,11 @@
 //! The lab report: the same scenario under each protection, side by side.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::{LabRun, Protection};
+use super::{
+    LabRun, Protection, Reach,
+    fraud::{self, DENIED_RULES},
+};
 
 /// 1234567 as "1,234,567".
 fn thousands(n: u64) -> String {
@@ -25,6 +28,23 @@ fn ratio(ok: u64, of: u64) -> String {
     }
 }
 
+/// "attempts/planned calls, packets".
+fn reach(r: &Reach) -> String {
+    format!("{}/{} calls, {} pkts", r.attempts, r.planned, r.packets)
+}
+
+/// How the report names a source class.
+fn source_label(class: &str) -> &str {
+    match class {
+        "scanner" => "svmap/svwar (trunk)",
+        "enumerator" => "svwar (access)",
+        "cracker" => "svcrack (access)",
+        "flood" => "spoofed flood",
+        "compromised" => "compromised phone",
+        other => other,
+    }
+}
+
 /// Renders one or more runs of the lab as a table, then the details of the enforcing run.
 pub fn render(runs: &[LabRun]) -> String {
     let mut out = String::new();
@@ -44,13 +64,18 @@ pub fn render(runs: &[LabRun]) -> String {
     let _ = writeln!(
         out,
         "Scenario: carrier {} calls at {}/s over the trunk; phone {} registrations and {} calls \
-         over the access port; SIPVicious svmap/svwar/svcrack for {} s each; then, {}, a flood \
+         over the access port; a compromised phone (account 1002, password leaked) registers and \
+         places {} NANP calls among {} fraudulent ones (premium, Somalia, Cuba, UK) at {}/s; \
+         SIPVicious svmap/svwar/svcrack for {} s each; then, {}, a flood \
          of OPTIONS from random spoofed 198.19.0.0/16 sources {pace}, for {} s or {} packets \
          (half to 5060, half to 5070).\n",
         scale.carrier_calls,
         scale.carrier_rate,
         scale.phone_registrations,
         scale.phone_calls,
+        fraud::LEGIT.len(),
+        fraud::FRAUD.len(),
+        fraud::CALL_RATE,
         scale.attack_seconds,
         if scale.flood_after_calls {
             "after the calls"
@@ -76,12 +101,44 @@ pub fn render(runs: &[LabRun]) -> String {
     row("phone calls completed", &|r| {
         ratio(r.phone_calls.successful, r.phone_calls.created)
     });
+    row("compromised phone registered", &|r| {
+        ratio(
+            r.compromised.registrations.successful,
+            r.compromised.registrations.created,
+        )
+    });
+    row("  its legitimate calls completed", &|r| {
+        ratio(r.compromised.legit_completed, r.compromised.legit_planned)
+    });
+    row("  fraudulent calls answered (billed)", &|r| {
+        ratio(r.compromised.fraud_answered, r.compromised.fraud_planned)
+    });
+    row("fraudulent INVITEs reaching Kamailio", &|r| {
+        reach(&r.compromised.fraud_reaching_kamailio)
+    });
+    for rule in DENIED_RULES {
+        row(&format!("  {rule} (to deny)"), &|r| {
+            r.compromised
+                .fraud_by_rule
+                .get(rule)
+                .map_or("-".to_string(), reach)
+        });
+    }
+    row("  international (to budget, 3/min)", &|r| {
+        r.compromised
+            .fraud_by_rule
+            .get("international")
+            .map_or("-".to_string(), reach)
+    });
     let class = |r: &LabRun, c: &str| r.kamailio.by_source.get(c).copied().unwrap_or(0);
     row("requests reaching Kamailio", &|r| {
         r.kamailio.requests.to_string()
     });
     row("  from the carrier", &|r| class(r, "carrier").to_string());
     row("  from the phone", &|r| class(r, "phone").to_string());
+    row("  from the compromised phone", &|r| {
+        class(r, "compromised").to_string()
+    });
     row("  from svmap/svwar (trunk)", &|r| {
         class(r, "scanner").to_string()
     });
@@ -125,7 +182,99 @@ pub fn render(runs: &[LabRun]) -> String {
             format!("{} / {}", s.flood_trunk_refused, s.flood_access_refused)
         })
     });
-    let width = 34;
+    // Drops per reason from sipguard's counters (what /metrics serves as sipguard_packets_total),
+    // dropped and would-drop together.
+    let mut reasons: BTreeMap<String, Vec<Option<u64>>> = BTreeMap::new();
+    for (i, run) in runs.iter().enumerate() {
+        let Some(sipguard) = &run.sipguard else {
+            continue;
+        };
+        for (key, packets) in &sipguard.counters {
+            let Some(reason) = key
+                .strip_suffix("/dropped")
+                .or_else(|| key.strip_suffix("/would_drop"))
+            else {
+                continue;
+            };
+            let cells = reasons
+                .entry(reason.to_string())
+                .or_insert_with(|| vec![None; runs.len()]);
+            *cells[i].get_or_insert(0) += packets;
+        }
+    }
+    if !reasons.is_empty() {
+        rows.push((
+            "sipguard drops per zone/reason (pkts)".to_string(),
+            vec![String::new(); runs.len()],
+        ));
+    }
+    for (reason, cells) in &reasons {
+        rows.push((
+            format!("  {reason}"),
+            cells
+                .iter()
+                .zip(runs)
+                .map(|(cell, run)| match (cell, &run.sipguard) {
+                    (_, None) => "-".to_string(),
+                    (None, Some(_)) => "0".to_string(),
+                    (Some(packets), Some(_)) => packets.to_string(),
+                })
+                .collect(),
+        ));
+    }
+    // Drops per reason, rule (when the event log names one) and source, from the drop events:
+    // "events (+ drops of the same sources whose events were suppressed)".
+    let mut rules: BTreeMap<String, Vec<Option<(u64, u64)>>> = BTreeMap::new();
+    for (i, run) in runs.iter().enumerate() {
+        let Some(sipguard) = &run.sipguard else {
+            continue;
+        };
+        for tally in &sipguard.drop_events {
+            let name = match &tally.rule {
+                Some(rule) => format!(
+                    "  {}/{} [{rule}] {}",
+                    tally.zone,
+                    tally.reason,
+                    source_label(&tally.source)
+                ),
+                None => format!(
+                    "  {}/{} {}",
+                    tally.zone,
+                    tally.reason,
+                    source_label(&tally.source)
+                ),
+            };
+            let cells = rules.entry(name).or_insert_with(|| vec![None; runs.len()]);
+            let cell = cells[i].get_or_insert((0, 0));
+            cell.0 += tally.events;
+            cell.1 += tally.suppressed_before;
+        }
+    }
+    if !rules.is_empty() {
+        rows.push((
+            "drop events per reason [rule] source".to_string(),
+            vec![String::new(); runs.len()],
+        ));
+    }
+    for (name, cells) in rules {
+        rows.push((
+            name,
+            cells
+                .iter()
+                .zip(runs)
+                .map(|(cell, run)| match (cell, &run.sipguard) {
+                    (_, None) => "-".to_string(),
+                    (None, Some(_)) => "0".to_string(),
+                    (Some((events, 0)), Some(_)) => events.to_string(),
+                    (Some((events, suppressed)), Some(_)) => format!("{events} (+{suppressed})"),
+                })
+                .collect(),
+        ));
+    }
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.len() + 2)
+        .fold(34, usize::max);
     let column = rows
         .iter()
         .flat_map(|(_, values)| values.iter().map(|v| v.len() + 2))
@@ -145,15 +294,7 @@ pub fn render(runs: &[LabRun]) -> String {
     if let Some(enforce) = runs.iter().find(|r| r.protection == Protection::Enforce)
         && let Some(sipguard) = &enforce.sipguard
     {
-        let _ = writeln!(out, "\nsipguard (enforce) drops by zone/reason:");
-        for (key, packets) in sipguard
-            .counters
-            .iter()
-            .filter(|(k, _)| !k.ends_with("/passed"))
-        {
-            let _ = writeln!(out, "  {key:<44} {packets:>10}");
-        }
-        let _ = writeln!(out, "bans:");
+        let _ = writeln!(out, "\nbans (enforce):");
         for ban in &sipguard.bans {
             let _ = writeln!(
                 out,
@@ -174,6 +315,21 @@ pub fn render(runs: &[LabRun]) -> String {
             sipguard.legit_drop_events,
             sipguard.attacker_requests_after_ban
         );
+        for tally in sipguard
+            .drop_events
+            .iter()
+            .filter(|t| !t.numbers.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "numbers named by {}/{} [{}] drops of the {}: {}",
+                tally.zone,
+                tally.reason,
+                tally.rule.as_deref().unwrap_or("-"),
+                source_label(&tally.source),
+                tally.numbers.iter().cloned().collect::<Vec<_>>().join(" ")
+            );
+        }
         let _ = writeln!(out, "SIPVicious said:");
         for tool in &enforce.tools {
             let _ = writeln!(
@@ -186,6 +342,18 @@ pub fn render(runs: &[LabRun]) -> String {
             out,
             "files: {} (kamailio.err, events.jsonl, sipp *.csv)",
             enforce.work_dir.display()
+        );
+    }
+    for run in runs
+        .iter()
+        .filter(|r| !r.compromised.unmatched_numbers.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "\n{}: INVITEs from the compromised phone with numbers on neither list (as Kamailio \
+             logged them, with packets): {:?}",
+            run.protection.name(),
+            run.compromised.unmatched_numbers
         );
     }
     for run in runs.iter().filter(|r| !r.hints.is_empty()) {
