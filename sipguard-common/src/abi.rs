@@ -583,7 +583,7 @@ pub const PORT_SLOTS: usize = 65536;
 /// destination port (a [`Zone`] as u8; 0 means not a SIP port). One array lookup answers "is this
 /// SIP?".
 ///
-/// 204,208 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
+/// 204,304 bytes (sized at `SG_POLICY` in `sipguard-ebpf/src/maps.rs`, where every map's
 /// sizing is written).
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -656,14 +656,17 @@ pub const fn dest_stat_index(zone: Zone, verdict: u32, country: u16) -> u32 {
         + (country as u32 & (COUNTRY_SLOTS - 1))
 }
 
+/// Length of a rule or signature name (NUL-padded), kept with it for the controller's labels.
+pub const RULE_NAME_LEN: usize = 24;
+
 /// A destination rule as the kernel stores it: the value of a `SG_DEST_*` prefix, and a zone's
 /// default and `unparseable` verdicts.
 ///
 /// ```text
-///  0        1        2      4         6          8
-///  +--------+--------+------+---------+----------+
-///  | action | budget | rule | country | reserved |
-///  +--------+--------+------+---------+----------+
+///  0        1        2      4         6          8      32
+///  +--------+--------+------+---------+----------+------+
+///  | action | budget | rule | country | reserved | name |
+///  +--------+--------+------+---------+----------+------+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -677,6 +680,8 @@ pub struct DestRule {
     /// The destination's country (index into the shipped table, 0: unknown).
     pub country: u16,
     pub _reserved: u16,
+    /// The rule's name (never read by the data plane).
+    pub name: [u8; RULE_NAME_LEN],
 }
 
 /// Capacity of each `SG_DEST_*` trie: prefixes of all zones, rules and country codes together
@@ -720,6 +725,8 @@ pub struct SignatureRule {
     /// Id for counters and events (1-based).
     pub id: u16,
     pub _reserved: u16,
+    /// The signature's name (never read by the data plane).
+    pub name: [u8; RULE_NAME_LEN],
 }
 
 /// Capacity of each `SG_SIGS_*` trie: every signature for both fields.
@@ -740,7 +747,7 @@ pub mod sip_zone_flags {
 /// The SIP rules of one zone.
 ///
 /// ```text
-///  0           32      33         40        48            56
+///  0           32      33         40        72            104
 ///  +-----------+-------+----------+---------+-------------+
 ///  | dial plan | flags | reserved | default | unparseable |
 ///  +-----------+-------+----------+---------+-------------+
@@ -1268,11 +1275,12 @@ const _: () = {
     assert!(core::mem::size_of::<ClassLimits>() == 48);
     assert!(
         core::mem::size_of::<Policy>()
-            == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS + CLASS_SLOTS * 64 + 176
+            == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS + CLASS_SLOTS * 64 + 272
     );
-    assert!(core::mem::size_of::<SipZone>() == 56);
-    assert!(core::mem::size_of::<SipPolicy>() == 176);
-    assert!(core::mem::size_of::<DestRule>() == 8);
+    assert!(core::mem::size_of::<SipZone>() == 104);
+    assert!(core::mem::size_of::<SipPolicy>() == 272);
+    assert!(core::mem::size_of::<DestRule>() == 32);
+    assert!(core::mem::size_of::<SignatureRule>() == 28);
     assert!(core::mem::size_of::<SipSourceState>() == 64);
     assert!(core::mem::size_of::<SourceKey>() == 20);
     assert!(core::mem::size_of::<SourceState>() == 32);

@@ -31,7 +31,7 @@ pub(crate) static META: Array<Meta> = Array::with_max_entries(1, 0);
 pub(crate) static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Settings, classes, the zone of every UDP/TCP/SCTP port, method budgets and SIP rules, per
-/// generation: 2 x (256 + 64 x 48 + 3 x 65,536 + 64 x 64 + 176) = 2 x 204,208 bytes.
+/// generation: 2 x (256 + 64 x 48 + 3 x 65,536 + 64 x 64 + 272) = 2 x 204,304 bytes.
 #[map(name = "SG_POLICY")]
 pub(crate) static POLICY: Array<Policy> = Array::with_max_entries(GENERATIONS, 0);
 
@@ -160,7 +160,7 @@ pub(crate) struct SipScratch {
 pub(crate) static SIP_BUFFER: PerCpuArray<SipScratch> = PerCpuArray::with_max_entries(1, 0);
 
 // Scanner signatures per generation: both fields of up to 64 signatures, 128 entries of about
-// 100 bytes, allocated on demand.
+// 130 bytes, allocated on demand.
 #[map(name = "SG_SIGS_0")]
 pub(crate) static SIGNATURES_0: LpmTrie<SignatureData, SignatureRule> =
     LpmTrie::with_max_entries(MAX_SIGNATURE_ENTRIES, 0);
@@ -169,7 +169,7 @@ pub(crate) static SIGNATURES_1: LpmTrie<SignatureData, SignatureRule> =
     LpmTrie::with_max_entries(MAX_SIGNATURE_ENTRIES, 0);
 
 // Destination prefixes per generation (rules and country codes of both zones, as BCD nibbles):
-// up to 65,536 entries of about 80 bytes, allocated on demand (a few hundred in practice).
+// up to 65,536 entries of about 100 bytes, allocated on demand (a few hundred in practice).
 #[map(name = "SG_DEST_0")]
 pub(crate) static DESTINATIONS_0: LpmTrie<DestData, DestRule> =
     LpmTrie::with_max_entries(MAX_DEST_PREFIXES, 0);

@@ -313,8 +313,8 @@ fn match_signature(
         )
     {
         key.prefix_len = bits;
-        if let Some(rule) = view.signature(key) {
-            return Some(rule.id);
+        if let Some(id) = view.signature(key) {
+            return Some(id);
         }
     }
     if headers.from != 0
@@ -326,8 +326,8 @@ fn match_signature(
         )
     {
         key.prefix_len = bits;
-        if let Some(rule) = view.signature(key) {
-            return Some(rule.id);
+        if let Some(id) = view.signature(key) {
+            return Some(id);
         }
     }
     None

@@ -166,11 +166,12 @@ impl MapView {
 
     /// The longest scanner signature the key starts with.
     #[inline(always)]
-    pub(crate) fn signature(&self, key: &Key<SignatureData>) -> Option<SignatureRule> {
-        match self.generation {
-            0 => own_site::<13, _>(SIGNATURES_0.get(key)).copied(),
-            _ => own_site::<14, _>(SIGNATURES_1.get(key)).copied(),
-        }
+    pub(crate) fn signature(&self, key: &Key<SignatureData>) -> Option<u16> {
+        let rule: Option<&SignatureRule> = match self.generation {
+            0 => own_site::<13, _>(SIGNATURES_0.get(key)),
+            _ => own_site::<14, _>(SIGNATURES_1.get(key)),
+        };
+        rule.map(|rule| rule.id)
     }
 
     /// The destination rule of the longest prefix of a number's key.

@@ -19,7 +19,7 @@ use sipguard_common::{
 
 use crate::{
     live::{cpus, source_addr},
-    policy::{Policy, Ports, Prefix, Tables, class_name, prefilter},
+    policy::{Policy, Ports, Prefix, Tables, class_name, prefilter, sip_tables::SipIds},
     state::{List, LiveState, Prefilter, StateError},
     time::now_unix,
 };
@@ -96,12 +96,18 @@ pub fn apply(
         .filter(|class| !policy.classes.contains_key(class))
         .collect();
     let now = now_unix();
+    let sip_ids = SipIds::of(
+        &state.signatures(active)?,
+        &state.destinations(active)?,
+        &current.sip,
+    );
     let mut tables = Tables::compile(
         policy,
         running_mode,
         &runtime_allow,
         &runtime_deny,
         now as u32,
+        &sip_ids,
     );
     if let Some(mode) = mode {
         tables.mode = mode;
@@ -113,6 +119,7 @@ pub fn apply(
     wait_for_inflight_packets();
     state.sync_rules(next, List::Allow, &tables.allow)?;
     state.sync_rules(next, List::Deny, &tables.deny)?;
+    state.sync_sip(next, &tables.sip)?;
     for (list, rules) in [(List::Allow, &tables.allow), (List::Deny, &tables.deny)] {
         for bitmap in Prefilter::of(list) {
             let covered = rules.keys().filter(|prefix| bitmap.covers(prefix));

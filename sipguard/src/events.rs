@@ -37,6 +37,65 @@ pub struct EventRecord {
     pub sip_method: Option<String>,
     /// Drops of this source that got no event since its previous one (event budget spent).
     pub suppressed_before: u32,
+    /// The scanner signature (reason `scanner`) or destination rule (`destination_*`) that
+    /// decided; `#<id>` when its name was not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The normalised number (E.164 digits) of an INVITE the destination firewall dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+}
+
+/// Names of signature and rule ids, read from the generation in force and read again when an
+/// event names an id it does not know (after an `apply`).
+#[derive(Debug, Default)]
+pub struct RuleNames {
+    target: Option<crate::state::Target>,
+    signatures: std::collections::BTreeMap<u16, String>,
+    rules: std::collections::BTreeMap<u16, String>,
+}
+
+impl RuleNames {
+    pub fn new(target: crate::state::Target) -> RuleNames {
+        RuleNames {
+            target: Some(target),
+            ..RuleNames::default()
+        }
+    }
+
+    /// Replaces `#<id>` in the record's `rule` by the name.
+    pub fn name(&mut self, record: &mut EventRecord) {
+        let Some(id) = record
+            .rule
+            .as_deref()
+            .and_then(|rule| rule.strip_prefix('#'))
+            .and_then(|id| id.parse::<u16>().ok())
+        else {
+            return;
+        };
+        let scanner = record.reason == Reason::Scanner.name();
+        let known = |names: &RuleNames| {
+            let table = if scanner {
+                &names.signatures
+            } else {
+                &names.rules
+            };
+            table.get(&id).cloned()
+        };
+        let mut name = known(self);
+        if name.is_none()
+            && let Some(target) = &self.target
+            && let Ok(state) = crate::state::State::open(target)
+            && let Ok((signatures, rules)) = crate::sip_stats::names_by_id(&state)
+        {
+            self.signatures = signatures;
+            self.rules = rules;
+            name = known(self);
+        }
+        if let Some(name) = name {
+            record.rule = Some(name);
+        }
+    }
 }
 
 fn address(family: u8, bytes: &[u8; 16]) -> Option<IpAddr> {
@@ -84,6 +143,9 @@ impl EventRecord {
             length: event.packet_len,
             sip_method: (method != SipMethod::Unknown).then(|| method.token().to_string()),
             suppressed_before: event.suppressed,
+            rule: (event.rule != 0).then(|| format!("#{}", event.rule)),
+            number: (event.number.len > 0)
+                .then(|| String::from_utf8_lossy(event.number.as_bytes()).into_owned()),
         })
     }
 
@@ -107,6 +169,12 @@ impl EventRecord {
         );
         if let Some(method) = &self.sip_method {
             line.push_str(&format!(" {method}"));
+        }
+        if let Some(rule) = &self.rule {
+            line.push_str(&format!(" [{rule}]"));
+        }
+        if let Some(number) = &self.number {
+            line.push_str(&format!(" +{number}"));
         }
         if !self.vlan.is_empty() {
             line.push_str(&format!(" vlan {:?}", self.vlan));

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod pins;
 pub mod policy;
 pub mod report;
+pub mod sip_stats;
 pub mod state;
 mod sys;
 pub mod time;

@@ -10,13 +10,18 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, MapFd, PerCpuArray, lpm_trie::Key,
 };
 use sipguard_common::abi::{
-    self, Ban, COUNTER_SLOTS, Counter, FragKey, FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, Meta,
-    PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS, PREFILTER_DENY, PrefilterChunk,
-    RuleValue, SipMethod, SourceKey, SourceState, Zone, event_stat, map_name, method_index,
-    prefilter_index,
+    self, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, FragKey, FragVerdict,
+    GENERATIONS, Ipv4Data, Ipv6Data, Meta, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS,
+    PREFILTER_DENY, PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_ZONES,
+    SignatureData, SignatureRule, SipMethod, SourceKey, SourceState, Zone, dest_verdict,
+    event_stat, map_name, method_index, prefilter_index,
 };
 
-use crate::policy::{Prefix, zeroed_policy};
+use crate::policy::{
+    Prefix,
+    sip_tables::{SipTables, TrieKey},
+    zeroed_policy,
+};
 
 pub use crate::pins::{DEFAULT_PIN_ROOT, Lock, Target, ensure_bpffs};
 
@@ -222,6 +227,44 @@ impl LiveState {
         Ok(())
     }
 
+    /// Makes a generation's signature and destination tries equal to the compiled ones.
+    pub fn sync_sip(&mut self, generation: u32, tables: &SipTables) -> Result<(), StateError> {
+        let g = generation as usize & 1;
+        let current = self.signatures(generation)?;
+        for key in current
+            .keys()
+            .filter(|key| !tables.signatures.contains_key(key))
+        {
+            self.state.signatures[g]
+                .remove(&Key::new(key.0, key.1))
+                .map_err(map_err("remove from SG_SIGS"))?;
+        }
+        for (key, value) in &tables.signatures {
+            if current.get(key) != Some(value) {
+                self.state.signatures[g]
+                    .insert(&Key::new(key.0, key.1), value, 0)
+                    .map_err(map_err("insert into SG_SIGS"))?;
+            }
+        }
+        let current = self.destinations(generation)?;
+        for key in current
+            .keys()
+            .filter(|key| !tables.destinations.contains_key(key))
+        {
+            self.state.destinations[g]
+                .remove(&Key::new(key.0, key.1))
+                .map_err(map_err("remove from SG_DEST"))?;
+        }
+        for (key, value) in &tables.destinations {
+            if current.get(key) != Some(value) {
+                self.state.destinations[g]
+                    .insert(&Key::new(key.0, key.1), value, 0)
+                    .map_err(map_err("insert into SG_DEST"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the bans that expired by `now_ns` (boot time). The data plane removes a ban only
     /// when its source sends again, so without this a table of one-off scanners fills up and
     /// refuses new bans. Each entry is read again just before its removal, so a ban the data
@@ -407,6 +450,11 @@ pub struct State {
     methods: PerCpuArray<MapData, u64>,
     frags: HashMap<MapData, FragKey, FragVerdict>,
     prefilter: Array<MapData, PrefilterChunk>,
+    signatures: [LpmTrie<MapData, SignatureData, SignatureRule>; 2],
+    destinations: [LpmTrie<MapData, DestData, DestRule>; 2],
+    signature_hits: PerCpuArray<MapData, u64>,
+    rule_hits: PerCpuArray<MapData, u64>,
+    destination_stats: PerCpuArray<MapData, u64>,
 }
 
 /// Event and table accounting summed over CPUs.
@@ -512,7 +560,82 @@ impl State {
             methods: open_pinned(&pin(map_name::METHODS))?,
             frags: open_pinned(&pin(map_name::FRAGS))?,
             prefilter: open_pinned(&pin(map_name::PREFILTER))?,
+            signatures: [
+                open_pinned(&pin(map_name::SIGNATURES[0]))?,
+                open_pinned(&pin(map_name::SIGNATURES[1]))?,
+            ],
+            destinations: [
+                open_pinned(&pin(map_name::DESTINATIONS[0]))?,
+                open_pinned(&pin(map_name::DESTINATIONS[1]))?,
+            ],
+            signature_hits: open_pinned(&pin(map_name::SIGNATURE_HITS))?,
+            rule_hits: open_pinned(&pin(map_name::RULE_HITS))?,
+            destination_stats: open_pinned(&pin(map_name::DESTINATION_STATS))?,
         })
+    }
+
+    /// The scanner signatures of a generation, by trie key.
+    pub fn signatures(
+        &self,
+        generation: u32,
+    ) -> Result<BTreeMap<TrieKey<SignatureData>, SignatureRule>, StateError> {
+        let mut entries = BTreeMap::new();
+        for entry in &self.signatures[generation as usize & 1] {
+            let (key, value) = entry.map_err(map_err("read SG_SIGS"))?;
+            entries.insert((key.prefix_len(), key.data()), value);
+        }
+        Ok(entries)
+    }
+
+    /// The destination prefixes of a generation, by trie key.
+    pub fn destinations(
+        &self,
+        generation: u32,
+    ) -> Result<BTreeMap<TrieKey<DestData>, DestRule>, StateError> {
+        let mut entries = BTreeMap::new();
+        for entry in &self.destinations[generation as usize & 1] {
+            let (key, value) = entry.map_err(map_err("read SG_DEST"))?;
+            entries.insert((key.prefix_len(), key.data()), value);
+        }
+        Ok(entries)
+    }
+
+    /// Per-CPU counters summed, one per slot.
+    fn summed(
+        map: &PerCpuArray<MapData, u64>,
+        slots: u32,
+        what: &str,
+    ) -> Result<Vec<u64>, StateError> {
+        (0..slots)
+            .map(|slot| {
+                map.get(&slot, 0)
+                    .map(|values| values.iter().sum())
+                    .map_err(map_err(format!("read {what}")))
+            })
+            .collect()
+    }
+
+    /// Matches per signature id.
+    pub fn signature_hits(&self) -> Result<Vec<u64>, StateError> {
+        Self::summed(
+            &self.signature_hits,
+            SIGNATURE_SLOTS,
+            map_name::SIGNATURE_HITS,
+        )
+    }
+
+    /// INVITEs per destination rule id.
+    pub fn rule_hits(&self) -> Result<Vec<u64>, StateError> {
+        Self::summed(&self.rule_hits, RULE_SLOTS, map_name::RULE_HITS)
+    }
+
+    /// INVITEs by zone, verdict and country (`abi::dest_stat_index`).
+    pub fn destination_stats(&self) -> Result<Vec<u64>, StateError> {
+        Self::summed(
+            &self.destination_stats,
+            SIP_ZONES * dest_verdict::SLOTS * COUNTRY_SLOTS,
+            map_name::DESTINATION_STATS,
+        )
     }
 
     pub fn meta(&self) -> Result<Meta, StateError> {

@@ -155,9 +155,13 @@ pub fn drain_events(target: &Target) -> Vec<sipguard::events::EventRecord> {
     let data = MapData::from_pin(&pin).expect("open the event ring");
     let mut ring = RingBuf::try_from(Map::from_map_data(data).expect("map")).expect("ring");
     let clock = sipguard::time::Clock::now();
+    let mut names = sipguard::events::RuleNames::new(target.clone());
     let mut events = Vec::new();
     while let Some(item) = ring.next() {
-        if let Some(event) = sipguard::events::EventRecord::decode(&item, &target.label(), &clock) {
+        if let Some(mut event) =
+            sipguard::events::EventRecord::decode(&item, &target.label(), &clock)
+        {
+            names.name(&mut event);
             events.push(event);
         }
     }

@@ -33,7 +33,14 @@ pub struct Model {
 
 impl Model {
     pub fn new(policy: &Policy) -> Model {
-        let tables = Tables::compile(policy, Mode::Enforce, &BTreeMap::new(), &BTreeMap::new(), 0);
+        let tables = Tables::compile(
+            policy,
+            Mode::Enforce,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            0,
+            &sipguard::policy::sip_tables::SipIds::default(),
+        );
         let value = tables.policy_value(sipguard::policy::zeroed_policy().header, 1);
         Model {
             tables,

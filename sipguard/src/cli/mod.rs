@@ -6,6 +6,7 @@ mod bans;
 mod check;
 pub mod client;
 mod detach;
+mod dial;
 mod events;
 mod limits;
 mod lists;
@@ -58,6 +59,7 @@ pub enum Command {
     Detach(detach::Args),
     Apply(apply::Args),
     Check(check::Args),
+    Dial(dial::Args),
     /// Show, add or remove allowlist entries on the running filter.
     Allow(lists::Args),
     /// Show, add or remove denylist entries on the running filter.
@@ -86,6 +88,7 @@ impl Cli {
             Command::Detach(args) => detach::run(&global, args),
             Command::Apply(args) => apply::run(&global, args),
             Command::Check(args) => check::run(args),
+            Command::Dial(args) => dial::run(&global, args),
             Command::Allow(args) => lists::run(&global, crate::state::List::Allow, args),
             Command::Deny(args) => lists::run(&global, crate::state::List::Deny, args),
             Command::Mode(args) => mode::run(&global, args),

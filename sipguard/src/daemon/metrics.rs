@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::{
     report::{Stats, Status},
+    sip_stats::SipStats,
     state::{List, State, Target},
     time::boot_now_ns,
 };
@@ -79,6 +80,9 @@ struct Scrape {
     would_bans_active: Samples,
     insert_failures: Samples,
     sip_requests: Samples,
+    destination_invites: Samples,
+    signature_matches: Samples,
+    rule_invites: Samples,
     tail_call_failures: Samples,
     map_entries: Samples,
     map_capacity: Samples,
@@ -139,6 +143,29 @@ impl SipguardCollector {
                 ],
                 count as f64,
             ));
+        }
+        let sip = SipStats::read(&state)?;
+        for (zone, verdict, country, count) in &sip.destinations {
+            scrape.destination_invites.push((
+                vec![
+                    label(),
+                    ("zone", (*zone).into()),
+                    ("verdict", (*verdict).into()),
+                    ("country", (*country).into()),
+                ],
+                *count as f64,
+            ));
+        }
+        for (signature, count) in &sip.signatures {
+            scrape.signature_matches.push((
+                vec![label(), ("signature", signature.clone())],
+                *count as f64,
+            ));
+        }
+        for (rule, count) in &sip.rules {
+            scrape
+                .rule_invites
+                .push((vec![label(), ("rule", rule.clone())], *count as f64));
         }
         for (map, failures) in events.insert_failures.by_map() {
             scrape
@@ -317,6 +344,27 @@ impl Collector for SipguardCollector {
             "Messages the SIP stage saw in zones that count methods (count_methods), by zone and method (other: no method readable).",
             Counter,
             &scrape.sip_requests,
+        )?;
+        family(
+            e,
+            "sipguard_destination_invites",
+            "INVITEs the destination firewall judged, by zone, verdict (allowed, denied, rate_limited, unparseable) and destination country (ISO 3166; XX: non-geographic, ZZ: unknown).",
+            Counter,
+            &scrape.destination_invites,
+        )?;
+        family(
+            e,
+            "sipguard_destination_rule_invites",
+            "INVITEs by the destination rule that decided (<zone>-default: no rule; <zone>-unparseable: no number).",
+            Counter,
+            &scrape.rule_invites,
+        )?;
+        family(
+            e,
+            "sipguard_signature_matches",
+            "Requests whose User-Agent or From display name matched a scanner signature, by signature.",
+            Counter,
+            &scrape.signature_matches,
         )?;
         family(
             e,

@@ -39,7 +39,7 @@ use self::{
     top::{Offender, TopSources},
 };
 use crate::{
-    events::{Clock, EventRecord},
+    events::{Clock, EventRecord, RuleNames},
     state::{LiveState, Lock, State, Target},
     time::boot_now_ns,
 };
@@ -230,7 +230,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
         let ring = open_ring(target)?;
         let written = counters.clone();
         tasks.spawn(drain(
-            target.label(),
+            target.clone(),
             ring,
             shared.clone(),
             sink.clone(),
@@ -273,19 +273,22 @@ fn open_ring(target: &Target) -> Result<AsyncFd<RingBuf<MapData>>> {
 }
 
 async fn drain(
-    label: String,
+    target: Target,
     mut ring: AsyncFd<RingBuf<MapData>>,
     shared: Arc<Shared>,
     sink: Arc<Mutex<Sink>>,
     counters: Arc<DaemonCounters>,
 ) -> Result<()> {
+    let label = target.label();
+    let mut names = RuleNames::new(target);
     let mut clock = Clock::now();
     let mut batches = 0u64;
     loop {
         let mut guard = ring.readable_mut().await?;
         let mut batch = Vec::new();
         while let Some(item) = guard.get_inner_mut().next() {
-            if let Some(event) = EventRecord::decode(&item, &label, &clock) {
+            if let Some(mut event) = EventRecord::decode(&item, &label, &clock) {
+                names.name(&mut event);
                 batch.push(event);
             }
         }

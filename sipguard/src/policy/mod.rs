@@ -6,6 +6,7 @@
 
 mod file;
 pub mod sip;
+pub mod sip_tables;
 mod tables;
 
 use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};

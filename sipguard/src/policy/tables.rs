@@ -18,7 +18,10 @@ use sipguard_common::{
     parse::Transport,
 };
 
-use super::{BanSettings, Budget, DEFAULT_NEW_SOURCES, EventSettings, Policy, Ports};
+use super::{
+    BanSettings, Budget, DEFAULT_NEW_SOURCES, EventSettings, Policy, Ports,
+    sip_tables::{SipIds, SipTables, compile_sip},
+};
 
 /// A prefix as the kernel tries hold it: length and network-order address bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +94,8 @@ pub struct Tables {
     pub events: EventSettings,
     pub allow: BTreeMap<Prefix, RuleValue>,
     pub deny: BTreeMap<Prefix, RuleValue>,
+    /// Method budgets, scanner signatures, destination rules.
+    pub sip: SipTables,
 }
 
 impl fmt::Debug for Tables {
@@ -115,6 +120,7 @@ impl Tables {
         runtime_allow: &BTreeMap<Prefix, (RuleValue, Option<String>)>,
         runtime_deny: &BTreeMap<Prefix, RuleValue>,
         now_unix: u32,
+        sip_ids: &SipIds,
     ) -> Tables {
         let mut udp_zone = vec![Zone::None as u8; PORT_SLOTS];
         let mut tcp_zone = vec![Zone::None as u8; PORT_SLOTS];
@@ -183,6 +189,20 @@ impl Tables {
             .access
             .as_ref()
             .map_or(0, |access| class_id(&Some(access.class.clone())));
+        let class_names: Vec<String> = classes.iter().map(|(name, _)| name.clone()).collect();
+        let sip = compile_sip(
+            &policy.sip,
+            &class_names,
+            [
+                (Zone::Trunk, !policy.trunk.is_empty()),
+                (
+                    Zone::Access,
+                    policy.access.as_ref().is_some_and(|a| !a.ports.is_empty()),
+                ),
+            ],
+            sip_ids,
+        );
+        sip_flags |= sip.flags;
         Tables {
             mode: policy.mode.unwrap_or(running_mode),
             fragments: policy.fragments,
@@ -201,6 +221,7 @@ impl Tables {
             events: policy.events,
             allow,
             deny,
+            sip,
         }
     }
 
@@ -234,6 +255,10 @@ impl Tables {
         for (slot, (name, budget)) in value.classes.iter_mut().zip(&self.classes).skip(1) {
             *slot = class_limits(name, *budget);
         }
+        for (slot, budgets) in value.class_methods.iter_mut().zip(&self.sip.class_methods) {
+            *slot = *budgets;
+        }
+        value.sip = self.sip.sip;
         value.udp_zone.copy_from_slice(&self.udp_zone);
         value.tcp_zone.copy_from_slice(&self.tcp_zone);
         value.sctp_zone.copy_from_slice(&self.sctp_zone);
@@ -441,7 +466,14 @@ mod tests {
             (shared, (runtime_value, None)),
         ]
         .into();
-        let tables = Tables::compile(&policy, Mode::Monitor, &runtime, &BTreeMap::new(), 100);
+        let tables = Tables::compile(
+            &policy,
+            Mode::Monitor,
+            &runtime,
+            &BTreeMap::new(),
+            100,
+            &SipIds::default(),
+        );
         assert_eq!(
             tables.mode,
             Mode::Monitor,

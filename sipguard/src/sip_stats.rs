@@ -1,0 +1,93 @@
+//! What the SIP stages counted: INVITEs by zone, verdict and destination country; matches per
+//! scanner signature; INVITEs per destination rule. Ids are turned into names with the tries
+//! of the generation in force.
+
+use std::collections::BTreeMap;
+
+use sipguard_common::abi::{COUNTRY_SLOTS, Zone, dest_stat_index, dest_verdict};
+
+use crate::{
+    countries,
+    policy::sip_tables::SipIds,
+    state::{State, StateError},
+};
+
+/// Non-zero counts only.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SipStats {
+    /// (zone, verdict, country label, INVITEs).
+    pub destinations: Vec<(&'static str, &'static str, &'static str, u64)>,
+    /// (signature name, matches).
+    pub signatures: Vec<(String, u64)>,
+    /// (rule name, INVITEs).
+    pub rules: Vec<(String, u64)>,
+}
+
+impl SipStats {
+    pub fn read(state: &State) -> Result<SipStats, StateError> {
+        let mut stats = SipStats::default();
+        let counts = state.destination_stats()?;
+        for zone in [Zone::Trunk, Zone::Access] {
+            for (verdict, name) in dest_verdict::NAMES.iter().enumerate() {
+                for country in 0..COUNTRY_SLOTS as u16 {
+                    let count = counts
+                        .get(dest_stat_index(zone, verdict as u32, country) as usize)
+                        .copied()
+                        .unwrap_or(0);
+                    if count > 0 {
+                        stats.destinations.push((
+                            zone.name(),
+                            name,
+                            countries::label(usize::from(country)),
+                            count,
+                        ));
+                    }
+                }
+            }
+        }
+        let signature_hits = state.signature_hits()?;
+        let rule_hits = state.rule_hits()?;
+        if signature_hits.iter().all(|n| *n == 0) && rule_hits.iter().all(|n| *n == 0) {
+            return Ok(stats);
+        }
+        let generation = state.active_generation()?;
+        let policy = state.policy(generation)?;
+        let ids = SipIds::of(
+            &state.signatures(generation)?,
+            &state.destinations(generation)?,
+            &policy.sip,
+        );
+        let names = |by_name: &BTreeMap<String, u16>, hits: &[u64]| -> Vec<(String, u64)> {
+            let by_id: BTreeMap<u16, &String> = by_name.iter().map(|(n, id)| (*id, n)).collect();
+            hits.iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(|(id, count)| {
+                    let name = by_id
+                        .get(&(id as u16))
+                        .map_or_else(|| format!("id-{id}"), |name| (*name).clone());
+                    (name, *count)
+                })
+                .collect()
+        };
+        stats.signatures = names(&ids.signatures, &signature_hits);
+        stats.rules = names(&ids.rules, &rule_hits);
+        Ok(stats)
+    }
+}
+
+/// The name of a signature or rule id in a generation's tries (for events).
+pub fn names_by_id(
+    state: &State,
+) -> Result<(BTreeMap<u16, String>, BTreeMap<u16, String>), StateError> {
+    let generation = state.active_generation()?;
+    let policy = state.policy(generation)?;
+    let ids = SipIds::of(
+        &state.signatures(generation)?,
+        &state.destinations(generation)?,
+        &policy.sip,
+    );
+    let invert =
+        |by_name: BTreeMap<String, u16>| by_name.into_iter().map(|(n, id)| (id, n)).collect();
+    Ok((invert(ids.signatures), invert(ids.rules)))
+}
