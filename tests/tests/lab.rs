@@ -100,7 +100,7 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
         enforce.phone_calls
     );
     compromised_phone_calls_normally(&enforce);
-    // TODO(lead): once destination rules land (tests/src/sip_lab/assets/policy-sip-rules.toml.txt
+    // TODO(lead): once destination rules land (tests/src/sip_lab/assets/policy.toml
     // pasted into policy.toml), assert here that no fraudulent INVITE to a denied destination
     // reaches Kamailio in enforce, and that the UK calls are held to their budget:
     //   assert_eq!(enforce.compromised.denied_reaching_kamailio().attempts, 0);

@@ -21,7 +21,7 @@ use sipguard_common::{
         signature_field, sip_zone_flags,
     },
     budget::Gcra,
-    dial::{DialPlan, DigitPrefix, Number},
+    dial::{DialPlan, Dialled, DigitPrefix, Number, dialled},
     sip::destination_key,
 };
 
@@ -382,6 +382,87 @@ pub fn describe_budget(budget: &RequestBudget) -> String {
         _ => format!("{:?}", budget.per),
     };
     format!("{}/{} burst {}", budget.count, per, budget.burst)
+}
+
+/// What the destination firewall does with one number.
+#[derive(Debug, serde::Serialize)]
+pub struct DialVerdict {
+    pub zone: &'static str,
+    pub uri: String,
+    /// E.164 digits; absent when the URI holds no number.
+    pub normalised: Option<String>,
+    pub country: Option<&'static str>,
+    pub rule: String,
+    /// `allow`, `deny`, or `budget NAME` (`budget #N` when only the slot is known).
+    pub action: String,
+}
+
+/// Judges a number as the data plane would: the same parser, the same longest match.
+pub fn judge_number(
+    zone: Zone,
+    number: &str,
+    rules: &SipZone,
+    trie: &BTreeMap<TrieKey<DestData>, DestRule>,
+    budgets: &[String],
+) -> DialVerdict {
+    let compact: String = number.chars().filter(|c| !c.is_whitespace()).collect();
+    let lower = compact.to_ascii_lowercase();
+    let uri = if ["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| lower.starts_with(s))
+    {
+        compact
+    } else {
+        format!("tel:{compact}")
+    };
+    let bytes = uri.as_bytes();
+    let (normalised, rule) = match dialled(&bytes, 0, &rules.dial_plan) {
+        Dialled::Number(number) => {
+            let mut data = DestData::default();
+            let bits = destination_key(zone as u8, &number, &mut data);
+            let rule = longest_match(trie, bits, &data).unwrap_or(rules.default);
+            (
+                Some(String::from_utf8_lossy(number.as_bytes()).into_owned()),
+                rule,
+            )
+        }
+        Dialled::Unparseable => (None, rules.unparseable),
+    };
+    DialVerdict {
+        zone: zone.name(),
+        uri,
+        country: normalised
+            .as_deref()
+            .and_then(countries::country_of)
+            .map(|(_, country)| country.iso),
+        normalised,
+        rule: rule_name(&rule.name),
+        action: match rule.action {
+            dest_action::DENY => "deny".to_string(),
+            dest_action::BUDGET => match budgets.get(usize::from(rule.budget)) {
+                Some(name) => format!("budget {name}"),
+                None => format!("budget #{}", rule.budget),
+            },
+            _ => "allow".to_string(),
+        },
+    }
+}
+
+/// The trie entry of the longest prefix of a key, like the kernel's lookup.
+fn longest_match(
+    trie: &BTreeMap<TrieKey<DestData>, DestRule>,
+    bits: u32,
+    data: &DestData,
+) -> Option<DestRule> {
+    let digits = (bits - 8) / 4;
+    (0..=digits).rev().find_map(|len| {
+        let mut prefix = *data;
+        for index in len as usize..(prefix.len() - 1) * 2 {
+            let byte = &mut prefix[1 + index / 2];
+            *byte &= if index % 2 == 0 { 0x0f } else { 0xf0 };
+        }
+        trie.get(&(8 + 4 * len, prefix)).copied()
+    })
 }
 
 #[cfg(test)]

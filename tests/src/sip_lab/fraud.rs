@@ -37,8 +37,8 @@ pub struct Dial {
     /// The request URI's user part (the number as dialled), or a `tel:` URI's number.
     pub user: &'static str,
     pub tel: bool,
-    /// The destination rule of the intended policy that should stop it
-    /// (assets/policy-sip-rules.toml.txt), or `None` for a legitimate call.
+    /// The destination rule of the lab policy (assets/policy.toml) that should stop it, or
+    /// `None` for a legitimate call.
     pub rule: Option<&'static str>,
     pub what: &'static str,
 }
@@ -408,14 +408,40 @@ mod tests {
     }
 
     #[test]
-    fn the_intended_policy_names_every_rule_and_number() {
-        let policy = include_str!("assets/policy-sip-rules.toml.txt");
-        for dial in FRAUD {
-            let rule = dial.rule.unwrap();
-            assert!(policy.contains(&format!("name = \"{rule}\"")), "{rule}");
-        }
+    fn the_lab_policy_sends_every_number_to_its_rule() {
+        use sipguard::policy::{
+            Policy, Tables,
+            sip_tables::{SipIds, judge_number},
+        };
+        use sipguard_common::abi::{Mode, Zone};
+        let policy = Policy::parse(include_str!("assets/policy.toml"), "policy.toml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tables = Tables::compile(
+            &policy,
+            Mode::Enforce,
+            &Default::default(),
+            &Default::default(),
+            0,
+            &SipIds::default(),
+        );
+        let zone = tables.sip.sip.zones[Zone::Access as usize - 1];
+        let budgets: Vec<String> = policy.sip.destination_budgets.keys().cloned().collect();
         for dial in plan() {
-            assert!(policy.contains(dial.user), "{} not listed", dial.user);
+            let verdict = judge_number(
+                Zone::Access,
+                &dial.uri(),
+                &zone,
+                &tables.sip.destinations,
+                &budgets,
+            );
+            let expected = dial.rule.unwrap_or("access-default");
+            assert_eq!(verdict.rule, expected, "{} ({})", dial.user, dial.what);
+            let action = match dial.rule {
+                None => "allow",
+                Some("international") => "budget international",
+                Some(_) => "deny",
+            };
+            assert_eq!(verdict.action, action, "{}", dial.user);
         }
     }
 
