@@ -3,7 +3,18 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use sipguard_common::abi::{RULE_SLOTS, SIGNATURE_SLOTS};
+
 use super::Location;
+
+/// Scanner signatures in force at most, the shipped ones included (the kernel's ids 1..=63).
+pub const MAX_SIGNATURES: usize = SIGNATURE_SLOTS as usize - 1;
+/// Destination rules at most (the kernel's ids 1..=255), counting the default and the
+/// `unparseable` verdict of each zone with destination rules, which take an id each.
+pub const MAX_DESTINATION_RULES: usize = RULE_SLOTS as usize - 1;
+/// Destination prefixes of all rules together at most. The kernel's trie
+/// (`abi::MAX_DEST_PREFIXES`, 65,536) also holds the E.164 country codes of each zone.
+pub const MAX_DESTINATION_PREFIXES: usize = 65_000;
 
 /// Requests of one method per source: `count` per `per`, `burst` back to back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,11 +18,14 @@ pub(super) struct PolicyDoc {
     pub(super) bans: Option<BansDoc>,
     pub(super) events: Option<EventsDoc>,
     #[serde(default)]
-    pub(super) classes: BTreeMap<String, Spanned<BudgetDoc>>,
+    pub(super) classes: BTreeMap<String, Spanned<ClassDoc>>,
     #[serde(default)]
     pub(super) allow: Vec<ListDoc>,
     #[serde(default)]
     pub(super) deny: Vec<ListDoc>,
+    pub(super) scanners: Option<ScannersDoc>,
+    #[serde(default)]
+    pub(super) destination_budgets: BTreeMap<String, Spanned<RequestBudgetDoc>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -70,6 +73,9 @@ pub(super) struct PortsDoc {
     pub(super) sctp: Vec<Spanned<u16>>,
     #[serde(default)]
     pub(super) count_methods: bool,
+    pub(super) dialplan: Option<Spanned<DialPlanDoc>>,
+    #[serde(default)]
+    pub(super) destinations: Vec<Spanned<DestinationDoc>>,
 }
 
 #[derive(Deserialize)]
@@ -85,12 +91,52 @@ pub(super) struct AccessDoc {
     pub(super) count_methods: bool,
     pub(super) class: Option<Spanned<String>>,
     pub(super) new_sources: Option<Spanned<BudgetDoc>>,
+    pub(super) dialplan: Option<Spanned<DialPlanDoc>>,
+    #[serde(default)]
+    pub(super) destinations: Vec<Spanned<DestinationDoc>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BudgetDoc {
     pub(super) rate: u32,
+    pub(super) burst: Option<u32>,
+}
+
+/// A `[classes]` entry: a packet budget, and request budgets by method (which only classes
+/// have: `new_sources` and `[events]` refuse `methods`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClassDoc {
+    pub(super) rate: u32,
+    pub(super) burst: Option<u32>,
+    pub(super) methods: Option<MethodsDoc>,
+}
+
+impl ClassDoc {
+    pub(super) fn budget(&self) -> BudgetDoc {
+        BudgetDoc {
+            rate: self.rate,
+            burst: self.burst,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MethodsDoc {
+    pub(super) register: Option<Spanned<RequestBudgetDoc>>,
+    pub(super) invite: Option<Spanned<RequestBudgetDoc>>,
+    pub(super) options: Option<Spanned<RequestBudgetDoc>>,
+    pub(super) other: Option<Spanned<RequestBudgetDoc>>,
+}
+
+/// `rate` requests per `per` (default one second), `burst` back to back (default the rate).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RequestBudgetDoc {
+    pub(super) rate: u32,
+    pub(super) per: Option<Spanned<DurationDoc>>,
     pub(super) burst: Option<u32>,
 }
 
@@ -126,4 +172,75 @@ pub(super) struct ListDoc {
     pub(super) cidrs: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) files: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ScannersDoc {
+    #[serde(default = "yes")]
+    pub(super) builtin: bool,
+    #[serde(default)]
+    pub(super) exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) ban: bool,
+    #[serde(default)]
+    pub(super) allowlisted: bool,
+    pub(super) zones: Option<Vec<ZoneSetting>>,
+    #[serde(default)]
+    pub(super) signature: Vec<SignatureDoc>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum ZoneSetting {
+    Trunk,
+    Access,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SignatureDoc {
+    pub(super) name: Spanned<String>,
+    pub(super) prefix: Spanned<String>,
+    #[serde(default)]
+    pub(super) from: bool,
+}
+
+/// `[trunk.dialplan]`, `[access.dialplan]`: digit strings, so that leading zeros survive.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DialPlanDoc {
+    pub(super) country_code: Option<Spanned<String>>,
+    pub(super) national_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) international_prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) tech_prefixes: Vec<Spanned<String>>,
+    pub(super) unparseable: Option<UnparseableSetting>,
+    pub(super) default: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum UnparseableSetting {
+    Allow,
+    Deny,
+}
+
+/// `[[trunk.destinations]]`, `[[access.destinations]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DestinationDoc {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    pub(super) prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) files: Vec<Spanned<String>>,
+    pub(super) action: Spanned<String>,
 }

@@ -34,15 +34,51 @@
 //! cidrs = ["203.0.113.0/24"]
 //! ```
 //!
+//! The SIP rules (all optional; see [`sip`]):
+//!
+//! ```toml
+//! [classes.phones.methods]  # requests per source by method: register, invite, options, other
+//! invite = { rate = 2, per = "1s", burst = 6 }   # per: default 1s; burst: default the rate
+//!
+//! [scanners]                # User-Agent (and From display name) prefixes of SIP scanners
+//! builtin = true            # the shipped signatures, less `exclude = ["sipsak"]`
+//! ban = true                # a match bans the source at once
+//! allowlisted = false       # allowlisted sources are exempt
+//! zones = ["trunk", "access"]
+//! [[scanners.signature]]
+//! name = "acme-dialer"
+//! prefix = "Acme Dialer"    # case-insensitive, up to 31 printable ASCII characters
+//! from = false              # also the From display name
+//!
+//! [destination_budgets]     # per source, at most 4; rules spend them by name
+//! international = { rate = 2, per = "1m", burst = 3 }
+//!
+//! [access.dialplan]         # or [trunk.dialplan]: the zone's numbering plan
+//! country_code = "44"
+//! national_prefix = "0"
+//! international_prefixes = ["00"]  # at most 2
+//! tech_prefixes = ["9"]     # at most 2, stripped first
+//! unparseable = "deny"      # INVITEs to no number: "allow" (default) or "deny"
+//! default = "international" # numbers no rule covers: "allow" (default), "deny" or a budget
+//!
+//! [[access.destinations]]   # or [[trunk.destinations]]; the longest prefix decides
+//! name = "premium"
+//! prefixes = ["+449", "881"]  # E.164 digits, '+' optional
+//! countries = ["CU"]        # ISO codes: that country's numbers only
+//! files = ["premium.txt"]   # one prefix per line, '#' comments; relative to this file
+//! action = "deny"           # "allow", "deny" or a [destination_budgets] name
+//! ```
+//!
 //! Each section is read by its own module, all on one [`ParseContext`]: [`classes`], [`zones`],
-//! [`settings`] and [`lists`]; [`doc`] is the document as serde reads it and [`check`] collects
-//! the diagnostics.
+//! [`settings`], [`lists`] and [`sip`]; [`doc`] is the document as serde reads it and [`check`]
+//! collects the diagnostics.
 
 mod check;
 mod classes;
 mod doc;
 mod lists;
 mod settings;
+mod sip;
 mod zones;
 
 use std::{collections::BTreeMap, fs, ops::Range, path::Path};
@@ -53,12 +89,13 @@ use self::{
     check::{Checker, line_of},
     doc::PolicyDoc,
     lists::ListKind,
+    sip::ZoneDoc,
 };
 pub use self::{
     check::{Diagnostic, PolicyError},
     settings::parse_duration,
 };
-use super::{Budget, Policy, PolicySource, SipRules};
+use super::{Budget, Policy, PolicySource};
 
 /// FNV-1a, 64 bit: a cheap fingerprint for "which policy is running", not a security hash.
 #[derive(Clone, Copy)]
@@ -92,7 +129,7 @@ pub(super) fn load(path: &Path) -> Result<Policy, PolicyError> {
 pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let doc = read_document(text, path)?;
     let mut context = ParseContext::new(path, text);
-    context.read_classes(&doc.classes);
+    let method_budgets = context.read_classes(&doc.classes);
     let (trunk, access) = context.read_zones(doc.trunk.as_ref(), doc.access.as_ref());
     context.check_class_count();
     let ipv6_prefix = context.read_ipv6_prefix(doc.ipv6_prefix.as_ref());
@@ -103,6 +140,26 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     context.check_conflicts(&allow, &deny);
     context.check_capacity(ListKind::Allow, &allow);
     context.check_capacity(ListKind::Deny, &deny);
+    let zone_docs = [
+        ZoneDoc {
+            name: "trunk",
+            has_ports: !trunk.is_empty(),
+            dialplan: doc.trunk.as_ref().and_then(|zone| zone.dialplan.as_ref()),
+            destinations: doc.trunk.as_ref().map_or(&[], |zone| &zone.destinations),
+        },
+        ZoneDoc {
+            name: "access",
+            has_ports: access.as_ref().is_some_and(|zone| !zone.ports.is_empty()),
+            dialplan: doc.access.as_ref().and_then(|zone| zone.dialplan.as_ref()),
+            destinations: doc.access.as_ref().map_or(&[], |zone| &zone.destinations),
+        },
+    ];
+    let sip = context.read_sip(
+        method_budgets,
+        doc.scanners.as_ref(),
+        &doc.destination_budgets,
+        zone_docs,
+    );
 
     let ParseContext {
         checker,
@@ -123,7 +180,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         events,
         allow,
         deny,
-        sip: SipRules::default(),
+        sip,
         source: Some(PolicySource {
             path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             digest: digest.0,
@@ -195,7 +252,10 @@ mod tests {
     use sipguard_common::abi::{CLASS_NAME_LEN, MAX_PREFIXES};
 
     use super::{check::MAX_DIAGNOSTICS, *};
-    use crate::policy::{BanSettings, EXAMPLE_POLICY, EventSettings, Location, MAX_CLASSES};
+    use crate::policy::{
+        BanSettings, EXAMPLE_POLICY, EventSettings, Location, MAX_CLASSES,
+        sip::{BUILTIN_SIGNATURES, DestinationAction, RequestBudget},
+    };
 
     fn parse_ok(text: &str) -> Policy {
         match parse(text, Path::new("/etc/sipguard/policy.toml")) {
@@ -593,6 +653,31 @@ cidrs = ["192.0.2.1"]
         assert_eq!(policy.allow[0].class.as_deref(), Some("carrier"));
         assert!(!policy.allow.is_empty());
         assert!(!policy.deny.is_empty());
+
+        let sip = &policy.sip;
+        let phones = sip.method_budgets["phones"];
+        assert_eq!(
+            phones.invite,
+            Some(RequestBudget {
+                count: 2,
+                per: Duration::from_secs(1),
+                burst: 6
+            })
+        );
+        assert!(phones.register.is_some() && phones.options.is_some() && phones.other.is_none());
+        let scanners = sip.scanners.as_ref().unwrap();
+        assert!(scanners.ban && scanners.trunk && scanners.access);
+        assert_eq!(scanners.signatures.len(), BUILTIN_SIGNATURES.len());
+        assert_eq!(sip.trunk, None);
+        let access = sip.access.as_ref().unwrap();
+        assert_eq!(access.dial_plan.country_code, "44");
+        assert_eq!(
+            access.default,
+            DestinationAction::Budget("international".into())
+        );
+        assert_eq!(access.unparseable, DestinationAction::Deny);
+        let names: Vec<&str> = access.rules.iter().map(|rule| rule.name.as_str()).collect();
+        assert_eq!(names, ["uk", "uk-premium", "satellite"]);
     }
 
     /// Pins the order in which sections report problems: the operator reads them top to bottom

@@ -35,6 +35,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// Seconds, or text for [`parse_duration`].
+pub(super) fn read_duration(doc: &DurationDoc) -> Result<Duration, String> {
+    match doc {
+        DurationDoc::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
+        DurationDoc::Text(text) => parse_duration(text),
+    }
+}
+
 impl ParseContext<'_> {
     /// IPv6 sources share budgets and bans per prefix of this length, so it must be one.
     pub(super) fn read_ipv6_prefix(&mut self, prefix: Option<&Spanned<u8>>) -> u8 {
@@ -72,11 +80,7 @@ impl ParseContext<'_> {
     }
 
     fn read_ban_duration(&mut self, field: &str, value: &Spanned<DurationDoc>) -> Option<Duration> {
-        let parsed = match value.get_ref() {
-            DurationDoc::Seconds(seconds) => Ok(Duration::from_secs(*seconds)),
-            DurationDoc::Text(text) => parse_duration(text),
-        };
-        match parsed {
+        match read_duration(value.get_ref()) {
             Ok(duration) if duration.is_zero() => {
                 self.report_at(value.span(), format!("bans.{field} must be longer than 0"));
                 None
