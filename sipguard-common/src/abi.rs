@@ -686,7 +686,7 @@ pub struct DestRule {
 
 /// Capacity of each `SG_DEST_*` trie: prefixes of all zones, rules and country codes together
 /// (allocated per entry).
-pub const MAX_DEST_PREFIXES: u32 = 65_536;
+pub const MAX_DEST_PREFIXES: u32 = 131_072;
 /// Digits of a destination key (E.164 has at most 15).
 pub const DEST_KEY_DIGITS: usize = 16;
 /// Key data of a `SG_DEST_*` trie: the zone, then the digits as nibbles (high nibble first).

@@ -169,7 +169,8 @@ pub(crate) static SIGNATURES_1: LpmTrie<SignatureData, SignatureRule> =
     LpmTrie::with_max_entries(MAX_SIGNATURE_ENTRIES, 0);
 
 // Destination prefixes per generation (rules and country codes of both zones, as BCD nibbles):
-// up to 65,536 entries of about 100 bytes, allocated on demand (a few hundred in practice).
+// up to 131,072 entries of about 100 bytes, allocated on demand: 65,000 rule prefixes and the
+// country codes of both zones (a few hundred in practice).
 #[map(name = "SG_DEST_0")]
 pub(crate) static DESTINATIONS_0: LpmTrie<DestData, DestRule> =
     LpmTrie::with_max_entries(MAX_DEST_PREFIXES, 0);

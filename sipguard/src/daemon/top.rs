@@ -147,6 +147,8 @@ mod tests {
             length: 100,
             sip_method: Some("INVITE".into()),
             suppressed_before: suppressed,
+            rule: None,
+            number: None,
         }
     }
 
