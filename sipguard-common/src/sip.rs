@@ -76,6 +76,15 @@ const fn bytes_equal(word: u64, byte: u8) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
+/// How many of the first eight bytes (little-endian word) are CR or LF: stream transports
+/// may put line ends before a start line (RFC 3261 7.5), and keepalives are nothing else
+/// (RFC 5626).
+#[inline(always)]
+pub const fn leading_line_ends(word: u64) -> usize {
+    let other = !(bytes_equal(word, b'\r') | bytes_equal(word, b'\n')) & HIGHS;
+    if other == 0 { 8 } else { lowest_flagged(other) }
+}
+
 /// Zero bytes of `word`: the high bit of each, exact for the lowest one.
 #[inline(always)]
 const fn zero_bytes(word: u64) -> u64 {
@@ -216,8 +225,12 @@ pub struct Scan {
     pub found: Headers,
     /// Next byte to look at.
     pub offset: usize,
-    /// Inside the To header: `;` is looked for too.
+    /// Inside the To header: `;`, `<`, `>` and `"` are looked for too.
     pub in_to: bool,
+    /// Inside the To header's `<...>` (a URI's parameters are not the header's).
+    pub to_angle: bool,
+    /// Inside a quoted display name of the To header.
+    pub to_quote: bool,
     pub to_seen: bool,
     pub want_signatures: bool,
     pub want_to_tag: bool,
@@ -237,8 +250,9 @@ impl Scan {
 /// Words a step looks at before it gives up for this step (the scan goes on at the next).
 const WORDS_PER_STEP: usize = 8;
 
-/// Steps a scan may take: enough for the scan bound, a line per step.
-pub const SCAN_STEPS: usize = SIP_SCAN_BYTES / (8 * WORDS_PER_STEP) + 64;
+/// Steps a scan may take: enough for the scan bound, a step per line and per mark (`;<>"`) of
+/// the To header.
+pub const SCAN_STEPS: usize = SIP_SCAN_BYTES / (8 * WORDS_PER_STEP) + 96;
 
 /// One step of the header scan: finds the next line start (or `;` in the To header) within a
 /// few words and reads what starts there. `false` once the scan is over.
@@ -252,8 +266,12 @@ pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
         }
         let word = message.word(offset);
         // Without a branch: the verifier walks both sides of every branch in this loop.
-        let semicolons = (scan.in_to as u64).wrapping_neg();
-        flagged = bytes_equal(word, b'\n') | (bytes_equal(word, b';') & semicolons);
+        let in_to = (scan.in_to as u64).wrapping_neg();
+        let to_marks = bytes_equal(word, b';')
+            | bytes_equal(word, b'<')
+            | bytes_equal(word, b'>')
+            | bytes_equal(word, b'"');
+        flagged = bytes_equal(word, b'\n') | (to_marks & in_to);
         if flagged != 0 {
             break;
         }
@@ -265,15 +283,35 @@ pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
     }
     let at = offset + lowest_flagged(flagged);
     scan.offset = at + 1;
-    if message.at(at) == b';' {
-        if message.word(at + 1) & 0xffff_ffff | 0x2020_2020
-            == u64::from(u32::from_le_bytes(*b"tag="))
-        {
-            scan.found.to_tag = true;
+    match message.at(at) {
+        b'\n' => {}
+        b'"' => {
+            scan.to_quote = !scan.to_quote;
+            return true;
         }
-        return true;
+        b'<' => {
+            scan.to_angle |= !scan.to_quote;
+            return true;
+        }
+        b'>' => {
+            scan.to_angle &= scan.to_quote;
+            return true;
+        }
+        _ => {
+            // A `;` of the header itself (outside the URI's brackets and the display name).
+            if !scan.to_angle
+                && !scan.to_quote
+                && message.word(at + 1) & 0xffff_ffff | 0x2020_2020
+                    == u64::from(u32::from_le_bytes(*b"tag="))
+            {
+                scan.found.to_tag = true;
+            }
+            return true;
+        }
     }
     scan.in_to = false;
+    scan.to_angle = false;
+    scan.to_quote = false;
     match classify(message, at + 1) {
         Line::End => {
             scan.found.complete = true;
@@ -403,5 +441,62 @@ mod tests {
         ] {
             assert_eq!(method(text), SipMethod::Unknown, "{text:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+    use crate::abi::SIP_BUFFER_BYTES;
+
+    fn message(text: &str) -> ([u8; SIP_BUFFER_BYTES], usize) {
+        let mut bytes = [0u8; SIP_BUFFER_BYTES];
+        let len = text.len().min(SIP_SCAN_BYTES);
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        (bytes, len)
+    }
+
+    #[test]
+    fn finds_user_agent_from_and_the_to_tag() {
+        let text = "OPTIONS sip:100@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1\r\nFrom: \"sipvicious\" <sip:1@h>;tag=1\r\nTo: <sip:100@h>;tag=x\r\nUser-Agent: friendly-scanner\r\nContent-Length: 0\r\n\r\n";
+        let (bytes, len) = message(text);
+        let message = Message { bytes: &bytes, len };
+        let found = scan_headers(&message, true, true);
+        assert!(found.complete || found.user_agent != 0, "{found:?}");
+        assert_eq!(&text[found.user_agent..found.user_agent + 7], "friendl");
+        assert_eq!(&text[found.from..found.from + 5], "\"sipv");
+        assert!(found.to_tag);
+    }
+
+    #[test]
+    fn only_the_to_headers_own_tag_marks_a_dialog() {
+        for (to, in_dialog) in [
+            ("To: <sip:+881@h>;tag=x", true),
+            ("t: <sip:+881@h> ;TAG=x", true),
+            ("To: sip:+881@h;tag=x", true),
+            ("To: <sip:+881@h;tag=abc>", false),
+            ("To: \"x;tag=1\" <sip:+881@h>", false),
+            ("To: \"a<b\" <sip:+881@h;tag=1>", false),
+            ("To: <sip:+881@h>;user=phone", false),
+            ("To: <sip:+881@h>", false),
+        ] {
+            let text =
+                std::format!("INVITE sip:+881@h SIP/2.0\r\n{to}\r\nFrom: <sip:1@h>;tag=9\r\n\r\n");
+            let (bytes, len) = message(&text);
+            let found = scan_headers(&Message { bytes: &bytes, len }, false, true);
+            assert_eq!(found.to_tag, in_dialog, "{to}");
+        }
+    }
+
+    #[test]
+    fn line_ends_before_a_start_line_are_counted() {
+        let word = |text: &[u8]| {
+            let mut raw = [0u8; 8];
+            raw[..text.len()].copy_from_slice(text);
+            u64::from_le_bytes(raw)
+        };
+        assert_eq!(leading_line_ends(word(b"INVITE s")), 0);
+        assert_eq!(leading_line_ends(word(b"\r\nINVIT")), 2);
+        assert_eq!(leading_line_ends(word(b"\r\n\r\n\r\n\r\n")), 8);
     }
 }

@@ -43,9 +43,9 @@ impl XdpFrame {
 }
 
 /// Bounds offsets read from the handoff slot: above every payload offset the parser yields
-/// (at most `MAX_L4_OFFSET` + a 60-byte TCP header).
+/// (at most `MAX_L4_OFFSET` + a 60-byte TCP header), and the 32 line ends the SIP stage skips.
 const PAYLOAD_OFFSET_MASK: usize = 0x3ff;
-const _: () = assert!(sipguard_common::parse::MAX_L4_OFFSET + 60 < PAYLOAD_OFFSET_MASK);
+const _: () = assert!(sipguard_common::parse::MAX_L4_OFFSET + 60 + 32 < PAYLOAD_OFFSET_MASK);
 
 impl Frame for XdpFrame {
     #[inline(always)]

@@ -23,10 +23,10 @@ use sipguard_common::{
         SipMethod, SipZone, SourceKey, Zone, dest_action, dest_stat_index, dest_verdict, meta_l4,
         method_budget_slot, method_index, signature_field, sip_zone_flags,
     },
-    dial::{Dialled, dialled},
+    dial::{Dialled, Number, dialled},
     sip::{
-        Headers, MESSAGE_TAIL, METHOD_BYTES, Message, SCAN_STEPS, Scan, destination_key, scan_step,
-        signature_key, sip_method,
+        Headers, MESSAGE_TAIL, METHOD_BYTES, Message, SCAN_STEPS, Scan, destination_key,
+        leading_line_ends, scan_step, signature_key, sip_method,
     },
     verdict::source_key,
 };
@@ -40,14 +40,30 @@ use crate::{
 /// Where an INVITE's Request-URI starts (after `INVITE `).
 const INVITE_URI: usize = 7;
 
+/// Line ends a stream may carry before a start line that are skipped (RFC 3261 7.5).
+const MAX_LEADING_LINE_ENDS: usize = 32;
+
 /// The method of the packet's SIP message (UDP datagram or TCP segment starting one), `Unknown`
-/// when there is no payload to read.
+/// when there is no payload to read. Line ends before the start line are skipped, and the
+/// handoff's payload offset moved past them, so that the later stages read the start line.
 #[inline(always)]
-fn method(frame: &XdpFrame, handoff: &Handoff) -> SipMethod {
-    let packet = &handoff.packet;
+fn method(frame: &XdpFrame, handoff: &mut Handoff) -> SipMethod {
+    let packet = &mut handoff.packet;
     if !matches!(packet.l4, meta_l4::UDP | meta_l4::TCP) || packet.payload == 0 {
         return SipMethod::Unknown;
     }
+    let mut skip = 0;
+    for _ in 0..MAX_LEADING_LINE_ENDS / 8 {
+        let Some(word) = frame.load_handed::<8>(packet.payload + skip as u16) else {
+            break;
+        };
+        let line_ends = leading_line_ends(u64::from_le_bytes(word));
+        skip += line_ends;
+        if line_ends < 8 {
+            break;
+        }
+    }
+    packet.payload += skip as u16;
     match frame.load_handed::<METHOD_BYTES>(packet.payload) {
         Some(start) => sip_method(&start),
         None => SipMethod::Unknown,
@@ -146,9 +162,6 @@ pub(crate) fn inspect_headers(
         bytes: unsafe { &(*scratch).bytes },
         len,
     };
-    if handoff.zone != 77 {
-        return None;
-    }
     let source = source_key(&handoff.packet, view.ipv6_budget());
     if signatures
         // SAFETY: the scratch's key slot, as above.
@@ -352,7 +365,10 @@ fn judge_destination(
             key.prefix_len = destination_key(zone as u8, &number, &mut key.data);
             (view.destination(key).unwrap_or(rules.default), false)
         }
-        Dialled::Unparseable => (rules.unparseable, true),
+        Dialled::Unparseable => {
+            handoff.number = Number::default();
+            (rules.unparseable, true)
+        }
     };
     bump(&RULE_HITS, u32::from(rule.rule));
     let (verdict, reason) = match rule.action {
