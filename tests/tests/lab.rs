@@ -15,7 +15,8 @@ use std::{net::Ipv4Addr, process::Command};
 use sipguard_tests::{
     pins::TempPinRoot,
     sip_lab::{
-        CRACKER_IP, ENUMERATOR_IP, LabOptions, LabRun, Protection, Scale, fraud, render, run_lab,
+        CRACKER_IP, ENUMERATOR_IP, LabOptions, LabRun, Protection, SCANNER_IP, Scale, fraud,
+        render, run_lab,
     },
     sipguard_bin,
 };
@@ -100,58 +101,72 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
         enforce.phone_calls
     );
     compromised_phone_calls_normally(&enforce);
-    // TODO(lead): once destination rules land (tests/src/sip_lab/assets/policy.toml
-    // pasted into policy.toml), assert here that no fraudulent INVITE to a denied destination
-    // reaches Kamailio in enforce, and that the UK calls are held to their budget:
-    //   assert_eq!(enforce.compromised.denied_reaching_kamailio().attempts, 0);
-    //   assert!(enforce.compromised.fraud_by_rule["international"].attempts <= 3);
-    //   assert_eq!(enforce.compromised.fraud_answered, <the UK calls admitted>);
-    // and that sipguard's drop events name the rules (premium, high-risk, international) for the
-    // compromised phone's drops (`sipguard.drop_events`, `rule` and `numbers`).
+    // The destination firewall: no fraudulent call to a denied destination reaches Kamailio;
+    // the UK calls are held to their budget (6 INVITEs: 3 challenged calls), and the events name
+    // the rule and the number of every drop.
+    let fraud = &enforce.compromised;
+    assert_eq!(fraud.denied_reaching_kamailio().attempts, 0, "{fraud:?}");
+    let uk = &fraud.fraud_by_rule["international"];
+    assert!(
+        (1..=3).contains(&uk.attempts),
+        "UK calls admitted: {}",
+        uk.attempts
+    );
+    assert_eq!(
+        fraud.fraud_answered, uk.attempts,
+        "only budgeted calls billed"
+    );
+    let sipguard = enforce.sipguard.as_ref().expect("sipguard view");
+    for (reason, rule) in [
+        ("destination_denied", "premium"),
+        ("destination_denied", "high-risk"),
+        ("destination_rate_limited", "international"),
+    ] {
+        let tally = sipguard
+            .drop_events
+            .iter()
+            .find(|t| {
+                t.source == "compromised" && t.reason == reason && t.rule.as_deref() == Some(rule)
+            })
+            .unwrap_or_else(|| panic!("no {reason} [{rule}] event: {:?}", sipguard.drop_events));
+        assert!(
+            !tally.numbers.is_empty(),
+            "{reason} [{rule}] names its numbers"
+        );
+    }
     // No SIP from a source outside the carrier's range reaches Kamailio on the trunk.
     assert_eq!(enforce.kamailio.trunk_from_unknown, 0);
+    // SIPVicious says who it is (User-Agent friendly-scanner): its first request is dropped as
+    // `scanner` and its source banned, against both zones.
     assert_eq!(
         class(&enforce, "scanner"),
-        1,
-        "only svmap's probe of the access port"
+        0,
+        "svmap's probe of the access port"
     );
-    // svwar and svcrack against the access zone are banned and stop getting answers.
-    let sipguard = enforce.sipguard.as_ref().expect("sipguard view");
-    for attacker in [ENUMERATOR_IP, CRACKER_IP] {
+    for attacker in [SCANNER_IP, ENUMERATOR_IP, CRACKER_IP] {
         let ban = sipguard
             .bans
             .iter()
             .find(|b| b.source.parse::<Ipv4Addr>() == Ok(attacker))
             .unwrap_or_else(|| panic!("{attacker} not banned: {:?}", sipguard.bans));
-        assert_eq!(ban.reason, "rate_exceeded");
-        assert!(ban.hits > 0, "{attacker} kept trying and was refused");
+        assert_eq!(ban.reason, "scanner");
     }
     assert_eq!(
         sipguard.attacker_requests_after_ban, 0,
         "nothing of theirs after the ban"
     );
-    // The report shows their drops per reason (and rule, once events name one).
     for attacker in ["enumerator", "cracker"] {
         assert!(
-            sipguard
-                .drop_events
-                .iter()
-                .any(|t| t.source == attacker && t.outcome == "dropped" && t.events > 0),
-            "no drop events of the {attacker}: {:?}",
+            sipguard.drop_events.iter().any(|t| t.source == attacker
+                && t.outcome == "dropped"
+                && t.reason == "scanner"
+                && t.rule.as_deref() == Some("friendly-scanner")),
+            "no scanner drop event of the {attacker}: {:?}",
             sipguard.drop_events
         );
     }
-    // Before the ban only the class burst (60) and a little refill got through.
-    assert!(
-        class(&enforce, "enumerator") <= 100,
-        "{}",
-        class(&enforce, "enumerator")
-    );
-    assert!(
-        class(&enforce, "cracker") <= 100,
-        "{}",
-        class(&enforce, "cracker")
-    );
+    assert_eq!(class(&enforce, "enumerator"), 0);
+    assert_eq!(class(&enforce, "cracker"), 0);
     // Counters agree with the peers: sipp's completed calls against Kamailio's log (INVITE, ACK,
     // BYE per call); trafgen's datagrams against sipguard's counters; and the flood datagrams
     // Kamailio logged against those sipguard admitted to the access port.
@@ -172,14 +187,13 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
             .any(|k| k.contains("peer_rate_limited")),
         "no peer throttled"
     );
-    // Rate-limited access drops are the attackers' strikes and nothing else: each was banned
-    // at its 100th (the lab policy's threshold), so the phone was never over its budget.
+    // The phone and the compromised phone stay within their budgets: nothing is rate-limited.
     assert_eq!(
         sipguard
             .counters
             .get("access/rate_limited/dropped")
             .copied(),
-        Some(100 * sipguard.bans.len() as u64),
+        None,
         "{:?}",
         sipguard.counters
     );
@@ -225,8 +239,9 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
     for reason in [
         "trunk/not_allowlisted",
         "access/new_source_limited",
-        "access/rate_limited",
-        "access/banned",
+        "access/scanner",
+        "access/destination_denied",
+        "access/destination_rate_limited",
     ] {
         assert!(
             sipguard.counters.contains_key(&format!("{reason}/dropped")),
