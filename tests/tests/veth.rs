@@ -474,3 +474,74 @@ fn access_zone_budget_and_ban_through_veth() {
     assert_eq!(bans.len(), 1);
     assert_eq!(bans[0].1.hits, banned);
 }
+
+/// A request from the peer to the SBC's access port.
+fn request(method: &str, uri: &str, extra: &str) -> &'static [u8] {
+    let text = format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.10:5062;branch=z9hG4bK-sip\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:1001@198.18.0.1>;tag=1\r\nTo: <{uri}>\r\n\
+         Call-ID: veth-sip-{method}@198.18.2.10\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    Box::leak(text.into_bytes().into_boxed_slice())
+}
+
+#[test]
+fn sip_inspection_stops_fraudulent_invites_and_scanners_before_the_sbc_socket() {
+    let lab = Lab::new("sipins").unwrap();
+    let pins = TempPinRoot::new("veth-sip");
+    // The example policy: access port 5070, UK dial plan, premium and satellite ranges denied,
+    // the shipped scanner signatures with bans.
+    attach_policy(&lab, &pins, Policy::example(), Some(Mode::Enforce));
+    let access = UdpCounter::start(&lab.sbc, 5070).unwrap();
+    let london = request("INVITE", "sip:02079460000@198.18.0.1", "");
+    let satellite = request("INVITE", "sip:+881612345678@198.18.0.1;user=phone", "");
+    let premium = request("INVITE", "sip:09012345678@198.18.0.1", "");
+    let scanner = request(
+        "OPTIONS",
+        "sip:100@198.18.0.1",
+        "User-Agent: friendly-scanner\r\n",
+    );
+    let keepalive = request(
+        "OPTIONS",
+        "sip:100@198.18.0.1",
+        "User-Agent: Linphone/5.2\r\n",
+    );
+    // One phone dials London, then two fraudulent numbers: only London reaches the socket.
+    send(&lab, UNKNOWN_V4.into(), 5070, 1, london);
+    send(&lab, UNKNOWN_V4.into(), 5070, 1, satellite);
+    send(&lab, UNKNOWN_V4.into(), 5070, 1, premium);
+    // A scanner over IPv6 is dropped at its first request and banned: its next, harmless-looking
+    // request is dropped too.
+    send(&lab, UNKNOWN_V6.into(), 5070, 1, scanner);
+    send(&lab, UNKNOWN_V6.into(), 5070, 1, keepalive);
+
+    let received = access.finish(Duration::from_millis(300));
+    assert_eq!(received.get(&UNKNOWN_V4.into()), Some(&1), "{received:?}");
+    assert_eq!(received.get(&UNKNOWN_V6.into()), None, "{received:?}");
+    let stats = stats(&lab, &pins);
+    assert_eq!(
+        packets(&stats, Zone::Access, Reason::DestinationDenied, false),
+        2
+    );
+    assert_eq!(packets(&stats, Zone::Access, Reason::Scanner, false), 1);
+    assert_eq!(packets(&stats, Zone::Access, Reason::Banned, false), 1);
+    let events = drain_events(&target(&lab, &pins));
+    let denied: Vec<(Option<&str>, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.reason == "destination_denied")
+        .map(|e| (e.rule.as_deref(), e.number.as_deref()))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            (Some("satellite"), Some("881612345678")),
+            (Some("uk-premium"), Some("449012345678"))
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "scanner" && e.rule.as_deref() == Some("friendly-scanner")),
+        "{events:?}"
+    );
+}
