@@ -432,12 +432,14 @@ fn access_zone_budget_and_ban_through_veth() {
     let lab = Lab::new("budget").unwrap();
     let pins = TempPinRoot::new("veth-budget");
     // Example policy: phones 10/s burst 30, ban after 100 over-budget packets in 10 s;
-    // carrier 2000/s burst 4000.
+    // carrier 2000/s burst 4000. NOTIFY has no method budget of its own there (OPTIONS has,
+    // burst 2): the packet budget is what this measures.
     attach_policy(&lab, &pins, Policy::example(), None);
     let access = UdpCounter::start(&lab.sbc, 5070).unwrap();
     let trunk = UdpCounter::start(&lab.sbc, 5060).unwrap();
+    let notify = request("NOTIFY", "sip:1001@198.18.0.1", "Event: message-summary\r\n");
     let started = std::time::Instant::now();
-    send(&lab, UNKNOWN_V4.into(), 5070, 400, SIP_OPTIONS);
+    send(&lab, UNKNOWN_V4.into(), 5070, 400, notify);
     let elapsed = started.elapsed().as_secs_f64();
     send(&lab, ALLOWED_V4.into(), 5060, 500, SIP_OPTIONS);
     let access = access.finish(Duration::from_millis(300));
