@@ -309,6 +309,13 @@ fn snapshot(target: &Target) -> String {
         for list in [List::Allow, List::Deny] {
             text += &format!("{list:?} {:?}\n", state.rules(generation, list).unwrap());
         }
+        text += &format!(
+            "sip {:?}\nmethods {:?}\nsignatures {:?}\ndestinations {:?}\n",
+            policy.sip,
+            policy.class_methods,
+            state.signatures(generation).unwrap(),
+            state.destinations(generation).unwrap()
+        );
     }
     text
 }
@@ -362,6 +369,31 @@ fn bad_policy_files_change_nothing_in_the_kernel() {
             "[trunk]\nudp = [5060, 0]\n",
             "port.toml:2: udp port 0",
         ),
+        (
+            "digits.toml",
+            "[access]\nudp = [5070]\n[[access.destinations]]\nname = \"x\"\nprefixes = [\"+44\", \"09x\"]\naction = \"deny\"\n",
+            "digits.toml:5: non-digit prefix '09x'",
+        ),
+        (
+            "country.toml",
+            "[access]\nudp = [5070]\n[[access.destinations]]\nname = \"x\"\ncountries = [\"XY\"]\naction = \"deny\"\n",
+            "country.toml:5: unknown country 'XY'",
+        ),
+        (
+            "twice.toml",
+            "[access]\nudp = [5070]\n[[access.destinations]]\nname = \"a\"\nprefixes = [\"881\"]\naction = \"deny\"\n[[access.destinations]]\nname = \"b\"\nprefixes = [\"+881\"]\naction = \"allow\"\n",
+            "twice.toml:9: duplicate destination prefix",
+        ),
+        (
+            "nozone.toml",
+            "[trunk]\nudp = [5060]\n[[access.destinations]]\nname = \"x\"\nprefixes = [\"881\"]\naction = \"deny\"\n",
+            "destination rules for the access zone, which has no ports",
+        ),
+        (
+            "budget.toml",
+            "[access]\nudp = [5070]\n[[access.destinations]]\nname = \"x\"\nprefixes = [\"1\"]\naction = \"abroad\"\n",
+            "budget.toml:6: action 'abroad'",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = write(dir.path(), name, text);
@@ -381,6 +413,40 @@ fn bad_policy_files_change_nothing_in_the_kernel() {
     }
     let output = cli.run(&["apply", "--iface", SBC_IF, "/nonexistent/policy.toml"]);
     assert_eq!(output.status.code(), Some(3));
+    // `dial` judges with the generation in force (the example policy) as the kernel does, and
+    // with a file as `apply` would.
+    for (number, normalised, rule, action) in [
+        ("+881 6123 45678", "881612345678", "satellite", "deny"),
+        ("9 020 7946 0000", "442079460000", "uk", "allow"),
+        ("0044 (0)", "440", "uk", "allow"),
+        (
+            "00 1 212 555 0100",
+            "12125550100",
+            "access-default",
+            "budget #0",
+        ),
+    ] {
+        let verdict: serde_json::Value = serde_json::from_str(&cli.ok(&[
+            "dial", "--iface", SBC_IF, "--zone", "access", number, "--json",
+        ]))
+        .unwrap();
+        assert_eq!(verdict["normalised"], normalised, "{number}: {verdict}");
+        assert_eq!(verdict["rule"], rule, "{number}");
+        assert_eq!(verdict["action"], action, "{number}");
+    }
+    let from_file: serde_json::Value = serde_json::from_str(&cli.ok(&[
+        "dial",
+        "--policy",
+        &good,
+        "--zone",
+        "access",
+        "sip:alice@sbc",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(from_file["rule"], "access-unparseable");
+    assert_eq!(from_file["action"], "deny");
+    assert!(from_file["normalised"].is_null());
     // A refused runtime change is all or nothing as well.
     let output = cli.run(&[
         "allow",
