@@ -248,6 +248,22 @@ pub struct Status {
     pub would_drop: Totals,
     /// Fill of every bounded table.
     pub tables: Vec<MapFill>,
+    /// The SIP rules in force, per zone.
+    pub sip: Vec<SipZoneView>,
+}
+
+/// What the SIP stages check in one zone.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SipZoneView {
+    pub zone: &'static str,
+    /// Scanner signatures checked (0: none); `scanner_bans`: a match bans.
+    pub signatures: usize,
+    pub scanner_bans: bool,
+    pub scanners_check_allowlisted: bool,
+    /// Destination prefixes of this zone (rules and country codes), 0 without a firewall.
+    pub destination_prefixes: usize,
+    /// Classes with method budgets.
+    pub method_budget_classes: Vec<String>,
 }
 
 impl Status {
@@ -352,8 +368,52 @@ impl Status {
             dropped: stats.dropped,
             would_drop: stats.would_drop,
             tables,
+            sip: sip_zones(state, generation, &policy)?,
         })
     }
+}
+
+fn sip_zones(
+    state: &State,
+    generation: u32,
+    policy: &sipguard_common::abi::Policy,
+) -> Result<Vec<SipZoneView>, StateError> {
+    use sipguard_common::abi::{Zone, sip_zone_flags};
+    let destinations = state.destinations(generation)?;
+    let signatures: std::collections::BTreeSet<u16> = state
+        .signatures(generation)?
+        .values()
+        .map(|rule| rule.id)
+        .collect();
+    let method_budget_classes: Vec<String> = policy
+        .classes
+        .iter()
+        .zip(&policy.class_methods)
+        .skip(1)
+        .filter(|(_, budgets)| budgets.iter().any(|gcra| !gcra.is_unlimited()))
+        .map(|(limits, _)| crate::policy::class_name(limits))
+        .collect();
+    let mut views = Vec::new();
+    for (index, zone) in [Zone::Trunk, Zone::Access].into_iter().enumerate() {
+        let rules = &policy.sip.zones[index];
+        if !sipguard_common::verdict::zone_inspects(&policy.header, zone) {
+            continue;
+        }
+        let scanners = rules.flags & sip_zone_flags::SCANNERS != 0;
+        views.push(SipZoneView {
+            zone: zone.name(),
+            signatures: if scanners { signatures.len() } else { 0 },
+            scanner_bans: scanners && rules.flags & sip_zone_flags::SCANNER_BANS != 0,
+            scanners_check_allowlisted: scanners
+                && rules.flags & sip_zone_flags::SCANNERS_ALLOWLISTED != 0,
+            destination_prefixes: destinations
+                .keys()
+                .filter(|(_, data)| data[0] == zone as u8)
+                .count(),
+            method_budget_classes: method_budget_classes.clone(),
+        });
+    }
+    Ok(views)
 }
 
 #[cfg(test)]

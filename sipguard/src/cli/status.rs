@@ -89,6 +89,37 @@ fn print_status(status: &Status) {
             .collect();
         println!("  classes     {}", classes.join("; "));
     }
+    for sip in &status.sip {
+        let mut parts = Vec::new();
+        if !sip.method_budget_classes.is_empty() {
+            parts.push(format!(
+                "method budgets ({})",
+                sip.method_budget_classes.join(", ")
+            ));
+        }
+        if sip.signatures > 0 {
+            parts.push(format!(
+                "{} scanner signatures{}{}",
+                sip.signatures,
+                if sip.scanner_bans { ", ban" } else { "" },
+                if sip.scanners_check_allowlisted {
+                    ", allowlisted too"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if sip.destination_prefixes > 0 {
+            parts.push(format!(
+                "destination firewall ({} prefixes)",
+                sip.destination_prefixes
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("methods counted".to_string());
+        }
+        println!("  sip {:<7} {}", sip.zone, parts.join("; "));
+    }
     println!(
         "  budgets     {} unknown sources and {} peers tracked; IPv6 per /{}",
         status.tracked_sources, status.tracked_peers, status.ipv6_budget_prefix
