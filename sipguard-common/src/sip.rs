@@ -266,7 +266,7 @@ pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
         }
         let word = message.word(offset);
         // Without a branch: the verifier walks both sides of every branch in this loop.
-        let in_to = (scan.in_to as u64).wrapping_neg();
+        let in_to = u64::from(scan.in_to).wrapping_neg();
         let to_marks = bytes_equal(word, b';')
             | bytes_equal(word, b'<')
             | bytes_equal(word, b'>')

@@ -76,10 +76,11 @@ impl SipStats {
     }
 }
 
-/// The name of a signature or rule id in a generation's tries (for events).
-pub fn names_by_id(
-    state: &State,
-) -> Result<(BTreeMap<u16, String>, BTreeMap<u16, String>), StateError> {
+/// Names by id.
+pub type NamesById = BTreeMap<u16, String>;
+
+/// The names of the signature ids and of the rule ids in the generation in force (for events).
+pub fn names_by_id(state: &State) -> Result<(NamesById, NamesById), StateError> {
     let generation = state.active_generation()?;
     let policy = state.policy(generation)?;
     let ids = SipIds::of(
