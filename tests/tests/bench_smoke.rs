@@ -101,6 +101,9 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
         "ipv6_allowlisted",
         "vlan_allowlisted",
         "malformed",
+        "register_access",
+        "invite_national_full",
+        "scanner_options",
     ] {
         assert!(names.contains(expected), "scenario {expected} missing");
     }
@@ -117,12 +120,26 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
         .expect("a configuration with the per-source maps full");
     assert!(full["sources_entries"].as_u64().unwrap() > 60_000);
     assert!(full["peers_entries"].as_u64().unwrap() > 0);
+    let stage1 = configs
+        .iter()
+        .find(|c| c["variant"] == "no_sip_rules")
+        .expect("a configuration without the SIP rules (stage 1 alone)");
+    assert_eq!(stage1["sip_rules"], false);
+    // The SIP-stage diagnostics measure only the packets that reach the SIP stages.
+    let sip_only = |config: &Value| {
+        config["variant"] == "method_stage_only" || config["variant"] == "no_destination_stage"
+    };
+    assert_eq!(configs.iter().filter(|c| sip_only(c)).count(), 2);
 
     let cells = report["per_packet"].as_array().unwrap();
     for scenario in scenarios {
         let name = scenario["name"].as_str().unwrap();
         let xdp_filter = !scenario["xdp_filter"].is_null();
+        let reaches_sip = !scenario["sip_path"].is_null();
         for config in configs {
+            if sip_only(config) && !reaches_sip {
+                continue;
+            }
             let config_name = config["name"].as_str().unwrap();
             let what = format!("{name} @{config_name}");
             let cell = cells
@@ -176,6 +193,21 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
     for row in growth {
         positive_summary(&row["ratio"], rounds, "growth");
     }
+
+    // Every scenario through stage 1 alone and with the SIP rules; the SIP scenarios reach the
+    // SIP stage (their paths are checked on every run, in verdict_ok above).
+    let sip_stages = report["sip_stages"].as_array().unwrap();
+    assert_eq!(sip_stages.len(), scenarios.len());
+    for row in sip_stages {
+        let name = row["scenario"].as_str().unwrap();
+        for key in ["stage1_alone", "with_sip_rules", "ratio"] {
+            positive_summary(&row[key], rounds, &format!("sip_stages {name} {key}"));
+        }
+        if !row["sip_path"].is_null() {
+            assert_eq!(row["reaches_sip_stage"], true, "{name}: {row}");
+        }
+    }
+    assert!(markdown.contains("### The SIP stages"));
 
     // Instruction counts and JIT sizes of every program measured.
     let programs = report["programs"].as_array().unwrap();
@@ -248,7 +280,7 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
 
     // The targets, each with where we stand (never asserted to be met).
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 9);
+    assert_eq!(targets.len(), 11);
     for target in targets {
         assert!(target["value"].is_number(), "target not measured: {target}");
         assert!(target["met"].is_boolean());

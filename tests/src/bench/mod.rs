@@ -24,9 +24,9 @@ use anyhow::Result;
 pub(crate) use self::sys::install_interrupt_handler;
 use self::{
     mix::{BANNED_V4, Mix, Net, denylist},
-    per_packet::{BASELINES, Baselines, Config, Subject, Unit, Variant, XfInstance},
+    per_packet::{BASELINES, Baselines, Config, SLOW_NS, Subject, Unit, Variant, XfInstance},
     report::{
-        BaselineCell, BreakdownRow, GrowthRow, Machine, Report, ScenarioInfo, SettingsOut,
+        BaselineCell, BreakdownRow, GrowthRow, Machine, Report, ScenarioInfo, SettingsOut, SipRow,
         SipguardCell, XfInfo, XfRatio,
     },
     scenarios::{Scenario, XfSetup},
@@ -41,12 +41,20 @@ const SIZES: [(&str, usize); 4] = [
     ("10k", 10_000),
     ("100k", 100_000),
 ];
-/// Measured again with the per-source maps full, and (diagnostic) without drop events.
-const VARIANTS: [(&str, usize, Variant); 3] = [
+/// Measured again with the per-source maps full, without the SIP rules (stage 1 alone), and
+/// (diagnostics) without drop events, without the judge, without the later SIP stages.
+const VARIANTS: [(&str, usize, Variant); 6] = [
     ("10k+full", 10_000, Variant::MapsFull),
+    (STAGE1_ALONE, 10_000, Variant::NoSipRules),
     ("10k-noevents", 10_000, Variant::NoEvents),
     ("10k-entry", 10_000, Variant::EntryOnly),
+    (METHOD_STAGE_ONLY, 10_000, Variant::MethodStageOnly),
+    (NO_DESTINATION_STAGE, 10_000, Variant::NoDestinationStage),
 ];
+/// The configuration the SIP stages are compared with: 10k prefixes, no SIP rules.
+const STAGE1_ALONE: &str = "10k-stage1";
+const METHOD_STAGE_ONLY: &str = "10k-methodonly";
+const NO_DESTINATION_STAGE: &str = "10k-nodest";
 
 pub(crate) struct Settings {
     pub quick: bool,
@@ -184,7 +192,14 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
     let baseline_cells = baseline_cells(&scenarios, &units, &xdp_filters);
     let growth = growth(&scenarios, &configs, &units);
     let breakdown = breakdown(&scenarios, &configs, &units);
-    let targets = report::targets(&per_packet, &baseline_cells, &growth, &throughput);
+    let sip_stages = sip_stages(&scenarios, &configs, &units);
+    let targets = report::targets(
+        &per_packet,
+        &baseline_cells,
+        &growth,
+        &throughput,
+        &sip_stages,
+    );
     let report = Report {
         schema: report::SCHEMA,
         mode: if settings.quick { "quick" } else { "full" },
@@ -209,14 +224,14 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
                 name: s.name,
                 title: s.title,
                 frame_bytes: s.frame.len(),
-                action: if s.action == sipguard_tests::harness::XDP_PASS {
-                    "pass"
-                } else {
-                    "drop"
-                },
+                action: action_name(s.action),
                 zone: s.zone.name(),
                 reason: s.reason.name(),
                 xdp_filter: s.xdp_filter,
+                without_sip_rules: s
+                    .without_sip
+                    .map(|(action, reason)| format!("{} ({})", action_name(action), reason.name())),
+                sip_path: s.sip.map(|path| path.describe()),
             })
             .collect(),
         per_packet,
@@ -232,6 +247,7 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
             .collect(),
         growth,
         breakdown,
+        sip_stages,
         throughput,
         programs: program_rows,
         targets,
@@ -302,6 +318,14 @@ fn xf_veth(ns: &NetNs, index: usize) -> Result<String> {
     Ok(name)
 }
 
+fn action_name(action: u32) -> &'static str {
+    if action == sipguard_tests::harness::XDP_PASS {
+        "pass"
+    } else {
+        "drop"
+    }
+}
+
 fn unit(units: &[Unit], subject: Subject, scenario: usize) -> Option<&Unit> {
     units
         .iter()
@@ -358,8 +382,10 @@ fn sipguard_cells(
                 ns: Summary::of(&sg.samples),
                 // Without its judge a configuration passes what the judge would decide: its
                 // runs are not checked.
-                verdict_ok: config.info.variant == Variant::EntryOnly
+                verdict_ok: config.info.variant.expect(scenario).is_none()
                     || (sg.runs_off == 0 && sg.runs_checked > 0),
+                sip_stage_runs: sg.sip_stage_runs,
+                runs_per_measurement: sg.repeat,
                 runs_checked: sg.runs_checked,
                 runs_off: sg.runs_off,
                 runs_tolerated: sg.runs_tolerated,
@@ -448,7 +474,31 @@ fn breakdown(scenarios: &[Scenario], configs: &[Config], units: &[Unit]) -> Vec<
     let baseline = |name: &'static str, scenario_name: &str| {
         unit(units, Subject::Baseline(name), scenario(scenario_name)?)
     };
-    let steps: [(&str, &str, Option<&Unit>, Option<&Unit>); 11] = [
+    // SIP message bytes of a scenario's frame (untagged IPv4 without options, UDP).
+    let message = |name: &str| {
+        scenario(name).map_or(0, |s| scenarios[s].frame.len().saturating_sub(14 + 20 + 8))
+    };
+    let register_headers = format!(
+        "headers stage, REGISTER ({} bytes): tail call, copy, header scan, signature lookup \
+         (miss)",
+        message("register_access")
+    );
+    let invite_headers = format!(
+        "headers stage, INVITE ({} bytes, 1.2 KB of headers): tail call, copy, header scan to \
+         the end, signature lookup (miss)",
+        message("invite_national_full")
+    );
+    // Under the SIP rules an admitted trunk packet may reach the SIP stage too (SG_METHODS says).
+    let judge = format!(
+        "tail call to the judge, its policy lookup, list lookups (prefilters, host hash){}",
+        if sipguard("10k", "allowlisted_no_budget").is_some_and(|u| u.sip_stage_runs > 0) {
+            "; and the SIP stage (tail call, method count), which this trunk packet reaches \
+             under the SIP rules"
+        } else {
+            ""
+        }
+    );
+    let steps: [(&str, &str, Option<&Unit>, Option<&Unit>); 17] = [
         (
             "test_run loop, one per-CPU counter, a verdict",
             "bench_drop",
@@ -480,7 +530,7 @@ fn breakdown(scenarios: &[Scenario], configs: &[Config], units: &[Unit]) -> Vec<
             sipguard("10k", "non_sip_passed"),
         ),
         (
-            "tail call to the judge, its policy lookup, list lookups (prefilters, host hash)",
+            &judge,
             "allowlisted_no_budget @10k - @10k-entry",
             sipguard("10k", "allowlisted_no_budget"),
             sipguard("10k-entry", "allowlisted_no_budget"),
@@ -505,15 +555,54 @@ fn breakdown(scenarios: &[Scenario], configs: &[Config], units: &[Unit]) -> Vec<
         ),
         (
             "ban lookup that hits, and its accounting",
-            "banned - unknown_access_admitted, both @10k-noevents",
+            "banned @10k-noevents - unknown_access_admitted @10k-stage1 (admitted in stage 1, \
+             no drop event either way)",
             sipguard("10k-noevents", "banned"),
-            sipguard("10k-noevents", "unknown_access_admitted"),
+            sipguard(STAGE1_ALONE, "unknown_access_admitted"),
         ),
         (
             "access zone: ban lookup that misses, SG_SOURCES budget",
-            "unknown_access_admitted - allowlisted_no_budget",
-            sipguard("10k", "unknown_access_admitted"),
-            sipguard("10k", "allowlisted_no_budget"),
+            "unknown_access_admitted @10k-stage1 - allowlisted_no_budget @10k-stage1",
+            sipguard(STAGE1_ALONE, "unknown_access_admitted"),
+            sipguard(STAGE1_ALONE, "allowlisted_no_budget"),
+        ),
+        (
+            "SIP stage, REGISTER: tail call, method count, REGISTER budget (SG_SIPSRC)",
+            "register_access @10k-methodonly - @10k-stage1",
+            sipguard(METHOD_STAGE_ONLY, "register_access"),
+            sipguard(STAGE1_ALONE, "register_access"),
+        ),
+        (
+            &register_headers,
+            "register_access @10k - @10k-methodonly",
+            sipguard("10k", "register_access"),
+            sipguard(METHOD_STAGE_ONLY, "register_access"),
+        ),
+        (
+            "SIP stage, INVITE: tail call, method count, INVITE budget",
+            "invite_national_full @10k-methodonly - @10k-stage1",
+            sipguard(METHOD_STAGE_ONLY, "invite_national_full"),
+            sipguard(STAGE1_ALONE, "invite_national_full"),
+        ),
+        (
+            &invite_headers,
+            "invite_national_full @10k-nodest - @10k-methodonly",
+            sipguard(NO_DESTINATION_STAGE, "invite_national_full"),
+            sipguard(METHOD_STAGE_ONLY, "invite_national_full"),
+        ),
+        (
+            "destination stage: tail call, Request-URI to E.164, destination trie lookup, \
+             counters",
+            "invite_national_full @10k - @10k-nodest",
+            sipguard("10k", "invite_national_full"),
+            sipguard(NO_DESTINATION_STAGE, "invite_national_full"),
+        ),
+        (
+            "scanner OPTIONS: SIP stages, signature match, drop accounting (vs admitted by \
+             stage 1 alone)",
+            "scanner_options @10k - @10k-stage1",
+            sipguard("10k", "scanner_options"),
+            sipguard(STAGE1_ALONE, "scanner_options"),
         ),
     ];
     steps
@@ -533,6 +622,37 @@ fn breakdown(scenarios: &[Scenario], configs: &[Config], units: &[Unit]) -> Vec<
                 step: step.to_string(),
                 computed_as: computed_as.to_string(),
                 ns: Summary::of(&diffs),
+            })
+        })
+        .collect()
+}
+
+/// Every scenario through stage 1 alone (the policy without SIP rules) and with the SIP rules,
+/// 10k prefixes both, in the same rounds.
+fn sip_stages(scenarios: &[Scenario], configs: &[Config], units: &[Unit]) -> Vec<SipRow> {
+    let config = |name: &str| configs.iter().position(|c| c.info.name == name);
+    let (Some(alone), Some(full)) = (config(STAGE1_ALONE), config("10k")) else {
+        return Vec::new();
+    };
+    scenarios
+        .iter()
+        .enumerate()
+        .filter_map(|(s, scenario)| {
+            let a = unit(units, Subject::Sipguard(alone), s)?;
+            let b = unit(units, Subject::Sipguard(full), s)?;
+            let verdict = |sip_rules: bool| {
+                let (action, reason) = scenario.expected(sip_rules);
+                format!("{} ({})", action_name(action), reason.name())
+            };
+            Some(SipRow {
+                scenario: scenario.name,
+                stage1_alone: Summary::of(&a.samples),
+                with_sip_rules: Summary::of(&b.samples),
+                ratio: Summary::ratio(&b.samples, &a.samples),
+                stage1_verdict: verdict(false),
+                verdict: verdict(true),
+                reaches_sip_stage: b.sip_stage_runs > 0,
+                sip_path: scenario.sip.map(|path| path.describe()),
             })
         })
         .collect()
@@ -571,6 +691,18 @@ fn notes() -> Vec<String> {
         "bench_gen rewrites the IPv4 source in place and patches the IPv4 and UDP checksums \
          (RFC 1624), so the kernel stack accepts the frames (nftables inet prerouting runs after \
          the IPv4 header checks).",
+        "10k-stage1 is the 10k configuration's allowlist and policy without its SIP rules \
+         (no method budgets, scanners, dial plan or destinations): stage 1 alone, as before the \
+         SIP stages. Every frame is measured through it in the same rounds as through 10k; \
+         the SIP-stage table and targets compare the two. Whether a packet reached the SIP \
+         stage is read from SG_METHODS around every measured call; the SIP scenarios' paths \
+         (method counted, signature hits, destination-rule hits) are checked on every run like \
+         their verdicts.",
+        "10k-methodonly and 10k-nodest are diagnostics, measured on the scenarios that reach \
+         the SIP stages only: the headers stage (or the destination stage) is removed from its \
+         tail-call slot, so the packet ends after the SIP stage (or the header scan) with a \
+         failed tail call, counted. Their differences to 10k and 10k-stage1 are the SIP \
+         stages' steps in the breakdown.",
         "No cycle or instruction profile per path: this VM exposes no hardware performance \
          counters and Debian's bpftool 7.1 is built without `prog profile`. Where the cost goes \
          is read from bench_parse (the same parser without lookups), the growth with the \
@@ -578,5 +710,12 @@ fn notes() -> Vec<String> {
     ]
     .iter()
     .map(std::string::ToString::to_string)
+    .chain([format!(
+        "A unit slower than {SLOW_NS} ns per run in the warm-up (the paths through the SIP \
+         stages) runs fewer times per measurement (the setting times {SLOW_NS} ns over its \
+         warm-up time, at least a tenth), so that no measurement takes longer than the \
+         setting's runs of {SLOW_NS} ns; its rounds stay interleaved with everything else. \
+         runs_per_measurement in the JSON says how many."
+    )])
     .collect()
 }

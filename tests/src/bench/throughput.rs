@@ -451,7 +451,8 @@ pub(super) fn run(
     dir: &Path,
     mix: &Mix,
 ) -> Result<(ThroughputReport, Vec<ProgramRow>)> {
-    let policy_path = write_policy(&dir.join("throughput"), mix)?;
+    // The measured policy, SIP rules included (they are all for the access zone).
+    let policy_path = write_policy(&dir.join("throughput"), mix, true)?;
     let policy = Policy::load(&policy_path).map_err(|e| anyhow!("{e}"))?;
     let generator = Generator::load()?;
     let lab = build(dir, mix, &policy)?;
