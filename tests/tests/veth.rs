@@ -437,7 +437,11 @@ fn access_zone_budget_and_ban_through_veth() {
     attach_policy(&lab, &pins, Policy::example(), None);
     let access = UdpCounter::start(&lab.sbc, 5070).unwrap();
     let trunk = UdpCounter::start(&lab.sbc, 5060).unwrap();
-    let notify = request("NOTIFY", "sip:1001@198.18.0.1", "Event: message-summary\r\n");
+    let notify = request(
+        "NOTIFY",
+        "sip:1001@198.18.0.1",
+        "Event: message-summary\r\n",
+    );
     let started = std::time::Instant::now();
     send(&lab, UNKNOWN_V4.into(), 5070, 400, notify);
     let elapsed = started.elapsed().as_secs_f64();
