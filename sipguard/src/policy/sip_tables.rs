@@ -138,12 +138,22 @@ pub fn zone_rule_names(zone: Zone) -> [String; 2] {
     ]
 }
 
+/// Where a zone's admitted packets may need the SIP stage.
+#[derive(Clone, Copy, Debug)]
+pub struct ZoneUse {
+    pub zone: Zone,
+    pub has_ports: bool,
+    /// A class its sources are judged by has method budgets.
+    pub method_budgets: bool,
+}
+
 /// Compiles the SIP rules. `classes` are the policy's classes by id; `zones` says which zones
-/// have ports.
+/// have ports and sources with method budgets: a zone without SIP rules of its own and without
+/// such sources keeps stage 1's fast paths.
 pub fn compile_sip(
     rules: &SipRules,
     classes: &[String],
-    zones: [(Zone, bool); 2],
+    zones: [ZoneUse; 2],
     previous: &SipIds,
 ) -> SipTables {
     let mut tables = SipTables {
@@ -163,7 +173,6 @@ pub fn compile_sip(
             .collect(),
         ..SipTables::default()
     };
-    let any_method_budgets = !rules.method_budgets.is_empty();
 
     // Signatures.
     if let Some(scanners) = &rules.scanners {
@@ -236,7 +245,15 @@ pub fn compile_sip(
         name: name_bytes(name),
     };
 
-    for (index, (zone, has_ports)) in zones.into_iter().enumerate() {
+    for (
+        index,
+        ZoneUse {
+            zone,
+            has_ports,
+            method_budgets,
+        },
+    ) in zones.into_iter().enumerate()
+    {
         let destinations = match zone {
             Zone::Trunk => rules.trunk.as_ref(),
             _ => rules.access.as_ref(),
@@ -267,7 +284,7 @@ pub fn compile_sip(
                 &mut tables.destinations,
             );
         }
-        if has_ports && (zone_rules.flags != 0 || any_method_budgets) {
+        if has_ports && (zone_rules.flags != 0 || method_budgets) {
             tables.flags |= match zone {
                 Zone::Trunk => policy_flags::SIP_TRUNK,
                 _ => policy_flags::SIP_ACCESS,
@@ -517,10 +534,15 @@ mod tests {
             }),
             ..SipRules::default()
         };
+        let used = |zone| ZoneUse {
+            zone,
+            has_ports: true,
+            method_budgets: false,
+        };
         let tables = compile_sip(
             &rules,
             &[String::new()],
-            [(Zone::Trunk, true), (Zone::Access, true)],
+            [used(Zone::Trunk), used(Zone::Access)],
             &SipIds::default(),
         );
         assert_eq!(tables.flags, policy_flags::SIP_ACCESS);

@@ -20,7 +20,7 @@ use sipguard_common::{
 
 use super::{
     BanSettings, Budget, DEFAULT_NEW_SOURCES, EventSettings, Policy, Ports,
-    sip_tables::{SipIds, SipTables, compile_sip},
+    sip_tables::{SipIds, SipTables, ZoneUse, compile_sip},
 };
 
 /// A prefix as the kernel tries hold it: length and network-order address bytes.
@@ -190,15 +190,33 @@ impl Tables {
             .as_ref()
             .map_or(0, |access| class_id(&Some(access.class.clone())));
         let class_names: Vec<String> = classes.iter().map(|(name, _)| name.clone()).collect();
+        // Method budgets need the SIP stage where sources of a class that has them arrive:
+        // allowlisted sources (either zone) and the access zone's unknown sources.
+        let budgeted = |class: Option<&String>| {
+            class.is_some_and(|class| policy.sip.method_budgets.contains_key(class))
+        };
+        let listed_budgeted = policy
+            .allow
+            .iter()
+            .any(|rule| budgeted(rule.class.as_ref()))
+            || runtime_allow
+                .values()
+                .any(|(_, class)| budgeted(class.as_ref()));
         let sip = compile_sip(
             &policy.sip,
             &class_names,
             [
-                (Zone::Trunk, !policy.trunk.is_empty()),
-                (
-                    Zone::Access,
-                    policy.access.as_ref().is_some_and(|a| !a.ports.is_empty()),
-                ),
+                ZoneUse {
+                    zone: Zone::Trunk,
+                    has_ports: !policy.trunk.is_empty(),
+                    method_budgets: listed_budgeted,
+                },
+                ZoneUse {
+                    zone: Zone::Access,
+                    has_ports: policy.access.as_ref().is_some_and(|a| !a.ports.is_empty()),
+                    method_budgets: listed_budgeted
+                        || budgeted(policy.access.as_ref().map(|a| &a.class)),
+                },
             ],
             sip_ids,
         );
