@@ -57,10 +57,15 @@ pub const MESSAGE_TAIL: usize = 128;
 const _: () = assert!(crate::dial::MAX_URI_BYTES + 8 <= MESSAGE_TAIL);
 const _: () = assert!(SIP_SCAN_BYTES + MESSAGE_TAIL <= SIP_BUFFER_BYTES);
 
+/// The buffer a message is copied into, aligned so that the scan reads whole words (a BPF
+/// load of a possibly misaligned word costs eight byte loads and their shifts).
+#[repr(C, align(8))]
+pub struct MessageBuffer(pub [u8; SIP_BUFFER_BYTES]);
+
 /// The message copy the SIP stage scans: its first `len` bytes are the message (`len` at most
 /// [`SIP_SCAN_BYTES`]), followed by [`MESSAGE_TAIL`] zero bytes.
 pub struct Message<'a> {
-    pub bytes: &'a [u8; SIP_BUFFER_BYTES],
+    pub bytes: &'a MessageBuffer,
     pub len: usize,
 }
 
@@ -113,29 +118,27 @@ impl Message<'_> {
         if index >= self.len {
             return 0;
         }
-        self.bytes[index & OFFSET_MASK]
+        self.bytes.0[index & OFFSET_MASK]
     }
 
-    /// Eight bytes from `offset` (little-endian). Without a branch on `len`: the
-    /// [`MESSAGE_TAIL`] bytes after the message are zero.
+    /// The aligned word holding byte `offset` (little-endian), one load.
+    #[inline(always)]
+    fn aligned_word(&self, offset: usize) -> u64 {
+        // SAFETY: the buffer is 8-aligned and a whole number of words long.
+        let words: &[u64; SIP_BUFFER_BYTES / 8] =
+            unsafe { &*(self.bytes as *const MessageBuffer).cast() };
+        u64::from_le(words[(offset & OFFSET_MASK) >> 3])
+    }
+
+    /// Eight bytes from any `offset` (little-endian), from the two aligned words that hold
+    /// them. Without a branch on `len`: the [`MESSAGE_TAIL`] bytes after the message are zero.
     #[inline(always)]
     fn word(&self, offset: usize) -> u64 {
-        let offset = offset & OFFSET_MASK;
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(&self.bytes[offset..offset + 8]);
-        u64::from_le_bytes(raw)
-    }
-}
-
-impl Message<'_> {
-    /// Eight bytes from any `offset` below the scan bound (little-endian), the message's
-    /// zero tail included.
-    #[inline(always)]
-    fn unaligned_word(&self, offset: usize) -> u64 {
-        let offset = offset & OFFSET_MASK;
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(&self.bytes[offset..offset + 8]);
-        u64::from_le_bytes(raw)
+        let shift = (offset & 7) * 8;
+        let low = self.aligned_word(offset);
+        let high = self.aligned_word((offset & OFFSET_MASK) + 8);
+        // `(high << 1) << (63 - shift)`: `high << (64 - shift)` without a 64-bit shift at 0.
+        (low >> shift) | ((high << 1) << (63 - shift))
     }
 }
 
@@ -144,7 +147,7 @@ impl Bytes for Message<'_> {
     /// within the zero tail.
     #[inline(always)]
     fn byte(&self, index: usize) -> u8 {
-        self.bytes[index & OFFSET_MASK]
+        self.bytes.0[index & OFFSET_MASK]
     }
 }
 
@@ -258,13 +261,19 @@ pub const SCAN_STEPS: usize = SIP_SCAN_BYTES / (8 * WORDS_PER_STEP) + 96;
 /// few words and reads what starts there. `false` once the scan is over.
 #[inline(always)]
 pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
+    // Whole aligned words; the bytes of the first one before `offset` are not looked at.
     let mut offset = scan.offset & OFFSET_MASK;
+    let mut before = !0u64 << ((offset & 7) * 8);
+    offset &= !7;
     let mut flagged = 0;
     for _ in 0..WORDS_PER_STEP {
         if offset >= message.len {
             return false;
         }
-        let word = message.word(offset);
+        // The bytes before `offset` read as 0xff, which matches nothing and starts no borrow
+        // (a borrow could make a false flag of the next byte).
+        let word = message.aligned_word(offset) | !before;
+        before = !0;
         // Without a branch: the verifier walks both sides of every branch in this loop.
         let in_to = u64::from(scan.in_to).wrapping_neg();
         let to_marks = bytes_equal(word, b';')
@@ -367,7 +376,7 @@ pub fn signature_key(
     let mut len = SIGNATURE_BYTES;
     let mut ended = false;
     for word_index in 0..4 {
-        let word = message.unaligned_word(start + 8 * word_index);
+        let word = message.word(start + 8 * word_index);
         let mut ends = bytes_equal(word, b'\r') | bytes_equal(word, b'\n') | zero_bytes(word);
         if display {
             ends |= bytes_equal(word, b'"') | bytes_equal(word, b'<');
@@ -449,10 +458,10 @@ mod scan_tests {
     use super::*;
     use crate::abi::SIP_BUFFER_BYTES;
 
-    fn message(text: &str) -> ([u8; SIP_BUFFER_BYTES], usize) {
-        let mut bytes = [0u8; SIP_BUFFER_BYTES];
+    fn message(text: &str) -> (MessageBuffer, usize) {
+        let mut bytes = MessageBuffer([0u8; SIP_BUFFER_BYTES]);
         let len = text.len().min(SIP_SCAN_BYTES);
-        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        bytes.0[..len].copy_from_slice(&text.as_bytes()[..len]);
         (bytes, len)
     }
 

@@ -14,11 +14,10 @@ use sipguard_common::abi::{
     FragKey, FragVerdict, GENERATIONS, Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_DEST_PREFIXES,
     MAX_PEERS, MAX_PREFIXES, MAX_SIGNATURE_ENTRIES, MAX_SIP_SOURCES, MAX_SOURCES,
     MAX_TRACKED_FRAGMENTS, METHOD_SLOTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy,
-    PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_BUFFER_BYTES, SIP_ZONES,
-    SignatureData, SignatureRule, SipSourceState, SourceKey, SourceState, dest_verdict, event_stat,
-    tail,
+    PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_ZONES, SignatureData,
+    SignatureRule, SipSourceState, SourceKey, SourceState, dest_verdict, event_stat, tail,
 };
-use sipguard_common::sip::Scan;
+use sipguard_common::sip::{MessageBuffer, Scan};
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
 /// controller refuse state it does not understand.
@@ -146,7 +145,7 @@ pub(crate) static METHODS: PerCpuArray<u64> = PerCpuArray::with_max_entries(METH
 /// at the end) and the header scan's state.
 #[repr(C)]
 pub(crate) struct SipScratch {
-    pub(crate) bytes: [u8; SIP_BUFFER_BYTES],
+    pub(crate) bytes: MessageBuffer,
     /// Bytes of the message copied into `bytes`.
     pub(crate) len: usize,
     pub(crate) scan: Scan,

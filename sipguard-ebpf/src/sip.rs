@@ -146,7 +146,7 @@ pub(crate) fn inspect_headers(
     // callback once for every state it arrives in. Stage 2 said what to look for.
     // SAFETY: per-CPU scratch; nothing else uses it during this run.
     let len = copy_message(ctx, handoff.packet.payload, unsafe {
-        &raw mut (*scratch).bytes
+        &raw mut (*scratch).bytes.0
     })?;
     // SAFETY: as above.
     let headers = unsafe { scan(scratch, len) };
