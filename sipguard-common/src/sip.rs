@@ -183,8 +183,13 @@ fn classify(message: &Message, start: usize) -> Line {
     if first == b'\r' || first == b'\n' || first == 0 {
         return Line::End;
     }
+    let folded = fold_case(first);
+    if folded != b'u' && folded != b'f' && folded != b't' {
+        // Most lines (Via, Contact, Call-ID, CSeq...): one byte decides.
+        return Line::Other;
+    }
     let word = message.word(start) | LOWER;
-    let name_len = match fold_case(first) {
+    let name_len = match folded {
         b'u' if word == u64::from_le_bytes(*b"user-age")
             && message.at(start + 8) | 0x20 == b'n'
             && message.at(start + 9) | 0x20 == b't' =>
@@ -250,48 +255,50 @@ impl Scan {
     }
 }
 
-/// Words a step looks at before it gives up for this step (the scan goes on at the next).
-const WORDS_PER_STEP: usize = 8;
+/// Words or marks a step handles (a step is one call of the kernel's `bpf_loop` callback).
+const EVENTS_PER_STEP: usize = 16;
 
-/// Steps a scan may take: enough for the scan bound, a step per line and per mark (`;<>"`) of
-/// the To header.
-pub const SCAN_STEPS: usize = SIP_SCAN_BYTES / (8 * WORDS_PER_STEP) + 96;
+/// Steps a scan may take: enough for the scan bound and a mark per line and per `;<>"` of
+/// the To header, many times over.
+pub const SCAN_STEPS: usize = 64;
 
-/// One step of the header scan: finds the next line start (or `;` in the To header) within a
-/// few words and reads what starts there. `false` once the scan is over.
+/// One step of the header scan: up to [`EVENTS_PER_STEP`] times, the next aligned word without
+/// a line end (or, in the To header, a `;<>"`) is passed over, or the first such mark is handled
+/// (the header a line starts, the To header's tag). `false` once the scan is over.
 #[inline(always)]
 pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
-    // Whole aligned words; the bytes of the first one before `offset` are not looked at.
-    let mut offset = scan.offset & OFFSET_MASK;
-    let mut before = !0u64 << ((offset & 7) * 8);
-    offset &= !7;
-    let mut flagged = 0;
-    for _ in 0..WORDS_PER_STEP {
+    for _ in 0..EVENTS_PER_STEP {
+        let offset = scan.offset & OFFSET_MASK;
         if offset >= message.len {
             return false;
         }
+        let word_start = offset & !7;
         // The bytes before `offset` read as 0xff, which matches nothing and starts no borrow
         // (a borrow could make a false flag of the next byte).
-        let word = message.aligned_word(offset) | !before;
-        before = !0;
-        // Without a branch: the verifier walks both sides of every branch in this loop.
-        let in_to = u64::from(scan.in_to).wrapping_neg();
-        let to_marks = bytes_equal(word, b';')
-            | bytes_equal(word, b'<')
-            | bytes_equal(word, b'>')
-            | bytes_equal(word, b'"');
-        flagged = bytes_equal(word, b'\n') | (to_marks & in_to);
-        if flagged != 0 {
-            break;
+        let word = message.aligned_word(word_start) | !(!0u64 << ((offset & 7) * 8));
+        let mut flagged = bytes_equal(word, b'\n');
+        if scan.in_to {
+            flagged |= bytes_equal(word, b';')
+                | bytes_equal(word, b'<')
+                | bytes_equal(word, b'>')
+                | bytes_equal(word, b'"');
         }
-        offset += 8;
+        if flagged == 0 {
+            scan.offset = word_start + 8;
+            continue;
+        }
+        let at = word_start + lowest_flagged(flagged);
+        scan.offset = at + 1;
+        if !handle_mark(message, scan, at) {
+            return false;
+        }
     }
-    if flagged == 0 {
-        scan.offset = offset;
-        return true;
-    }
-    let at = offset + lowest_flagged(flagged);
-    scan.offset = at + 1;
+    true
+}
+
+/// A line end or a mark of the To header at `at`; `false` once the scan has what it needs.
+#[inline(always)]
+fn handle_mark(message: &Message, scan: &mut Scan, at: usize) -> bool {
     match message.at(at) {
         b'\n' => {}
         b'"' => {
@@ -332,7 +339,7 @@ pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
             scan.in_to = scan.want_to_tag;
             scan.to_seen = true;
         }
-        Line::Other => {}
+        Line::Other => return true,
     }
     let signatures_done =
         !scan.want_signatures || (scan.found.user_agent != 0 && scan.found.from != 0);
