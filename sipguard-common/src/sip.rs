@@ -267,32 +267,48 @@ pub const SCAN_STEPS: usize = 64;
 /// (the header a line starts, the To header's tag). `false` once the scan is over.
 #[inline(always)]
 pub fn scan_step(message: &Message, scan: &mut Scan) -> bool {
+    let mut offset = scan.offset & OFFSET_MASK;
+    let mut word_start = offset & !7;
+    // The bytes before `offset` read as 0xff, which matches nothing and starts no borrow
+    // (a borrow could make a false flag of the next byte).
+    let mut word = message.aligned_word(word_start) | !(!0u64 << ((offset & 7) * 8));
+    let mut in_to = u64::from(scan.in_to).wrapping_neg();
     for _ in 0..EVENTS_PER_STEP {
-        let offset = scan.offset & OFFSET_MASK;
-        if offset >= message.len {
+        if word_start >= message.len {
             return false;
         }
-        let word_start = offset & !7;
-        // The bytes before `offset` read as 0xff, which matches nothing and starts no borrow
-        // (a borrow could make a false flag of the next byte).
-        let word = message.aligned_word(word_start) | !(!0u64 << ((offset & 7) * 8));
         let mut flagged = bytes_equal(word, b'\n');
-        if scan.in_to {
+        if in_to != 0 {
             flagged |= bytes_equal(word, b';')
                 | bytes_equal(word, b'<')
                 | bytes_equal(word, b'>')
                 | bytes_equal(word, b'"');
+        } else if flagged == 0 {
+            // Outside the To header, two words at a time: most words hold no line end.
+            let next = message.aligned_word(word_start + 8);
+            if bytes_equal(next, b'\n') == 0 {
+                word_start += 16;
+                word = message.aligned_word(word_start);
+                offset = word_start;
+                continue;
+            }
         }
         if flagged == 0 {
-            scan.offset = word_start + 8;
+            word_start += 8;
+            word = message.aligned_word(word_start);
+            offset = word_start;
             continue;
         }
         let at = word_start + lowest_flagged(flagged);
-        scan.offset = at + 1;
         if !handle_mark(message, scan, at) {
             return false;
         }
+        in_to = u64::from(scan.in_to).wrapping_neg();
+        offset = (at + 1) & OFFSET_MASK;
+        word_start = offset & !7;
+        word = message.aligned_word(word_start) | !(!0u64 << ((offset & 7) * 8));
     }
+    scan.offset = offset;
     true
 }
 
