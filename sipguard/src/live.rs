@@ -7,7 +7,7 @@ use std::{net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
 use sipguard_common::{
-    abi::{BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, policy_flags},
+    abi::{BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, Zone, policy_flags},
     budget::Gcra,
     source::{manual_ban, source_key},
 };
@@ -114,6 +114,7 @@ impl LiveState {
             (Some(_), List::Deny) => return Err(LiveError::DenyWithClass),
             (Some(name), List::Allow) => self.class_id(name)?,
         };
+        self.route_method_budgets(generation, class)?;
         // Mark the prefilter first: a source whose /24 is clear is taken as not on the list.
         for bitmap in Prefilter::of(list) {
             let mut chunks = self.prefilter(generation, *bitmap)?;
@@ -156,6 +157,30 @@ impl LiveState {
             self.remove_rule(generation, list, *prefix)?;
         }
         self.refresh_deny_flags(list, generation)?;
+        Ok(())
+    }
+
+    /// An allowlisted source of a class with method budgets must reach the SIP stage in both
+    /// zones (`apply` decides this for the policy's own entries).
+    fn route_method_budgets(&mut self, generation: u32, class: u16) -> Result<(), StateError> {
+        let mut policy = self.policy(generation)?;
+        let budgets = policy.class_methods[usize::from(class) % policy.class_methods.len()];
+        if class == 0 || budgets.iter().all(|gcra| gcra.is_unlimited()) {
+            return Ok(());
+        }
+        let mut flags = policy.header.flags;
+        for (zone, flag) in [
+            (Zone::Trunk, policy_flags::SIP_TRUNK),
+            (Zone::Access, policy_flags::SIP_ACCESS),
+        ] {
+            if !crate::policy::Ports::of(&policy, zone).is_empty() {
+                flags |= flag;
+            }
+        }
+        if flags != policy.header.flags {
+            policy.header.flags = flags;
+            self.set_policy(generation, &policy)?;
+        }
         Ok(())
     }
 

@@ -1418,3 +1418,58 @@ fn without_sip_rules_the_same_packets_pass_on_stage_one_alone() {
     assert_eq!(sip_stats(&filter), SipStats::default());
     assert_eq!(filter.stats().dropped.packets, 0);
 }
+
+/// A runtime allow entry of a class with method budgets brings the SIP stage to a zone that had
+/// none (the policy's own entries are routed by `apply`).
+#[test]
+fn a_runtime_allow_entry_with_method_budgets_is_budgeted_at_once() {
+    let policy = r#"
+mode = "enforce"
+[trunk]
+udp = [5060]
+[classes.pbx]
+rate = 1000
+burst = 1000
+[classes.pbx.methods]
+invite = { rate = 1, per = "1h", burst = 1 }
+"#;
+    let mut filter = TestFilter::new(policy);
+    let pbx = Ipv4Addr::new(198, 18, 7, 7);
+    {
+        let state = &filter.loaded.state;
+        let flags = state
+            .policy(state.active_generation().unwrap())
+            .unwrap()
+            .header
+            .flags;
+        assert_eq!(
+            flags & sipguard_common::abi::policy_flags::SIP_TRUNK,
+            0,
+            "no entry uses the class yet: the trunk keeps stage 1's fast path"
+        );
+    }
+    filter
+        .live()
+        .add_entries(
+            sipguard::state::List::Allow,
+            &[sipguard::policy::Prefix::V4 {
+                len: 32,
+                addr: pbx.octets(),
+            }],
+            Some("pbx"),
+        )
+        .unwrap();
+    let call = invite("sip:+442079460000@198.18.0.1");
+    expect(
+        &mut filter,
+        &trunk(pbx, &call),
+        pass(Zone::Trunk, Reason::Allowlisted),
+        "the first INVITE",
+    );
+    expect(
+        &mut filter,
+        &trunk(pbx, &call),
+        drop(Zone::Trunk, Reason::MethodRateLimited),
+        "the second INVITE within the hour",
+    );
+}
