@@ -165,7 +165,7 @@ impl LiveState {
     fn route_method_budgets(&mut self, generation: u32, class: u16) -> Result<(), StateError> {
         let mut policy = self.policy(generation)?;
         let budgets = policy.class_methods[usize::from(class) % policy.class_methods.len()];
-        if class == 0 || budgets.iter().all(|gcra| gcra.is_unlimited()) {
+        if class == 0 || budgets.iter().all(Gcra::is_unlimited) {
             return Ok(());
         }
         let mut flags = policy.header.flags;
