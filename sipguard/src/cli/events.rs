@@ -9,7 +9,7 @@ use sipguard_common::abi::map_name;
 use super::{Global, client};
 use crate::{
     daemon::{DEFAULT_LISTEN, HANDLER_DEADLINE, MAX_EVENTS_WAIT},
-    events::{Clock, EventRecord},
+    events::{Clock, EventRecord, RuleNames},
     state::{State, Target},
 };
 
@@ -34,6 +34,27 @@ pub struct Args {
     /// Where `sipguard run` listens.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     daemon: SocketAddr,
+    /// Only drops of this reason (repeatable), e.g. `destination_denied`, `scanner`.
+    #[arg(long, value_parser = reason_name)]
+    reason: Vec<String>,
+}
+
+fn reason_name(text: &str) -> Result<String, String> {
+    match sipguard_common::abi::Reason::ALL
+        .iter()
+        .find(|reason| reason.name() == text)
+    {
+        Some(reason) => Ok(reason.name().to_string()),
+        None => Err(format!(
+            "unknown reason '{text}'; one of: {}",
+            sipguard_common::abi::Reason::ALL
+                .iter()
+                .filter(|reason| reason.is_drop())
+                .map(|reason| reason.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// Client timeout of one long poll: past the daemon's handler deadline, so the daemon answers
@@ -56,7 +77,10 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         .as_deref()
         .map(|iface| global.target(Some(iface)).map(|t| t.label()))
         .transpose()?;
-    let wanted = |event: &EventRecord| label.as_ref().is_none_or(|l| *l == event.interface);
+    let wanted = |event: &EventRecord| {
+        label.as_ref().is_none_or(|l| *l == event.interface)
+            && (args.reason.is_empty() || args.reason.contains(&event.reason))
+    };
     let first = format!("/api/events?after=0&limit={}", args.limit);
     if let Some(body) = client::get(args.daemon, &first, Duration::from_secs(5))? {
         let mut events: Vec<EventRecord> = serde_json::from_str(&body)?;
@@ -94,10 +118,15 @@ fn direct(target: &Target, args: &Args) -> Result<u8> {
     let mut ring = RingBuf::try_from(Map::from_map_data(data)?)?;
     let label = target.label();
     let clock = Clock::now();
+    let mut names = RuleNames::new(target.clone());
     let mut shown = 0;
     loop {
         while let Some(item) = ring.next() {
-            if let Some(event) = EventRecord::decode(&item, &label, &clock) {
+            if let Some(mut event) = EventRecord::decode(&item, &label, &clock) {
+                if !args.reason.is_empty() && !args.reason.contains(&event.reason) {
+                    continue;
+                }
+                names.name(&mut event);
                 print(&event, args.json);
                 shown += 1;
                 if !args.follow && shown >= args.limit {
