@@ -50,28 +50,21 @@ impl SipStats {
         if signature_hits.iter().all(|n| *n == 0) && rule_hits.iter().all(|n| *n == 0) {
             return Ok(stats);
         }
-        let generation = state.active_generation()?;
-        let policy = state.policy(generation)?;
-        let ids = SipIds::of(
-            &state.signatures(generation)?,
-            &state.destinations(generation)?,
-            &policy.sip,
-        );
-        let names = |by_name: &BTreeMap<String, u16>, hits: &[u64]| -> Vec<(String, u64)> {
-            let by_id: BTreeMap<u16, &String> = by_name.iter().map(|(n, id)| (*id, n)).collect();
+        let (signatures, rules) = names_by_id(state)?;
+        let named = |names: &NamesById, hits: &[u64]| -> Vec<(String, u64)> {
             hits.iter()
                 .enumerate()
                 .filter(|(_, count)| **count > 0)
                 .map(|(id, count)| {
-                    let name = by_id
+                    let name = names
                         .get(&(id as u16))
-                        .map_or_else(|| format!("id-{id}"), |name| (*name).clone());
+                        .map_or_else(|| format!("id-{id}"), Clone::clone);
                     (name, *count)
                 })
                 .collect()
         };
-        stats.signatures = names(&ids.signatures, &signature_hits);
-        stats.rules = names(&ids.rules, &rule_hits);
+        stats.signatures = named(&signatures, &signature_hits);
+        stats.rules = named(&rules, &rule_hits);
         Ok(stats)
     }
 }

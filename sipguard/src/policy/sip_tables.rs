@@ -372,35 +372,6 @@ pub fn signature_key(field: u8, prefix: &str) -> TrieKey<SignatureData> {
     (8 * (1 + bytes.len() as u32), data)
 }
 
-/// Human form of a destination trie key: the zone and the digits.
-pub fn destination_prefix(key: &TrieKey<DestData>) -> (Zone, String) {
-    let (bits, data) = key;
-    let digits = (bits.saturating_sub(8) / 4) as usize;
-    let text = (0..digits.min(DEST_KEY_DIGITS))
-        .map(|index| {
-            let byte = data[1 + index / 2];
-            let nibble = if index % 2 == 0 {
-                byte >> 4
-            } else {
-                byte & 0x0f
-            };
-            char::from(b'0' + nibble)
-        })
-        .collect();
-    (Zone::from_u8(data[0]), text)
-}
-
-/// A request budget for a human: `2/min burst 3`.
-pub fn describe_budget(budget: &RequestBudget) -> String {
-    let per = match budget.per.as_secs() {
-        1 => "s".to_string(),
-        60 => "min".to_string(),
-        3600 => "h".to_string(),
-        _ => format!("{:?}", budget.per),
-    };
-    format!("{}/{} burst {}", budget.count, per, budget.burst)
-}
-
 /// What the destination firewall does with one number.
 #[derive(Debug, serde::Serialize)]
 pub struct DialVerdict {
