@@ -220,73 +220,58 @@ fn report_drop(ctx: &XdpContext, handoff: &mut Handoff, view: &MapView) {
 
 /// Stage 2, SIP inspection of packets stage 1 admitted in a zone with SIP rules (`sip.rs`):
 /// counts the method and spends the method budget; hands the packet to the headers stage when
-/// signatures or the INVITE destination firewall need a look. Counts the packet with its final
-/// verdict and reports its drops.
+/// signatures or the INVITE destination firewall need a look.
 #[xdp]
 pub(crate) fn sipguard_sip(ctx: XdpContext) -> u32 {
-    let frame = XdpFrame::new(&ctx);
-    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: per-CPU slot, filled by the judge for this packet.
-    let handoff = unsafe { &mut *handoff };
-    let Some(view) = MapView::at(u32::from(handoff.generation)) else {
-        return handoff.action;
-    };
-    match sip::inspect_method(&frame, handoff, &view) {
-        sip::Step::Pass => {}
-        sip::Step::Drop(reason) => return sip_drop(&ctx, &frame, handoff, &view, reason),
-        sip::Step::Headers => {
-            // SAFETY: the headers stage reads the handoff slot just filled.
-            unsafe { TAILS.tail_call(&ctx, tail::HEADERS) };
-            event_stat(event_stat::TAIL_CALL_FAILED);
-        }
-    }
-    count_final(&frame, handoff);
-    handoff.action
+    sip_stage(&ctx, Some(tail::HEADERS), |frame, handoff, view| {
+        sip::inspect_method(frame, handoff, view)
+    })
 }
 
-/// Stage 3, the headers of a message stage 2 handed on: scanner signatures and the INVITE
-/// destination firewall (`sip.rs`).
+/// Stage 3, the headers of a message stage 2 handed on: scanner signatures; an INVITE outside
+/// a dialog goes on to the destination stage (`sip.rs`).
 #[xdp]
 pub(crate) fn sipguard_headers(ctx: XdpContext) -> u32 {
-    let frame = XdpFrame::new(&ctx);
-    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
-        return xdp_action::XDP_PASS;
-    };
-    // SAFETY: per-CPU slot, filled by the earlier stages for this packet.
-    let handoff = unsafe { &mut *handoff };
-    let Some(view) = MapView::at(u32::from(handoff.generation)) else {
-        return handoff.action;
-    };
-    match sip::inspect_headers(&ctx, handoff, &view) {
-        None => {}
-        Some(Reason::NotSip) => {
-            // SAFETY: the destination stage reads the slot and the scratch just filled.
-            unsafe { TAILS.tail_call(&ctx, tail::DESTINATION) };
-            event_stat(event_stat::TAIL_CALL_FAILED);
-        }
-        Some(reason) => return sip_drop(&ctx, &frame, handoff, &view, reason),
-    }
-    count_final(&frame, handoff);
-    handoff.action
+    sip_stage(&ctx, Some(tail::DESTINATION), |_, handoff, view| {
+        sip::inspect_headers(&ctx, handoff, view)
+    })
 }
 
 /// Stage 4, the INVITE destination firewall (`sip.rs`), for an INVITE the headers stage found
 /// outside a dialog.
 #[xdp]
 pub(crate) fn sipguard_destination(ctx: XdpContext) -> u32 {
-    let frame = XdpFrame::new(&ctx);
-    let Some(handoff) = HANDOFF.get_ptr_mut(0) else {
+    sip_stage(&ctx, None, |_, handoff, view| {
+        sip::inspect_destination(handoff, view)
+    })
+}
+
+/// What every SIP stage does around its check: the handoff slot and the policy generation of
+/// the packet; then the next stage (`next`, a `SG_TAILS` slot; `None` for the last stage), or
+/// the packet counted with its final verdict and, for a drop, reported.
+#[inline(always)]
+fn sip_stage(
+    ctx: &XdpContext,
+    next: Option<u32>,
+    inspect: impl FnOnce(&XdpFrame, &mut Handoff, &MapView) -> sip::Step,
+) -> u32 {
+    let frame = XdpFrame::new(ctx);
+    let Some(handoff) = handoff() else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: per-CPU slot, filled by the earlier stages for this packet.
-    let handoff = unsafe { &mut *handoff };
     let Some(view) = MapView::at(u32::from(handoff.generation)) else {
         return handoff.action;
     };
-    if let Some(reason) = sip::inspect_destination(handoff, &view) {
-        return sip_drop(&ctx, &frame, handoff, &view, reason);
+    match inspect(&frame, handoff, &view) {
+        sip::Step::Pass => {}
+        sip::Step::Drop(reason) => return sip_drop(ctx, &frame, handoff, &view, reason),
+        sip::Step::Next => {
+            if let Some(next) = next {
+                // SAFETY: the next stage reads the handoff slot (and the scratch) just filled.
+                unsafe { TAILS.tail_call(ctx, next) };
+                event_stat(event_stat::TAIL_CALL_FAILED);
+            }
+        }
     }
     count_final(&frame, handoff);
     handoff.action

@@ -70,14 +70,15 @@ fn method(frame: &XdpFrame, handoff: &mut Handoff) -> SipMethod {
     }
 }
 
-/// What the SIP stage decided.
+/// What a SIP stage decided.
 pub(crate) enum Step {
     /// Admitted; nothing more to look at.
     Pass,
     /// Dropped for this reason (`handoff.rule` says by what).
     Drop(Reason),
-    /// The headers stage must look at it (signatures, an INVITE's destination).
-    Headers,
+    /// The next stage must look at it: the headers (signatures, an INVITE's destination) after
+    /// the method stage, the destination after the headers.
+    Next,
 }
 
 /// The SIP stage: counts the method, spends the method budget, and says whether the headers
@@ -123,7 +124,7 @@ pub(crate) fn inspect_method(frame: &XdpFrame, handoff: &mut Handoff, view: &Map
     };
     // SAFETY: per-CPU scratch, unshared during this run; the headers stage starts from it.
     unsafe { (*scratch).scan = Scan::new(signatures, destinations) };
-    Step::Headers
+    Step::Next
 }
 
 #[inline(always)]
@@ -132,80 +133,83 @@ fn scans_signatures(rules: &SipZone, listed: bool) -> bool {
         && (!listed || rules.flags & sip_zone_flags::SCANNERS_ALLOWLISTED != 0)
 }
 
-/// The headers stage: copies the message, scans its headers, matches the signatures. A drop
-/// reason when it is to be dropped (`handoff.rule` says by what); `Reason::NotSip` when the
-/// destination stage must judge the INVITE.
+/// The headers stage: copies the message, scans its headers, matches the signatures; `Next`
+/// when the destination stage must judge the INVITE.
 #[inline(always)]
-pub(crate) fn inspect_headers(
-    ctx: &XdpContext,
-    handoff: &mut Handoff,
-    view: &MapView,
-) -> Option<Reason> {
-    let scratch = SIP_BUFFER.get_ptr_mut(0)?;
+pub(crate) fn inspect_headers(ctx: &XdpContext, handoff: &mut Handoff, view: &MapView) -> Step {
+    let Some(scratch) = SIP_BUFFER.get_ptr_mut(0) else {
+        return Step::Pass;
+    };
     // The scan first, before any branch on the policy: the verifier checks `bpf_loop`'s
     // callback once for every state it arrives in. Stage 2 said what to look for.
     // SAFETY: per-CPU scratch; nothing else uses it during this run.
-    let len = copy_message(ctx, handoff.packet.payload, unsafe {
+    let Some(len) = copy_message(ctx, handoff.packet.payload, unsafe {
         &raw mut (*scratch).bytes.0
-    })?;
-    // SAFETY: as above.
-    let headers = unsafe { scan(scratch, len) };
-    let zone = Zone::from_u8(handoff.zone);
-    let method = SipMethod::from_u8(handoff.method);
-    let listed = handoff.class & NOT_ALLOWLISTED_FLAG == 0;
-    let rules = view.sip_zone(zone);
-    let signatures = scans_signatures(rules, listed);
-    let destinations =
-        method == SipMethod::Invite && rules.flags & sip_zone_flags::DESTINATIONS != 0;
-    let message = Message {
-        // SAFETY: as above, just filled.
-        bytes: unsafe { &(*scratch).bytes },
-        len,
+    }) else {
+        return Step::Pass;
     };
-    let source = source_key(&handoff.packet, view.ipv6_budget());
-    if signatures
+    // SAFETY: as above.
+    let scan = unsafe { scan(scratch, len) };
+    let headers = scan.found;
+    // SAFETY: as above, just filled.
+    let message = unsafe { scratch_message(scratch) };
+    if scan.want_signatures
         // SAFETY: the scratch's key slot, as above.
         && let Some(id) = match_signature(view, &message, &headers, unsafe {
             &mut (*scratch).signature_key
         })
     {
         bump(&SIGNATURE_HITS, u32::from(id));
+        let listed = handoff.class & NOT_ALLOWLISTED_FLAG == 0;
+        let rules = view.sip_zone(Zone::from_u8(handoff.zone));
         if !listed && rules.flags & sip_zone_flags::SCANNER_BANS != 0 {
-            view.ban_scanner(&source);
+            view.ban_scanner(&source_key(&handoff.packet, view.ipv6_budget()));
         }
         handoff.rule = id;
-        return Some(Reason::Scanner);
+        return Step::Drop(Reason::Scanner);
     }
     // Requests inside a dialog (a To tag) were judged when it was set up.
-    if destinations && !headers.to_tag {
-        return Some(Reason::NotSip);
+    if scan.want_to_tag && !headers.to_tag {
+        return Step::Next;
     }
-    None
+    Step::Pass
 }
 
 /// The destination stage: the INVITE's number, from the message the headers stage copied.
 #[inline(always)]
-pub(crate) fn inspect_destination(handoff: &mut Handoff, view: &MapView) -> Option<Reason> {
-    let scratch = SIP_BUFFER.get_ptr_mut(0)?;
+pub(crate) fn inspect_destination(handoff: &mut Handoff, view: &MapView) -> Step {
+    let Some(scratch) = SIP_BUFFER.get_ptr_mut(0) else {
+        return Step::Pass;
+    };
     let zone = Zone::from_u8(handoff.zone);
     let rules = view.sip_zone(zone);
     // SAFETY: per-CPU scratch, filled by the headers stage of this run.
-    let (message, key) = unsafe {
-        let len = (*scratch).len;
-        (
-            Message {
-                bytes: &(*scratch).bytes,
-                len: if len > SIP_SCAN_BYTES {
-                    SIP_SCAN_BYTES
-                } else {
-                    len
-                },
-            },
-            &mut (*scratch).destination_key,
-        )
-    };
+    let (message, key) = unsafe { (scratch_message(scratch), &mut (*scratch).destination_key) };
     let source = source_key(&handoff.packet, view.ipv6_budget());
-    judge_destination(handoff, view, rules, zone, &message, &source, key)
+    match judge_destination(handoff, view, rules, zone, &message, &source, key) {
+        Some(reason) => Step::Drop(reason),
+        None => Step::Pass,
+    }
+}
+
+/// The message the headers stage copied into the scratch.
+///
+/// # Safety
+/// `scratch` is this CPU's scratch, filled during this run.
+#[inline(always)]
+unsafe fn scratch_message(scratch: *mut SipScratch) -> Message<'static> {
+    // SAFETY: the caller's; the length is read back from memory, so it is bounded again.
+    unsafe {
+        let len = (*scratch).len;
+        Message {
+            bytes: &(*scratch).bytes,
+            len: if len > SIP_SCAN_BYTES {
+                SIP_SCAN_BYTES
+            } else {
+                len
+            },
+        }
+    }
 }
 
 /// One step of the header scan, as `bpf_loop` calls it: the scan's state and the message
@@ -218,15 +222,7 @@ extern "C" fn scan_callback(_index: u64, _context: *mut c_void) -> i64 {
     };
     // SAFETY: per-CPU scratch, filled by the headers stage of this run.
     unsafe {
-        let len = (*scratch).len;
-        let message = Message {
-            bytes: &(*scratch).bytes,
-            len: if len > SIP_SCAN_BYTES {
-                SIP_SCAN_BYTES
-            } else {
-                len
-            },
-        };
+        let message = scratch_message(scratch);
         if scan_step(&message, &mut (*scratch).scan) {
             0
         } else {
@@ -242,7 +238,7 @@ extern "C" fn scan_callback(_index: u64, _context: *mut c_void) -> i64 {
 /// `scratch` is this CPU's scratch, with the message copied in (`len` bytes) and the scan
 /// set up by stage 2.
 #[inline(always)]
-unsafe fn scan(scratch: *mut SipScratch, len: usize) -> Headers {
+unsafe fn scan(scratch: *mut SipScratch, len: usize) -> Scan {
     // SAFETY: the caller's.
     unsafe {
         core::ptr::write_volatile(&raw mut (*scratch).len, len);
@@ -252,11 +248,11 @@ unsafe fn scan(scratch: *mut SipScratch, len: usize) -> Headers {
             core::ptr::null_mut(),
             0,
         );
-        let mut found = core::ptr::read_volatile(&raw const (*scratch).scan).found;
+        let mut scan = core::ptr::read_volatile(&raw const (*scratch).scan);
         // Read back from memory, the offsets are unknown to the verifier: bound them again.
-        found.user_agent &= SIP_SCAN_BYTES - 1;
-        found.from &= SIP_SCAN_BYTES - 1;
-        found
+        scan.found.user_agent &= SIP_SCAN_BYTES - 1;
+        scan.found.from &= SIP_SCAN_BYTES - 1;
+        scan
     }
 }
 
