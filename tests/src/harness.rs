@@ -25,6 +25,26 @@ pub struct Verdict {
     pub monitored: bool,
 }
 
+/// The verdict of a packet that passes, enforcing.
+pub fn pass(zone: Zone, reason: Reason) -> Verdict {
+    Verdict {
+        action: XDP_PASS,
+        zone,
+        reason,
+        monitored: false,
+    }
+}
+
+/// The verdict of a packet that is dropped, enforcing.
+pub fn drop(zone: Zone, reason: Reason) -> Verdict {
+    Verdict {
+        action: XDP_DROP,
+        zone,
+        reason,
+        monitored: false,
+    }
+}
+
 impl Verdict {
     pub fn passed(&self) -> bool {
         self.action == XDP_PASS

@@ -14,7 +14,7 @@ use sipguard::{events::EventRecord, sip_stats::SipStats};
 use sipguard_common::abi::{Reason, Zone};
 use sipguard_tests::{
     frames::{Packet, TCP_ACK, TCP_PSH},
-    harness::{TestFilter, Verdict, XDP_DROP, XDP_PASS, drain_events},
+    harness::{TestFilter, Verdict, XDP_PASS, drain_events, drop, pass},
 };
 
 const SBC4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -266,24 +266,6 @@ fn phone(net: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, net, host)
 }
 
-fn pass(zone: Zone, reason: Reason) -> Verdict {
-    Verdict {
-        action: XDP_PASS,
-        zone,
-        reason,
-        monitored: false,
-    }
-}
-
-fn drop(zone: Zone, reason: Reason) -> Verdict {
-    Verdict {
-        action: XDP_DROP,
-        zone,
-        reason,
-        monitored: false,
-    }
-}
-
 fn admitted() -> Verdict {
     pass(Zone::Access, Reason::AccessAdmitted)
 }
@@ -295,6 +277,20 @@ fn access_drop(reason: Reason) -> Verdict {
 #[track_caller]
 fn expect(filter: &mut TestFilter, frame: &[u8], expected: Verdict, what: &str) {
     assert_eq!(filter.run(frame), expected, "{what}");
+}
+
+/// `burst` copies of `frame` admitted, then one limited by its method budget.
+#[track_caller]
+fn expect_method_burst(filter: &mut TestFilter, frame: &[u8], burst: usize, what: &str) {
+    for n in 1..=burst {
+        expect(filter, frame, admitted(), &format!("{what} {n} of {burst}"));
+    }
+    expect(
+        filter,
+        frame,
+        access_drop(Reason::MethodRateLimited),
+        &format!("{what} {} of {burst}: over budget", burst + 1),
+    );
 }
 
 fn sip_stats(filter: &TestFilter) -> SipStats {
@@ -335,51 +331,12 @@ fn method_budgets_are_per_method_class_and_source_and_responses_are_free() {
     let mut filter = TestFilter::new(&standard());
     let a = phone(2, 1);
     // REGISTER: burst 5.
-    for n in 1..=5 {
-        expect(
-            &mut filter,
-            &access(a, &register()),
-            admitted(),
-            &format!("REGISTER {n} of 5"),
-        );
-    }
-    expect(
-        &mut filter,
-        &access(a, &register()),
-        access_drop(Reason::MethodRateLimited),
-        "the 6th REGISTER",
-    );
+    expect_method_burst(&mut filter, &access(a, &register()), 5, "REGISTER");
     // INVITE: burst 6, its own budget (to a number the destination rules allow).
     let call = invite("sip:02079460000@198.18.0.1");
-    for n in 1..=6 {
-        expect(
-            &mut filter,
-            &access(a, &call),
-            admitted(),
-            &format!("INVITE {n} of 6"),
-        );
-    }
-    expect(
-        &mut filter,
-        &access(a, &call),
-        access_drop(Reason::MethodRateLimited),
-        "the 7th INVITE",
-    );
+    expect_method_burst(&mut filter, &access(a, &call), 6, "INVITE");
     // OPTIONS: burst 2.
-    for n in 1..=2 {
-        expect(
-            &mut filter,
-            &access(a, &options()),
-            admitted(),
-            &format!("OPTIONS {n} of 2"),
-        );
-    }
-    expect(
-        &mut filter,
-        &access(a, &options()),
-        access_drop(Reason::MethodRateLimited),
-        "the 3rd OPTIONS",
-    );
+    expect_method_burst(&mut filter, &access(a, &options()), 2, "OPTIONS");
     // Responses spend no method budget, even with every request budget spent.
     for status in ["200 OK", "401 Unauthorized", "100 Trying", "180 Ringing"] {
         for n in 1..=5 {
@@ -393,19 +350,11 @@ fn method_budgets_are_per_method_class_and_source_and_responses_are_free() {
     }
     // Another source has budgets of its own.
     let b = phone(2, 2);
-    for n in 1..=5 {
-        expect(
-            &mut filter,
-            &access(b, &register()),
-            admitted(),
-            &format!("source b: REGISTER {n} of 5"),
-        );
-    }
-    expect(
+    expect_method_burst(
         &mut filter,
         &access(b, &register()),
-        access_drop(Reason::MethodRateLimited),
-        "source b: the 6th REGISTER",
+        5,
+        "source b: REGISTER",
     );
     // An allowlisted carrier (class carrier: no method budgets) is never limited by method,
     // on the trunk or on the access port.

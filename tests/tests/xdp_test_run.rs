@@ -8,7 +8,7 @@ use sipguard::policy::Policy;
 use sipguard_common::abi::{Reason, Zone};
 use sipguard_tests::{
     frames::{self, ExtHeader, Packet, VlanTag, arp_request, sip_options_request},
-    harness::{TestFilter, Verdict, XDP_DROP, XDP_PASS},
+    harness::{TestFilter, Verdict, XDP_DROP, XDP_PASS, drop, pass},
     model::Model,
 };
 
@@ -56,24 +56,6 @@ fn udp4(src: Ipv4Addr, dport: u16) -> Packet {
 
 fn udp6(src: Ipv6Addr, dport: u16) -> Packet {
     Packet::udp6(src, SBC6, 5060, dport, sip6(src))
-}
-
-fn pass(zone: Zone, reason: Reason) -> Verdict {
-    Verdict {
-        action: XDP_PASS,
-        zone,
-        reason,
-        monitored: false,
-    }
-}
-
-fn drop(zone: Zone, reason: Reason) -> Verdict {
-    Verdict {
-        action: XDP_DROP,
-        zone,
-        reason,
-        monitored: false,
-    }
 }
 
 /// Runs each frame in the kernel and in the model; both must give `expected`.
