@@ -201,12 +201,8 @@ impl MapView {
         let mut fresh = SipSourceState::default();
         // SAFETY: within the local value.
         unsafe { *(&raw mut fresh as *mut u64).add(slot) = gcra.first(now) };
-        if SIP_SOURCES
-            .insert(source, fresh, u64::from(BPF_NOEXIST))
-            .is_err()
-        {
-            // Lost the race to another CPU, or no room: the first request is admitted anyway.
-        }
+        // Lost the race to another CPU (LRU: never full): the first request is admitted anyway.
+        let _ = SIP_SOURCES.insert(source, fresh, u64::from(BPF_NOEXIST));
         true
     }
 

@@ -304,25 +304,17 @@ fn compile_zone(
 ) {
     let plan = &destinations.dial_plan;
     let digits = |text: &str| DigitPrefix::from_str(text).unwrap_or_default();
+    let pair = |list: &[String]| {
+        [0, 1].map(|index| {
+            list.get(index)
+                .map_or_else(DigitPrefix::default, |p| digits(p))
+        })
+    };
     zone_rules.dial_plan = DialPlan {
         country_code: digits(&plan.country_code),
         national_prefix: digits(&plan.national_prefix),
-        international_prefixes: [
-            plan.international_prefixes
-                .first()
-                .map_or_else(DigitPrefix::default, |p| digits(p)),
-            plan.international_prefixes
-                .get(1)
-                .map_or_else(DigitPrefix::default, |p| digits(p)),
-        ],
-        tech_prefixes: [
-            plan.tech_prefixes
-                .first()
-                .map_or_else(DigitPrefix::default, |p| digits(p)),
-            plan.tech_prefixes
-                .get(1)
-                .map_or_else(DigitPrefix::default, |p| digits(p)),
-        ],
+        international_prefixes: pair(&plan.international_prefixes),
+        tech_prefixes: pair(&plan.tech_prefixes),
         ..DialPlan::default()
     };
     let [default_name, unparseable_name] = zone_rule_names(zone);
