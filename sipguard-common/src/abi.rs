@@ -16,7 +16,7 @@ use crate::{
 /// table inserts counted in `SG_EVSTATS` ([`event_stat`]). 5: SIP inspection (method budgets,
 /// scanner signatures, destination rules: [`SipPolicy`], `SG_SIGS_*`, `SG_DEST_*`, ...), 24
 /// reason slots, the class and rule in [`Handoff`] and [`DropEvent`].
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -53,10 +53,15 @@ pub mod map_name {
     pub const SIGNATURE_HITS: &str = "SG_SIGHITS";
     pub const RULE_HITS: &str = "SG_RULEHITS";
     pub const DESTINATION_STATS: &str = "SG_DESTSTATS";
+    pub const VERIFIED: &str = "SG_VERIFIED";
+    pub const AUTH: &str = "SG_AUTH";
+    pub const ANSWER_STATS: &str = "SG_ANSWERS";
+    pub const EGRESS_TAILS: &str = "SG_TCTAILS";
+    pub const ANSWER_SCRATCH: &str = "SG_TCSCRATCH";
 
     /// Every map of the program: the controller pins exactly these (a test checks them
     /// against the built object).
-    pub const ALL: [&str; 38] = [
+    pub const ALL: [&str; 43] = [
         META,
         ACTIVE,
         POLICY,
@@ -95,6 +100,11 @@ pub mod map_name {
         SIGNATURE_HITS,
         RULE_HITS,
         DESTINATION_STATS,
+        VERIFIED,
+        AUTH,
+        ANSWER_STATS,
+        EGRESS_TAILS,
+        ANSWER_SCRATCH,
     ];
 }
 
@@ -111,6 +121,13 @@ pub mod map_name {
 ///  sipguard_headers ------ signatures ---------+
 ///     | an INVITE outside a dialog             |
 ///  sipguard_destination -- destination rules --+
+///
+///  egress (TC, clsact/tcx, through SG_TCTAILS):
+///  sipguard_egress ----- a response from an access-zone port: status code
+///     | 2xx, 401, 403, 407
+///  sipguard_answer ----- CSeq method, Expires (header scan)
+///     | a REGISTER or INVITE answer
+///  sipguard_feedback --- auth-failure strikes and bans, verified sources
 /// ```
 pub mod program {
     /// The XDP entry, attached to the interface: parses, decides what needs no source lookup.
@@ -126,6 +143,20 @@ pub mod program {
     pub const DESTINATION: &str = "sipguard_destination";
     /// Writes drop events to the ring buffer.
     pub const REPORT: &str = "sipguard_report";
+    /// The TC egress entry: the SBC's responses to access-zone clients (status code).
+    pub const EGRESS: &str = "sipguard_egress";
+    /// The egress stage that reads an answer's headers (CSeq, Expires).
+    pub const ANSWER: &str = "sipguard_answer";
+    /// The egress stage that acts on what an answer means for its client.
+    pub const FEEDBACK: &str = "sipguard_feedback";
+}
+
+/// Slots of `SG_TCTAILS`, the egress programs' tail calls (a program array holds one program
+/// type, so TC has its own).
+pub mod egress_tail {
+    pub const ANSWER: u32 = 0;
+    pub const FEEDBACK: u32 = 1;
+    pub const SLOTS: u32 = 2;
 }
 
 /// Slots of `SG_TAILS`.
@@ -241,6 +272,11 @@ pub struct Handoff {
 
 /// Set in [`Handoff::class`] for a source on no allowlist.
 pub const NOT_ALLOWLISTED_FLAG: u16 = 0x8000;
+/// Set in [`Handoff::class`], with [`NOT_ALLOWLISTED_FLAG`], for a verified source: the class
+/// ([`CLASS_ID_MASK`]) is the verified sources' class.
+pub const VERIFIED_FLAG: u16 = 0x4000;
+/// The class id in [`Handoff::class`].
+pub const CLASS_ID_MASK: u16 = 0x3fff;
 
 // ------------------------------------------------------------------------------------------------
 // Reasons, zones, counters
@@ -296,13 +332,20 @@ pub enum Reason {
     /// An INVITE whose Request-URI holds no number (letters, no user part, too long), where the
     /// zone's `unparseable` setting denies those.
     DestinationUnparseable = 18,
+    /// Access zone: a verified source (the SBC accepted its REGISTER) within its budget.
+    Verified = 19,
+    /// Access zone: a verified source over its budget: dropped, never banned for it.
+    VerifiedRateLimited = 20,
+    /// Not a packet's verdict: the event of a ban the SBC's own answers caused (401/407 not
+    /// followed by success, 403), written by the egress program. Never counted as a packet.
+    AuthFailures = 21,
 }
 
 /// Number of reason slots in the counter table (room for reasons added later).
 pub const REASON_SLOTS: usize = 24;
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 22] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Allowlisted,
@@ -322,12 +365,17 @@ impl Reason {
         Reason::DestinationDenied,
         Reason::DestinationRateLimited,
         Reason::DestinationUnparseable,
+        Reason::Verified,
+        Reason::VerifiedRateLimited,
+        Reason::AuthFailures,
     ];
 
     /// True when the reason makes the packet drop (in enforce mode).
     #[inline(always)]
     pub const fn is_drop(self) -> bool {
         self as u8 >= Reason::Denylisted as u8
+            && self as u8 != Reason::Verified as u8
+            && self as u8 != Reason::AuthFailures as u8
     }
 
     /// Stable snake_case name used in metrics, JSON and the CLI.
@@ -352,6 +400,9 @@ impl Reason {
             Reason::DestinationDenied => "destination_denied",
             Reason::DestinationRateLimited => "destination_rate_limited",
             Reason::DestinationUnparseable => "destination_unparseable",
+            Reason::Verified => "verified",
+            Reason::VerifiedRateLimited => "verified_rate_limited",
+            Reason::AuthFailures => "auth_failures",
         }
     }
 
@@ -557,6 +608,9 @@ pub mod policy_flags {
     /// this flag their packets skip the ban lookup. The controller sets it before it stores a
     /// manual ban, and clears it once none is left.
     pub const MANUAL_BANS: u8 = 16;
+    /// Verified sources are on (`[verified]`): unknown access-zone sources are looked up in
+    /// `SG_VERIFIED` first. Without it the judge never looks.
+    pub const VERIFIED: u8 = 32;
 }
 
 /// Number of budget classes. Class 0 means "no budget"; class ids are assigned by the controller.
@@ -596,6 +650,148 @@ pub struct Policy {
     /// Per class, the budgets of its requests by method ([`method_budget_slot`]).
     pub class_methods: [MethodBudgets; CLASS_SLOTS],
     pub sip: SipPolicy,
+    pub feedback: FeedbackPolicy,
+}
+
+// ------------------------------------------------------------------------------------------------
+// The SBC's answers (egress: SG_AUTH, SG_VERIFIED, SG_ANSWERS)
+// ------------------------------------------------------------------------------------------------
+
+/// What the egress program does with the SBC's answers to access-zone clients.
+///
+/// ```text
+///  0                      24         32           40               48        50      52        56
+///  +----------------------+----------+------------+----------------+---------+-------+---------+
+///  | auth (BanRule)       | grace_ns | verified   | verified       | verified| flags | reserved|
+///  | threshold,window,ttl |          | max_ns     | default_ns     | class   |       |         |
+///  +----------------------+----------+------------+----------------+---------+-------+---------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedbackPolicy {
+    /// Auth failures of one source within `window_ns` that ban it for `ttl_ns` (0: no bans).
+    pub auth: BanRule,
+    /// A challenge opens a digest exchange; further challenges to the same source count as
+    /// failures only once the first has gone this long without a success (a burst of phones
+    /// behind one address registering at once is not an attack).
+    pub grace_ns: u64,
+    /// Cap on a registration's lifetime (its Expires) as a verified source.
+    pub verified_max_ns: u64,
+    /// Lifetime when the 200 OK names none.
+    pub verified_default_ns: u64,
+    /// Budget class of verified sources (their packets and methods).
+    pub verified_class: u16,
+    /// [`feedback_flags`].
+    pub flags: u16,
+    pub _reserved: u32,
+}
+
+/// Bits of [`FeedbackPolicy::flags`].
+pub mod feedback_flags {
+    /// 401/407/403 answers count as strikes against the client.
+    pub const AUTH_FAILURES: u16 = 1;
+    /// A 200 OK to REGISTER verifies the client.
+    pub const VERIFIED: u16 = 2;
+}
+
+/// A source's auth failures (`SG_AUTH`, keyed like budgets: [`SourceKey`]).
+///
+/// ```text
+///  0                                   8                 24                32
+///  +-----------------------------------+-----------------+-----------------+
+///  | failures (low 32) | window (high) | open_since_ns[2]| last_failure_ns |
+///  +-----------------------------------+-----------------+-----------------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthState {
+    /// Failures counted in the current window (low 32 bits) and the window's start in seconds
+    /// since boot, plus one (high 32 bits; 0: no window): one word, so that answers leaving
+    /// on several CPUs at once update it by compare-and-swap and every failure counts.
+    pub failures_window: u64,
+    /// Boot ns of the challenge that opened a digest exchange of REGISTER (`[0]`) and of
+    /// INVITE (`[1]`) not yet closed by the SBC accepting one (0: none open).
+    pub open_since_ns: [u64; 2],
+    pub last_failure_ns: u64,
+}
+
+impl AuthState {
+    pub const fn failures(&self) -> u32 {
+        self.failures_window as u32
+    }
+}
+
+/// Capacity of `SG_AUTH` (LRU: only sources the SBC challenged or refused get an entry).
+pub const MAX_AUTH_SOURCES: u32 = 65_536;
+
+/// A verified source (`SG_VERIFIED`): the SBC accepted its REGISTER, so it holds credentials
+/// and receives packets at its address.
+///
+/// ```text
+///  0        8              16              24             32              36      38        40
+///  +--------+--------------+---------------+--------------+---------------+-------+---------+
+///  | tat_ns | verified_at  | refreshed_at  | expires_at   | registrations | class | reserved|
+///  +--------+--------------+---------------+--------------+---------------+-------+---------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedSource {
+    /// Its budget's TAT: kept here, where no flood of other sources can evict it.
+    pub tat_ns: u64,
+    /// Boot ns of the first 200 OK of this verification.
+    pub verified_at_ns: u64,
+    /// Boot ns of the latest 200 OK.
+    pub refreshed_at_ns: u64,
+    pub expires_at_ns: u64,
+    /// 200 OKs to REGISTER seen.
+    pub registrations: u32,
+    /// The class it was verified into.
+    pub class: u16,
+    pub _reserved: u16,
+}
+
+/// Capacity of `SG_VERIFIED` (a hash, not LRU: only the SBC's 200 OKs insert; when full, new
+/// verifications fail and are counted).
+pub const MAX_VERIFIED: u32 = 65_536;
+
+/// Slots of `SG_ANSWERS` (per-CPU counters of the egress program).
+pub mod answer_stat {
+    /// 401/407 to REGISTER or INVITE.
+    pub const CHALLENGES: u32 = 0;
+    /// 403 to REGISTER or INVITE.
+    pub const REFUSALS: u32 = 1;
+    /// 2xx to REGISTER or INVITE (closes a digest exchange).
+    pub const SUCCESSES: u32 = 2;
+    /// Answers counted as auth failures (challenges beyond the grace, 403s).
+    pub const FAILURES: u32 = 3;
+    /// Sources banned for auth failures (would-be bans in monitor mode included).
+    pub const BANS: u32 = 4;
+    /// 200 OKs to REGISTER that verified (or refreshed) a source.
+    pub const VERIFICATIONS: u32 = 5;
+    /// 200 OKs to REGISTER with expires 0: the source is no longer verified.
+    pub const UNVERIFICATIONS: u32 = 6;
+    /// Answers of interest whose CSeq was missing or malformed: ignored.
+    pub const MALFORMED: u32 = 7;
+    /// Verifications that could not be stored (`SG_VERIFIED` full).
+    pub const INSERT_FAILED_VERIFIED: u32 = 8;
+    /// A ban that could not be stored (`SG_BANS` full).
+    pub const INSERT_FAILED_BANS: u32 = 9;
+    /// The answer stage's tail call failed.
+    pub const TAIL_CALL_FAILED: u32 = 10;
+    pub const SLOTS: u32 = 11;
+    pub const NAMES: [&str; SLOTS as usize] = [
+        "challenges",
+        "refusals",
+        "successes",
+        "failures",
+        "bans",
+        "verifications",
+        "unverifications",
+        "malformed",
+        "insert_failed_verified",
+        "insert_failed_bans",
+        "tail_call_failed",
+    ];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -965,14 +1161,25 @@ pub enum BanReason {
     Manual = 2,
     /// Its User-Agent or From display name matched a scanner signature whose policy bans.
     Scanner = 3,
+    /// The SBC challenged it (401/407) without a success following, or refused it (403),
+    /// `threshold` times within the window; or the SBC reported failures (`sipguard strike`).
+    AuthFailures = 4,
 }
 
 impl BanReason {
+    pub const ALL: [BanReason; 4] = [
+        BanReason::RateExceeded,
+        BanReason::Manual,
+        BanReason::Scanner,
+        BanReason::AuthFailures,
+    ];
+
     pub const fn name(self) -> &'static str {
         match self {
             BanReason::RateExceeded => "rate_exceeded",
             BanReason::Manual => "manual",
             BanReason::Scanner => "scanner",
+            BanReason::AuthFailures => "auth_failures",
         }
     }
 
@@ -981,6 +1188,7 @@ impl BanReason {
             1 => Some(BanReason::RateExceeded),
             2 => Some(BanReason::Manual),
             3 => Some(BanReason::Scanner),
+            4 => Some(BanReason::AuthFailures),
             _ => None,
         }
     }
@@ -1240,7 +1448,9 @@ pub struct Meta {
     pub attached_at_unix: u64,
     /// 0 unknown, 1 native (driver), 2 generic (skb).
     pub xdp_mode: u8,
-    pub _reserved: [u8; 7],
+    /// 0: no egress program; 1: attached through tcx (kernel 6.6+).
+    pub egress: u8,
+    pub _reserved: [u8; 6],
     pub ifname: [u8; 16],
 }
 
@@ -1266,6 +1476,8 @@ mod pod {
     unsafe impl aya::Pod for super::DestRule {}
     unsafe impl aya::Pod for super::SignatureRule {}
     unsafe impl aya::Pod for super::SipSourceState {}
+    unsafe impl aya::Pod for super::AuthState {}
+    unsafe impl aya::Pod for super::VerifiedSource {}
 }
 
 // Layout guards: a change here is an ABI change (bump ABI_VERSION).
@@ -1275,8 +1487,11 @@ const _: () = {
     assert!(core::mem::size_of::<ClassLimits>() == 48);
     assert!(
         core::mem::size_of::<Policy>()
-            == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS + CLASS_SLOTS * 64 + 272
+            == 256 + CLASS_SLOTS * 48 + 3 * PORT_SLOTS + CLASS_SLOTS * 64 + 272 + 56
     );
+    assert!(core::mem::size_of::<FeedbackPolicy>() == 56);
+    assert!(core::mem::size_of::<AuthState>() == 32);
+    assert!(core::mem::size_of::<VerifiedSource>() == 40);
     assert!(core::mem::size_of::<SipZone>() == 104);
     assert!(core::mem::size_of::<SipPolicy>() == 272);
     assert!(core::mem::size_of::<DestRule>() == 32);

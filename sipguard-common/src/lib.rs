@@ -4,8 +4,10 @@
 #![no_std]
 
 pub mod abi;
+pub mod answer;
 pub mod budget;
 pub mod dial;
+pub mod feedback;
 pub mod parse;
 pub mod sip;
 pub mod source;

@@ -69,14 +69,14 @@ pub struct Message<'a> {
     pub len: usize,
 }
 
-const OFFSET_MASK: usize = SIP_SCAN_BYTES - 1;
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-const LOWER: u64 = 0x2020_2020_2020_2020;
+pub(crate) const OFFSET_MASK: usize = SIP_SCAN_BYTES - 1;
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HIGHS: u64 = 0x8080_8080_8080_8080;
+pub(crate) const LOWER: u64 = 0x2020_2020_2020_2020;
 
 /// Bytes equal to `byte` in `word`: the high bit of each, exact for the lowest one.
 #[inline(always)]
-const fn bytes_equal(word: u64, byte: u8) -> u64 {
+pub(crate) const fn bytes_equal(word: u64, byte: u8) -> u64 {
     let x = word ^ (ONES * byte as u64);
     x.wrapping_sub(ONES) & !x & HIGHS
 }
@@ -106,7 +106,7 @@ const fn fold_word(word: u64) -> u64 {
 /// lowest flag, moved to bit 0 of its byte, multiplied so that its byte index lands in the top
 /// byte.
 #[inline(always)]
-const fn lowest_flagged(mask: u64) -> usize {
+pub(crate) const fn lowest_flagged(mask: u64) -> usize {
     let bit = (mask & mask.wrapping_neg()) >> 7;
     (bit.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize
 }
@@ -123,7 +123,7 @@ impl Message<'_> {
 
     /// The aligned word holding byte `offset` (little-endian), one load.
     #[inline(always)]
-    fn aligned_word(&self, offset: usize) -> u64 {
+    pub(crate) fn aligned_word(&self, offset: usize) -> u64 {
         // SAFETY: the buffer is 8-aligned and a whole number of words long.
         let words: &[u64; SIP_BUFFER_BYTES / 8] =
             unsafe { &*(self.bytes as *const MessageBuffer).cast() };
@@ -133,7 +133,7 @@ impl Message<'_> {
     /// Eight bytes from any `offset` (little-endian), from the two aligned words that hold
     /// them. Without a branch on `len`: the [`MESSAGE_TAIL`] bytes after the message are zero.
     #[inline(always)]
-    fn word(&self, offset: usize) -> u64 {
+    pub(crate) fn word(&self, offset: usize) -> u64 {
         let shift = (offset & 7) * 8;
         let low = self.aligned_word(offset);
         let high = self.aligned_word((offset & OFFSET_MASK) + 8);

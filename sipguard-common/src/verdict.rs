@@ -12,6 +12,8 @@
 //!                                                      throttled, never banned)
 //!  unknown, trunk zone (or port hidden) .............. drop, no state created
 //!  unknown, access zone: banned ...................... drop
+//!                        verified (the SBC accepted its REGISTER): within the verified
+//!                          class's budget ............ pass, else drop (never a strike)
 //!                        no state and no new-source budget left ... drop
 //!                        within its budget ........... pass, else drop (strikes lead to a ban)
 //! ```
@@ -22,7 +24,7 @@
 use crate::{
     abi::{
         FragKey, FragVerdict, FragmentPolicy, NOT_ALLOWLISTED_FLAG, PacketMeta, PolicyHeader,
-        Reason, SourceKey, Zone, meta_fragment, meta_l4, policy_flags,
+        Reason, SourceKey, VERIFIED_FLAG, Zone, meta_fragment, meta_l4, policy_flags,
     },
     parse::{Family, L4, Outcome, Parsed, Quick, Transport},
 };
@@ -37,6 +39,15 @@ pub enum Spend {
     OverBudget,
     /// The source has no state and the global budget for new sources is spent.
     NoNewSource,
+}
+
+/// What spending one packet of a verified source's budget gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifiedSpend {
+    /// Not verified (now): judged as an unknown source.
+    NotVerified,
+    Admitted,
+    OverBudget,
 }
 
 /// The policy and budget state as the decision sees it. The XDP program implements it with maps.
@@ -78,6 +89,15 @@ pub trait PolicyView {
     }
     /// Spends one packet of an allowlisted source's budget; false when over it.
     fn spend_peer(&self, source: &SourceKey, class: u16) -> bool;
+    /// Spends one packet of a verified source's budget (the verified class's), if `source` is
+    /// verified now.
+    fn spend_verified(&self, _source: &SourceKey) -> VerifiedSpend {
+        VerifiedSpend::NotVerified
+    }
+    /// The budget class of verified sources.
+    fn verified_class(&self) -> u16 {
+        0
+    }
     /// Spends one packet of an unknown source's access budget, creating its state if the
     /// new-source budget allows, and banning it when it keeps exceeding the budget.
     fn spend_unknown(&self, source: &SourceKey) -> Spend;
@@ -340,6 +360,21 @@ fn judge_source<V: PolicyView>(
     let source = source_key(packet, view.ipv6_budget_prefix());
     if bans_apply && view.is_banned(&source) {
         return Verdict::new(Reason::Banned, zone);
+    }
+    if class == NOT_ALLOWLISTED {
+        // Only the access zone gets here. A verified source keeps its own bucket.
+        let reason = match view.spend_verified(&source) {
+            VerifiedSpend::NotVerified => None,
+            VerifiedSpend::Admitted => Some(Reason::Verified),
+            VerifiedSpend::OverBudget => Some(Reason::VerifiedRateLimited),
+        };
+        if let Some(reason) = reason {
+            return Verdict {
+                reason,
+                zone,
+                class: NOT_ALLOWLISTED_FLAG | VERIFIED_FLAG | view.verified_class(),
+            };
+        }
     }
     let reason = match class {
         0 => Reason::Allowlisted,

@@ -1,6 +1,6 @@
 //! Bounds-checked direct packet access for the shared parser.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use sipguard_common::parse::{Frame, MAX_PARSE_OFFSET};
 
 pub(crate) struct XdpFrame {
@@ -11,6 +11,16 @@ pub(crate) struct XdpFrame {
 impl XdpFrame {
     #[inline(always)]
     pub(crate) fn new(ctx: &XdpContext) -> Self {
+        XdpFrame {
+            data: ctx.data(),
+            data_end: ctx.data_end(),
+        }
+    }
+
+    /// The linear part of a socket buffer (TC): the headers of what the SBC sends.
+    #[inline(always)]
+    #[allow(dead_code, reason = "the baselines share this file")]
+    pub(crate) fn of_skb(ctx: &TcContext) -> Self {
         XdpFrame {
             data: ctx.data(),
             data_end: ctx.data_end(),

@@ -9,6 +9,7 @@
 #![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
+mod answer;
 mod events;
 mod frame;
 mod maps;
@@ -16,7 +17,10 @@ mod sip;
 mod view;
 
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_boot_ns, macros::xdp, programs::XdpContext,
+    bindings::xdp_action,
+    helpers::bpf_ktime_get_boot_ns,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use sipguard_common::{
     abi::{Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, counter_index, event_stat, tail},
@@ -325,6 +329,26 @@ pub(crate) fn sipguard_report(ctx: XdpContext) -> u32 {
     let ifindex = ctx.ingress_ifindex() as u32;
     events::report(ifindex, &frame, handoff, now);
     handoff.action
+}
+
+/// The TC egress entry, attached next to the XDP entry: learns from the SBC's answers to
+/// access-zone clients (`answer.rs`); every packet passes. Minimum kernel for attaching it:
+/// 6.6 (tcx links).
+#[classifier]
+pub(crate) fn sipguard_egress(ctx: TcContext) -> i32 {
+    answer::egress(&ctx)
+}
+
+/// The egress stage that reads an answer's headers (CSeq, Expires).
+#[classifier]
+pub(crate) fn sipguard_answer(ctx: TcContext) -> i32 {
+    answer::answer(&ctx)
+}
+
+/// The egress stage that acts on an answer: auth failures and verified sources.
+#[classifier]
+pub(crate) fn sipguard_feedback(ctx: TcContext) -> i32 {
+    answer::feedback(&ctx)
 }
 
 #[cfg(not(test))]

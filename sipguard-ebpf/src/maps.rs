@@ -10,14 +10,18 @@ use aya_ebpf::{
     },
 };
 use sipguard_common::abi::{
-    Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, EVENT_RING_BYTES, EventCache,
+    AuthState, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, EVENT_RING_BYTES, EventCache,
     FragKey, FragVerdict, GENERATIONS, Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_DEST_PREFIXES,
     MAX_PEERS, MAX_PREFIXES, MAX_SIGNATURE_ENTRIES, MAX_SIP_SOURCES, MAX_SOURCES,
     MAX_TRACKED_FRAGMENTS, METHOD_SLOTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy,
     PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_ZONES, SignatureData,
     SignatureRule, SipSourceState, SourceKey, SourceState, dest_verdict, event_stat, tail,
+    MAX_AUTH_SOURCES, MAX_VERIFIED, PacketMeta, VerifiedSource, answer_stat, egress_tail,
 };
-use sipguard_common::sip::{MessageBuffer, Scan};
+use sipguard_common::{
+    answer::AnswerScan,
+    sip::{MessageBuffer, Scan},
+};
 
 /// Identity and ABI version of the pinned state. 1 x 48 bytes. Never read here: it lets the
 /// controller refuse state it does not understand.
@@ -197,6 +201,47 @@ pub(crate) static RULE_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RU
 #[map(name = "SG_DESTSTATS")]
 pub(crate) static DESTINATION_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(SIP_ZONES * dest_verdict::SLOTS * COUNTRY_SLOTS, 0);
+
+/// Verified sources: the SBC accepted their REGISTER. A hash, not LRU: only the egress
+/// program's 200 OKs insert, so no flood of other sources can evict a phone. Allocated on
+/// demand: up to 65,536 x ~110 bytes ~ 7 MB.
+#[map(name = "SG_VERIFIED")]
+pub(crate) static VERIFIED: HashMap<SourceKey, VerifiedSource> =
+    HashMap::with_max_entries(MAX_VERIFIED, BPF_F_NO_PREALLOC);
+
+/// Auth failures per client, from the SBC's 401/407/403 answers. LRU (only sources the SBC
+/// challenged or refused get an entry): 65,536 x ~100 bytes ~ 6.5 MB.
+#[map(name = "SG_AUTH")]
+pub(crate) static AUTH: LruHashMap<SourceKey, AuthState> =
+    LruHashMap::with_max_entries(MAX_AUTH_SOURCES, 0);
+
+/// The egress program's counters (`abi::answer_stat`). 11 x 8 bytes per CPU.
+#[map(name = "SG_ANSWERS")]
+pub(crate) static ANSWER_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(answer_stat::SLOTS, 0);
+
+/// The egress stages (`abi::egress_tail`), set by the controller at load. 1 slot.
+#[map(name = "SG_TCTAILS")]
+pub(crate) static EGRESS_TAILS: ProgramArray =
+    ProgramArray::with_max_entries(egress_tail::SLOTS, 0);
+
+/// What the egress entry hands to the answer stage, and the answer stage's copy of the
+/// message and scan state.
+#[repr(C)]
+pub(crate) struct AnswerScratch {
+    pub(crate) bytes: MessageBuffer,
+    /// Bytes of the message copied into `bytes`.
+    pub(crate) len: usize,
+    pub(crate) scan: AnswerScan,
+    /// The answer's packet: the client is its destination.
+    pub(crate) packet: PacketMeta,
+    pub(crate) status: u16,
+    pub(crate) generation: u8,
+}
+
+/// 1 x ~2,450 bytes per CPU.
+#[map(name = "SG_TCSCRATCH")]
+pub(crate) static ANSWER_SCRATCH: PerCpuArray<AnswerScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Adds one to a per-CPU counter slot.
 #[inline(always)]

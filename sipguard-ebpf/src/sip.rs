@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, Reason, SIP_SCAN_BYTES, SignatureData,
+        CLASS_ID_MASK, DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, Reason, VERIFIED_FLAG, SIP_SCAN_BYTES, SignatureData,
         SipMethod, SipZone, SourceKey, Zone, dest_action, dest_stat_index, dest_verdict, meta_l4,
         method_budget_slot, method_index, signature_field, sip_zone_flags,
     },
@@ -96,8 +96,12 @@ pub(crate) fn inspect_method(frame: &XdpFrame, handoff: &mut Handoff, view: &Map
         return Step::Pass;
     };
     let listed = handoff.class & NOT_ALLOWLISTED_FLAG == 0;
+    // A verified source is budgeted by the verified class and never collects strikes.
+    let verified = !listed && handoff.class & VERIFIED_FLAG != 0;
     let class = if listed {
         handoff.class
+    } else if verified {
+        handoff.class & CLASS_ID_MASK
     } else {
         view.header().access_class
     };
@@ -105,7 +109,7 @@ pub(crate) fn inspect_method(frame: &XdpFrame, handoff: &mut Handoff, view: &Map
     if !budget.is_unlimited() {
         let source = source_key(&handoff.packet, view.ipv6_budget());
         if !view.spend_sip(&source, slot, budget) {
-            if !listed && zone == Zone::Access {
+            if !listed && !verified && zone == Zone::Access {
                 view.strike_unknown(&source);
             }
             handoff.rule = 0;
@@ -284,8 +288,19 @@ fn copy_message(
     if copied != 0 {
         return None;
     }
-    // The scan reads words without checking the length: zero what follows the message.
     // SAFETY: len <= SIP_SCAN_BYTES, and the buffer has 256 bytes beyond.
+    unsafe { zero_tail(buffer, len) };
+    Some(len)
+}
+
+/// The scans read words without checking the length: zeroes what follows the message's
+/// `len` bytes in `buffer`.
+///
+/// # Safety
+/// `len` <= SIP_SCAN_BYTES and `buffer` is a message buffer.
+#[inline(always)]
+pub(crate) unsafe fn zero_tail(buffer: *mut [u8; sipguard_common::abi::SIP_BUFFER_BYTES], len: usize) {
+    // SAFETY: the caller's.
     unsafe {
         let tail = buffer.cast::<u8>().add(len & !7).cast::<u64>();
         // From the word holding the end: keep the message's last bytes.
@@ -302,7 +317,6 @@ fn copy_message(
             core::ptr::write_volatile(tail.add(word), 0);
         }
     }
-    Some(len)
 }
 
 /// The id of the longest signature the User-Agent (or the From display name) starts with.

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use sipguard_common::{
     abi::{
         Ban, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, DEST_BUDGET_SLOTS, DestData, DestRule,
-        FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode, PREFILTER_ALLOW,
+        FeedbackPolicy, FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode, PREFILTER_ALLOW,
         PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SignatureData, SignatureRule,
         SipSourceState, SipZone, SourceKey, Zone, ban_flags, event_stat, policy_flags,
         prefilter_index, prefilter_position,
@@ -22,14 +22,14 @@ use sipguard_common::{
     budget::Gcra,
     parse::{Family, Transport},
     source::{ban_bites, fresh_state, scanner_ban, strike},
-    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, zone_inspects},
+    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, VerifiedSpend, zone_inspects},
 };
 
 use crate::maps::{
     ACTIVE, ALLOW_HOSTS4_0, ALLOW_HOSTS4_1, ALLOW_HOSTS6_0, ALLOW_HOSTS6_1, ALLOW4_0, ALLOW4_1,
     ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0, DENY6_1, DESTINATIONS_0,
     DESTINATIONS_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SIGNATURES_0, SIGNATURES_1,
-    SIP_SOURCES, SOURCES, event_stat,
+    SIP_SOURCES, SOURCES, VERIFIED, event_stat,
 };
 
 pub(crate) struct MapView {
@@ -72,6 +72,12 @@ impl MapView {
     #[inline(always)]
     pub(crate) fn header(&self) -> &PolicyHeader {
         &self.policy.header
+    }
+
+    /// What the egress program does with the SBC's answers.
+    #[inline(always)]
+    pub(crate) fn feedback(&self) -> &FeedbackPolicy {
+        &self.policy.feedback
     }
 
     #[inline(always)]
@@ -228,7 +234,7 @@ impl MapView {
     }
 
     #[inline(always)]
-    fn store_ban(&self, source: &SourceKey, ban: Ban) {
+    pub(crate) fn store_ban(&self, source: &SourceKey, ban: Ban) {
         event_stat(match BANS.insert(source, ban, 0) {
             Err(_) => event_stat::INSERT_FAILED_BANS,
             Ok(()) if ban.flags & ban_flags::WOULD_BE != 0 => event_stat::WOULD_BANS_ISSUED,
@@ -462,6 +468,38 @@ impl PolicyView for MapView {
             count_failed_insert(error, event_stat::INSERT_FAILED_PEERS);
         }
         true
+    }
+
+    #[inline(always)]
+    fn spend_verified(&self, source: &SourceKey) -> VerifiedSpend {
+        if self.policy.header.flags & policy_flags::VERIFIED == 0 {
+            return VerifiedSpend::NotVerified;
+        }
+        let Some(entry) = VERIFIED.get_ptr_mut(source) else {
+            return VerifiedSpend::NotVerified;
+        };
+        let now = self.now();
+        // SAFETY: map value valid for this run; the TAT is an aligned u64 updated by CAS.
+        unsafe {
+            if now >= core::ptr::read_volatile(&raw const (*entry).expires_at_ns) {
+                // Its registration lapsed: an unknown source again.
+                let _ = VERIFIED.remove(source);
+                return VerifiedSpend::NotVerified;
+            }
+            let gcra = self.class(self.policy.feedback.verified_class).gcra;
+            if gcra.is_unlimited()
+                || spend(&raw mut (*entry).tat_ns, now, self.tick_ns(), &gcra)
+            {
+                VerifiedSpend::Admitted
+            } else {
+                VerifiedSpend::OverBudget
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn verified_class(&self) -> u16 {
+        self.policy.feedback.verified_class & sipguard_common::abi::CLASS_ID_MASK
     }
 
     #[inline(always)]

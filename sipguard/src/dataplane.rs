@@ -1,8 +1,10 @@
-//! Loading, attaching, replacing and detaching the XDP program.
+//! Loading, attaching, replacing and detaching the XDP program and its egress companion.
 //!
-//! The program and its maps are pinned, so the filter keeps running without the controller. A
-//! second `attach` loads the new program on the same pinned maps (counters and lists survive) and
-//! swaps it into the existing link with one `BPF_LINK_UPDATE`: there is no instant without a filter.
+//! The programs and their maps are pinned, so the filter keeps running without the controller. A
+//! second `attach` loads the new programs on the same pinned maps (counters and lists survive) and
+//! swaps them into the existing links with one `BPF_LINK_UPDATE` each: there is no instant
+//! without a filter. The XDP entry and the TC egress entry (tcx, kernel 6.6+; it reads the SBC's
+//! answers) are attached, upgraded and detached together.
 
 use std::{ffi::CString, fs, path::Path};
 
@@ -10,13 +12,14 @@ use aya::maps::{MapData, ProgramArray};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        ProgramError, Xdp, XdpMode,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
     },
 };
 use sipguard_common::abi::{
-    ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, map_name, program, tail,
+    ABI_VERSION, META_MAGIC, Meta, Mode, PROGRAM_NAME, egress_tail, map_name, program, tail,
 };
 
 use crate::{
@@ -24,7 +27,7 @@ use crate::{
     compat::{check_compatible, embedded_map_specs, is_sipguard_dir},
     policy::Policy,
     state::{LiveState, Lock, State, StateError, Target},
-    sys::{link_exists, pinned_link_info},
+    sys::{link_exists, pinned_link_info, pinned_tcx_link_info},
     time::now_unix,
 };
 
@@ -108,6 +111,9 @@ pub struct AttachReport {
     pub replaced_program: bool,
     pub xdp_mode: &'static str,
     pub program_id: u32,
+    /// The egress program's attachment: `Ok(true)` replaced in its link, `Ok(false)` a new
+    /// link, `Err(why)` not attached (the XDP filter runs without it).
+    pub egress: Result<bool, String>,
     pub applied: Option<ApplyReport>,
 }
 
@@ -146,6 +152,17 @@ impl Loaded {
     pub fn program(&mut self) -> &mut Xdp {
         xdp_program(&mut self.ebpf)
     }
+
+    /// The TC egress entry (loaded, not attached).
+    pub fn egress(&mut self) -> &mut SchedClassifier {
+        egress_program(&mut self.ebpf)
+    }
+}
+
+fn egress_program(ebpf: &mut Ebpf) -> &mut SchedClassifier {
+    ebpf.program_mut(program::EGRESS)
+        .and_then(|program| program.try_into().ok())
+        .expect("load() checked that the object holds the egress program")
 }
 
 /// [`Loaded`] while the interface is still locked.
@@ -288,6 +305,54 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
             source,
         })?;
     }
+    link_egress_stages(ebpf)
+}
+
+/// Loads the egress entry and its answer stage, and puts the stage in `SG_TCTAILS`.
+fn link_egress_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let mut fds = Vec::new();
+    for (name, slot) in [
+        (program::EGRESS, None),
+        (program::ANSWER, Some(egress_tail::ANSWER)),
+        (program::FEEDBACK, Some(egress_tail::FEEDBACK)),
+    ] {
+        let stage: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| DataplaneError::Attach {
+                iface: String::new(),
+                detail: format!("program {name} missing from the embedded object"),
+            })?
+            .try_into()
+            .map_err(DataplaneError::Program)?;
+        stage.load().map_err(DataplaneError::Program)?;
+        if let Some(slot) = slot {
+            fds.push((
+                slot,
+                stage
+                    .fd()
+                    .map_err(DataplaneError::Program)?
+                    .try_clone()
+                    .map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))?,
+            ));
+        }
+    }
+    let map = ebpf
+        .map_mut(map_name::EGRESS_TAILS)
+        .ok_or_else(|| DataplaneError::Attach {
+            iface: String::new(),
+            detail: "map SG_TCTAILS missing from the embedded object".into(),
+        })?;
+    let mut tails: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(map).map_err(|source| StateError::Map {
+            what: "open SG_TCTAILS".into(),
+            source,
+        })?;
+    for (slot, fd) in &fds {
+        tails.set(*slot, fd, 0).map_err(|source| StateError::Map {
+            what: format!("set egress stage {slot} in SG_TCTAILS"),
+            source,
+        })?;
+    }
     Ok(())
 }
 
@@ -326,9 +391,18 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
         false => (false, attach_new_link(program, target, request.xdp_mode)?),
     };
     let program_id = pinned_link_info(&target.link_pin()).map_or(0, |info| info.prog_id);
+    let egress = attach_egress(egress_program(&mut loaded.ebpf), target, if_index);
+    if let Err(why) = &egress {
+        log::warn!(
+            "{}: the egress program is not attached ({why}); the XDP filter runs without \
+             auth-failure bans and verified sources",
+            target.iface()
+        );
+    }
 
     meta.attached_at_unix = now_unix();
     meta.xdp_mode = xdp_mode;
+    meta.egress = u8::from(egress.is_ok());
     meta.ifname = [0; 16];
     for (slot, byte) in meta.ifname.iter_mut().zip(target.iface().bytes().take(15)) {
         *slot = byte;
@@ -340,8 +414,52 @@ pub fn attach(request: &AttachRequest<'_>) -> Result<AttachReport, DataplaneErro
         replaced_program,
         xdp_mode: xdp_mode_name(xdp_mode),
         program_id,
+        egress,
         applied: loaded.applied.take(),
     })
+}
+
+/// Hooks the egress program into the interface's tcx egress, or swaps it into the pinned link:
+/// `Ok(true)` replaced, `Ok(false)` a new link. Errors are explained, not fatal: the XDP filter
+/// does not depend on it.
+fn attach_egress(
+    program: &mut SchedClassifier,
+    target: &Target,
+    if_index: u32,
+) -> Result<bool, String> {
+    let pin = target.egress_link_pin();
+    if pin.exists() {
+        match pinned_tcx_link_info(&pin) {
+            Some(info) if info.ifindex == if_index => {
+                let link = PinnedLink::from_pin(&pin)
+                    .map(FdLink::from)
+                    .map_err(|e| format!("open {}: {e}", pin.display()))?;
+                let link = SchedClassifierLink::try_from(link)
+                    .map_err(|e| format!("{}: not a tcx link ({e})", pin.display()))?;
+                let id = program
+                    .attach_to_link(link)
+                    .map_err(|e| format!("replace the egress program: {e}"))?;
+                drop(program.take_link(id).map_err(|e| e.to_string())?);
+                return Ok(true);
+            }
+            _ => {
+                log::warn!("removing stale egress link pin {}", pin.display());
+                let _ = fs::remove_file(&pin);
+            }
+        }
+    }
+    let id = program
+        .attach_with_options(
+            target.iface(),
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| format!("tcx attach failed (kernel 6.6+ is needed): {e}"))?;
+    let link = program.take_link(id).map_err(|e| e.to_string())?;
+    let link = FdLink::try_from(link).map_err(|e| format!("not a BPF link: {e}"))?;
+    link.pin(&pin)
+        .map_err(|e| format!("pin {}: {e}", pin.display()))?;
+    Ok(false)
 }
 
 /// Swaps `program` into the pinned link, if there is a live one for this interface.
@@ -459,6 +577,7 @@ pub struct DetachReport {
 /// (`SG_*`) in a directory `SG_META` marks as sipguard's.
 fn is_known_pin(name: &str) -> bool {
     name == crate::pins::LINK_PIN
+        || name == crate::pins::EGRESS_LINK_PIN
         || name.starts_with("SG_")
         || embedded_map_specs().iter().any(|spec| spec.name == name)
 }
@@ -491,6 +610,16 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
         return Err(DataplaneError::NotSipguardState { dir });
     }
     let lock = Lock::acquire(&dir).map_err(StateError::from)?;
+    // The egress program first: it only learns, and without the XDP filter it has no purpose.
+    let egress_pin = target.egress_link_pin();
+    if is_pin_file(&egress_pin) {
+        let link_id = pinned_tcx_link_info(&egress_pin).map(|info| info.id);
+        fs::remove_file(&egress_pin).map_err(|source| StateError::Io {
+            what: format!("remove {}", egress_pin.display()),
+            source,
+        })?;
+        wait_for_link_release(link_id);
+    }
     let link_pin = target.link_pin();
     let unlinked = is_pin_file(&link_pin);
     if unlinked {
@@ -499,13 +628,7 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
             what: format!("remove {}", link_pin.display()),
             source,
         })?;
-        // The kernel releases a link asynchronously; return once the program is really gone.
-        if let Some(id) = link_id {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while link_exists(id) && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
+        wait_for_link_release(link_id);
     }
     let mut left_behind = Vec::new();
     if !keep_state {
@@ -545,6 +668,16 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
     })
 }
 
+/// The kernel releases a link asynchronously; returns once the program is really gone.
+fn wait_for_link_release(link_id: Option<u32>) {
+    if let Some(id) = link_id {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while link_exists(id) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 /// The link as the kernel sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkStatus {
@@ -556,6 +689,16 @@ pub struct LinkStatus {
 
 pub fn link_status(target: &Target) -> Option<LinkStatus> {
     let info = pinned_link_info(&target.link_pin())?;
+    Some(LinkStatus {
+        link_id: info.id,
+        program_id: info.prog_id,
+        ifindex: info.ifindex,
+    })
+}
+
+/// The egress program's tcx link as the kernel sees it.
+pub fn egress_link_status(target: &Target) -> Option<LinkStatus> {
+    let info = pinned_tcx_link_info(&target.egress_link_pin())?;
     Some(LinkStatus {
         link_id: info.id,
         program_id: info.prog_id,

@@ -147,6 +147,11 @@ impl Target {
         self.dir().join(LINK_PIN)
     }
 
+    /// The pinned tcx link of the egress program.
+    pub fn egress_link_pin(&self) -> PathBuf {
+        self.dir().join(EGRESS_LINK_PIN)
+    }
+
     /// Every interface with sipguard state under `pin_root` (directories with valid names that
     /// hold an `SG_META` pin), sorted by label.
     pub fn list(pin_root: &Path) -> Vec<Target> {
@@ -171,6 +176,8 @@ impl Target {
 
 /// Name of the XDP link's pin in an interface directory.
 pub const LINK_PIN: &str = "link";
+/// Name of the egress program's link pin (tcx, next to the XDP link).
+pub const EGRESS_LINK_PIN: &str = "egress_link";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {

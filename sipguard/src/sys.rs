@@ -81,9 +81,20 @@ pub(crate) struct RawLinkInfo {
 }
 
 const BPF_LINK_TYPE_XDP: u32 = 6;
+const BPF_LINK_TYPE_TCX: u32 = 11;
 
 /// Kernel information about the link pinned at `pin`, if it is an XDP link.
 pub(crate) fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
+    pinned_link_info_of(pin, BPF_LINK_TYPE_XDP)
+}
+
+/// Kernel information about the link pinned at `pin`, if it is a tcx link (its `ifindex` is
+/// at the same place: the first member of the union).
+pub(crate) fn pinned_tcx_link_info(pin: &Path) -> Option<RawLinkInfo> {
+    pinned_link_info_of(pin, BPF_LINK_TYPE_TCX)
+}
+
+fn pinned_link_info_of(pin: &Path, link_type: u32) -> Option<RawLinkInfo> {
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     #[repr(C)]
@@ -119,7 +130,7 @@ pub(crate) fn pinned_link_info(pin: &Path) -> Option<RawLinkInfo> {
     };
     // SAFETY: attr is a valid attribute and info a buffer of info_len bytes.
     let rc = unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) };
-    (rc == 0 && info.link_type == BPF_LINK_TYPE_XDP).then_some(info)
+    (rc == 0 && info.link_type == link_type).then_some(info)
 }
 
 /// Whether the kernel still holds the BPF link with this id.

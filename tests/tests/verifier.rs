@@ -18,6 +18,9 @@ fn every_program_stays_under_half_of_the_verifier_limit() {
         program::HEADERS,
         program::DESTINATION,
         program::REPORT,
+        program::EGRESS,
+        program::ANSWER,
+        program::FEEDBACK,
     ] {
         let program = filter
             .loaded
@@ -55,6 +58,9 @@ fn every_map_lookup_is_a_direct_call() {
         program::HEADERS,
         program::DESTINATION,
         program::REPORT,
+        program::EGRESS,
+        program::ANSWER,
+        program::FEEDBACK,
     ] {
         let info = filter
             .loaded

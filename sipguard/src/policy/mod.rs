@@ -188,6 +188,42 @@ impl Default for BanSettings {
     }
 }
 
+/// What the SBC's answers to access-zone clients do (`[auth_failures]`, `[verified]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    /// Auth failures within `window` that ban a client for `ttl`; 0: failures ban nobody.
+    pub auth_threshold: u32,
+    pub auth_window: Duration,
+    pub auth_ttl: Duration,
+    /// Challenges to a verified client within this long of the first do not count.
+    pub auth_grace: Duration,
+    /// A 200 OK to REGISTER verifies its client.
+    pub verified: bool,
+    /// Class of verified sources; `None`: the access zone's class.
+    pub verified_class: Option<String>,
+    /// Cap on a registration's lifetime as a verified source.
+    pub verified_max_lifetime: Duration,
+    /// Lifetime when the 200 OK names no Expires.
+    pub verified_default_lifetime: Duration,
+}
+
+impl Default for Feedback {
+    /// On: svcrack answered with a challenge per guess is banned after 10 failures (10 to 20
+    /// guesses at most), a phone that mistypes its password once collects one or two.
+    fn default() -> Self {
+        Feedback {
+            auth_threshold: 10,
+            auth_window: Duration::from_secs(10 * 60),
+            auth_ttl: Duration::from_secs(3600),
+            auth_grace: Duration::from_secs(5),
+            verified: true,
+            verified_class: None,
+            verified_max_lifetime: Duration::from_secs(3600),
+            verified_default_lifetime: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// How many drop events reach the controller: per source, and in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventSettings {
@@ -230,6 +266,8 @@ pub struct Policy {
     pub deny: Vec<Rule>,
     /// Method budgets, scanner signatures, destination rules.
     pub sip: SipRules,
+    /// Auth failures and verified sources from the SBC's answers (access zone only).
+    pub feedback: Feedback,
     pub source: Option<PolicySource>,
 }
 
@@ -254,6 +292,7 @@ impl Policy {
             allow: Vec::new(),
             deny: Vec::new(),
             sip: SipRules::default(),
+            feedback: Feedback::default(),
             source: None,
         }
     }

@@ -11,7 +11,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sipguard_common::{
     abi::{
         self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS,
-        PREFILTER_CHUNK_WORDS, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, Zone, policy_flags,
+        PREFILTER_CHUNK_WORDS, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, Zone, feedback_flags,
+        policy_flags,
         prefilter_position,
     },
     budget::{BanRule, Gcra},
@@ -96,6 +97,8 @@ pub struct Tables {
     pub deny: BTreeMap<Prefix, RuleValue>,
     /// Method budgets, scanner signatures, destination rules.
     pub sip: SipTables,
+    /// What the egress program does with the SBC's answers.
+    pub feedback: abi::FeedbackPolicy,
 }
 
 impl fmt::Debug for Tables {
@@ -215,12 +218,17 @@ impl Tables {
                     zone: Zone::Access,
                     has_ports: policy.access.as_ref().is_some_and(|a| !a.ports.is_empty()),
                     method_budgets: listed_budgeted
-                        || budgeted(policy.access.as_ref().map(|a| &a.class)),
+                        || budgeted(policy.access.as_ref().map(|a| &a.class))
+                        || budgeted(policy.feedback.verified_class.as_ref()),
                 },
             ],
             sip_ids,
         );
         sip_flags |= sip.flags;
+        let feedback = compile_feedback(policy, |name| class_id(&Some(name.to_string())), access_class);
+        if feedback.flags & feedback_flags::VERIFIED != 0 {
+            sip_flags |= policy_flags::VERIFIED;
+        }
         Tables {
             mode: policy.mode.unwrap_or(running_mode),
             fragments: policy.fragments,
@@ -240,6 +248,7 @@ impl Tables {
             allow,
             deny,
             sip,
+            feedback,
         }
     }
 
@@ -277,6 +286,7 @@ impl Tables {
             *slot = *budgets;
         }
         value.sip = self.sip.sip;
+        value.feedback = self.feedback;
         value.udp_zone.copy_from_slice(&self.udp_zone);
         value.tcp_zone.copy_from_slice(&self.tcp_zone);
         value.sctp_zone.copy_from_slice(&self.sctp_zone);
@@ -294,6 +304,41 @@ impl Tables {
             Transport::Tcp => &self.tcp_zone,
             Transport::Sctp => &self.sctp_zone,
         }
+    }
+}
+
+/// The egress program's settings: on only where there is an access zone (the trunk admits only
+/// allowlisted peers, which are never banned automatically).
+fn compile_feedback(
+    policy: &Policy,
+    class_id: impl Fn(&str) -> u16,
+    access_class: u16,
+) -> abi::FeedbackPolicy {
+    let feedback = &policy.feedback;
+    let access = policy.access.as_ref().is_some_and(|a| !a.ports.is_empty());
+    let mut flags = 0;
+    if access && feedback.auth_threshold > 0 {
+        flags |= feedback_flags::AUTH_FAILURES;
+    }
+    if access && feedback.verified {
+        flags |= feedback_flags::VERIFIED;
+    }
+    abi::FeedbackPolicy {
+        auth: BanRule {
+            threshold: feedback.auth_threshold,
+            _reserved: 0,
+            window_ns: duration_ns(feedback.auth_window),
+            ttl_ns: duration_ns(feedback.auth_ttl),
+        },
+        grace_ns: duration_ns(feedback.auth_grace),
+        verified_max_ns: duration_ns(feedback.verified_max_lifetime),
+        verified_default_ns: duration_ns(feedback.verified_default_lifetime),
+        verified_class: feedback
+            .verified_class
+            .as_deref()
+            .map_or(access_class, class_id),
+        flags,
+        _reserved: 0,
     }
 }
 

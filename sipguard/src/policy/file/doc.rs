@@ -17,6 +17,8 @@ pub(super) struct PolicyDoc {
     pub(super) access: Option<AccessDoc>,
     pub(super) bans: Option<BansDoc>,
     pub(super) events: Option<EventsDoc>,
+    pub(super) auth_failures: Option<AuthFailuresDoc>,
+    pub(super) verified: Option<VerifiedDoc>,
     #[serde(default)]
     pub(super) classes: BTreeMap<String, Spanned<ClassDoc>>,
     #[serde(default)]
@@ -153,6 +155,26 @@ pub(super) struct BansDoc {
     pub(super) threshold: Option<u32>,
     pub(super) window: Option<Spanned<DurationDoc>>,
     pub(super) ttl: Option<Spanned<DurationDoc>>,
+}
+
+/// `[auth_failures]`: the SBC's 401/407/403 answers ban a client.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AuthFailuresDoc {
+    pub(super) threshold: Option<u32>,
+    pub(super) window: Option<Spanned<DurationDoc>>,
+    pub(super) ttl: Option<Spanned<DurationDoc>>,
+    pub(super) grace: Option<Spanned<DurationDoc>>,
+}
+
+/// `[verified]`: a 200 OK to REGISTER verifies its client.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VerifiedDoc {
+    pub(super) enabled: Option<bool>,
+    pub(super) class: Option<Spanned<String>>,
+    pub(super) max_lifetime: Option<Spanned<DurationDoc>>,
+    pub(super) default_lifetime: Option<Spanned<DurationDoc>>,
 }
 
 /// Seconds, or text such as `90s`, `15m`, `2h`, `1d`.

@@ -135,6 +135,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let ipv6_prefix = context.read_ipv6_prefix(doc.ipv6_prefix.as_ref());
     let bans = context.read_bans(doc.bans.as_ref());
     let events = context.read_events(doc.events.as_ref());
+    let feedback = context.read_feedback(doc.auth_failures.as_ref(), doc.verified.as_ref());
     let allow = context.read_lists(ListKind::Allow, &doc.allow);
     let deny = context.read_lists(ListKind::Deny, &doc.deny);
     context.check_conflicts(&allow, &deny);
@@ -181,6 +182,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         allow,
         deny,
         sip,
+        feedback,
         source: Some(PolicySource {
             path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             digest: digest.0,

@@ -1,4 +1,5 @@
-//! Settings that fall back to their defaults: `ipv6_prefix`, `[bans]` and `[events]`.
+//! Settings that fall back to their defaults: `ipv6_prefix`, `[bans]`, `[events]`,
+//! `[auth_failures]` and `[verified]`.
 //! (`mode` and `fragments` need no check beyond the document's: see [`super::doc`].)
 
 use std::time::Duration;
@@ -7,9 +8,9 @@ use toml::Spanned;
 
 use super::{
     ParseContext,
-    doc::{BansDoc, DurationDoc, EventsDoc},
+    doc::{AuthFailuresDoc, BansDoc, DurationDoc, EventsDoc, VerifiedDoc},
 };
-use crate::policy::{BanSettings, DEFAULT_IPV6_PREFIX, EventSettings};
+use crate::policy::{BanSettings, DEFAULT_IPV6_PREFIX, EventSettings, Feedback};
 
 /// Parses `90`, `90s`, `15m`, `2h`, `1d` into a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -80,17 +81,81 @@ impl ParseContext<'_> {
     }
 
     fn read_ban_duration(&mut self, field: &str, value: &Spanned<DurationDoc>) -> Option<Duration> {
+        self.read_positive_duration(&format!("bans.{field}"), value, false)
+    }
+
+    /// A duration, longer than 0 unless `zero_ok`; `None` (reported) when it is not one.
+    fn read_positive_duration(
+        &mut self,
+        name: &str,
+        value: &Spanned<DurationDoc>,
+        zero_ok: bool,
+    ) -> Option<Duration> {
         match read_duration(value.get_ref()) {
-            Ok(duration) if duration.is_zero() => {
-                self.report_at(value.span(), format!("bans.{field} must be longer than 0"));
+            Ok(duration) if duration.is_zero() && !zero_ok => {
+                self.report_at(value.span(), format!("{name} must be longer than 0"));
                 None
             }
             Ok(duration) => Some(duration),
             Err(message) => {
-                self.report_at(value.span(), format!("bans.{field}: {message}"));
+                self.report_at(value.span(), format!("{name}: {message}"));
                 None
             }
         }
+    }
+
+    /// `[auth_failures]` and `[verified]`: what they leave out, or get wrong, keeps its
+    /// default. Both act on the access zone only.
+    pub(super) fn read_feedback(
+        &mut self,
+        auth: Option<&AuthFailuresDoc>,
+        verified: Option<&VerifiedDoc>,
+    ) -> Feedback {
+        let mut feedback = Feedback::default();
+        if let Some(doc) = auth {
+            if let Some(threshold) = doc.threshold {
+                feedback.auth_threshold = threshold;
+            }
+            for (field, value, slot, zero_ok) in [
+                ("window", &doc.window, &mut feedback.auth_window, false),
+                ("ttl", &doc.ttl, &mut feedback.auth_ttl, false),
+                ("grace", &doc.grace, &mut feedback.auth_grace, true),
+            ] {
+                if let Some(duration) = value.as_ref().and_then(|value| {
+                    self.read_positive_duration(&format!("auth_failures.{field}"), value, zero_ok)
+                }) {
+                    *slot = duration;
+                }
+            }
+        }
+        if let Some(doc) = verified {
+            if let Some(enabled) = doc.enabled {
+                feedback.verified = enabled;
+            }
+            if let Some(class) = &doc.class {
+                self.check_class_is_defined(class);
+                feedback.verified_class = Some(class.get_ref().clone());
+            }
+            for (field, value, slot) in [
+                (
+                    "max_lifetime",
+                    &doc.max_lifetime,
+                    &mut feedback.verified_max_lifetime,
+                ),
+                (
+                    "default_lifetime",
+                    &doc.default_lifetime,
+                    &mut feedback.verified_default_lifetime,
+                ),
+            ] {
+                if let Some(duration) = value.as_ref().and_then(|value| {
+                    self.read_positive_duration(&format!("verified.{field}"), value, false)
+                }) {
+                    *slot = duration;
+                }
+            }
+        }
+        feedback
     }
 
     /// `[events]`: what it leaves out, or gets wrong, keeps its default.
