@@ -89,7 +89,22 @@ pub struct AnswerScan {
     pub cseq_seen: bool,
     /// Look for the `Expires` header and the Contact `expires` parameters.
     pub want_expires: bool,
-    pub _reserved2: [u8; 3],
+    /// A value for the next step to read at `offset` (a [`pending`] code): each value is read
+    /// in a step of its own, so that the verifier does not walk the paths of reading a value
+    /// times those of the marks before it.
+    pub pending: u8,
+    pub _reserved2: [u8; 2],
+}
+
+/// What [`AnswerScan::pending`] asks the next step to read.
+pub mod pending {
+    pub const NONE: u8 = 0;
+    /// The CSeq value.
+    pub const CSEQ: u8 = 1;
+    /// The `Expires` header's value.
+    pub const EXPIRES: u8 = 2;
+    /// A Contact `expires` parameter, after its name: blanks, `=`, blanks, the value.
+    pub const PARAMETER: u8 = 3;
 }
 
 #[cfg(target_pointer_width = "64")]
@@ -374,27 +389,46 @@ fn record_expires(scan: &mut AnswerScan, value: Option<u32>) {
     }
 }
 
-/// A Contact header parameter starting at `at` (after its `;`): `expires` (any case), blanks
-/// allowed around the `=`.
+/// Where the name of a Contact header parameter starting at `at` (after its `;`, blanks
+/// allowed) ends if it is `expires` (any case).
 #[inline(always)]
-fn contact_parameter(message: &Message, scan: &mut AnswerScan, at: usize) {
+fn expires_parameter(message: &Message, at: usize) -> Option<usize> {
     let name = at + blank_run(message, at);
     if (message.word(name) | LOWER) & 0x00ff_ffff_ffff_ffff != u64::from_le_bytes(*b"expires\0") {
-        return;
+        return None;
     }
-    let equals = name + 7 + blank_run(message, name + 7);
+    Some(name + 7)
+}
+
+/// The value of an `expires` parameter whose name ends at `at`: blanks allowed around the `=`.
+#[inline(always)]
+fn parameter_value(message: &Message, at: usize) -> Option<u32> {
+    let equals = at + blank_run(message, at);
     if message.at(equals) != b'=' {
-        return;
+        return None;
     }
-    let value = equals + 1 + blank_run(message, equals + 1);
-    record_expires(scan, number(message, value));
+    number(message, equals + 1 + blank_run(message, equals + 1))
+}
+
+/// Reads the value a step before asked for (at `scan.offset`), in a step of its own.
+#[inline(always)]
+fn read_pending(message: &Message, scan: &mut AnswerScan) {
+    let at = scan.offset;
+    match scan.pending {
+        pending::CSEQ => scan.found.cseq_method = cseq_method(message, at),
+        pending::EXPIRES => record_expires(scan, number(message, at)),
+        _ => record_expires(scan, parameter_value(message, at)),
+    }
+    scan.pending = pending::NONE;
 }
 
 /// One step of the response scan: up to [`EVENTS_PER_STEP`] times, the next aligned word
 /// without a line end (or, in a Contact header, a `;<>"\`) is passed over, or the first such
-/// mark is handled (the header a line starts, a contact's parameter). `false` once the scan is
-/// over: at the end of the headers or at the scan bound. It does not stop at the CSeq header:
-/// a second one makes the answer's method unknown, and further Contact headers may follow.
+/// mark is handled (the header a line starts, a contact's parameter). A step that meets a value
+/// to read (CSeq, Expires, a Contact `expires` parameter) ends there, and the next step reads
+/// that value and nothing else. `false` once the scan is over: at the end of the headers or at
+/// the scan bound. It does not stop at the CSeq header: a second one makes the answer's method
+/// unknown, and further Contact headers may follow.
 #[inline(always)]
 pub fn answer_step(message: &Message, scan: &mut AnswerScan) -> bool {
     let limit = if message.len < SIP_SCAN_BYTES {
@@ -404,6 +438,10 @@ pub fn answer_step(message: &Message, scan: &mut AnswerScan) -> bool {
     };
     if scan.offset >= limit {
         return false;
+    }
+    if scan.pending != pending::NONE {
+        read_pending(message, scan);
+        return true;
     }
     let mut offset = scan.offset & OFFSET_MASK;
     let mut word_start = offset & !7;
@@ -451,6 +489,10 @@ pub fn answer_step(message: &Message, scan: &mut AnswerScan) -> bool {
             scan.offset = next;
             return false;
         }
+        if scan.pending != pending::NONE {
+            scan.offset = next;
+            return true;
+        }
         offset = next & OFFSET_MASK;
         word_start = offset & !7;
         word = message.aligned_word(word_start) | !(!0u64 << ((offset & 7) * 8));
@@ -494,8 +536,13 @@ fn handle_mark(message: &Message, scan: &mut AnswerScan, at: usize) -> Option<us
         b';' => {
             // A parameter of the header itself (outside the URI's brackets and the display
             // name).
-            if scan.in_contact && !scan.in_angle && !scan.in_quote {
-                contact_parameter(message, scan, next);
+            if scan.in_contact
+                && !scan.in_angle
+                && !scan.in_quote
+                && let Some(name_end) = expires_parameter(message, next)
+            {
+                scan.pending = pending::PARAMETER;
+                return Some(name_end);
             }
             return Some(next);
         }
@@ -515,17 +562,17 @@ fn handle_mark(message: &Message, scan: &mut AnswerScan, at: usize) -> Option<us
             None
         }
         Line::CSeq(value) => {
-            scan.found.cseq_method = if scan.cseq_seen {
-                0
+            if scan.cseq_seen {
+                scan.found.cseq_method = 0;
             } else {
-                cseq_method(message, value)
-            };
+                scan.pending = pending::CSEQ;
+            }
             scan.cseq_seen = true;
             Some(value)
         }
         Line::Expires(value) => {
             if scan.want_expires {
-                record_expires(scan, number(message, value));
+                scan.pending = pending::EXPIRES;
             }
             Some(value)
         }
