@@ -27,9 +27,9 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        AuthState, DropEvent, PacketMeta, Reason, SIP_BUFFER_BYTES, SIP_SCAN_BYTES,
-        SipMethod, SourceKey, VerifiedSource, Zone, answer_stat, ban_flags, egress_tail,
-        feedback_flags, meta_l4,
+        AuthState, DropEvent, PacketMeta, Reason, SIP_BUFFER_BYTES, SIP_SCAN_BYTES, SipMethod,
+        SourceKey, VerifiedSource, Zone, answer_stat, ban_flags, egress_tail, feedback_flags,
+        meta_l4,
     },
     answer::{ANSWER_STEPS, AnswerScan, STATUS_BYTES, answer_step, status_code},
     dial::Number,
@@ -52,7 +52,7 @@ use crate::{
     view::MapView,
 };
 
-const PASS: i32 = TC_ACT_OK as i32;
+const PASS: i32 = TC_ACT_OK;
 
 /// The egress entry: hands a response of interest from an access-zone port to the answer
 /// stage. Verified on its own (the parser's paths end at the tail call).
@@ -220,7 +220,7 @@ pub(crate) fn feedback(ctx: &TcContext) -> i32 {
     else {
         return PASS;
     };
-    if let Some(state) = AUTH.get_ptr_mut(&client) {
+    if let Some(state) = AUTH.get_ptr_mut(client) {
         // SAFETY: map value valid for this run.
         unsafe {
             core::ptr::write_volatile(open_slot(state, exchange), 0);
@@ -313,7 +313,13 @@ fn fail(
     let ban = auth_ban(rule, now, view.mode(), failures);
     view.store_ban(client, ban);
     bump(&ANSWER_STATS, answer_stat::BANS);
-    report_ban(ctx, packet, method, now, ban.flags & ban_flags::WOULD_BE != 0);
+    report_ban(
+        ctx,
+        packet,
+        method,
+        now,
+        ban.flags & ban_flags::WOULD_BE != 0,
+    );
 }
 
 /// A 200 OK to REGISTER: the client is verified for the registration's lifetime (or no longer,
@@ -438,7 +444,11 @@ unsafe fn scratch_message(scratch: *mut AnswerScratch) -> Message<'static> {
 
 /// Copies the answer (at most the scan bound) into the per-CPU buffer; its length.
 #[inline(always)]
-fn copy_answer(ctx: &TcContext, payload: u16, buffer: *mut [u8; SIP_BUFFER_BYTES]) -> Option<usize> {
+fn copy_answer(
+    ctx: &TcContext,
+    payload: u16,
+    buffer: *mut [u8; SIP_BUFFER_BYTES],
+) -> Option<usize> {
     let offset = usize::from(payload);
     let available = (ctx.len() as usize).checked_sub(offset)?;
     let len = if available > SIP_SCAN_BYTES {
@@ -467,4 +477,3 @@ fn copy_answer(ctx: &TcContext, payload: u16, buffer: *mut [u8; SIP_BUFFER_BYTES
     unsafe { zero_tail(buffer, len) };
     Some(len)
 }
-

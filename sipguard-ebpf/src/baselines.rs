@@ -3,6 +3,7 @@
 //!
 //! - `bench_drop` / `bench_pass`: the cost floor, one per-CPU counter and a verdict;
 //! - `bench_parse`: sipguard's parser without any policy lookup;
+//! - `bench_tc_pass`: the cost floor of a TC classifier (the egress program's baseline);
 //! - `bench_gen`: sends its frame back out (`XDP_TX`) with a new IPv4 source each time, for a
 //!   spoofed-source flood driven by `BPF_PROG_TEST_RUN` in live-frames mode;
 //! - `bench_tx`: sends its frame back out unchanged (allowed traffic from one source).
@@ -13,10 +14,10 @@
 mod frame;
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, map, xdp},
     maps::PerCpuArray,
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use sipguard_common::parse::{Parsed, parse};
 
@@ -48,6 +49,12 @@ pub(crate) fn bench_drop(ctx: XdpContext) -> u32 {
 pub(crate) fn bench_pass(ctx: XdpContext) -> u32 {
     count((ctx.data_end() - ctx.data()) as u64);
     xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub(crate) fn bench_tc_pass(ctx: TcContext) -> i32 {
+    count(u64::from(ctx.len()));
+    TC_ACT_OK
 }
 
 #[xdp]

@@ -10,13 +10,13 @@ use aya_ebpf::{
     },
 };
 use sipguard_common::abi::{
-    AuthState, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, EVENT_RING_BYTES, EventCache,
-    FragKey, FragVerdict, GENERATIONS, Handoff, Ipv4Data, Ipv6Data, MAX_BANS, MAX_DEST_PREFIXES,
-    MAX_PEERS, MAX_PREFIXES, MAX_SIGNATURE_ENTRIES, MAX_SIP_SOURCES, MAX_SOURCES,
-    MAX_TRACKED_FRAGMENTS, METHOD_SLOTS, Meta, PREFILTER_BITMAPS, PREFILTER_CHUNKS, Policy,
-    PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_ZONES, SignatureData,
-    SignatureRule, SipSourceState, SourceKey, SourceState, dest_verdict, event_stat, tail,
-    MAX_AUTH_SOURCES, MAX_VERIFIED, PacketMeta, VerifiedSource, answer_stat, egress_tail,
+    AuthState, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, EVENT_RING_BYTES,
+    EventCache, FragKey, FragVerdict, GENERATIONS, Handoff, Ipv4Data, Ipv6Data, MAX_AUTH_SOURCES,
+    MAX_BANS, MAX_DEST_PREFIXES, MAX_PEERS, MAX_PREFIXES, MAX_SIGNATURE_ENTRIES, MAX_SIP_SOURCES,
+    MAX_SOURCES, MAX_TRACKED_FRAGMENTS, MAX_VERIFIED, METHOD_SLOTS, Meta, PREFILTER_BITMAPS,
+    PREFILTER_CHUNKS, PacketMeta, Policy, PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS,
+    SIP_ZONES, SignatureData, SignatureRule, SipSourceState, SourceKey, SourceState,
+    VerifiedSource, answer_stat, dest_verdict, egress_tail, event_stat, tail,
 };
 use sipguard_common::{
     answer::AnswerScan,

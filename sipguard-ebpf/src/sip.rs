@@ -19,9 +19,10 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        CLASS_ID_MASK, DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, Reason, VERIFIED_FLAG, SIP_SCAN_BYTES, SignatureData,
-        SipMethod, SipZone, SourceKey, Zone, dest_action, dest_stat_index, dest_verdict, meta_l4,
-        method_budget_slot, method_index, signature_field, sip_zone_flags,
+        CLASS_ID_MASK, DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, Reason, SIP_SCAN_BYTES,
+        SignatureData, SipMethod, SipZone, SourceKey, VERIFIED_FLAG, Zone, dest_action,
+        dest_stat_index, dest_verdict, meta_l4, method_budget_slot, method_index, signature_field,
+        sip_zone_flags,
     },
     dial::{Dialled, Number, dialled},
     sip::{
@@ -299,7 +300,10 @@ fn copy_message(
 /// # Safety
 /// `len` <= SIP_SCAN_BYTES and `buffer` is a message buffer.
 #[inline(always)]
-pub(crate) unsafe fn zero_tail(buffer: *mut [u8; sipguard_common::abi::SIP_BUFFER_BYTES], len: usize) {
+pub(crate) unsafe fn zero_tail(
+    buffer: *mut [u8; sipguard_common::abi::SIP_BUFFER_BYTES],
+    len: usize,
+) {
     // SAFETY: the caller's.
     unsafe {
         let tail = buffer.cast::<u8>().add(len & !7).cast::<u64>();

@@ -14,10 +14,10 @@ use aya_ebpf::{
 use sipguard_common::{
     abi::{
         Ban, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, DEST_BUDGET_SLOTS, DestData, DestRule,
-        FeedbackPolicy, FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode, PREFILTER_ALLOW,
-        PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SignatureData, SignatureRule,
-        SipSourceState, SipZone, SourceKey, Zone, ban_flags, event_stat, policy_flags,
-        prefilter_index, prefilter_position,
+        FeedbackPolicy, FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode,
+        PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SignatureData,
+        SignatureRule, SipSourceState, SipZone, SourceKey, Zone, ban_flags, event_stat,
+        policy_flags, prefilter_index, prefilter_position,
     },
     budget::Gcra,
     parse::{Family, Transport},
@@ -487,9 +487,7 @@ impl PolicyView for MapView {
                 return VerifiedSpend::NotVerified;
             }
             let gcra = self.class(self.policy.feedback.verified_class).gcra;
-            if gcra.is_unlimited()
-                || spend(&raw mut (*entry).tat_ns, now, self.tick_ns(), &gcra)
-            {
+            if gcra.is_unlimited() || spend(&raw mut (*entry).tat_ns, now, self.tick_ns(), &gcra) {
                 VerifiedSpend::Admitted
             } else {
                 VerifiedSpend::OverBudget

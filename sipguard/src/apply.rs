@@ -184,13 +184,15 @@ fn zone_ports(tables: &Tables, zone: Zone) -> Ports {
     }
 }
 
-/// An automatic ban of a source that the allowlist now covers would outlive the operator's
-/// decision to trust it; lift it. Manual bans stay.
+/// An automatic ban (rate or auth failures) of a source that the allowlist now covers would
+/// outlive the operator's decision to trust it; lift it. Manual and scanner bans stay.
 fn lift_auto_bans_of_allowed(state: &mut LiveState, tables: &Tables) -> Result<usize, StateError> {
     let mut lifted = 0;
     for (key, ban) in state.bans()? {
         let addr = source_addr(&key);
-        if ban.reason == BanReason::RateExceeded as u8
+        let automatic = ban.reason == BanReason::RateExceeded as u8
+            || ban.reason == BanReason::AuthFailures as u8;
+        if automatic
             && tables.allow.keys().any(|prefix| prefix.contains(addr))
             && state.remove_ban(&key)?
         {

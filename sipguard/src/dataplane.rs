@@ -216,7 +216,9 @@ fn load_prepared(
     let existing = prepared.existing;
     let mut state = LiveState::with_lock(State::open_unchecked(target)?, prepared.lock);
     if existing {
-        state.sweep_expired_bans(crate::time::boot_now_ns())?;
+        let now = crate::time::boot_now_ns();
+        state.sweep_expired_bans(now)?;
+        state.sweep_expired_verified(now)?;
     }
 
     let applied = match (policy, existing) {

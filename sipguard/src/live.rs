@@ -6,9 +6,14 @@
 use std::{net::IpAddr, time::Duration};
 
 use ipnet::IpNet;
+use serde::Serialize;
 use sipguard_common::{
-    abi::{BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, Zone, policy_flags},
-    budget::Gcra,
+    abi::{
+        BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, Zone, ban_flags,
+        feedback_flags, policy_flags,
+    },
+    budget::{Gcra, NANOS},
+    feedback::{auth_ban, count_failure},
     source::{manual_ban, source_key},
 };
 
@@ -39,6 +44,63 @@ pub enum LiveError {
     NotBannable(String),
     #[error("not banned: {missing} (nothing was lifted)")]
     NotBanned { missing: String },
+    #[error(
+        "auth-failure bans are off in the policy ([auth_failures] threshold = 0, or no access zone)"
+    )]
+    AuthFailuresOff,
+}
+
+/// Most strikes one call applies (`sipguard strike --count`, `POST /api/strike`).
+pub const MAX_STRIKES: u32 = 1000;
+
+/// What [`LiveState::strike`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StrikeOutcome {
+    /// The source as banned: an IPv4 address or the IPv6 budget prefix.
+    pub address: String,
+    /// Failures in the current window after the strikes; when they made a ban, the failures
+    /// that made it (the count then starts over, as in the data plane).
+    pub failures: u32,
+    /// Failures within the window that ban (`[auth_failures] threshold`).
+    pub threshold: u32,
+    /// The strikes completed the threshold: the source is banned (reason auth_failures), or,
+    /// in monitor mode, would be (`would_be`).
+    pub banned: bool,
+    /// Monitor mode: the ban was recorded as a would-be ban, not enforced.
+    pub would_be: bool,
+    /// Length of an auth-failure ban (`[auth_failures] ttl`).
+    pub ban_ttl_seconds: u64,
+    /// Reason of the ban in force after the strikes: `auth_failures`, or the reason of a
+    /// manual or longer ban that was kept.
+    pub ban_reason: Option<&'static str>,
+    /// The address is allowlisted: never banned automatically, nothing was counted.
+    pub allowlisted: bool,
+}
+
+impl StrikeOutcome {
+    /// One line for people, e.g. `198.18.3.12: 3/10 auth failures in the current window`.
+    pub fn describe(&self) -> String {
+        let address = &self.address;
+        let reason = self.ban_reason.unwrap_or(BanReason::AuthFailures.name());
+        let ttl = crate::time::format_duration(self.ban_ttl_seconds);
+        if self.allowlisted {
+            format!("{address}: allowlisted, never banned automatically (nothing counted)")
+        } else if self.banned && self.would_be {
+            format!("{address}: would be banned for {ttl} ({reason}; monitor mode)")
+        } else if self.banned && reason != BanReason::AuthFailures.name() {
+            format!(
+                "{address}: {}/{} auth failures; the {reason} ban in force is kept",
+                self.failures, self.threshold
+            )
+        } else if self.banned {
+            format!("{address}: banned for {ttl} ({reason})")
+        } else {
+            format!(
+                "{address}: {}/{} auth failures in the current window",
+                self.failures, self.threshold
+            )
+        }
+    }
 }
 
 impl State {
@@ -256,6 +318,79 @@ impl LiveState {
         sources.iter().map(|net| self.ban_key(net)).collect()
     }
 
+    /// Applies `count` auth failures of the client at `addr` at `now_ns` (boot time), as the
+    /// egress program counts the SBC's challenges and refusals (`feedback::count_failure` on
+    /// its `SG_AUTH` entry, keyed by the running policy's IPv6 budget prefix) and bans it with
+    /// the running generation's `[auth_failures]` rule and mode when they complete the
+    /// threshold. For what the egress program cannot read (TLS): the SBC reports failures.
+    /// An allowlisted address is never banned automatically: nothing is counted. A manual ban,
+    /// or one lasting longer, in force on the source is kept.
+    pub fn strike(
+        &mut self,
+        addr: IpAddr,
+        count: u32,
+        now_ns: u64,
+    ) -> Result<StrikeOutcome, LiveError> {
+        let generation = self.active_generation()?;
+        let policy = self.policy(generation)?;
+        let feedback = policy.feedback;
+        if feedback.flags & feedback_flags::AUTH_FAILURES == 0 || feedback.auth.threshold == 0 {
+            return Err(LiveError::AuthFailuresOff);
+        }
+        let key = address_key(addr, policy.header.ipv6_budget_prefix);
+        let mut outcome = StrikeOutcome {
+            address: source_text(&key),
+            failures: 0,
+            threshold: feedback.auth.threshold,
+            banned: false,
+            would_be: false,
+            ban_ttl_seconds: feedback.auth.ttl_ns / NANOS,
+            ban_reason: None,
+            allowlisted: false,
+        };
+        if self.allowlisted(generation, addr)? {
+            outcome.allowlisted = true;
+            return Ok(outcome);
+        }
+        let mut state = self.auth_state(&key).unwrap_or_default();
+        let mut made = None;
+        for _ in 0..count.min(MAX_STRIKES) {
+            let (next, ban) = count_failure(state.failures_window, &feedback.auth, now_ns);
+            state.failures_window = next;
+            made = ban.or(made);
+        }
+        state.last_failure_ns = now_ns;
+        self.set_auth_state(&key, &state)?;
+        outcome.failures = made.unwrap_or(state.failures());
+        let Some(failures) = made else {
+            return Ok(outcome);
+        };
+        let mode = Mode::from_u8(policy.header.mode);
+        let ban = auth_ban(&feedback.auth, now_ns, mode, failures);
+        outcome.banned = true;
+        outcome.would_be = ban.flags & ban_flags::WOULD_BE != 0;
+        let kept = self.bans()?.into_iter().find_map(|(banned, existing)| {
+            let in_force = banned == key
+                && existing.expires_at_ns > now_ns
+                && existing.flags & ban_flags::WOULD_BE == 0;
+            let stronger = existing.reason == BanReason::Manual as u8
+                || existing.expires_at_ns > ban.expires_at_ns;
+            (in_force && stronger).then_some(existing)
+        });
+        match kept {
+            Some(existing) => {
+                outcome.would_be = false;
+                outcome.ban_reason =
+                    Some(BanReason::from_u8(existing.reason).map_or("unknown", BanReason::name));
+            }
+            None => {
+                self.insert_ban(&key, &ban)?;
+                outcome.ban_reason = Some(BanReason::AuthFailures.name());
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Switches enforce/monitor on the running policy. Only the mode byte of the active
     /// generation changes, so a concurrent packet sees either the old or the new mode. Returns
     /// how many would-be bans of monitor mode were discarded (enforcing never applies them).
@@ -306,6 +441,18 @@ pub fn cpus() -> u64 {
     aya::util::online_cpus().map_or(1, |cpus| cpus.len().max(1) as u64)
 }
 
+/// The budget/ban key of an address under an IPv6 budget prefix (as the data plane keys it).
+pub fn address_key(addr: IpAddr, ipv6_budget_prefix: u8) -> SourceKey {
+    match addr {
+        IpAddr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            source_key(4, &bytes, ipv6_budget_prefix)
+        }
+        IpAddr::V6(v6) => source_key(6, &v6.octets(), ipv6_budget_prefix),
+    }
+}
+
 /// The address (network, for IPv6 prefixes) of a budget/ban key.
 pub fn source_addr(key: &SourceKey) -> IpAddr {
     if key.family == 4 {
@@ -320,5 +467,83 @@ pub fn source_text(key: &SourceKey) -> String {
     match source_addr(key) {
         addr @ IpAddr::V4(_) => addr.to_string(),
         addr => format!("{addr}/{}", key.prefix_len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> StrikeOutcome {
+        StrikeOutcome {
+            address: "198.18.3.12".into(),
+            failures: 3,
+            threshold: 10,
+            banned: false,
+            would_be: false,
+            ban_ttl_seconds: 3600,
+            ban_reason: None,
+            allowlisted: false,
+        }
+    }
+
+    #[test]
+    fn strike_outcomes_read_as_one_line() {
+        assert_eq!(
+            outcome().describe(),
+            "198.18.3.12: 3/10 auth failures in the current window"
+        );
+        let banned = StrikeOutcome {
+            failures: 10,
+            banned: true,
+            ban_reason: Some("auth_failures"),
+            ..outcome()
+        };
+        assert_eq!(
+            banned.describe(),
+            "198.18.3.12: banned for 1h (auth_failures)"
+        );
+        let would_be = StrikeOutcome {
+            would_be: true,
+            ban_ttl_seconds: 90 * 60,
+            ..banned.clone()
+        };
+        assert_eq!(
+            would_be.describe(),
+            "198.18.3.12: would be banned for 1h30m (auth_failures; monitor mode)"
+        );
+        let kept = StrikeOutcome {
+            ban_reason: Some("manual"),
+            ..banned.clone()
+        };
+        assert_eq!(
+            kept.describe(),
+            "198.18.3.12: 10/10 auth failures; the manual ban in force is kept"
+        );
+        let allowed = StrikeOutcome {
+            allowlisted: true,
+            ..outcome()
+        };
+        assert!(
+            allowed.describe().contains("allowlisted"),
+            "{}",
+            allowed.describe()
+        );
+        let json = serde_json::to_value(&banned).unwrap();
+        assert_eq!(json["address"], "198.18.3.12");
+        assert_eq!(
+            (json["failures"].as_u64(), json["threshold"].as_u64()),
+            (Some(10), Some(10))
+        );
+        assert_eq!(json["banned"], true);
+    }
+
+    #[test]
+    fn addresses_key_like_the_data_plane() {
+        let v4 = address_key("198.18.3.12".parse().unwrap(), 64);
+        assert_eq!((v4.family, v4.prefix_len), (4, 32));
+        assert_eq!(source_text(&v4), "198.18.3.12");
+        let v6 = address_key("2001:db8:1:2:3:4:5:6".parse().unwrap(), 64);
+        assert_eq!(source_text(&v6), "2001:db8:1:2::/64");
     }
 }

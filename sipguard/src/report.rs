@@ -1,13 +1,16 @@
 //! Read-only views of the pinned state: counters (`stats`) and configuration (`status`).
 
 use serde::Serialize;
-use sipguard_common::abi::{
-    CLASS_SLOTS, Counter, FragmentPolicy, Mode, Origin, Reason, SOURCE_PATH_LEN, Zone, ban_flags,
-    counter_index, map_name,
+use sipguard_common::{
+    abi::{
+        CLASS_SLOTS, Counter, FeedbackPolicy, FragmentPolicy, Mode, Origin, Reason,
+        SOURCE_PATH_LEN, Zone, ban_flags, counter_index, feedback_flags, map_name,
+    },
+    budget::NANOS,
 };
 
 use crate::{
-    dataplane::{link_status, xdp_mode_name},
+    dataplane::{egress_link_status, link_status, xdp_mode_name},
     policy::{Ports, class_name},
     state::{EventStats, List, MapFill, State, StateError},
     time::boot_now_ns,
@@ -250,6 +253,72 @@ pub struct Status {
     pub tables: Vec<MapFill>,
     /// The SIP rules in force, per zone.
     pub sip: Vec<SipZoneView>,
+    /// The TC egress program (it reads the SBC's answers).
+    pub egress: EgressView,
+    /// What the SBC's answers do under the running policy.
+    pub feedback: FeedbackView,
+}
+
+/// The egress program's tcx link.
+#[derive(Clone, Debug, Serialize)]
+pub struct EgressView {
+    /// Attached through a live tcx link.
+    pub attached: bool,
+    pub link: Option<LinkView>,
+}
+
+/// `[auth_failures]` of the running policy.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct AuthFailuresView {
+    pub threshold: u32,
+    pub window_seconds: u64,
+    pub ttl_seconds: u64,
+    pub grace_seconds: u64,
+}
+
+/// `[verified]` of the running policy.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VerifiedView {
+    pub class: String,
+    pub max_lifetime_seconds: u64,
+    pub default_lifetime_seconds: u64,
+}
+
+/// The feedback settings of the running generation; `None`: off.
+#[derive(Clone, Debug, Serialize)]
+pub struct FeedbackView {
+    pub auth_failures: Option<AuthFailuresView>,
+    pub verified: Option<VerifiedView>,
+    /// Verified sources whose registration has not expired.
+    pub verified_sources: usize,
+}
+
+impl FeedbackView {
+    /// The settings in `feedback`, with the name of its class from `policy`.
+    pub fn of(
+        feedback: &FeedbackPolicy,
+        policy: &sipguard_common::abi::Policy,
+        verified_sources: usize,
+    ) -> FeedbackView {
+        FeedbackView {
+            auth_failures: (feedback.flags & feedback_flags::AUTH_FAILURES != 0
+                && feedback.auth.threshold != 0)
+                .then_some(AuthFailuresView {
+                    threshold: feedback.auth.threshold,
+                    window_seconds: feedback.auth.window_ns / NANOS,
+                    ttl_seconds: feedback.auth.ttl_ns / NANOS,
+                    grace_seconds: feedback.grace_ns / NANOS,
+                }),
+            verified: (feedback.flags & feedback_flags::VERIFIED != 0).then(|| VerifiedView {
+                class: class_name(
+                    &policy.classes[usize::from(feedback.verified_class) % CLASS_SLOTS],
+                ),
+                max_lifetime_seconds: feedback.verified_max_ns / NANOS,
+                default_lifetime_seconds: feedback.verified_default_ns / NANOS,
+            }),
+            verified_sources,
+        }
+    }
 }
 
 /// What the SIP stages check in one zone.
@@ -323,6 +392,12 @@ impl Status {
             .position(|b| *b == 0)
             .unwrap_or(SOURCE_PATH_LEN);
         let stats = Stats::read(state)?;
+        let egress = egress_link_status(&state.target);
+        let verified_sources = state
+            .verified_sources()?
+            .iter()
+            .filter(|(_, entry)| entry.expires_at_ns > now)
+            .count();
         Ok(Status {
             interface: state.target.label(),
             pin_dir: state.target.dir().display().to_string(),
@@ -369,6 +444,15 @@ impl Status {
             would_drop: stats.would_drop,
             tables,
             sip: sip_zones(state, generation, &policy)?,
+            egress: EgressView {
+                attached: egress.is_some_and(|l| l.ifindex != 0),
+                link: egress.map(|l| LinkView {
+                    link_id: l.link_id,
+                    program_id: l.program_id,
+                    ifindex: l.ifindex,
+                }),
+            },
+            feedback: FeedbackView::of(&policy.feedback, &policy, verified_sources),
         })
     }
 }

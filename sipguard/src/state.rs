@@ -10,11 +10,11 @@ use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapError, MapFd, PerCpuArray, lpm_trie::Key,
 };
 use sipguard_common::abi::{
-    self, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, FragKey, FragVerdict,
-    GENERATIONS, Ipv4Data, Ipv6Data, Meta, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_CHUNKS,
-    PREFILTER_DENY, PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS, SIP_ZONES,
-    SignatureData, SignatureRule, SipMethod, SourceKey, SourceState, Zone, dest_verdict,
-    event_stat, map_name, method_index, prefilter_index,
+    self, AuthState, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, FragKey,
+    FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, Meta, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS,
+    PREFILTER_CHUNKS, PREFILTER_DENY, PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS,
+    SIP_ZONES, SignatureData, SignatureRule, SipMethod, SourceKey, SourceState, VerifiedSource,
+    Zone, answer_stat, dest_verdict, event_stat, map_name, method_index, prefilter_index,
 };
 
 use crate::policy::{
@@ -107,7 +107,9 @@ impl LiveState {
             state: State::open(target)?,
             _lock: lock,
         };
-        live.sweep_expired_bans(boot_now_ns())?;
+        let now = boot_now_ns();
+        live.sweep_expired_bans(now)?;
+        live.sweep_expired_verified(now)?;
         Ok(live)
     }
 
@@ -271,6 +273,43 @@ impl LiveState {
     /// plane re-issued for the same source meanwhile stays.
     pub fn sweep_expired_bans(&mut self, now_ns: u64) -> Result<usize, StateError> {
         self.remove_bans_where(|ban| ban.expires_at_ns <= now_ns)
+    }
+
+    /// Removes the verified sources whose registration expired by `now_ns` (boot time). The
+    /// data plane no longer treats them as verified, but only a new 200 OK would reuse their
+    /// entry: without this the table of a busy access zone fills up and refuses new
+    /// verifications. Each entry is read again just before its removal, so one the SBC
+    /// refreshed meanwhile stays.
+    pub fn sweep_expired_verified(&mut self, now_ns: u64) -> Result<usize, StateError> {
+        let keys: Vec<SourceKey> = self
+            .verified
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("read SG_VERIFIED"))?;
+        let mut swept = 0;
+        for key in keys {
+            let expired = self
+                .state
+                .verified
+                .get(&key, 0)
+                .is_ok_and(|entry| entry.expires_at_ns <= now_ns);
+            if expired
+                && removed(self.state.verified.remove(&key), || {
+                    "remove from SG_VERIFIED".into()
+                })?
+            {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Writes a source's auth-failure state (`SG_AUTH`).
+    pub fn set_auth_state(&mut self, key: &SourceKey, value: &AuthState) -> Result<(), StateError> {
+        self.state
+            .auth
+            .insert(key, value, 0)
+            .map_err(map_err("write SG_AUTH"))
     }
 
     /// Removes every would-be ban (issued in monitor mode): they must never bite when enforcing.
@@ -455,6 +494,10 @@ pub struct State {
     signature_hits: PerCpuArray<MapData, u64>,
     rule_hits: PerCpuArray<MapData, u64>,
     destination_stats: PerCpuArray<MapData, u64>,
+    verified: HashMap<MapData, SourceKey, VerifiedSource>,
+    /// An LRU hash (aya's `HashMap` opens both kinds).
+    auth: HashMap<MapData, SourceKey, AuthState>,
+    answer_stats: PerCpuArray<MapData, u64>,
 }
 
 /// Event and table accounting summed over CPUs.
@@ -571,6 +614,9 @@ impl State {
             signature_hits: open_pinned(&pin(map_name::SIGNATURE_HITS))?,
             rule_hits: open_pinned(&pin(map_name::RULE_HITS))?,
             destination_stats: open_pinned(&pin(map_name::DESTINATION_STATS))?,
+            verified: open_pinned(&pin(map_name::VERIFIED))?,
+            auth: open_pinned(&pin(map_name::AUTH))?,
+            answer_stats: open_pinned(&pin(map_name::ANSWER_STATS))?,
         })
     }
 
@@ -636,6 +682,72 @@ impl State {
             SIP_ZONES * dest_verdict::SLOTS * COUNTRY_SLOTS,
             map_name::DESTINATION_STATS,
         )
+    }
+
+    /// The SBC's answers as the egress program counted them, by `abi::answer_stat` slot.
+    pub fn answer_stats(&self) -> Result<Vec<u64>, StateError> {
+        Self::summed(
+            &self.answer_stats,
+            answer_stat::SLOTS,
+            map_name::ANSWER_STATS,
+        )
+    }
+
+    /// Every verified source, expired ones (not yet swept) included.
+    pub fn verified_sources(&self) -> Result<Vec<(SourceKey, VerifiedSource)>, StateError> {
+        self.verified
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("read SG_VERIFIED"))
+    }
+
+    /// The verified entry of one source (expired or not).
+    pub fn verified_source(&self, key: &SourceKey) -> Option<VerifiedSource> {
+        self.verified.get(key, 0).ok()
+    }
+
+    /// Every source with auth-failure state (`SG_AUTH`, an LRU: the least recent go first).
+    pub fn auth_states(&self) -> Result<Vec<(SourceKey, AuthState)>, StateError> {
+        self.auth
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("read SG_AUTH"))
+    }
+
+    /// The auth-failure state of one source.
+    pub fn auth_state(&self, key: &SourceKey) -> Option<AuthState> {
+        self.auth.get(key, 0).ok()
+    }
+
+    /// Whether `addr` is on the allowlist of `generation`, looked up as the data plane does
+    /// (hosts, then the longest matching prefix).
+    pub fn allowlisted(&self, generation: u32, addr: std::net::IpAddr) -> Result<bool, StateError> {
+        let g = generation as usize & 1;
+        let found = |result: Result<RuleValue, MapError>| match result {
+            Ok(_) => Ok(true),
+            Err(MapError::KeyNotFound) => Ok(false),
+            Err(MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(source) => Err(StateError::Map {
+                what: "read the allowlist".into(),
+                source,
+            }),
+        };
+        match addr {
+            std::net::IpAddr::V4(v4) => {
+                let octets = v4.octets();
+                Ok(found(self.allow_hosts4[g].get(&octets, 0))?
+                    || found(self.allow4[g].get(&Key::new(32, octets), 0))?)
+            }
+            std::net::IpAddr::V6(v6) => {
+                let octets = v6.octets();
+                Ok(found(self.allow_hosts6[g].get(&octets, 0))?
+                    || found(self.allow6[g].get(&Key::new(128, octets), 0))?)
+            }
+        }
     }
 
     pub fn meta(&self) -> Result<Meta, StateError> {
@@ -798,6 +910,16 @@ impl State {
             ),
             fill(map_name::PEERS, self.peers.keys().count(), abi::MAX_PEERS),
             fill(map_name::BANS, self.bans.keys().count(), abi::MAX_BANS),
+            fill(
+                map_name::VERIFIED,
+                self.verified.keys().count(),
+                abi::MAX_VERIFIED,
+            ),
+            fill(
+                map_name::AUTH,
+                self.auth.keys().count(),
+                abi::MAX_AUTH_SOURCES,
+            ),
             fill(
                 map_name::FRAGS,
                 self.frags.keys().count(),

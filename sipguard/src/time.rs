@@ -77,6 +77,22 @@ pub fn format_time(unix: u64) -> String {
     }
 }
 
+/// A span of seconds as operators write it: `1h`, `1h30m`, `45s`, `2d`, `0s`.
+pub fn format_duration(seconds: u64) -> String {
+    if seconds == 0 {
+        return "0s".to_string();
+    }
+    let mut text = String::new();
+    let mut rest = seconds;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if rest >= size {
+            text.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    text
+}
+
 /// `2026-11-26T05:30:01.123456Z`: RFC 3339, UTC, microseconds.
 pub fn rfc3339_micros(unix_ns: i128) -> String {
     let time = Timestamp::from_nanosecond(unix_ns).unwrap_or(Timestamp::UNIX_EPOCH);
@@ -110,6 +126,15 @@ mod tests {
             "2026-11-26T04:28:08.123456Z"
         );
         assert_eq!(rfc3339_micros(1_000_000_000), "1970-01-01T00:00:01.000000Z");
+    }
+
+    #[test]
+    fn durations_render_as_written() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(45), "45s");
+        assert_eq!(format_duration(3600), "1h");
+        assert_eq!(format_duration(5400), "1h30m");
+        assert_eq!(format_duration(2 * 86_400 + 61), "2d1m1s");
     }
 
     #[test]

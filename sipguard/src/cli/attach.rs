@@ -63,6 +63,10 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             "xdp_mode": report.xdp_mode,
             "program_id": report.program_id,
             "applied": report.applied,
+            "egress": match &report.egress {
+                Ok(replaced) => serde_json::json!({"attached": true, "replaced_program": replaced}),
+                Err(why) => serde_json::json!({"attached": false, "error": why}),
+            },
         }))?;
         return Ok(0);
     }
@@ -83,8 +87,21 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             " (kept)"
         },
     );
+    println!("{}: {}", target.label(), describe_egress(&report.egress));
     if let Some(applied) = &report.applied {
         super::apply::print_report(applied);
     }
     Ok(0)
+}
+
+/// The egress program's part of an attach.
+fn describe_egress(egress: &Result<bool, String>) -> String {
+    match egress {
+        Ok(true) => "egress program replaced in its tcx link (reads the SBC's answers)".into(),
+        Ok(false) => "egress program attached (tcx; reads the SBC's answers)".into(),
+        Err(why) => format!(
+            "egress program NOT attached ({why}): auth-failure bans and verified sources need \
+             it; the XDP filter runs without"
+        ),
+    }
 }

@@ -67,7 +67,8 @@ enum Action {
         /// `2026-11-26T04:00:00Z`, or how long ago, e.g. `30m`.
         #[arg(long, value_parser = parse_time)]
         since: Option<u64>,
-        /// Only automatic (`rate_exceeded`) or only `manual` bans.
+        /// Only bans for exceeding budgets (`rate-exceeded`), only `manual` bans, or only bans
+        /// for auth failures (`auth-failures`).
         #[arg(long)]
         reason: Option<ReasonFilter>,
     },
@@ -77,6 +78,7 @@ enum Action {
 enum ReasonFilter {
     RateExceeded,
     Manual,
+    AuthFailures,
 }
 
 #[derive(Serialize)]
@@ -210,6 +212,7 @@ fn clear(
         reason: reason.map(|r| match r {
             ReasonFilter::RateExceeded => BanReason::RateExceeded,
             ReasonFilter::Manual => BanReason::Manual,
+            ReasonFilter::AuthFailures => BanReason::AuthFailures,
         }),
     })?;
     let scope = since_unix.map_or(String::new(), |s| {

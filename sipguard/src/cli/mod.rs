@@ -12,8 +12,10 @@ mod limits;
 mod lists;
 mod mode;
 mod run;
+mod sources;
 mod stats;
 mod status;
+mod strike;
 mod top;
 
 use std::path::PathBuf;
@@ -67,6 +69,8 @@ pub enum Command {
     Mode(mode::Args),
     Limits(limits::Args),
     Bans(bans::Args),
+    Sources(sources::Args),
+    Strike(strike::Args),
     Stats(stats::Args),
     Status(status::Args),
     Events(events::Args),
@@ -94,6 +98,8 @@ impl Cli {
             Command::Mode(args) => mode::run(&global, args),
             Command::Limits(args) => limits::run(&global, args),
             Command::Bans(args) => bans::run(&global, args),
+            Command::Sources(args) => sources::run(&global, args),
+            Command::Strike(args) => strike::run(&global, args),
             Command::Stats(args) => stats::run(&global, args),
             Command::Status(args) => status::run(&global, args),
             Command::Events(args) => events::run(&global, args),

@@ -6,7 +6,7 @@ use super::{Global, print_json};
 use crate::{
     report::Status,
     state::{State, Target},
-    time::format_time,
+    time::{format_duration, format_time},
 };
 
 /// Show whether and how each interface is filtered: link, mode, policy, list sizes, totals.
@@ -120,6 +120,16 @@ fn print_status(status: &Status) {
         }
         println!("  sip {:<7} {}", sip.zone, parts.join("; "));
     }
+    let egress = match &status.egress.link {
+        Some(link) if status.egress.attached => format!(
+            "attached (tcx, link {}, program {})",
+            link.link_id, link.program_id
+        ),
+        Some(_) => "NOT attached: the link's interface is gone".to_string(),
+        None => "not attached (the SBC's answers are not read)".to_string(),
+    };
+    println!("  egress      {egress}");
+    println!("  feedback    {}", describe_feedback(&status.feedback));
     println!(
         "  budgets     {} unknown sources and {} peers tracked; IPv6 per /{}",
         status.tracked_sources, status.tracked_peers, status.ipv6_budget_prefix
@@ -168,4 +178,69 @@ fn print_status(status: &Status) {
         println!("  tables      {}", tables.join(", "));
     }
     println!("  state       {}", status.pin_dir);
+}
+
+/// `auth failures: ban after 10 in 10m for 1h (grace 5s); verified: class access, max 1h; 3
+/// verified sources`
+fn describe_feedback(feedback: &crate::report::FeedbackView) -> String {
+    let auth = match &feedback.auth_failures {
+        Some(auth) => format!(
+            "auth failures: ban after {} in {} for {} (grace {})",
+            auth.threshold,
+            format_duration(auth.window_seconds),
+            format_duration(auth.ttl_seconds),
+            format_duration(auth.grace_seconds)
+        ),
+        None => "auth failures: off".to_string(),
+    };
+    let verified = match &feedback.verified {
+        Some(verified) => format!(
+            "verified: class {}, max lifetime {}",
+            verified.class,
+            format_duration(verified.max_lifetime_seconds)
+        ),
+        None => "verified: off".to_string(),
+    };
+    format!(
+        "{auth}; {verified}; {} verified sources now",
+        feedback.verified_sources
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{AuthFailuresView, FeedbackView, VerifiedView};
+
+    #[test]
+    fn feedback_reads_as_one_line() {
+        let on = FeedbackView {
+            auth_failures: Some(AuthFailuresView {
+                threshold: 10,
+                window_seconds: 600,
+                ttl_seconds: 3600,
+                grace_seconds: 5,
+            }),
+            verified: Some(VerifiedView {
+                class: "access".into(),
+                max_lifetime_seconds: 3600,
+                default_lifetime_seconds: 3600,
+            }),
+            verified_sources: 3,
+        };
+        assert_eq!(
+            describe_feedback(&on),
+            "auth failures: ban after 10 in 10m for 1h (grace 5s); verified: class access, \
+             max lifetime 1h; 3 verified sources now"
+        );
+        let off = FeedbackView {
+            auth_failures: None,
+            verified: None,
+            verified_sources: 0,
+        };
+        assert_eq!(
+            describe_feedback(&off),
+            "auth failures: off; verified: off; 0 verified sources now"
+        );
+    }
 }

@@ -18,7 +18,9 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use sipguard_common::abi::{ABI_VERSION, BanReason, Mode, Origin, SipMethod, ban_flags};
+use sipguard_common::abi::{
+    ABI_VERSION, BanReason, Mode, Origin, SipMethod, answer_stat, ban_flags,
+};
 use tokio::time::Instant;
 
 use crate::{
@@ -86,6 +88,9 @@ struct Scrape {
     tail_call_failures: Samples,
     map_entries: Samples,
     map_capacity: Samples,
+    sbc_answers: Samples,
+    verified_sources: Samples,
+    egress_attached: Samples,
     list_entries: Samples,
     attached: Samples,
     monitor: Samples,
@@ -194,7 +199,7 @@ impl SipguardCollector {
                     .or_default() += 1;
             }
         }
-        for reason in [BanReason::RateExceeded, BanReason::Manual] {
+        for reason in BanReason::ALL {
             let count = active.get(reason.name()).copied().unwrap_or(0);
             scrape.bans_active.push((
                 vec![label(), ("reason", reason.name().into())],
@@ -204,7 +209,18 @@ impl SipguardCollector {
         scrape
             .would_bans_active
             .push((vec![label()], would_be as f64));
+        for (kind, count) in answer_stat::NAMES.iter().zip(state.answer_stats()?) {
+            scrape
+                .sbc_answers
+                .push((vec![label(), ("kind", (*kind).into())], count as f64));
+        }
         let status = Status::read(&state)?;
+        scrape
+            .verified_sources
+            .push((vec![label()], status.feedback.verified_sources as f64));
+        scrape
+            .egress_attached
+            .push((vec![label()], f64::from(u8::from(status.egress.attached))));
         for fill in &status.tables {
             let labels = vec![label(), ("map", fill.name.to_string())];
             scrape
@@ -383,7 +399,7 @@ impl Collector for SipguardCollector {
         family(
             e,
             "sipguard_map_entries",
-            "Entries in the bounded tables: per-source state, bans, fragments, and the lists of the active policy generation (expired bans count until swept).",
+            "Entries in the bounded tables: per-source state, bans, verified sources, auth-failure state, fragments, and the lists of the active policy generation (expired bans and verified sources count until swept).",
             Gauge,
             &scrape.map_entries,
         )?;
@@ -407,6 +423,27 @@ impl Collector for SipguardCollector {
             "1 when the XDP program is attached through a live link.",
             Gauge,
             &scrape.attached,
+        )?;
+        family(
+            e,
+            "sipguard_egress_attached",
+            "1 when the TC egress program (it reads the SBC's answers) is attached through a live tcx link.",
+            Gauge,
+            &scrape.egress_attached,
+        )?;
+        family(
+            e,
+            "sipguard_sbc_answers",
+            "The SBC's answers to access-zone clients as the egress program counted them, by kind (challenges, refusals, successes; failures and bans they made; verifications; malformed, insert_failed_*, tail_call_failed: trouble).",
+            Counter,
+            &scrape.sbc_answers,
+        )?;
+        family(
+            e,
+            "sipguard_verified_sources",
+            "Sources verified by a 200 OK to REGISTER whose registration has not expired.",
+            Gauge,
+            &scrape.verified_sources,
         )?;
         family(
             e,

@@ -54,7 +54,7 @@ const RECENT_EVENTS: usize = 4096;
 const TOP_CAPACITY: usize = 1024;
 /// Rates are computed over this many one-second samples.
 const RATE_WINDOW: usize = 10;
-/// How often expired bans are removed from the kernel's ban table.
+/// How often expired bans (and expired verified sources) are removed from the kernel's tables.
 pub const BAN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct DaemonConfig {
@@ -138,11 +138,14 @@ pub(crate) struct Shared {
     new_events: Notify,
     rates: Mutex<Vec<Rate>>,
     exporter: Arc<Exporter>,
+    /// The interfaces served (`POST /api/strike` changes their state).
+    targets: Vec<Target>,
 }
 
 impl Shared {
-    fn new(exporter: Exporter) -> Shared {
+    fn new(exporter: Exporter, targets: Vec<Target>) -> Shared {
         Shared {
+            targets,
             top: Mutex::new(TopSources::new(TOP_CAPACITY)),
             recent: Mutex::new(VecDeque::with_capacity(RECENT_EVENTS)),
             next_seq: AtomicU64::new(1),
@@ -208,7 +211,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     let http_stats = Arc::new(HttpStats::default());
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
     http_stats.register(exporter.registry_mut());
-    let shared = Arc::new(Shared::new(exporter));
+    let shared = Arc::new(Shared::new(exporter, config.targets.clone()));
     let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -336,6 +339,7 @@ async fn drain(
 /// Samples the kernel counters every second; rates are differences over the window.
 /// Removes expired bans every [`BAN_SWEEP_INTERVAL`]: the data plane drops a ban only when its
 /// source sends again, so one-off scanners would otherwise fill the table and block new bans.
+/// Expired verified sources go too (only a new 200 OK would reuse their entry).
 /// An interface whose lock a CLI command holds is skipped this round (that command sweeps).
 async fn sweep_bans(targets: Vec<Target>) -> Result<()> {
     let mut ticker = tokio::time::interval(BAN_SWEEP_INTERVAL);
@@ -351,19 +355,27 @@ async fn sweep_bans(targets: Vec<Target>) -> Result<()> {
         .await?;
         for (label, result) in swept {
             match result {
-                Ok(0) => {}
-                Ok(removed) => log::debug!("{label}: swept {removed} expired bans"),
+                Ok((0, 0)) => {}
+                Ok((bans, verified)) => log::debug!(
+                    "{label}: swept {bans} expired bans and {verified} expired verified sources"
+                ),
                 Err(error) => log::warn!("{label}: sweeping expired bans: {error}"),
             }
         }
     }
 }
 
-fn sweep_one(target: &Target) -> Result<usize, crate::state::StateError> {
+/// Expired bans and expired verified sources removed.
+fn sweep_one(target: &Target) -> Result<(usize, usize), crate::state::StateError> {
     let Some(lock) = Lock::try_acquire(&target.dir())? else {
-        return Ok(0);
+        return Ok((0, 0));
     };
-    LiveState::with_lock(State::open(target)?, lock).sweep_expired_bans(boot_now_ns())
+    let mut live = LiveState::with_lock(State::open(target)?, lock);
+    let now = boot_now_ns();
+    Ok((
+        live.sweep_expired_bans(now)?,
+        live.sweep_expired_verified(now)?,
+    ))
 }
 
 async fn sample_rates(targets: Vec<Target>, shared: Arc<Shared>) -> Result<()> {

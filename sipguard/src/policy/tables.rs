@@ -12,8 +12,7 @@ use sipguard_common::{
     abi::{
         self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS,
         PREFILTER_CHUNK_WORDS, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, Zone, feedback_flags,
-        policy_flags,
-        prefilter_position,
+        policy_flags, prefilter_position,
     },
     budget::{BanRule, Gcra},
     parse::Transport,
@@ -225,7 +224,11 @@ impl Tables {
             sip_ids,
         );
         sip_flags |= sip.flags;
-        let feedback = compile_feedback(policy, |name| class_id(&Some(name.to_string())), access_class);
+        let feedback = compile_feedback(
+            policy,
+            |name| class_id(&Some(name.to_string())),
+            access_class,
+        );
         if feedback.flags & feedback_flags::VERIFIED != 0 {
             sip_flags |= policy_flags::VERIFIED;
         }

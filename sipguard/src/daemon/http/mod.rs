@@ -6,7 +6,7 @@ mod routes;
 mod slots;
 pub(crate) mod stats;
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Result;
 use hyper::{Request, body::Incoming};
@@ -41,6 +41,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Request head and buffered output per connection.
 const MAX_BUFFER: usize = 16 * 1024;
 
+/// The address a request came from (the connection's peer), in the request's extensions:
+/// some routes answer only to loopback, whatever address the listener is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Peer(pub SocketAddr);
+
+impl Peer {
+    /// From this host (IPv4-mapped loopback included).
+    pub(crate) fn is_loopback(&self) -> bool {
+        self.0.ip().to_canonical().is_loopback()
+    }
+}
+
 /// Serves the API on `listener` until the daemon stops; never ends on a client's error.
 pub(super) async fn serve(
     listener: TcpListener,
@@ -55,8 +67,8 @@ pub(super) async fn serve(
         .max_buf_size(MAX_BUFFER);
     let mut failed_accepts = 0u64;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 stats.accept_errors.inc();
                 failed_accepts += 1;
@@ -82,7 +94,14 @@ pub(super) async fn serve(
         tokio::spawn(async move {
             let busy = slot.handle();
             // The slot counts as busy while a handler runs: only idle connections are evicted.
-            let service = ServiceExt::<Request<Incoming>>::map_future(router, move |response| {
+            let service = ServiceExt::<Request<Incoming>>::map_request(
+                router,
+                move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(Peer(peer));
+                    request
+                },
+            )
+            .map_future(move |response| {
                 let guard = busy.busy();
                 async move {
                     let response = response.await;

@@ -1,19 +1,27 @@
-//! The routes: `/metrics`, `/api/top`, `/api/events` (long poll), `/healthz`. Unknown paths
-//! answer 404, other methods than GET 405.
+//! The routes: `/metrics`, `/api/top`, `/api/events` (long poll), `/healthz`, and
+//! `POST /api/strike` (from loopback only). Unknown paths answer 404, other methods than a
+//! route's 405.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
+    body::Bytes,
     extract::{Query, State},
     http::{HeaderMap, Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
+use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 
-use super::{HANDLER_DEADLINE, MAX_EVENTS_WAIT};
-use crate::daemon::{Shared, metrics::MetricsFormat};
+use super::{HANDLER_DEADLINE, MAX_EVENTS_WAIT, Peer};
+use crate::{
+    daemon::{Shared, metrics::MetricsFormat},
+    live::{LiveError, MAX_STRIKES},
+    state::{LiveState, Target},
+    time::boot_now_ns,
+};
 
 /// The API of `sipguard run`, with the per-request deadline.
 pub(in crate::daemon) fn router(shared: Arc<Shared>) -> Router {
@@ -22,8 +30,9 @@ pub(in crate::daemon) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/top", get(top))
         .route("/api/events", get(events))
         .route("/healthz", get(healthz))
+        .route("/api/strike", post(strike))
         .fallback(not_found)
-        .method_not_allowed_fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             HANDLER_DEADLINE,
@@ -107,6 +116,112 @@ async fn top(
     Json(shared.top_view(number(&params, "limit", 20) as usize))
 }
 
+/// The body of `POST /api/strike`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrikeRequest {
+    /// The client's IPv4 or IPv6 address.
+    address: String,
+    /// `auth_failures` (the only one, and the default).
+    reason: Option<String>,
+    /// Failures to count, 1 to [`MAX_STRIKES`]; 1 when left out.
+    count: Option<u32>,
+    /// The interface (label, `eth0` or `eth0@ns`); needed when the daemon serves several.
+    interface: Option<String>,
+}
+
+/// A strike to apply: the request checked.
+#[derive(Debug)]
+struct Strike {
+    address: IpAddr,
+    count: u32,
+    target: Target,
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+impl StrikeRequest {
+    fn check(body: &[u8], targets: &[Target]) -> Result<Strike, String> {
+        let request: StrikeRequest =
+            serde_json::from_slice(body).map_err(|error| format!("bad request body: {error}"))?;
+        let address = request
+            .address
+            .trim()
+            .parse::<IpAddr>()
+            .map_err(|_| format!("'{}' is not an IP address", request.address))?;
+        match request.reason.as_deref() {
+            None | Some("auth_failures") => {}
+            Some(other) => return Err(format!("unknown reason '{other}' (auth_failures)")),
+        }
+        let count = request.count.unwrap_or(1);
+        if !(1..=MAX_STRIKES).contains(&count) {
+            return Err(format!("count {count} is not within 1..={MAX_STRIKES}"));
+        }
+        let target = match (&request.interface, targets) {
+            (Some(name), _) => targets
+                .iter()
+                .find(|target| target.label() == *name || target.iface() == name)
+                .ok_or_else(|| format!("this daemon does not serve interface '{name}'"))?,
+            (None, [only]) => only,
+            (None, []) => return Err("this daemon serves no interface".into()),
+            (None, _) => {
+                return Err(
+                    "this daemon serves several interfaces: name one (\"interface\")".into(),
+                );
+            }
+        };
+        Ok(Strike {
+            address,
+            count,
+            target: target.clone(),
+        })
+    }
+}
+
+/// `POST /api/strike`: auth failures the SBC reports (`sipguard strike`). Changes kernel
+/// state, so it answers only to this host, whatever address the daemon listens on.
+async fn strike(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<Peer>>,
+    body: Bytes,
+) -> Response {
+    if !peer.is_some_and(|Extension(peer)| peer.is_loopback()) {
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "strikes are taken from loopback only",
+        );
+    }
+    let strike = match StrikeRequest::check(&body, &shared.targets) {
+        Ok(strike) => strike,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
+    };
+    let label = strike.target.label();
+    let outcome = tokio::task::spawn_blocking(move || {
+        LiveState::lock(&strike.target)?.strike(strike.address, strike.count, boot_now_ns())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(outcome)) => {
+            log::info!("{label}: strike: {}", outcome.describe());
+            let mut answer = serde_json::to_value(&outcome).unwrap_or_default();
+            if let Some(fields) = answer.as_object_mut() {
+                fields.insert("interface".into(), label.into());
+            }
+            Json(answer).into_response()
+        }
+        Ok(Err(error @ LiveError::AuthFailuresOff)) => {
+            json_error(StatusCode::CONFLICT, error.to_string())
+        }
+        Ok(Err(error)) => {
+            log::warn!("{label}: strike: {error}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+        }
+        Err(error) => json_error(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -117,6 +232,13 @@ async fn not_found(method: Method) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::METHOD_NOT_ALLOWED, "GET only\n")
     }
+}
+
+async fn method_not_allowed() -> (StatusCode, &'static str) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed (GET; POST for /api/strike)\n",
+    )
 }
 
 #[cfg(test)]
@@ -133,7 +255,7 @@ mod tests {
     /// The answer of a daemon without interfaces: status, Content-Type, body.
     async fn answer(method: Method, uri: &str, accept: &str) -> (StatusCode, String, String) {
         let exporter = Exporter::new(Vec::new(), Arc::new(DaemonCounters::default()));
-        let app = router(Arc::new(Shared::new(exporter)));
+        let app = router(Arc::new(Shared::new(exporter, Vec::new())));
         let request = Request::builder()
             .method(method)
             .uri(uri)
@@ -189,6 +311,67 @@ mod tests {
             let (status, _, _) = answer(Method::POST, uri, "").await;
             assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "POST {uri}");
         }
+    }
+
+    /// The answer to `POST /api/strike` from `peer` (none: no peer known) with `body`.
+    async fn strike_answer(peer: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
+        let exporter = Exporter::new(Vec::new(), Arc::new(DaemonCounters::default()));
+        let app = router(Arc::new(Shared::new(exporter, Vec::new())));
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/strike")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(Peer(peer.parse().unwrap()));
+        }
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn strikes_come_from_loopback_with_a_valid_body() {
+        let good = r#"{"address": "198.18.3.12", "reason": "auth_failures", "count": 1}"#;
+        for peer in [None, Some("198.18.0.7:40000"), Some("[2001:db8::1]:40000")] {
+            let (status, body) = strike_answer(peer, good).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{peer:?}");
+            assert!(
+                body["error"].as_str().unwrap().contains("loopback"),
+                "{body}"
+            );
+        }
+        for (body, says) in [
+            ("", "bad request body"),
+            ("{", "bad request body"),
+            (r#"{"count": 1}"#, "missing field `address`"),
+            (r#"{"address": "not-an-ip"}"#, "not an IP address"),
+            (r#"{"address": "198.18.3.12", "count": 0}"#, "count 0"),
+            (r#"{"address": "198.18.3.12", "count": 1001}"#, "count 1001"),
+            (
+                r#"{"address": "198.18.3.12", "reason": "scanner"}"#,
+                "unknown reason",
+            ),
+            (
+                r#"{"address": "198.18.3.12", "port": 5060}"#,
+                "unknown field",
+            ),
+            (good, "serves no interface"),
+            (r#"{"address": "::1", "interface": "eth9"}"#, "'eth9'"),
+        ] {
+            for peer in ["127.0.0.1:40000", "[::1]:40000", "[::ffff:127.0.0.1]:40000"] {
+                let (status, answer) = strike_answer(Some(peer), body).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{body} from {peer}");
+                let error = answer["error"].as_str().unwrap_or_default();
+                assert!(error.contains(says), "{body}: {error}");
+            }
+        }
+        let (status, _, _) = answer(Method::GET, "/api/strike", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {

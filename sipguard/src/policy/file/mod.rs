@@ -323,6 +323,119 @@ cidrs = ["203.0.113.0/24"]
     }
 
     #[test]
+    fn feedback_sections_are_read_and_compiled_for_the_access_zone_only() {
+        let policy = parse_ok("[access]\nudp = [5070]\n");
+        assert_eq!(policy.feedback, crate::policy::Feedback::default());
+        let policy = parse_ok(
+            r#"
+[access]
+udp = [5070]
+class = "phones"
+[classes]
+phones = { rate = 10, burst = 30 }
+registered = { rate = 1000, burst = 1000 }
+[auth_failures]
+threshold = 4
+window = 600
+ttl = "2h"
+grace = "0s"
+[verified]
+class = "registered"
+max_lifetime = "30m"
+default_lifetime = "10m"
+"#,
+        );
+        let feedback = &policy.feedback;
+        assert_eq!(feedback.auth_threshold, 4);
+        assert_eq!(feedback.auth_window, Duration::from_secs(600));
+        assert_eq!(feedback.auth_ttl, Duration::from_secs(7200));
+        assert_eq!(feedback.auth_grace, Duration::ZERO);
+        assert_eq!(feedback.verified_class.as_deref(), Some("registered"));
+        assert_eq!(feedback.verified_max_lifetime, Duration::from_secs(1800));
+        let tables = crate::policy::Tables::compile(
+            &policy,
+            Mode::Enforce,
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            0,
+            &Default::default(),
+        );
+        let compiled = tables.feedback;
+        use sipguard_common::abi::{feedback_flags, policy_flags};
+        assert_eq!(
+            compiled.flags,
+            feedback_flags::AUTH_FAILURES | feedback_flags::VERIFIED
+        );
+        assert_eq!(compiled.auth.threshold, 4);
+        assert_eq!(compiled.verified_default_ns, 600_000_000_000);
+        let registered = tables
+            .classes
+            .iter()
+            .position(|(name, _)| name == "registered")
+            .unwrap();
+        assert_eq!(usize::from(compiled.verified_class), registered);
+        assert_ne!(tables.sip_flags & policy_flags::VERIFIED, 0);
+        // Without an access zone, or turned off, nothing is on.
+        for text in [
+            "[trunk]\nudp = [5060]\n",
+            "[access]\nudp = [5070]\n[auth_failures]\nthreshold = 0\n[verified]\nenabled = false\n",
+        ] {
+            let policy = parse_ok(text);
+            let tables = crate::policy::Tables::compile(
+                &policy,
+                Mode::Enforce,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                0,
+                &Default::default(),
+            );
+            assert_eq!(tables.feedback.flags, 0, "{text}");
+            assert_eq!(tables.sip_flags & policy_flags::VERIFIED, 0, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_feedback_sections_are_reported_with_their_lines() {
+        let problems = parse_err(
+            r#"[access]
+udp = [5070]
+[auth_failures]
+window = "0s"
+ttl = "soon"
+grace = "-1"
+[verified]
+class = "nobody"
+max_lifetime = 0
+"#,
+        );
+        let text = problems.join("\n");
+        assert!(
+            text.contains("policy.toml:4: auth_failures.window must be longer than 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("policy.toml:5: auth_failures.ttl: 'soon' is not a duration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("policy.toml:6: auth_failures.grace"),
+            "{text}"
+        );
+        assert!(
+            text.contains("policy.toml:8:") && text.contains("nobody"),
+            "{text}"
+        );
+        assert!(
+            text.contains("policy.toml:9: verified.max_lifetime must be longer than 0"),
+            "{text}"
+        );
+        let problems = parse_err("[auth_failures]\nthreshold = -1\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problems = parse_err("[verified]\nlifetime = \"1h\"\n");
+        assert!(problems[0].contains("unknown field"), "{problems:?}");
+    }
+
+    #[test]
     fn a_zone_table_lists_exactly_its_ports() {
         let policy = parse_ok("[trunk]\ntcp = [5061]\n");
         assert!(policy.trunk.udp.is_empty());
