@@ -7,6 +7,7 @@
 //! bpffs, nftables tables inside its namespaces) is named uniquely and removed on the way out,
 //! also on error, panic or Ctrl-C.
 
+mod egress;
 mod mix;
 mod per_packet;
 mod programs;
@@ -170,6 +171,12 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
         config.info.events = config.filter.loaded.state.event_stats().ok();
     }
 
+    progress(
+        started,
+        "the egress program: feedback off and on against a TC floor",
+    );
+    let egress = egress::measure(settings.per_packet.rounds, settings.per_packet.repeat)?;
+
     progress(started, "throughput through veth");
     let (throughput, generator_programs) =
         throughput::run(&settings.throughput, dir.path(), &mixes[&10_000])?;
@@ -248,6 +255,7 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
         growth,
         breakdown,
         sip_stages,
+        egress,
         throughput,
         programs: program_rows,
         targets,

@@ -38,6 +38,8 @@ pub(crate) struct Report {
     pub breakdown: Vec<BreakdownRow>,
     /// Every scenario through stage 1 alone (no SIP rules) and with the SIP rules, 10k prefixes.
     pub sip_stages: Vec<SipRow>,
+    /// The TC egress program with the feedback off and on, against a TC floor.
+    pub egress: Vec<super::egress::EgressRow>,
     pub throughput: ThroughputReport,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<TargetRow>,
@@ -627,6 +629,7 @@ impl Report {
         md.push('\n');
 
         self.sip_section(&mut md);
+        self.egress_section(&mut md);
 
         md.push_str("### sipguard / bare XDP_DROP (bench_drop)\n\n");
         self.sipguard_table(&mut md, |c| Some(ratio(&c.vs_bench_drop)));
@@ -758,6 +761,40 @@ impl Report {
             }
         }
         md
+    }
+
+    /// The egress program on what the SBC sends.
+    fn egress_section(&self, md: &mut String) {
+        if self.egress.is_empty() {
+            return;
+        }
+        md.push_str(
+            "### The egress program: the SBC's answers (feedback off and on)\n\n\
+             `sipguard_egress` under BPF_PROG_TEST_RUN with `[auth_failures] threshold = 0` and \
+             `[verified] enabled = false` (off) and with both on (a threshold never reached, so \
+             a 401 takes the whole failure path), against `bench_tc_pass` (a classifier that \
+             counts and passes), same frames, interleaved rounds. ns per run: median \
+             [min-max]; ratio to the floor: median of the per-round ratios [min-max].\n\n\
+             | frame | floor, ns | off, ns | off / floor | on, ns | on / floor |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        for row in &self.egress {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} [{:.2}-{:.2}] | {} | {} [{:.2}-{:.2}] |",
+                row.frame,
+                ns(&row.floor),
+                ns(&row.off),
+                ratio(&row.off_ratio),
+                row.off_ratio.min,
+                row.off_ratio.max,
+                ns(&row.on),
+                ratio(&row.on_ratio),
+                row.on_ratio.min,
+                row.on_ratio.max,
+            );
+        }
+        md.push('\n');
     }
 
     /// Stage 1 alone against the SIP stages, scenario by scenario.
