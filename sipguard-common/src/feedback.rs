@@ -213,14 +213,24 @@ mod tests {
         // At boot second 0 the window start is still marked (start + 1).
         let (word, _) = count_failure(0, &BanRule::default(), 0);
         assert_eq!(word >> 32, 1);
-        assert_eq!(count_failure(word, &BanRule::default(), S).1, None, "no threshold");
+        assert_eq!(
+            count_failure(word, &BanRule::default(), S).1,
+            None,
+            "no threshold"
+        );
     }
 
     #[test]
     fn a_digest_exchange_never_fails_and_a_second_challenge_does() {
         assert!(!challenge_fails(0, 5 * S, 0), "the first challenge opens");
-        assert!(challenge_fails(5 * S, 5 * S, 0), "another while open, no grace");
-        assert!(!challenge_fails(5 * S, 6 * S, 2 * S), "within a verified source's grace");
+        assert!(
+            challenge_fails(5 * S, 5 * S, 0),
+            "another while open, no grace"
+        );
+        assert!(
+            !challenge_fails(5 * S, 6 * S, 2 * S),
+            "within a verified source's grace"
+        );
         assert!(challenge_fails(5 * S, 7 * S, 2 * S));
     }
 
