@@ -619,3 +619,40 @@ fn failures_are_exact_across_two_cpus() {
         u64::from(per_cpu) * cpus as u64
     );
 }
+
+/// With the shipped defaults (threshold 10): a phone that mistypes its password once collects
+/// one failure, and its next success clears it.
+#[test]
+fn a_phone_that_mistypes_once_is_never_banned_with_the_defaults() {
+    let mut sbc = Feedback::new(&policy(""));
+    let phone = v4(PHONE4);
+    let ok = answer("200 OK", "CSeq: 4 REGISTER", "Expires: 300\r\n");
+    sbc.send(&to4(PHONE4, challenge("REGISTER")), 1);
+    sbc.send(&to4(PHONE4, challenge("REGISTER")), 1);
+    assert_eq!(sbc.failures(phone), 1, "the wrong password");
+    sbc.send(&to4(PHONE4, ok), 1);
+    assert_eq!(sbc.failures(phone), 0, "the right one clears it");
+    assert_eq!(sbc.ban_reason(phone), None);
+    assert!(sbc.verified(phone).is_some());
+}
+
+/// Phones behind one address (an office) re-registering at once: challenges to a verified
+/// client within the grace of the first are no failures; an unverified client has no grace.
+#[test]
+fn verified_clients_have_a_grace_for_simultaneous_challenges() {
+    let mut sbc = Feedback::new(&policy(
+        "[auth_failures]\nthreshold = 100\nwindow = \"1h\"\ngrace = \"1h\"\n",
+    ));
+    let office = v4(PHONE4);
+    sbc.send(
+        &to4(
+            PHONE4,
+            answer("200 OK", "CSeq: 3 REGISTER", "Expires: 600\r\n"),
+        ),
+        1,
+    );
+    sbc.send(&to4(PHONE4, challenge("REGISTER")), 20);
+    assert_eq!(sbc.failures(office), 0, "twenty phones challenged at once");
+    sbc.send(&to4(CRACKER4, challenge("REGISTER")), 20);
+    assert_eq!(sbc.failures(v4(CRACKER4)), 19);
+}
