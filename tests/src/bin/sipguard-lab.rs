@@ -110,6 +110,10 @@ struct ScaleArgs {
     /// The lab test's monitor run: a gentle flood, after the calls.
     #[arg(long)]
     gentle_flood: bool,
+    /// The lab policy with the SBC's answers ignored (`[auth_failures] threshold = 0`,
+    /// `[verified] enabled = false`): sipguard without its egress feedback, to compare with.
+    #[arg(long)]
+    no_feedback: bool,
 }
 
 impl ScaleArgs {
@@ -196,7 +200,13 @@ fn work_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("sipguard-lab-{}-{tag}", sipguard::time::now_unix()))
 }
 
-fn play(bin: &Path, protection: Protection, scale: &Scale, keep: bool) -> Result<LabRun> {
+fn play(
+    bin: &Path,
+    protection: Protection,
+    scale: &Scale,
+    keep: bool,
+    feedback: bool,
+) -> Result<LabRun> {
     if keep {
         // One kept lab at a time.
         sip_lab::tear_down()?;
@@ -209,6 +219,7 @@ fn play(bin: &Path, protection: Protection, scale: &Scale, keep: bool) -> Result
         work_dir: work_dir(protection.name().replace(' ', "-").as_str()),
         pin_root: PathBuf::from(LAB_PIN_ROOT),
         keep,
+        feedback,
     })?;
     println!("   done in {:.0} s", run.seconds);
     Ok(run)
@@ -220,12 +231,13 @@ fn lab_demo(bin: &Path, args: &LabArgs) -> Result<()> {
          attacked by SIPVicious and a spoofed-source flood"
     );
     let scale = args.scale.scale();
+    let feedback = !args.scale.no_feedback;
     let mut runs = Vec::new();
     if !args.quick {
-        runs.push(play(bin, Protection::Off, &scale, false)?);
-        runs.push(play(bin, Protection::Monitor, &scale, false)?);
+        runs.push(play(bin, Protection::Off, &scale, false, feedback)?);
+        runs.push(play(bin, Protection::Monitor, &scale, false, feedback)?);
     }
-    runs.push(play(bin, Protection::Enforce, &scale, args.keep)?);
+    runs.push(play(bin, Protection::Enforce, &scale, args.keep, feedback)?);
     println!("\n{}", sip_lab::render(&runs));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
@@ -234,7 +246,13 @@ fn lab_demo(bin: &Path, args: &LabArgs) -> Result<()> {
 }
 
 fn lab_run(bin: &Path, args: &RunArgs) -> Result<()> {
-    let run = play(bin, args.protection, &args.scale.scale(), args.keep)?;
+    let run = play(
+        bin,
+        args.protection,
+        &args.scale.scale(),
+        args.keep,
+        !args.scale.no_feedback,
+    )?;
     println!("\n{}", sip_lab::render(std::slice::from_ref(&run)));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&run)?)?;

@@ -329,6 +329,8 @@ pub struct DropTally {
 struct LoggedDrop {
     src: Option<IpAddr>,
     #[serde(default)]
+    sport: u16,
+    #[serde(default)]
     zone: String,
     reason: String,
     #[serde(default)]
@@ -350,8 +352,12 @@ fn as_text(value: Option<serde_json::Value>) -> Option<String> {
     }
 }
 
-/// Reads the event log into tallies by zone, reason, rule, source class and outcome.
-pub fn drop_tallies(log: &Path, class_of: impl Fn(Ipv4Addr) -> &'static str) -> Vec<DropTally> {
+/// Reads the event log into tallies by zone, reason, rule, source class (of the source address
+/// and port) and outcome.
+pub fn drop_tallies(
+    log: &Path,
+    class_of: impl Fn(Ipv4Addr, u16) -> &'static str,
+) -> Vec<DropTally> {
     let mut tallies: BTreeMap<(String, String, Option<String>, String, String), DropTally> =
         BTreeMap::new();
     let text = fs::read_to_string(log).unwrap_or_default();
@@ -360,7 +366,7 @@ pub fn drop_tallies(log: &Path, class_of: impl Fn(Ipv4Addr) -> &'static str) -> 
             continue;
         };
         let source = match event.src {
-            Some(IpAddr::V4(ip)) => class_of(ip),
+            Some(IpAddr::V4(ip)) => class_of(ip, event.sport),
             _ => "other",
         };
         let rule = as_text(event.rule);
@@ -493,7 +499,8 @@ not json
 "#,
         )
         .unwrap();
-        let tallies = drop_tallies(&log, |ip| {
+        let tallies = drop_tallies(&log, |ip, port| {
+            assert!(port == 5060 || port == 5062, "{port}");
             if ip == COMPROMISED_IP {
                 "compromised"
             } else {

@@ -6,12 +6,21 @@
 //!   sbc        carrier         phone          compromised     scanner     enumerator    cracker
 //!   198.18.0.1 198.18.1.10/.20 198.18.2.10    198.18.2.20     198.18.3.10 198.18.3.11   198.18.3.12
 //!   Kamailio   sipp UAC (in)   sipp REGISTER  sipp REGISTER,  svmap,      svwar         svcrack
-//!   PBX :5090  sipp UAS (out)  sipp calls out calls and fraud svwar trunk (access)      (access)
-//!   sipguard                                                  trafgen flood from 198.19.0.0/16
+//!   PBX :5090  sipp UAS (out)  sipp calls out calls and fraud svwar trunk (access)      (access,
+//!   sipguard                                                  trafgen flood from 198.19.0.0/16,
+//!                                                             and OPTIONS spoofing the phone
 //! ```
 //!
 //! The compromised phone is account 1002, whose password leaked: it registers correctly, then
 //! calls NANP numbers among premium and far international ones ([`fraud`]).
+//!
+//! svcrack is disguised and slow, as real password crackers are: it says it is a Yealink phone
+//! (no scanner signature matches) and sends about two guesses a second, well within a phone's
+//! budget. What stops it is the SBC's own answers: each wrong guess gets a new 401, and sipguard's
+//! egress program bans the client after `[auth_failures] threshold` of them (`auth_failures`).
+//! Part of the spoofed flood spoofs the registered phone's address: the phone, verified by the
+//! SBC's 200 OK to its REGISTER, keeps its own budget, whose per-method budgets hold the flood's
+//! OPTIONS apart from its REGISTERs and INVITEs.
 //!
 //! Each attacker has its own namespace: SIPVicious ignores its `-b` (bind address) option. Spoofed
 //! sources are off-link, as on the internet: the SBC answers them through its gateway instead of
@@ -27,7 +36,7 @@ mod report;
 use std::{
     collections::BTreeMap,
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::JoinHandle,
@@ -36,11 +45,12 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
+use sipguard::live::source_addr;
 use sipguard::{
     report::Stats,
     state::{State, Target},
 };
-use sipguard_common::abi::{Reason, Zone};
+use sipguard_common::abi::{Reason, VerifiedSource, Zone};
 
 pub use self::{
     fraud::{CompromisedView, DropTally, Reach},
@@ -59,6 +69,29 @@ const UAS: &str = include_str!("assets/uas.xml");
 const COMPROMISED_CALL: &str = include_str!("assets/compromised-call.xml");
 /// The lab SBC's sipguard policy (trunk 5060 for the carrier, access 5070 for phones).
 pub const LAB_POLICY: &str = include_str!("assets/policy.toml");
+/// Runs svcrack with a phone's User-Agent: SIPVicious builds every request with
+/// `svhelper.makeRequest`, whose `useragent` defaults to `friendly-scanner`; svcrack imported it
+/// by name, so both names are replaced.
+const DISGUISED_SVCRACK: &str = "\
+import sys
+import sipvicious.libs.svhelper as svhelper
+import sipvicious.svcrack as svcrack
+
+USER_AGENT = sys.argv.pop(1)
+original = svhelper.makeRequest
+
+
+def makeRequest(*args, **kwargs):
+    kwargs.setdefault('useragent', USER_AGENT)
+    return original(*args, **kwargs)
+
+
+svhelper.makeRequest = makeRequest
+svcrack.makeRequest = makeRequest
+sys.argv[0] = 'sipvicious_svcrack'
+svcrack.main()
+";
+const DISGUISED_SVCRACK_FILE: &str = "svcrack-disguised.py";
 
 pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CARRIER_UAC_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -72,6 +105,14 @@ pub const SCANNER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 10);
 pub const ENUMERATOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 11);
 /// svcrack against the access zone.
 pub const CRACKER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 12);
+/// The User-Agent the disguised svcrack sends instead of SIPVicious's `friendly-scanner`.
+pub const CRACKER_USER_AGENT: &str = "Yealink SIP-T46S 66.86.0.15";
+/// svcrack's select timeout (`-t`, seconds): one REGISTER per answer and timeout, about two
+/// guesses a second against the lab's Kamailio, a tenth of the access class's 20/s.
+pub const CRACKER_INTERVAL: &str = "0.5";
+/// The source port of the flood's OPTIONS spoofing the phone: 5060, where phones listen by
+/// default (the lab's phone uses 5061 and 5062), so that the lab tells them from the phone's own.
+pub const PHONE_SPOOFED_PORT: u16 = 5060;
 /// Where the metrics/API of `sipguard run` listen, inside the SBC namespace.
 pub const DAEMON_LISTEN: &str = "127.0.0.1:9968";
 
@@ -111,8 +152,9 @@ pub struct Scale {
     pub phone_calls: u32,
     /// Seconds each SIPVicious tool may run.
     pub attack_seconds: u32,
-    /// The spoofed flood (OPTIONS, half to 5060, half to 5070) stops after `flood_packets`
-    /// datagrams or `flood_seconds`, whichever comes first.
+    /// The spoofed flood (OPTIONS in three streams: from random sources to 5060 and to 5070, and
+    /// from the registered phone's address to 5070) stops after `flood_packets` datagrams or
+    /// `flood_seconds`, whichever comes first.
     pub flood_packets: u32,
     pub flood_seconds: u32,
     /// Packets per second (trafgen's paced path, one CPU), or 0: as fast as trafgen goes.
@@ -186,6 +228,8 @@ pub struct LabOptions {
     pub pin_root: PathBuf,
     /// Leave everything running afterwards (`sipguard-lab down` removes it).
     pub keep: bool,
+    /// The lab policy as it is (true), or with the SBC's answers ignored ([`lab_policy`]).
+    pub feedback: bool,
 }
 
 /// sipp's own account of its calls.
@@ -210,9 +254,12 @@ pub struct ToolRun {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct KamailioView {
     pub requests: u64,
-    /// Requests by source class (carrier, phone, compromised, scanner, enumerator, cracker, flood,
-    /// other).
+    /// Requests by source class (carrier, phone, phone-spoofed, compromised, scanner, enumerator,
+    /// cracker, flood, other).
     pub by_source: BTreeMap<String, u64>,
+    /// Requests by source class and method ("cracker/REGISTER").
+    #[serde(default)]
+    pub by_source_method: BTreeMap<String, u64>,
     /// Requests on the trunk port from sources outside the carrier's range.
     pub trunk_from_unknown: u64,
     /// CPU seconds used by all Kamailio processes during the run.
@@ -246,10 +293,16 @@ pub struct SipguardView {
     /// then): trunk not_allowlisted, and access new_source_limited.
     pub flood_trunk_refused: u64,
     pub flood_access_refused: u64,
+    /// Counter deltas over the flood phase of what refuses the flood spoofing the phone (and,
+    /// once it is banned, the phone): access method_rate_limited, verified_rate_limited,
+    /// rate_limited and banned.
+    #[serde(default)]
+    pub flood_phone_refused: u64,
     /// Attacker requests that reached Kamailio more than a second after their source's ban.
     pub attacker_requests_after_ban: u64,
-    /// Drop events (from the daemon's log) whose source is the carrier or the phone. A lower
-    /// bound of their drops: the global event budget may have suppressed some.
+    /// Drop events (from the daemon's log) whose source is the carrier or the phone (not the
+    /// flood spoofing it, which comes from another port). A lower bound of their drops: the
+    /// global event budget may have suppressed some.
     #[serde(default)]
     pub legit_drop_events: u64,
     /// Drop events by zone, reason, rule (when the log names one), source class and outcome.
@@ -271,6 +324,10 @@ pub struct FloodReport {
     /// Frames the switch port toward the SBC dropped during the flood (its queue full, or the
     /// SBC's receive ring): sent, but never seen by the SBC.
     pub lost_on_the_way: u64,
+    /// Datagrams spoofing the registered phone (a third of `packets`; `flood_sent` has the
+    /// others).
+    #[serde(default)]
+    pub phone_spoofed: u64,
 }
 
 impl FloodReport {
@@ -284,6 +341,33 @@ impl FloodReport {
     }
 }
 
+/// The disguised svcrack, as Kamailio and sipguard saw it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CrackerView {
+    /// Its REGISTERs (one per guess) that reached Kamailio, in all.
+    pub registers: u64,
+    /// Why sipguard banned it (`None`: not banned, or no sipguard).
+    pub ban_reason: Option<String>,
+    /// Its REGISTERs that reached Kamailio until its ban (up to a second after it: the ban's
+    /// time is in whole seconds).
+    pub registers_until_ban: Option<u64>,
+}
+
+/// The registered phone (198.18.2.10), as sipguard saw it, and the flood spoofing it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PhoneView {
+    /// A verified source (the SBC accepted its REGISTER) just before the flood and after the
+    /// run (`None`: no sipguard).
+    pub verified_before_flood: Option<bool>,
+    pub verified_after: Option<bool>,
+    /// 200 OKs to its REGISTERs that sipguard counted (its verified entry after the run).
+    pub verified_registrations: u32,
+    /// Why its address was banned (`None`: never, or no sipguard).
+    pub ban_reason: Option<String>,
+    /// Datagrams of the flood spoofing it that reached Kamailio.
+    pub spoofed_reaching_kamailio: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabRun {
     pub protection: Protection,
@@ -294,8 +378,15 @@ pub struct LabRun {
     /// The compromised phone: its registration, its legitimate calls, its fraudulent INVITEs.
     #[serde(default)]
     pub compromised: CompromisedView,
+    /// The policy's `[auth_failures]` and `[verified]` as written ([`LabOptions::feedback`]).
+    #[serde(default)]
+    pub feedback: bool,
+    #[serde(default)]
+    pub cracker: CrackerView,
+    #[serde(default)]
+    pub phone: PhoneView,
     pub tools: Vec<ToolRun>,
-    /// Flood datagrams sent by trafgen, per destination port.
+    /// Flood datagrams from random 198.19.x.y sources sent by trafgen, per destination port.
     pub flood_sent: BTreeMap<u16, u64>,
     pub flood: FloodReport,
     pub kamailio: KamailioView,
@@ -496,7 +587,38 @@ pub struct KeptLab {
 
 pub const KEPT_STATE: &str = "/run/sipguard-lab/kept.json";
 
-fn write_assets(dir: &Path) -> Result<()> {
+/// The lab policy, or (`feedback` false) the same with the SBC's answers ignored:
+/// `[auth_failures] threshold = 0` and `[verified] enabled = false`, sipguard as it was before
+/// the egress feedback, to compare with.
+pub fn lab_policy(feedback: bool) -> String {
+    if feedback {
+        return LAB_POLICY.to_string();
+    }
+    let mut section = String::new();
+    let mut text = String::new();
+    for line in LAB_POLICY.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            section = trimmed
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .to_string();
+        }
+        let key = trimmed.split('=').next().unwrap_or_default().trim();
+        let line = match (section.as_str(), key) {
+            ("auth_failures", "threshold") => "threshold = 0",
+            ("verified", "enabled") => "enabled = false",
+            _ => line,
+        };
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+fn write_assets(dir: &Path, policy: &str) -> Result<()> {
     fs::create_dir_all(dir.join("kamailio-run"))?;
     fs::create_dir_all(dir.join("home"))?;
     for (name, text) in [
@@ -506,11 +628,12 @@ fn write_assets(dir: &Path) -> Result<()> {
         ("phone-call.xml", PHONE_CALL),
         ("uas.xml", UAS),
         ("compromised-call.xml", COMPROMISED_CALL),
-        ("policy.toml", LAB_POLICY),
+        ("policy.toml", policy),
     ] {
         fs::write(dir.join(name), text)?;
     }
     fs::write(dir.join("compromised-register.xml"), compromised_register())?;
+    fs::write(dir.join(DISGUISED_SVCRACK_FILE), DISGUISED_SVCRACK)?;
     fs::write(dir.join(fraud::NUMBERS_FILE), fraud::numbers_file())?;
     Ok(())
 }
@@ -645,24 +768,62 @@ fn call_stats(path: &Path) -> CallStats {
     }
 }
 
-/// trafgen configuration: OPTIONS datagrams from random 198.19.x.y sources, alternating between
-/// the trunk and the access port, to the SBC's MAC. Source ports are 1024 and up: Kamailio drops
-/// a datagram from port 0 unlogged, which the lab would count as lost.
+/// The flood's streams, in the order each trafgen sender sends them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FloodStream {
+    /// From random 198.19.x.y sources to the trunk port.
+    Trunk,
+    /// From random 198.19.x.y sources to the access port.
+    Access,
+    /// From the registered phone's address ([`PHONE_SPOOFED_PORT`]) to the access port.
+    PhoneSpoofed,
+}
+
+const FLOOD_STREAMS: [FloodStream; 3] = [
+    FloodStream::Trunk,
+    FloodStream::Access,
+    FloodStream::PhoneSpoofed,
+];
+
+/// trafgen configuration: OPTIONS datagrams from random 198.19.x.y sources to the trunk and to
+/// the access port, and from the phone's address to the access port, in turn, to the SBC's MAC.
+/// Random source ports are 1024 and up: Kamailio drops a datagram from port 0 unlogged, which the
+/// lab would count as lost. The spoofed phone's Via names the phone, so Kamailio answers it there
+/// (nothing listens on that port: its answers end in a port unreachable).
 fn flood_config(sbc_mac: [u8; 6]) -> String {
-    let payload = "OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.19.0.1:5060;branch=z9hG4bK-flood\r\n\
-                   From: <sip:flood@198.19.0.1>;tag=1\r\nTo: <sip:sbc@198.18.0.1>\r\nCall-ID: flood@lab\r\n\
-                   CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
-    let udp_len = 8 + payload.len();
-    let total = 20 + udp_len;
     let mac: Vec<String> = sbc_mac.iter().map(|b| format!("0x{b:02x}")).collect();
-    let body: Vec<String> = payload.bytes().map(|b| b.to_string()).collect();
-    [5060u16, 5070]
+    let [p1, p2, p3, p4] = PHONE_IP.octets();
+    FLOOD_STREAMS
         .iter()
-        .map(|port| {
+        .map(|stream| {
+            let (via, user, port, source, source_port) = match stream {
+                FloodStream::Trunk | FloodStream::Access => (
+                    "198.19.0.1:5060".to_string(),
+                    "flood",
+                    if *stream == FloodStream::Trunk { 5060u16 } else { 5070 },
+                    "198, 19, drnd(2)".to_string(),
+                    "dinc(4, 255), drnd(1)".to_string(),
+                ),
+                FloodStream::PhoneSpoofed => (
+                    format!("{PHONE_IP}:{PHONE_SPOOFED_PORT}"),
+                    "1001",
+                    5070,
+                    format!("{p1}, {p2}, {p3}, {p4}"),
+                    format!("c16({PHONE_SPOOFED_PORT})"),
+                ),
+            };
+            let payload = format!(
+                "OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-flood\r\n\
+                 From: <sip:{user}@{via}>;tag=1\r\nTo: <sip:sbc@198.18.0.1>\r\nCall-ID: {user}-flood@lab\r\n\
+                 CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            let udp_len = 8 + payload.len();
+            let total = 20 + udp_len;
+            let body: Vec<String> = payload.bytes().map(|b| b.to_string()).collect();
             format!(
                 "{{\n  {}, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, c16(0x0800),\n  \
                  0x45, 0x00, c16({total}), drnd(2), 0x00, 0x00, 64, 17, csumip(14, 33),\n  \
-                 198, 19, drnd(2), 198, 18, 0, 1,\n  dinc(4, 255), drnd(1), c16({port}), c16({udp_len}), 0x00, 0x00,\n  {}\n}}\n",
+                 {source}, 198, 18, 0, 1,\n  {source_port}, c16({port}), c16({udp_len}), 0x00, 0x00,\n  {}\n}}\n",
                 mac.join(", "),
                 body.join(", ")
             )
@@ -674,7 +835,8 @@ fn flood_config(sbc_mac: [u8; 6]) -> String {
 /// `flood_packets` or `flood_seconds`, whichever comes first, also if this process dies
 /// meanwhile (timeout signals trafgen's whole process group). Unpaced, trafgen takes its fast
 /// path (a TX ring) with one process per sender, each pinned to its own CPU; paced, it sends
-/// from one CPU. Returns the datagrams sent per destination port, from trafgen's own count.
+/// from one CPU. Returns the datagrams sent from random sources per destination port, from
+/// trafgen's own count (those spoofing the phone are in the report).
 fn run_flood(ns: &NetNs, dir: &Path, scale: &Scale) -> Result<(BTreeMap<u16, u64>, FloodReport)> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let senders = match (scale.flood_rate, scale.flood_senders) {
@@ -720,11 +882,19 @@ fn run_flood(ns: &NetNs, dir: &Path, scale: &Scale) -> Result<(BTreeMap<u16, u64
             dir.join("trafgen.out").display()
         );
     }
-    // Each sender sends the configuration's two packets in turn, 5060 first.
+    // Each sender sends the configuration's packets in turn, in FLOOD_STREAMS' order.
     let mut sent = BTreeMap::from([(5060u16, 0u64), (5070, 0)]);
+    let mut phone_spoofed = 0;
+    let streams = FLOOD_STREAMS.len() as u64;
     for (_, packets) in &per_sender {
-        *sent.entry(5060).or_default() += packets.div_ceil(2);
-        *sent.entry(5070).or_default() += packets / 2;
+        for (i, stream) in FLOOD_STREAMS.iter().enumerate() {
+            let count = packets.saturating_sub(i as u64).div_ceil(streams);
+            match stream {
+                FloodStream::Trunk => *sent.entry(5060).or_default() += count,
+                FloodStream::Access => *sent.entry(5070).or_default() += count,
+                FloodStream::PhoneSpoofed => phone_spoofed += count,
+            }
+        }
     }
     let report = FloodReport {
         packets: per_sender.iter().map(|(_, p)| p).sum(),
@@ -732,6 +902,7 @@ fn run_flood(ns: &NetNs, dir: &Path, scale: &Scale) -> Result<(BTreeMap<u16, u64
         senders: per_sender.len() as u32,
         stopped,
         lost_on_the_way: 0,
+        phone_spoofed,
     };
     Ok((sent, report))
 }
@@ -772,9 +943,12 @@ fn trafgen_senders(output: &str) -> Vec<(f64, u64)> {
         .collect()
 }
 
-fn source_class(ip: Ipv4Addr) -> &'static str {
+/// The class of a source address and port: the phone's address from [`PHONE_SPOOFED_PORT`] is
+/// the flood spoofing it.
+fn source_class(ip: Ipv4Addr, port: u16) -> &'static str {
     match ip {
         ip if ip == CARRIER_UAC_IP || ip == CARRIER_UAS_IP => "carrier",
+        ip if ip == PHONE_IP && port == PHONE_SPOOFED_PORT => "phone-spoofed",
         ip if ip == PHONE_IP => "phone",
         ip if ip == COMPROMISED_IP => "compromised",
         ip if ip == SCANNER_IP => "scanner",
@@ -795,15 +969,19 @@ fn kamailio_view(log: &Path) -> KamailioView {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let [time, _method, source, _sport, local_port] = fields[..] else {
+        let [time, method, source, sport, local_port] = fields[..] else {
             continue;
         };
         let Ok(source) = source.parse::<Ipv4Addr>() else {
             continue;
         };
         view.requests += 1;
-        let class = source_class(source);
+        let class = source_class(source, sport.parse().unwrap_or(0));
         *view.by_source.entry(class.to_string()).or_default() += 1;
+        *view
+            .by_source_method
+            .entry(format!("{class}/{method}"))
+            .or_default() += 1;
         if local_port == "5060" && class != "carrier" && class != "sbc" {
             view.trunk_from_unknown += 1;
         }
@@ -854,12 +1032,38 @@ fn both(stats: &Stats, zone: Zone, reason: Reason) -> u64 {
     stats.get(zone, reason, false).packets + stats.get(zone, reason, true).packets
 }
 
+/// Access-zone drops of the kinds that refuse the flood spoofing the phone.
+fn phone_refusals(stats: &Stats) -> u64 {
+    [
+        Reason::MethodRateLimited,
+        Reason::VerifiedRateLimited,
+        Reason::RateLimited,
+        Reason::Banned,
+    ]
+    .into_iter()
+    .map(|reason| both(stats, Zone::Access, reason))
+    .sum()
+}
+
+/// The phone's verified entry, when one is in force.
+fn phone_verified(target: &Target) -> Result<Option<VerifiedSource>> {
+    let state = State::open(target)?;
+    let now = sipguard::time::boot_now_ns();
+    Ok(state
+        .verified_sources()?
+        .into_iter()
+        .find(|(key, verified)| {
+            source_addr(key) == IpAddr::V4(PHONE_IP) && verified.expires_at_ns > now
+        })
+        .map(|(_, verified)| verified))
+}
+
 /// Plays the scenario once. Cleans up everything (unless `keep`), also on failure.
 pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     crate::require_root();
     let started = Instant::now();
     let dir = &options.work_dir;
-    write_assets(dir)?;
+    write_assets(dir, &lab_policy(options.feedback))?;
     let nodes = Nodes::build()?;
     let sbc_mac = mac_of(&nodes.sbc, "eth0")?;
     let target =
@@ -1110,10 +1314,12 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         tool(
             "svcrack-access",
             &nodes.cracker,
-            "sipvicious_svcrack",
+            "python3",
             CRACKER_IP,
             5070,
             &[
+                DISGUISED_SVCRACK_FILE,
+                CRACKER_USER_AGENT,
                 "198.18.0.1",
                 "-p",
                 "5070",
@@ -1121,6 +1327,8 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 "1001",
                 "-r",
                 "1000-9999",
+                "-t",
+                CRACKER_INTERVAL,
                 "--maximumtime",
                 &seconds,
             ],
@@ -1171,6 +1379,10 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     let before_flood = (options.protection != Protection::Off)
         .then(|| State::open(&target).and_then(|s| Stats::read(&s)))
         .transpose()?;
+    let phone_verified_before_flood = (options.protection != Protection::Off)
+        .then(|| phone_verified(&target))
+        .transpose()?
+        .map(|verified| verified.is_some());
     fs::write(dir.join("flood.cfg"), flood_config(sbc_mac))?;
     let port_drops_before = port_drops(&nodes.hub)?;
     let (flood_sent, mut flood) = run_flood(&nodes.scanner, dir, scale)?;
@@ -1234,12 +1446,54 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                     - both(before, Zone::Trunk, Reason::NotAllowlisted),
                 flood_access_refused: both(after, Zone::Access, Reason::NewSourceLimited)
                     - both(before, Zone::Access, Reason::NewSourceLimited),
+                flood_phone_refused: phone_refusals(after) - phone_refusals(before),
                 attacker_requests_after_ban,
                 legit_drop_events,
                 drop_events,
             })
         }
         _ => None,
+    };
+
+    let phone_verified_after = (options.protection != Protection::Off)
+        .then(|| phone_verified(&target))
+        .transpose()?;
+    let ban_of = |ip: Ipv4Addr| {
+        sipguard.as_ref().and_then(|s| {
+            s.bans
+                .iter()
+                .find(|b| b.source.parse::<Ipv4Addr>() == Ok(ip))
+        })
+    };
+    let cracker_ban = ban_of(CRACKER_IP);
+    let cracker = CrackerView {
+        registers: kamailio
+            .by_source_method
+            .get("cracker/REGISTER")
+            .copied()
+            .unwrap_or(0),
+        ban_reason: cracker_ban.map(|b| b.reason.clone()),
+        registers_until_ban: cracker_ban.map(|ban| {
+            kamailio.attacker_times.get(&CRACKER_IP).map_or(0, |times| {
+                times
+                    .iter()
+                    .filter(|t| **t <= ban.banned_at_unix as f64 + 1.0)
+                    .count() as u64
+            })
+        }),
+    };
+    let phone = PhoneView {
+        verified_before_flood: phone_verified_before_flood,
+        verified_after: phone_verified_after.as_ref().map(Option::is_some),
+        verified_registrations: phone_verified_after
+            .flatten()
+            .map_or(0, |verified| verified.registrations),
+        ban_reason: ban_of(PHONE_IP).map(|b| b.reason.clone()),
+        spoofed_reaching_kamailio: kamailio
+            .by_source
+            .get("phone-spoofed")
+            .copied()
+            .unwrap_or(0),
     };
 
     let mut hints = Vec::new();
@@ -1310,6 +1564,9 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
             call_stats(&dir.join("compromised-registration.csv")),
             call_stats(&dir.join("compromised-calls.csv")),
         ),
+        feedback: options.feedback,
+        cracker,
+        phone,
         tools: tool_runs,
         flood_sent,
         flood,
@@ -1335,4 +1592,42 @@ pub fn tear_down() -> Result<bool> {
     }
     let _ = fs::remove_file(KEPT_STATE);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use sipguard::policy::Policy;
+
+    use super::*;
+
+    #[test]
+    fn the_lab_policy_without_feedback_ignores_the_answers_and_nothing_else() {
+        let with =
+            Policy::parse(&lab_policy(true), "policy.toml").unwrap_or_else(|e| panic!("{e}"));
+        let without =
+            Policy::parse(&lab_policy(false), "policy.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(with.feedback.auth_threshold, 10);
+        assert!(with.feedback.verified);
+        assert_eq!(with.feedback.verified_class.as_deref(), Some("registered"));
+        assert_eq!(without.feedback.auth_threshold, 0);
+        assert!(!without.feedback.verified);
+        assert_eq!(with.bans, without.bans, "[bans] threshold untouched");
+        let without_text = lab_policy(false);
+        let changed: Vec<_> = LAB_POLICY
+            .lines()
+            .zip(without_text.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert_eq!(changed.len(), 2, "{changed:?}");
+    }
+
+    #[test]
+    fn the_flood_has_three_streams_and_spoofs_the_phone_from_its_port() {
+        let config = flood_config([2, 0, 0, 0, 0, 9]);
+        assert_eq!(config.matches("{\n").count(), FLOOD_STREAMS.len());
+        assert!(config.contains("198, 18, 2, 10, 198, 18, 0, 1"));
+        assert!(config.contains(&format!("c16({PHONE_SPOOFED_PORT}), c16(5070)")));
+        assert_eq!(source_class(PHONE_IP, PHONE_SPOOFED_PORT), "phone-spoofed");
+        assert_eq!(source_class(PHONE_IP, 5062), "phone");
+    }
 }

@@ -40,8 +40,27 @@ fn source_label(class: &str) -> &str {
         "enumerator" => "svwar (access)",
         "cracker" => "svcrack (access)",
         "flood" => "spoofed flood",
+        "phone-spoofed" => "flood spoofing the phone",
         "compromised" => "compromised phone",
         other => other,
+    }
+}
+
+/// How the report heads a run's column.
+fn column_name(run: &LabRun) -> String {
+    if run.feedback || run.protection == Protection::Off {
+        run.protection.name().to_string()
+    } else {
+        format!("{} (no feedback)", run.protection.name())
+    }
+}
+
+/// "yes"/"no", or "-" without sipguard.
+fn yes_no(value: Option<bool>) -> String {
+    match value {
+        None => "-".to_string(),
+        Some(true) => "yes".to_string(),
+        Some(false) => "no".to_string(),
     }
 }
 
@@ -66,9 +85,10 @@ pub fn render(runs: &[LabRun]) -> String {
         "Scenario: carrier {} calls at {}/s over the trunk; phone {} registrations and {} calls \
          over the access port; a compromised phone (account 1002, password leaked) registers and \
          places {} NANP calls among {} fraudulent ones (premium, Somalia, Cuba, UK) at {}/s; \
-         SIPVicious svmap/svwar/svcrack for {} s each; then, {}, a flood \
-         of OPTIONS from random spoofed 198.19.0.0/16 sources {pace}, for {} s or {} packets \
-         (half to 5060, half to 5070).\n",
+         SIPVicious svmap/svwar for {} s each, and svcrack disguised as a Yealink phone at about \
+         2 guesses/s; then, {}, a flood of OPTIONS {pace}, for {} s or {} packets: a third from \
+         random spoofed 198.19.0.0/16 sources to 5060, a third from them to 5070, a third \
+         spoofing the registered phone (198.18.2.10) to 5070.\n",
         scale.carrier_calls,
         scale.carrier_rate,
         scale.phone_registrations,
@@ -101,6 +121,46 @@ pub fn render(runs: &[LabRun]) -> String {
     row("phone calls completed", &|r| {
         ratio(r.phone_calls.successful, r.phone_calls.created)
     });
+    row("  phone verified (before flood / after)", &|r| {
+        if r.sipguard.is_none() {
+            return "-".to_string();
+        }
+        format!(
+            "{} / {}",
+            yes_no(r.phone.verified_before_flood),
+            yes_no(r.phone.verified_after)
+        )
+    });
+    row(
+        "  phone banned",
+        &|r| match (&r.sipguard, &r.phone.ban_reason) {
+            (None, _) => "-".to_string(),
+            (Some(_), None) => "no".to_string(),
+            (Some(_), Some(reason)) => format!("yes ({reason})"),
+        },
+    );
+    row("  flood spoofing it: reaching Kamailio", &|r| {
+        format!(
+            "{} of {}",
+            r.phone.spoofed_reaching_kamailio,
+            thousands(r.flood.phone_spoofed)
+        )
+    });
+    row(
+        "svcrack banned",
+        &|r| match (&r.sipguard, &r.cracker.ban_reason) {
+            (None, _) => "-".to_string(),
+            (Some(_), None) => "no".to_string(),
+            (Some(_), Some(reason)) => format!("yes ({reason})"),
+        },
+    );
+    row(
+        "  its guesses reaching Kamailio",
+        &|r| match r.cracker.registers_until_ban {
+            Some(until) => format!("{} ({until} until the ban)", r.cracker.registers),
+            None => r.cracker.registers.to_string(),
+        },
+    );
     row("compromised phone registered", &|r| {
         ratio(
             r.compromised.registrations.successful,
@@ -136,6 +196,9 @@ pub fn render(runs: &[LabRun]) -> String {
     });
     row("  from the carrier", &|r| class(r, "carrier").to_string());
     row("  from the phone", &|r| class(r, "phone").to_string());
+    row("  from the flood spoofing the phone", &|r| {
+        class(r, "phone-spoofed").to_string()
+    });
     row("  from the compromised phone", &|r| {
         class(r, "compromised").to_string()
     });
@@ -177,9 +240,12 @@ pub fn render(runs: &[LabRun]) -> String {
             .as_ref()
             .map_or("-".to_string(), |s| s.bans.len().to_string())
     });
-    row("flood refused: trunk / access", &|r| {
+    row("flood refused: trunk / access / phone's", &|r| {
         r.sipguard.as_ref().map_or("-".to_string(), |s| {
-            format!("{} / {}", s.flood_trunk_refused, s.flood_access_refused)
+            format!(
+                "{} / {} / {}",
+                s.flood_trunk_refused, s.flood_access_refused, s.flood_phone_refused
+            )
         })
     });
     // Drops per reason from sipguard's counters (what /metrics serves as sipguard_packets_total),
@@ -278,10 +344,11 @@ pub fn render(runs: &[LabRun]) -> String {
     let column = rows
         .iter()
         .flat_map(|(_, values)| values.iter().map(|v| v.len() + 2))
+        .chain(runs.iter().map(|run| column_name(run).len() + 2))
         .fold(22, usize::max);
     let _ = write!(out, "{:<width$}", "");
     for run in runs {
-        let _ = write!(out, "{:>column$}", run.protection.name());
+        let _ = write!(out, "{:>column$}", column_name(run));
     }
     out.push('\n');
     for (name, values) in rows {
@@ -294,7 +361,7 @@ pub fn render(runs: &[LabRun]) -> String {
     if let Some(enforce) = runs.iter().find(|r| r.protection == Protection::Enforce)
         && let Some(sipguard) = &enforce.sipguard
     {
-        let _ = writeln!(out, "\nbans (enforce):");
+        let _ = writeln!(out, "\nbans ({}):", column_name(enforce));
         for ban in &sipguard.bans {
             let _ = writeln!(
                 out,
