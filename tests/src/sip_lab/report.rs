@@ -151,6 +151,10 @@ pub fn render(runs: &[LabRun]) -> String {
         &|r| match (&r.sipguard, &r.cracker.ban_reason) {
             (None, _) => "-".to_string(),
             (Some(_), None) => "no".to_string(),
+            // Monitor mode records would-be bans: counted, never enforced.
+            (Some(_), Some(reason)) if r.protection == super::Protection::Monitor => {
+                format!("would-be ({reason})")
+            }
             (Some(_), Some(reason)) => format!("yes ({reason})"),
         },
     );
