@@ -58,10 +58,11 @@ pub mod map_name {
     pub const ANSWER_STATS: &str = "SG_ANSWERS";
     pub const EGRESS_TAILS: &str = "SG_TCTAILS";
     pub const ANSWER_SCRATCH: &str = "SG_TCSCRATCH";
+    pub const VERIFIED_FILTER: &str = "SG_VFILTER";
 
     /// Every map of the program: the controller pins exactly these (a test checks them
     /// against the built object).
-    pub const ALL: [&str; 43] = [
+    pub const ALL: [&str; 44] = [
         META,
         ACTIVE,
         POLICY,
@@ -105,6 +106,7 @@ pub mod map_name {
         ANSWER_STATS,
         EGRESS_TAILS,
         ANSWER_SCRATCH,
+        VERIFIED_FILTER,
     ];
 }
 
@@ -748,6 +750,21 @@ pub struct VerifiedSource {
     /// The class it was verified into.
     pub class: u16,
     pub _reserved: u16,
+}
+
+/// Bits of `SG_VFILTER`: one per hash of a source key, set when the source is verified and
+/// never cleared. An unset bit means "certainly not verified", so the judge's lookup in
+/// `SG_VERIFIED` (a hash miss costs an unknown source about 15 ns) happens only where a bit is
+/// set: with 65,536 verified sources about 6 % of the others pay it.
+pub const VERIFIED_FILTER_BITS: u32 = 1 << 20;
+/// `SG_VFILTER` entries (u64 words).
+pub const VERIFIED_FILTER_WORDS: u32 = VERIFIED_FILTER_BITS / 64;
+
+/// Word and bit of a source's `SG_VFILTER` bit, from [`crate::verdict::source_tag`].
+#[inline(always)]
+pub const fn verified_filter_position(tag: u32) -> (u32, u32) {
+    let bit = tag >> (32 - 20);
+    (bit >> 6, bit & 63)
 }
 
 /// Capacity of `SG_VERIFIED` (a hash, not LRU: only the SBC's 200 OKs insert; when full, new

@@ -49,7 +49,7 @@ use crate::{
         event_stat,
     },
     sip::zero_tail,
-    view::MapView,
+    view::{MapView, mark_verified},
 };
 
 const PASS: i32 = TC_ACT_OK;
@@ -334,6 +334,8 @@ fn verify(view: &MapView, client: &SourceKey, expires_seen: bool, expires: u32) 
         return;
     };
     bump(&ANSWER_STATS, answer_stat::VERIFICATIONS);
+    // The filter bit first: the judge looks for the entry only where it is set.
+    mark_verified(client);
     let now = view.now();
     let expires_at = now.saturating_add(lifetime);
     if let Some(entry) = VERIFIED.get_ptr_mut(client) {

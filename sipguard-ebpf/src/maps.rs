@@ -16,7 +16,8 @@ use sipguard_common::abi::{
     MAX_SOURCES, MAX_TRACKED_FRAGMENTS, MAX_VERIFIED, METHOD_SLOTS, Meta, PREFILTER_BITMAPS,
     PREFILTER_CHUNKS, PacketMeta, Policy, PrefilterChunk, RULE_SLOTS, RuleValue, SIGNATURE_SLOTS,
     SIP_ZONES, SignatureData, SignatureRule, SipSourceState, SourceKey, SourceState,
-    VerifiedSource, answer_stat, dest_verdict, egress_tail, event_stat, tail,
+    VERIFIED_FILTER_WORDS, VerifiedSource, answer_stat, dest_verdict, egress_tail, event_stat,
+    tail,
 };
 use sipguard_common::{
     answer::AnswerScan,
@@ -208,6 +209,12 @@ pub(crate) static DESTINATION_STATS: PerCpuArray<u64> =
 #[map(name = "SG_VERIFIED")]
 pub(crate) static VERIFIED: HashMap<SourceKey, VerifiedSource> =
     HashMap::with_max_entries(MAX_VERIFIED, BPF_F_NO_PREALLOC);
+
+/// Which sources may be verified (`abi::VERIFIED_FILTER_BITS`, a bit per source hash, set by
+/// the egress program): spares unknown sources the `SG_VERIFIED` lookup. 16,384 x 8 bytes =
+/// 128 KiB.
+#[map(name = "SG_VFILTER")]
+pub(crate) static VERIFIED_FILTER: Array<u64> = Array::with_max_entries(VERIFIED_FILTER_WORDS, 0);
 
 /// Auth failures per client, from the SBC's 401/407/403 answers. LRU (only sources the SBC
 /// challenged or refused get an entry): 65,536 x ~100 bytes ~ 6.5 MB.

@@ -3,7 +3,7 @@
 
 use core::{
     cell::Cell,
-    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd},
+    intrinsics::{AtomicOrdering, atomic_cxchg, atomic_or, atomic_xadd},
 };
 
 use aya_ebpf::{
@@ -17,19 +17,19 @@ use sipguard_common::{
         FeedbackPolicy, FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode,
         PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SignatureData,
         SignatureRule, SipSourceState, SipZone, SourceKey, Zone, ban_flags, event_stat,
-        policy_flags, prefilter_index, prefilter_position,
+        policy_flags, prefilter_index, prefilter_position, verified_filter_position,
     },
     budget::Gcra,
     parse::{Family, Transport},
     source::{ban_bites, fresh_state, scanner_ban, strike},
-    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, VerifiedSpend, zone_inspects},
+    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, VerifiedSpend, source_tag, zone_inspects},
 };
 
 use crate::maps::{
     ACTIVE, ALLOW_HOSTS4_0, ALLOW_HOSTS4_1, ALLOW_HOSTS6_0, ALLOW_HOSTS6_1, ALLOW4_0, ALLOW4_1,
     ALLOW6_0, ALLOW6_1, BANS, CLOCK, DENY4_0, DENY4_1, DENY6_0, DENY6_1, DESTINATIONS_0,
     DESTINATIONS_1, FRAGS, NEW_SOURCES, PEERS, POLICY, PREFILTER, SIGNATURES_0, SIGNATURES_1,
-    SIP_SOURCES, SOURCES, VERIFIED, event_stat,
+    SIP_SOURCES, SOURCES, VERIFIED, VERIFIED_FILTER, event_stat,
 };
 
 pub(crate) struct MapView {
@@ -240,6 +240,27 @@ impl MapView {
             Ok(()) if ban.flags & ban_flags::WOULD_BE != 0 => event_stat::WOULD_BANS_ISSUED,
             Ok(()) => event_stat::BANS_ISSUED,
         });
+    }
+}
+
+/// False when `source` is certainly not verified (its `SG_VFILTER` bit is unset).
+#[inline(always)]
+fn maybe_verified(source: &SourceKey) -> bool {
+    let (word, bit) = verified_filter_position(source_tag(source));
+    match VERIFIED_FILTER.get(word) {
+        Some(bits) => bits & (1 << bit) != 0,
+        None => true,
+    }
+}
+
+/// Marks `source` in `SG_VFILTER` (the egress program, when it verifies it).
+#[inline(always)]
+pub(crate) fn mark_verified(source: &SourceKey) {
+    let (word, bit) = verified_filter_position(source_tag(source));
+    if let Some(bits) = VERIFIED_FILTER.get_ptr_mut(word) {
+        // SAFETY: an aligned u64 of an array value valid for this run; an atomic or, whose
+        // result is unused (the bpfel target has no fetching atomics).
+        unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(bits, 1 << bit) };
     }
 }
 
@@ -473,6 +494,9 @@ impl PolicyView for MapView {
     #[inline(always)]
     fn spend_verified(&self, source: &SourceKey) -> VerifiedSpend {
         if self.policy.header.flags & policy_flags::VERIFIED == 0 {
+            return VerifiedSpend::NotVerified;
+        }
+        if !maybe_verified(source) {
             return VerifiedSpend::NotVerified;
         }
         let Some(entry) = VERIFIED.get_ptr_mut(source) else {

@@ -75,6 +75,117 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// What the judge pays for verified sources: the same access-zone frames through the XDP program
+/// with `[verified]` off and on (an unknown source then costs one more hash lookup, a miss; a
+/// verified one is budgeted on its verified entry instead of `SG_SOURCES`).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct JudgeRow {
+    pub frame: &'static str,
+    pub verdict_off: &'static str,
+    pub verdict_on: &'static str,
+    pub off: Summary,
+    pub on: Summary,
+    /// Per-round ratios on / off.
+    pub ratio: Summary,
+}
+
+/// Budgets no run exhausts: every packet goes through its bucket.
+fn judge_policy(verified: bool) -> String {
+    format!(
+        "mode = \"enforce\"\n[trunk]\nudp = [5060]\n[access]\nudp = [5070]\nclass = \"phones\"\n\
+         new_sources = {{ rate = 1000000000, burst = 1000000000 }}\n\
+         [classes]\nphones = {{ rate = 1000000000, burst = 1000000000 }}\n\
+         [auth_failures]\nthreshold = 0\n[verified]\nenabled = {verified}\n"
+    )
+}
+
+pub(crate) fn measure_judge(rounds: usize, repeat: u32) -> Result<Vec<JudgeRow>> {
+    const UNKNOWN: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 50);
+    let options_from = |src: Ipv4Addr| {
+        Packet::udp4(
+            src,
+            SBC,
+            5062,
+            5070,
+            b"OPTIONS sip:sbc@198.18.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n".to_vec(),
+        )
+        .build()
+    };
+    let mut off = TestFilter::new(&judge_policy(false));
+    let mut on = TestFilter::new(&judge_policy(true));
+    // The phone is verified by the SBC's 200 OK (in the configuration that verifies).
+    let ok = Packet::udp4(SBC, PHONE, 5070, 5062, sip("200 OK", "2 REGISTER")).build();
+    for filter in [&mut off, &mut on] {
+        filter.loaded.egress().test_run(TestRunOptions {
+            data_in: Some(&ok),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })?;
+    }
+    let frames = [
+        (
+            "OPTIONS from an unknown access-zone source",
+            options_from(UNKNOWN),
+            "access_admitted",
+            "access_admitted",
+        ),
+        (
+            "OPTIONS from the verified phone",
+            options_from(PHONE),
+            "access_admitted",
+            "verified",
+        ),
+    ];
+    let mut samples = vec![[Vec::new(), Vec::new()]; frames.len()];
+    for round in 0..rounds {
+        for subject in round_order(2, round, rounds) {
+            for (index, (_, frame, _, _)) in frames.iter().enumerate() {
+                let filter = if subject == 0 { &mut off } else { &mut on };
+                let result = filter.loaded.program().test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    repeat,
+                    ..TestRunOptions::default()
+                })?;
+                samples[index][subject].push(result.duration.as_nanos() as f64);
+            }
+        }
+    }
+    // Every run landed where the row says.
+    for (filter, verified) in [(&off, false), (&on, true)] {
+        let stats = filter.stats();
+        let reason = |r| {
+            stats
+                .get(sipguard_common::abi::Zone::Access, r, false)
+                .packets
+        };
+        use sipguard_common::abi::Reason;
+        let runs = rounds as u64 * u64::from(repeat);
+        anyhow::ensure!(
+            reason(Reason::AccessAdmitted) == if verified { runs } else { 2 * runs },
+            "unexpected verdicts: {:?}",
+            stats
+        );
+        anyhow::ensure!(reason(Reason::Verified) == if verified { runs } else { 0 });
+    }
+    Ok(frames
+        .iter()
+        .zip(samples)
+        .map(|((name, _, verdict_off, verdict_on), [off, on])| JudgeRow {
+            frame: name,
+            verdict_off,
+            verdict_on,
+            ratio: Summary::of(
+                &on.iter()
+                    .zip(&off)
+                    .map(|(n, f)| n / f.max(1.0))
+                    .collect::<Vec<_>>(),
+            ),
+            off: Summary::of(&off),
+            on: Summary::of(&on),
+        })
+        .collect())
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct EgressRow {
     pub frame: &'static str,

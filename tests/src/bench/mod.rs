@@ -176,6 +176,8 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
         "the egress program: feedback off and on against a TC floor",
     );
     let egress = egress::measure(settings.per_packet.rounds, settings.per_packet.repeat)?;
+    let verified_judge =
+        egress::measure_judge(settings.per_packet.rounds, settings.per_packet.repeat)?;
 
     progress(started, "throughput through veth");
     let (throughput, generator_programs) =
@@ -256,6 +258,7 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
         breakdown,
         sip_stages,
         egress,
+        verified_judge,
         throughput,
         programs: program_rows,
         targets,

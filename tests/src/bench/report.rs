@@ -40,6 +40,8 @@ pub(crate) struct Report {
     pub sip_stages: Vec<SipRow>,
     /// The TC egress program with the feedback off and on, against a TC floor.
     pub egress: Vec<super::egress::EgressRow>,
+    /// The judge with `[verified]` off and on, on access-zone frames.
+    pub verified_judge: Vec<super::egress::JudgeRow>,
     pub throughput: ThroughputReport,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<TargetRow>,
@@ -792,6 +794,30 @@ impl Report {
                 ratio(&row.on_ratio),
                 row.on_ratio.min,
                 row.on_ratio.max,
+            );
+        }
+        md.push('\n');
+        if self.verified_judge.is_empty() {
+            return;
+        }
+        md.push_str(
+            "The judge with `[verified]` off and on (XDP program, same rounds; budgets no run \
+             exhausts). ns per run: median [min-max]; ratio: on / off, median of the per-round \
+             ratios.\n\n| frame | verdict off / on | off, ns | on, ns | ratio |\n\
+             |---|---|---|---|---|\n",
+        );
+        for row in &self.verified_judge {
+            let _ = writeln!(
+                md,
+                "| {} | {} / {} | {} | {} | {} [{:.2}-{:.2}] |",
+                row.frame,
+                row.verdict_off,
+                row.verdict_on,
+                ns(&row.off),
+                ns(&row.on),
+                ratio(&row.ratio),
+                row.ratio.min,
+                row.ratio.max,
             );
         }
         md.push('\n');
