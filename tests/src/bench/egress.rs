@@ -162,8 +162,7 @@ pub(crate) fn measure_judge(rounds: usize, repeat: u32) -> Result<Vec<JudgeRow>>
         let runs = rounds as u64 * u64::from(repeat);
         anyhow::ensure!(
             reason(Reason::AccessAdmitted) == if verified { runs } else { 2 * runs },
-            "unexpected verdicts: {:?}",
-            stats
+            "unexpected verdicts: {stats:?}"
         );
         anyhow::ensure!(reason(Reason::Verified) == if verified { runs } else { 0 });
     }
