@@ -612,22 +612,22 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
         return Err(DataplaneError::NotSipguardState { dir });
     }
     let lock = Lock::acquire(&dir).map_err(StateError::from)?;
-    // The egress program first: it only learns, and without the XDP filter it has no purpose.
-    let egress_pin = target.egress_link_pin();
-    if is_pin_file(&egress_pin) {
-        let link_id = pinned_tcx_link_info(&egress_pin).map(|info| info.id);
-        fs::remove_file(&egress_pin).map_err(|source| StateError::Io {
-            what: format!("remove {}", egress_pin.display()),
-            source,
-        })?;
-        wait_for_link_release(link_id);
-    }
     let link_pin = target.link_pin();
     let unlinked = is_pin_file(&link_pin);
     if unlinked {
         let link_id = pinned_link_info(&link_pin).map(|info| info.id);
         fs::remove_file(&link_pin).map_err(|source| StateError::Io {
             what: format!("remove {}", link_pin.display()),
+            source,
+        })?;
+        wait_for_link_release(link_id);
+    }
+    // Then the egress program: without the XDP filter it has no purpose.
+    let egress_pin = target.egress_link_pin();
+    if is_pin_file(&egress_pin) {
+        let link_id = pinned_tcx_link_info(&egress_pin).map(|info| info.id);
+        fs::remove_file(&egress_pin).map_err(|source| StateError::Io {
+            what: format!("remove {}", egress_pin.display()),
             source,
         })?;
         wait_for_link_release(link_id);
