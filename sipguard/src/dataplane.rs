@@ -27,7 +27,7 @@ use crate::{
     compat::{check_compatible, embedded_map_specs, is_sipguard_dir},
     policy::Policy,
     state::{LiveState, Lock, State, StateError, Target},
-    sys::{link_exists, pinned_link_info, pinned_tcx_link_info},
+    sys::{link_exists, pinned_link_info, pinned_tcx_link_info, prog_exists},
     time::now_unix,
 };
 
@@ -615,22 +615,22 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
     let link_pin = target.link_pin();
     let unlinked = is_pin_file(&link_pin);
     if unlinked {
-        let link_id = pinned_link_info(&link_pin).map(|info| info.id);
+        let link = pinned_link_info(&link_pin).map(|info| (info.id, info.prog_id));
         fs::remove_file(&link_pin).map_err(|source| StateError::Io {
             what: format!("remove {}", link_pin.display()),
             source,
         })?;
-        wait_for_link_release(link_id);
+        wait_for_link_release(link);
     }
     // Then the egress program: without the XDP filter it has no purpose.
     let egress_pin = target.egress_link_pin();
     if is_pin_file(&egress_pin) {
-        let link_id = pinned_tcx_link_info(&egress_pin).map(|info| info.id);
+        let link = pinned_tcx_link_info(&egress_pin).map(|info| (info.id, info.prog_id));
         fs::remove_file(&egress_pin).map_err(|source| StateError::Io {
             what: format!("remove {}", egress_pin.display()),
             source,
         })?;
-        wait_for_link_release(link_id);
+        wait_for_link_release(link);
     }
     let mut left_behind = Vec::new();
     if !keep_state {
@@ -670,11 +670,14 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
     })
 }
 
-/// The kernel releases a link asynchronously; returns once the program is really gone.
-fn wait_for_link_release(link_id: Option<u32>) {
-    if let Some(id) = link_id {
+/// The kernel releases a link from a work queue, after its id is already gone: returns once
+/// its program, which only the link held, is gone too (the hook is then empty), or after 5 s.
+fn wait_for_link_release(link: Option<(u32, u32)>) {
+    if let Some((link_id, prog_id)) = link {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while link_exists(id) && std::time::Instant::now() < deadline {
+        while (link_exists(link_id) || prog_exists(prog_id))
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

@@ -133,22 +133,36 @@ fn pinned_link_info_of(pin: &Path, link_type: u32) -> Option<RawLinkInfo> {
     (rc == 0 && info.link_type == link_type).then_some(info)
 }
 
-/// Whether the kernel still holds the BPF link with this id.
+/// Whether the kernel still holds the BPF link with this id. A link whose last reference is
+/// gone may still be attached for a moment: the kernel releases it from a work queue.
 pub(crate) fn link_exists(id: u32) -> bool {
-    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    object_exists(BPF_LINK_GET_FD_BY_ID, id)
+}
+
+/// Whether the kernel still holds the BPF program with this id. A program held only by its
+/// link is freed after the link's release has detached it: once it is gone, so is the hook.
+pub(crate) fn prog_exists(id: u32) -> bool {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    object_exists(BPF_PROG_GET_FD_BY_ID, id)
+}
+
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+
+/// `BPF_*_GET_FD_BY_ID` on `id`: does the object exist (the fd is closed at once)?
+fn object_exists(command: libc::c_long, id: u32) -> bool {
     #[repr(C)]
     struct IdAttr {
-        link_id: u32,
+        id: u32,
         next_id: u32,
         open_flags: u32,
     }
     let mut attr = IdAttr {
-        link_id: id,
+        id,
         next_id: 0,
         open_flags: 0,
     };
-    // SAFETY: attr is a valid BPF_LINK_GET_FD_BY_ID attribute.
-    let fd = unsafe { bpf(BPF_LINK_GET_FD_BY_ID, &mut attr) };
+    // SAFETY: attr is a valid BPF_{LINK,PROG}_GET_FD_BY_ID attribute (the id comes first).
+    let fd = unsafe { bpf(command, &mut attr) };
     if fd < 0 {
         return false;
     }
