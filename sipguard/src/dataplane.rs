@@ -675,8 +675,7 @@ pub fn detach(target: &Target, keep_state: bool) -> Result<DetachReport, Datapla
 fn wait_for_link_release(link: Option<(u32, u32)>) {
     if let Some((link_id, prog_id)) = link {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while (link_exists(link_id) || prog_exists(prog_id))
-            && std::time::Instant::now() < deadline
+        while (link_exists(link_id) || prog_exists(prog_id)) && std::time::Instant::now() < deadline
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
