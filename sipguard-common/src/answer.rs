@@ -16,7 +16,9 @@
 //! that is not 1 to 10 digits followed by a blank, a line end, `;` or `,` is ignored.
 
 use crate::abi::{SIP_SCAN_BYTES, SipMethod, fold_case};
-use crate::sip::{HIGHS, LOWER, Message, OFFSET_MASK, ONES, bytes_equal, lowest_flagged};
+use crate::sip::{
+    HIGHS, LOWER, Message, OFFSET_MASK, ONES, bytes_equal, lowest_flagged, value_start,
+};
 
 /// Bytes of the status line looked at: `"SIP/2.0 401 "` (12 bytes).
 pub const STATUS_BYTES: usize = 12;
@@ -355,22 +357,9 @@ fn classify(message: &Message, start: usize) -> Line {
         b'm' => 1,
         _ => return Line::Other,
     };
-    // Blanks, the colon, blanks: a bounded walk.
-    let mut at = start + name_len;
-    let mut colon = false;
-    for _ in 0..8 {
-        match message.at(at) {
-            b' ' | b'\t' => at += 1,
-            b':' if !colon => {
-                colon = true;
-                at += 1;
-            }
-            _ => break,
-        }
-    }
-    if !colon {
+    let Some(at) = value_start(message, start + name_len) else {
         return Line::Other;
-    }
+    };
     match (folded, name_len) {
         (b'c', 4) => Line::CSeq(at),
         (b'e', _) => Line::Expires(at),

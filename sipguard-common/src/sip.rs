@@ -201,8 +201,20 @@ fn classify(message: &Message, start: usize) -> Line {
         b'f' | b't' => 1,
         _ => return Line::Other,
     };
-    // Blanks, the colon, blanks: a bounded walk.
-    let mut at = start + name_len;
+    let Some(at) = value_start(message, start + name_len) else {
+        return Line::Other;
+    };
+    match (fold_case(first), name_len) {
+        (b'u', _) => Line::UserAgent(at),
+        (b'f', _) => Line::From(at),
+        _ => Line::To,
+    }
+}
+
+/// Where a header's value begins after its name ends at `at`: blanks, the colon, blanks (a
+/// bounded walk); `None` without a colon.
+#[inline(always)]
+pub(crate) fn value_start(message: &Message, mut at: usize) -> Option<usize> {
     let mut colon = false;
     for _ in 0..8 {
         match message.at(at) {
@@ -214,14 +226,7 @@ fn classify(message: &Message, start: usize) -> Line {
             _ => break,
         }
     }
-    if !colon {
-        return Line::Other;
-    }
-    match (fold_case(first), name_len) {
-        (b'u', _) => Line::UserAgent(at),
-        (b'f', _) => Line::From(at),
-        _ => Line::To,
-    }
+    colon.then_some(at)
 }
 
 /// Where a header scan stands between two steps. The kernel keeps it in map memory and reads it

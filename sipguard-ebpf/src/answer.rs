@@ -27,9 +27,8 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        AuthState, DropEvent, PacketMeta, Reason, SIP_BUFFER_BYTES, SIP_SCAN_BYTES, SipMethod,
-        SourceKey, VerifiedSource, Zone, answer_stat, ban_flags, egress_tail, feedback_flags,
-        meta_l4,
+        AuthState, DropEvent, PacketMeta, Reason, SIP_BUFFER_BYTES, SipMethod, SourceKey,
+        VerifiedSource, Zone, answer_stat, ban_flags, egress_tail, feedback_flags, meta_l4,
     },
     answer::{ANSWER_STEPS, AnswerScan, STATUS_BYTES, answer_step, status_code},
     dial::Number,
@@ -48,7 +47,7 @@ use crate::{
         ANSWER_SCRATCH, ANSWER_STATS, AUTH, AnswerScratch, EGRESS_TAILS, EVENTS, VERIFIED, bump,
         event_stat,
     },
-    sip::zero_tail,
+    sip::{copied_message, copy_length, zero_tail},
     view::{MapView, mark_verified},
 };
 
@@ -430,18 +429,8 @@ extern "C" fn scan_callback(_index: u64, _context: *mut c_void) -> i64 {
 /// `scratch` is this CPU's scratch, filled during this run.
 #[inline(always)]
 unsafe fn scratch_message(scratch: *mut AnswerScratch) -> Message<'static> {
-    // SAFETY: the caller's; the length is read back from memory, so it is bounded again.
-    unsafe {
-        let len = (*scratch).len;
-        Message {
-            bytes: &(*scratch).bytes,
-            len: if len > SIP_SCAN_BYTES {
-                SIP_SCAN_BYTES
-            } else {
-                len
-            },
-        }
-    }
+    // SAFETY: the caller's.
+    unsafe { copied_message(&raw const (*scratch).bytes, &raw const (*scratch).len) }
 }
 
 /// Copies the answer (at most the scan bound) into the per-CPU buffer; its length.
@@ -452,17 +441,7 @@ fn copy_answer(
     buffer: *mut [u8; SIP_BUFFER_BYTES],
 ) -> Option<usize> {
     let offset = usize::from(payload);
-    let available = (ctx.len() as usize).checked_sub(offset)?;
-    let len = if available > SIP_SCAN_BYTES {
-        SIP_SCAN_BYTES
-    } else {
-        available
-    };
-    // SAFETY: a local; read back volatile so LLVM keeps the lower bound the verifier needs.
-    let len = unsafe { core::ptr::read_volatile(&len) };
-    if len == 0 || len > SIP_SCAN_BYTES {
-        return None;
-    }
+    let len = copy_length(ctx.len() as usize, offset)?;
     // SAFETY: `buffer` holds SIP_BUFFER_BYTES >= len bytes; the helper checks the packet side.
     let copied = unsafe {
         bpf_skb_load_bytes(

@@ -26,8 +26,8 @@ use sipguard_common::{
     },
     dial::{Dialled, Number, dialled},
     sip::{
-        Headers, MESSAGE_TAIL, METHOD_BYTES, Message, SCAN_STEPS, Scan, destination_key,
-        leading_line_ends, scan_step, signature_key, sip_method,
+        Headers, MESSAGE_TAIL, METHOD_BYTES, Message, MessageBuffer, SCAN_STEPS, Scan,
+        destination_key, leading_line_ends, scan_step, signature_key, sip_method,
     },
     verdict::source_key,
 };
@@ -203,11 +203,25 @@ pub(crate) fn inspect_destination(handoff: &mut Handoff, view: &MapView) -> Step
 /// `scratch` is this CPU's scratch, filled during this run.
 #[inline(always)]
 unsafe fn scratch_message(scratch: *mut SipScratch) -> Message<'static> {
+    // SAFETY: the caller's.
+    unsafe { copied_message(&raw const (*scratch).bytes, &raw const (*scratch).len) }
+}
+
+/// A message copied into a per-CPU buffer (`bytes`) of `*len` bytes (the SIP stages', the
+/// egress answer stage's).
+///
+/// # Safety
+/// Both point into this CPU's scratch, filled during this run.
+#[inline(always)]
+pub(crate) unsafe fn copied_message(
+    bytes: *const MessageBuffer,
+    len: *const usize,
+) -> Message<'static> {
     // SAFETY: the caller's; the length is read back from memory, so it is bounded again.
     unsafe {
-        let len = (*scratch).len;
+        let len = *len;
         Message {
-            bytes: &(*scratch).bytes,
+            bytes: &*bytes,
             len: if len > SIP_SCAN_BYTES {
                 SIP_SCAN_BYTES
             } else {
@@ -271,6 +285,21 @@ fn copy_message(
     // SAFETY: helper reading the context.
     let total = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     let offset = usize::from(payload);
+    let len = copy_length(total, offset)?;
+    // SAFETY: `buffer` holds SIP_BUFFER_BYTES >= len bytes; the helper checks the packet side.
+    let copied = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buffer.cast(), len as u32) };
+    if copied != 0 {
+        return None;
+    }
+    // SAFETY: len <= SIP_SCAN_BYTES, and the buffer has 256 bytes beyond.
+    unsafe { zero_tail(buffer, len) };
+    Some(len)
+}
+
+/// How many bytes of a message at `offset` of a `total`-byte packet to copy: at most the scan
+/// bound, `None` when there are none.
+#[inline(always)]
+pub(crate) fn copy_length(total: usize, offset: usize) -> Option<usize> {
     let available = total.checked_sub(offset)?;
     let len = if available > SIP_SCAN_BYTES {
         SIP_SCAN_BYTES
@@ -284,13 +313,6 @@ fn copy_message(
     if len == 0 || len > SIP_SCAN_BYTES {
         return None;
     }
-    // SAFETY: `buffer` holds SIP_BUFFER_BYTES >= len bytes; the helper checks the packet side.
-    let copied = unsafe { bpf_xdp_load_bytes(ctx.ctx, offset as u32, buffer.cast(), len as u32) };
-    if copied != 0 {
-        return None;
-    }
-    // SAFETY: len <= SIP_SCAN_BYTES, and the buffer has 256 bytes beyond.
-    unsafe { zero_tail(buffer, len) };
     Some(len)
 }
 

@@ -12,7 +12,7 @@ use aya::maps::{MapData, ProgramArray};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        LinkOrder, Program, ProgramError, ProgramFd, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
         xdp::XdpLink,
@@ -266,92 +266,68 @@ fn load_prepared(
 /// so the entries outlive this process (the kernel clears program arrays only when no file
 /// descriptor or pin refers to them); a new build's stages replace the old ones slot by slot.
 fn link_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    let mut fds = Vec::new();
-    for (name, slot) in [
+    let xdp_stages = [
         (program::JUDGE, tail::JUDGE),
         (program::SIP, tail::SIP),
         (program::HEADERS, tail::HEADERS),
         (program::DESTINATION, tail::DESTINATION),
         (program::REPORT, tail::REPORT),
-    ] {
-        let stage: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or_else(|| DataplaneError::Attach {
-                iface: String::new(),
-                detail: format!("program {name} missing from the embedded object"),
-            })?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        stage.load().map_err(DataplaneError::Program)?;
-        let fd = stage
-            .fd()
-            .map_err(DataplaneError::Program)?
-            .try_clone()
-            .map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))?;
-        fds.push((slot, fd));
-    }
-    let map = ebpf
-        .map_mut(map_name::TAILS)
-        .ok_or_else(|| DataplaneError::Attach {
-            iface: String::new(),
-            detail: "map SG_TAILS missing from the embedded object".into(),
-        })?;
-    let mut tails: ProgramArray<&mut MapData> =
-        ProgramArray::try_from(map).map_err(|source| StateError::Map {
-            what: "open SG_TAILS".into(),
-            source,
-        })?;
-    for (slot, fd) in &fds {
-        tails.set(*slot, fd, 0).map_err(|source| StateError::Map {
-            what: format!("set stage {slot} in SG_TAILS"),
-            source,
-        })?;
-    }
-    link_egress_stages(ebpf)
+    ]
+    .into_iter()
+    .map(|(name, slot)| Ok((slot, load_stage(ebpf, name)?)))
+    .collect::<Result<Vec<_>, DataplaneError>>()?;
+    fill_tails(ebpf, map_name::TAILS, &xdp_stages)?;
+    // The egress entry is loaded here too (attached by `attach`), its stages go in their own
+    // program array: one holds programs of one type.
+    load_stage(ebpf, program::EGRESS)?;
+    let tc_stages = [
+        (program::ANSWER, egress_tail::ANSWER),
+        (program::FEEDBACK, egress_tail::FEEDBACK),
+    ]
+    .into_iter()
+    .map(|(name, slot)| Ok((slot, load_stage(ebpf, name)?)))
+    .collect::<Result<Vec<_>, DataplaneError>>()?;
+    fill_tails(ebpf, map_name::EGRESS_TAILS, &tc_stages)
 }
 
-/// Loads the egress entry and its answer stage, and puts the stage in `SG_TCTAILS`.
-fn link_egress_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
-    let mut fds = Vec::new();
-    for (name, slot) in [
-        (program::EGRESS, None),
-        (program::ANSWER, Some(egress_tail::ANSWER)),
-        (program::FEEDBACK, Some(egress_tail::FEEDBACK)),
-    ] {
-        let stage: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| DataplaneError::Attach {
-                iface: String::new(),
-                detail: format!("program {name} missing from the embedded object"),
-            })?
-            .try_into()
-            .map_err(DataplaneError::Program)?;
-        stage.load().map_err(DataplaneError::Program)?;
-        if let Some(slot) = slot {
-            fds.push((
-                slot,
-                stage
-                    .fd()
-                    .map_err(DataplaneError::Program)?
-                    .try_clone()
-                    .map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))?,
-            ));
+/// Loads (verifies) one program of the object, XDP or TC; its fd.
+fn load_stage(ebpf: &mut Ebpf, name: &str) -> Result<ProgramFd, DataplaneError> {
+    let missing = || DataplaneError::Attach {
+        iface: String::new(),
+        detail: format!("program {name} missing from the embedded object"),
+    };
+    let fd = match ebpf.program_mut(name).ok_or_else(missing)? {
+        Program::Xdp(stage) => {
+            stage.load().map_err(DataplaneError::Program)?;
+            stage.fd().map_err(DataplaneError::Program)?.try_clone()
         }
-    }
-    let map = ebpf
-        .map_mut(map_name::EGRESS_TAILS)
-        .ok_or_else(|| DataplaneError::Attach {
-            iface: String::new(),
-            detail: "map SG_TCTAILS missing from the embedded object".into(),
-        })?;
+        Program::SchedClassifier(stage) => {
+            stage.load().map_err(DataplaneError::Program)?;
+            stage.fd().map_err(DataplaneError::Program)?.try_clone()
+        }
+        _ => return Err(missing()),
+    };
+    fd.map_err(|e| DataplaneError::Program(ProgramError::IOError(e)))
+}
+
+/// Puts loaded stages in their slots of the program array `map`.
+fn fill_tails(
+    ebpf: &mut Ebpf,
+    map: &str,
+    stages: &[(u32, ProgramFd)],
+) -> Result<(), DataplaneError> {
+    let array = ebpf.map_mut(map).ok_or_else(|| DataplaneError::Attach {
+        iface: String::new(),
+        detail: format!("map {map} missing from the embedded object"),
+    })?;
     let mut tails: ProgramArray<&mut MapData> =
-        ProgramArray::try_from(map).map_err(|source| StateError::Map {
-            what: "open SG_TCTAILS".into(),
+        ProgramArray::try_from(array).map_err(|source| StateError::Map {
+            what: format!("open {map}"),
             source,
         })?;
-    for (slot, fd) in &fds {
+    for (slot, fd) in stages {
         tails.set(*slot, fd, 0).map_err(|source| StateError::Map {
-            what: format!("set egress stage {slot} in SG_TCTAILS"),
+            what: format!("set stage {slot} in {map}"),
             source,
         })?;
     }

@@ -9,6 +9,7 @@ use aya_obj as _;
 use ipnet as _;
 use tempfile as _;
 
+pub mod answers;
 pub mod frames;
 pub mod harness;
 pub mod lab;

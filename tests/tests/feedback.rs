@@ -6,11 +6,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions};
-use sipguard_common::{
-    abi::{AuthState, BanReason, Reason, SourceKey, VerifiedSource, Zone, answer_stat},
-    source::source_key,
-};
+use sipguard_common::abi::{AuthState, BanReason, Reason, VerifiedSource, Zone, answer_stat};
 use sipguard_tests::{
+    answers::{auth_of, ban_reason_of, failures_of, verified_of},
     frames::{Packet, TCP_ACK, TCP_PSH},
     harness::{TestFilter, drain_events, drop, pass},
 };
@@ -129,56 +127,20 @@ impl Feedback {
         assert_eq!(result.return_value, TC_ACT_OK, "every answer leaves");
     }
 
-    fn key(&self, addr: IpAddr) -> SourceKey {
-        let (family, bytes) = match addr {
-            IpAddr::V4(v4) => {
-                let mut bytes = [0u8; 16];
-                bytes[..4].copy_from_slice(&v4.octets());
-                (4, bytes)
-            }
-            IpAddr::V6(v6) => (6, v6.octets()),
-        };
-        source_key(family, &bytes, 64)
-    }
-
     fn auth(&self, addr: IpAddr) -> Option<AuthState> {
-        let key = self.key(addr);
-        self.filter
-            .loaded
-            .state
-            .auth_states()
-            .expect("read SG_AUTH")
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, state)| state)
+        auth_of(&self.filter.loaded.state, addr)
     }
 
     fn failures(&self, addr: IpAddr) -> u32 {
-        self.auth(addr).map_or(0, |state| state.failures())
+        failures_of(&self.filter.loaded.state, addr)
     }
 
     fn ban_reason(&self, addr: IpAddr) -> Option<BanReason> {
-        let key = self.key(addr);
-        self.filter
-            .loaded
-            .state
-            .bans()
-            .expect("read SG_BANS")
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, ban)| BanReason::from_u8(ban.reason))
+        ban_reason_of(&self.filter.loaded.state, addr)
     }
 
     fn verified(&self, addr: IpAddr) -> Option<VerifiedSource> {
-        let key = self.key(addr);
-        self.filter
-            .loaded
-            .state
-            .verified_sources()
-            .expect("read SG_VERIFIED")
-            .into_iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, entry)| entry)
+        verified_of(&self.filter.loaded.state, addr)
     }
 
     fn stat(&self, slot: u32) -> u64 {

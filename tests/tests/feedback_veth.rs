@@ -6,8 +6,7 @@ use std::{
     fs,
     net::{Ipv4Addr, UdpSocket},
     path::Path,
-    process::{Child, Stdio},
-    time::Duration,
+    process::Stdio,
 };
 
 use sipguard::{
@@ -15,12 +14,10 @@ use sipguard::{
     policy::Policy,
     state::{State, Target},
 };
-use sipguard_common::{
-    abi::{AuthState, BanReason, SourceKey, VerifiedSource, answer_stat},
-    source::source_key,
-};
+use sipguard_common::abi::{AuthState, BanReason, VerifiedSource, answer_stat};
 use sipguard_tests::{
-    lab::{DENIED_V4, Lab, SBC_IF, SBC_V4, UNKNOWN_V4, wait_until},
+    answers::{Kamailio, auth_of, ban_reason_of, verified_of},
+    lab::{DENIED_V4, Lab, SBC_IF, SBC_V4, UNKNOWN_V4},
     netns::NetNs,
     pins::TempPinRoot,
 };
@@ -47,40 +44,16 @@ ttl = "1h"
 max_lifetime = "1h"
 "#;
 
-fn key(addr: Ipv4Addr) -> SourceKey {
-    let mut bytes = [0u8; 16];
-    bytes[..4].copy_from_slice(&addr.octets());
-    source_key(4, &bytes, 64)
-}
-
 fn auth(state: &State, addr: Ipv4Addr) -> Option<AuthState> {
-    let key = key(addr);
-    state
-        .auth_states()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, s)| s)
+    auth_of(state, addr.into())
 }
 
 fn verified(state: &State, addr: Ipv4Addr) -> Option<VerifiedSource> {
-    let key = key(addr);
-    state
-        .verified_sources()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, s)| s)
+    verified_of(state, addr.into())
 }
 
 fn ban_reason(state: &State, addr: Ipv4Addr) -> Option<BanReason> {
-    let key = key(addr);
-    state
-        .bans()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, ban)| BanReason::from_u8(ban.reason))
+    ban_reason_of(state, addr.into())
 }
 
 fn attach_on(lab: &Lab, target: &Target) -> sipguard::dataplane::AttachReport {
@@ -149,55 +122,12 @@ fn egress_is_attached_upgraded_and_detached_with_the_filter() {
     detach(&target, false).unwrap();
 }
 
-/// Kamailio in the SBC namespace, stopped on drop.
-struct Kamailio {
-    child: Child,
-}
-
-impl Kamailio {
-    fn start(ns: &NetNs, dir: &Path) -> Kamailio {
-        fs::write(dir.join("kamailio.cfg"), KAMAILIO_CFG).unwrap();
-        fs::create_dir_all(dir.join("run")).unwrap();
-        let log = fs::File::create(dir.join("kamailio.log")).unwrap();
-        let child = ns
-            .command("kamailio")
-            .args([
-                "-f",
-                "kamailio.cfg",
-                "-DD",
-                "-E",
-                "-m",
-                "64",
-                "-P",
-                "run/kamailio.pid",
-                "-Y",
-                "run",
-            ])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("kamailio (installed by scripts/setup)");
-        let kamailio = Kamailio { child };
-        assert!(
-            wait_until(Duration::from_secs(15), || {
-                fs::read_to_string(dir.join("kamailio.log"))
-                    .is_ok_and(|l| l.contains("SO_RCVBUF is finally"))
-            }),
-            "Kamailio did not start: {}",
-            fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
-        );
-        kamailio
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// The lab's Kamailio, ready once its UDP sockets are.
+fn kamailio(ns: &NetNs, dir: &Path) -> Kamailio {
+    Kamailio::start(ns, dir, KAMAILIO_CFG, || {
+        fs::read_to_string(dir.join("kamailio.log"))
+            .is_ok_and(|l| l.contains("SO_RCVBUF is finally"))
+    })
 }
 
 /// sipp as a phone: `calls` registrations from `local`, each ending by itself.
@@ -294,7 +224,7 @@ fn kamailio_answers_ban_a_wrong_password_and_verify_the_right_one() {
         .prefix("sipguard-fbk")
         .tempdir()
         .unwrap();
-    let _kamailio = Kamailio::start(&lab.sbc, dir.path());
+    let _kamailio = kamailio(&lab.sbc, dir.path());
     let target = Target::new(SBC_IF, Some(lab.sbc.name()), pins.path()).unwrap();
     assert_eq!(attach_on(&lab, &target).egress, Ok(false));
     let state = State::open(&target).unwrap();

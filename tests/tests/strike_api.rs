@@ -18,8 +18,9 @@ use sipguard::{
     cli::client,
     state::{State, Target},
 };
-use sipguard_common::{abi::BanReason, source::source_key};
+use sipguard_common::abi::BanReason;
 use sipguard_tests::{
+    answers::{Kamailio, ban_reason_of, failures_of},
     lab::{DENIED_V4, Lab, SBC_IF, wait_until},
     netns::NetNs,
     pins::TempPinRoot,
@@ -130,21 +131,8 @@ impl Drop for Running {
     }
 }
 
-fn kamailio(ns: &NetNs, dir: &Path) -> Running {
-    fs::write(dir.join("kamailio.cfg"), KAMAILIO_CFG).unwrap();
-    fs::create_dir_all(dir.join("run")).unwrap();
-    let log = fs::File::create(dir.join("kamailio.log")).unwrap();
-    let child = ns
-        .command("kamailio")
-        .args(["-f", "kamailio.cfg", "-DD", "-E", "-m", "64"])
-        .args(["-P", "run/kamailio.pid", "-Y", "run"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("kamailio (installed by scripts/setup)");
-    let running = Running(child);
+/// Kamailio on TCP 5080, ready once it accepts a connection there.
+fn kamailio(ns: &NetNs, dir: &Path) -> Kamailio {
     let listening = || {
         ns.run(|| {
             std::net::TcpStream::connect_timeout(
@@ -155,12 +143,7 @@ fn kamailio(ns: &NetNs, dir: &Path) -> Running {
         })
         .unwrap_or(false)
     };
-    assert!(
-        wait_until(Duration::from_secs(15), listening),
-        "Kamailio did not start: {}",
-        fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
-    );
-    running
+    Kamailio::start(ns, dir, KAMAILIO_CFG, listening)
 }
 
 /// `calls` wrong-password registrations over TCP from the guesser, one after the other.
@@ -183,22 +166,10 @@ fn guess(ns: &NetNs, dir: &Path, calls: u32) {
 
 fn failures_and_ban(target: &Target) -> (u32, Option<BanReason>) {
     let state = State::open(target).unwrap();
-    let mut bytes = [0u8; 16];
-    bytes[..4].copy_from_slice(&DENIED_V4.octets());
-    let key = source_key(4, &bytes, 64);
-    let failures = state
-        .auth_states()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .map_or(0, |(_, s)| s.failures());
-    let ban = state
-        .bans()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, ban)| BanReason::from_u8(ban.reason));
-    (failures, ban)
+    (
+        failures_of(&state, DENIED_V4.into()),
+        ban_reason_of(&state, DENIED_V4.into()),
+    )
 }
 
 #[test]
