@@ -16,7 +16,7 @@ use crate::{
 /// table inserts counted in `SG_EVSTATS` ([`event_stat`]). 5: SIP inspection (method budgets,
 /// scanner signatures, destination rules: [`SipPolicy`], `SG_SIGS_*`, `SG_DEST_*`, ...), 24
 /// reason slots, the class and rule in [`Handoff`] and [`DropEvent`].
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -341,13 +341,16 @@ pub enum Reason {
     /// Not a packet's verdict: the event of a ban the SBC's own answers caused (401/407 not
     /// followed by success, 403), written by the egress program. Never counted as a packet.
     AuthFailures = 21,
+    /// Lockdown: a source on no allowlist (and not verified, where those are admitted) in the
+    /// access zone: dropped, no state.
+    Lockdown = 22,
 }
 
 /// Number of reason slots in the counter table (room for reasons added later).
 pub const REASON_SLOTS: usize = 24;
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Allowlisted,
@@ -370,6 +373,7 @@ impl Reason {
         Reason::Verified,
         Reason::VerifiedRateLimited,
         Reason::AuthFailures,
+        Reason::Lockdown,
     ];
 
     /// True when the reason makes the packet drop (in enforce mode).
@@ -405,6 +409,7 @@ impl Reason {
             Reason::Verified => "verified",
             Reason::VerifiedRateLimited => "verified_rate_limited",
             Reason::AuthFailures => "auth_failures",
+            Reason::Lockdown => "lockdown",
         }
     }
 
@@ -613,6 +618,11 @@ pub mod policy_flags {
     /// Verified sources are on (`[verified]`): unknown access-zone sources are looked up in
     /// `SG_VERIFIED` first. Without it the judge never looks.
     pub const VERIFIED: u8 = 32;
+    /// Lockdown (`sipguard lockdown on`): every zone admits only allowlisted sources, and,
+    /// with [`LOCKDOWN_VERIFIED`], verified ones.
+    pub const LOCKDOWN: u8 = 64;
+    /// Verified sources are admitted during a lockdown.
+    pub const LOCKDOWN_VERIFIED: u8 = 128;
 }
 
 /// Number of budget classes. Class 0 means "no budget"; class ids are assigned by the controller.

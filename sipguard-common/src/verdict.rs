@@ -11,9 +11,11 @@
 //!               within its class budget .............. pass, else drop (peer_rate_limited:
 //!                                                      throttled, never banned)
 //!  unknown, trunk zone (or port hidden) .............. drop, no state created
-//!  unknown, access zone: banned ...................... drop
+//!  unknown, access zone: lockdown (admitting allowlisted sources only) .. drop, no state
+//!                        banned ...................... drop
 //!                        verified (the SBC accepted its REGISTER): within the verified
 //!                          class's budget ............ pass, else drop (never a strike)
+//!                        lockdown (admitting verified sources too) ... drop
 //!                        no state and no new-source budget left ... drop
 //!                        within its budget ........... pass, else drop (strikes lead to a ban)
 //! ```
@@ -48,6 +50,30 @@ pub enum VerifiedSpend {
     NotVerified,
     Admitted,
     OverBudget,
+}
+
+/// Who a zone admits during a lockdown (`sipguard lockdown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lockdown {
+    Off,
+    /// Allowlisted sources only.
+    Allowlisted,
+    /// Allowlisted and verified sources.
+    AllowlistedAndVerified,
+}
+
+impl Lockdown {
+    /// From [`PolicyHeader::flags`].
+    #[inline(always)]
+    pub const fn from_flags(flags: u8) -> Lockdown {
+        if flags & policy_flags::LOCKDOWN == 0 {
+            Lockdown::Off
+        } else if flags & policy_flags::LOCKDOWN_VERIFIED == 0 {
+            Lockdown::Allowlisted
+        } else {
+            Lockdown::AllowlistedAndVerified
+        }
+    }
 }
 
 /// The policy and budget state as the decision sees it. The XDP program implements it with maps.
@@ -97,6 +123,10 @@ pub trait PolicyView {
     /// The budget class of verified sources.
     fn verified_class(&self) -> u16 {
         0
+    }
+    /// Whether a lockdown is on, and whom it admits.
+    fn lockdown(&self) -> Lockdown {
+        Lockdown::Off
     }
     /// Spends one packet of an unknown source's access budget, creating its state if the
     /// new-source budget allows, and banning it when it keeps exceeding the budget.
@@ -352,6 +382,15 @@ fn judge_source<V: PolicyView>(
         // The flood path of a trunk: no ban lookup, no state.
         return Verdict::new(unknown, zone);
     }
+    let lockdown = if class == NOT_ALLOWLISTED {
+        view.lockdown()
+    } else {
+        Lockdown::Off
+    };
+    if lockdown == Lockdown::Allowlisted {
+        // The access zone locked down like a trunk: no ban lookup, no state.
+        return Verdict::new(Reason::Lockdown, zone);
+    }
     // Allowlisted sources are only ever banned by hand: with no manual ban in force, no lookup.
     let bans_apply = class == NOT_ALLOWLISTED || view.manual_bans_in_force();
     if class == 0 && !bans_apply {
@@ -374,6 +413,9 @@ fn judge_source<V: PolicyView>(
                 zone,
                 class: NOT_ALLOWLISTED_FLAG | VERIFIED_FLAG | view.verified_class(),
             };
+        }
+        if lockdown == Lockdown::AllowlistedAndVerified {
+            return Verdict::new(Reason::Lockdown, zone);
         }
     }
     let reason = match class {

@@ -22,7 +22,9 @@ use sipguard_common::{
     budget::Gcra,
     parse::{Family, Transport},
     source::{ban_bites, fresh_state, scanner_ban, strike},
-    verdict::{NOT_ALLOWLISTED, PolicyView, Spend, VerifiedSpend, source_tag, zone_inspects},
+    verdict::{
+        Lockdown, NOT_ALLOWLISTED, PolicyView, Spend, VerifiedSpend, source_tag, zone_inspects,
+    },
 };
 
 use crate::maps::{
@@ -517,6 +519,11 @@ impl PolicyView for MapView {
                 VerifiedSpend::OverBudget
             }
         }
+    }
+
+    #[inline(always)]
+    fn lockdown(&self) -> Lockdown {
+        Lockdown::from_flags(self.policy.header.flags)
     }
 
     #[inline(always)]

@@ -145,6 +145,9 @@ pub fn apply(
     if state.has_manual_bans()? {
         value.header.flags |= policy_flags::MANUAL_BANS;
     }
+    // A lockdown holds until `lockdown off`, whatever policy comes meanwhile.
+    value.header.flags |=
+        current.header.flags & (policy_flags::LOCKDOWN | policy_flags::LOCKDOWN_VERIFIED);
     state.set_policy(next, &value)?;
     state.activate(next)?;
     let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;

@@ -15,6 +15,7 @@ use sipguard_common::{
     budget::{Gcra, NANOS},
     feedback::{auth_ban, count_failure},
     source::{manual_ban, source_key},
+    verdict::Lockdown,
 };
 
 use crate::{
@@ -401,6 +402,26 @@ impl LiveState {
         value.header.serial += 1;
         self.set_policy(active, &value)?;
         self.discard_would_be_bans_if_enforcing(mode)
+    }
+
+    /// Switches the lockdown: every zone admits only allowlisted sources (and verified ones,
+    /// with `Lockdown::AllowlistedAndVerified`), or, `Off`, what the policy admits. Only the
+    /// flags byte of the active generation changes (lists, runtime entries, budgets and bans
+    /// stay), so a concurrent packet sees either the old or the new state, and `Off` restores
+    /// exactly the policy in force before. `apply` keeps the lockdown as it is.
+    pub fn set_lockdown(&mut self, lockdown: Lockdown) -> Result<(), StateError> {
+        let active = self.active_generation()?;
+        let mut value = self.policy(active)?;
+        value.header.flags &= !(policy_flags::LOCKDOWN | policy_flags::LOCKDOWN_VERIFIED);
+        value.header.flags |= match lockdown {
+            Lockdown::Off => 0,
+            Lockdown::Allowlisted => policy_flags::LOCKDOWN,
+            Lockdown::AllowlistedAndVerified => {
+                policy_flags::LOCKDOWN | policy_flags::LOCKDOWN_VERIFIED
+            }
+        };
+        value.header.serial += 1;
+        self.set_policy(active, &value)
     }
 
     /// Bans monitor mode recorded are evidence of what enforcing would have done, not

@@ -7,6 +7,7 @@ use sipguard_common::{
         SOURCE_PATH_LEN, Zone, ban_flags, counter_index, feedback_flags, map_name,
     },
     budget::NANOS,
+    verdict::Lockdown,
 };
 
 use crate::{
@@ -217,6 +218,15 @@ pub struct LinkView {
     pub ifindex: u32,
 }
 
+/// How `status`, metrics and the CLI name a lockdown state.
+pub fn lockdown_name(lockdown: Lockdown) -> &'static str {
+    match lockdown {
+        Lockdown::Off => "off",
+        Lockdown::Allowlisted => "allowlisted",
+        Lockdown::AllowlistedAndVerified => "allowlisted+verified",
+    }
+}
+
 /// Configuration and health of one interface.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
@@ -227,6 +237,8 @@ pub struct Status {
     pub link: Option<LinkView>,
     pub xdp_mode: &'static str,
     pub mode: &'static str,
+    /// `off`, `allowlisted` (only allowlisted sources admitted) or `allowlisted+verified`.
+    pub lockdown: &'static str,
     pub fragments: &'static str,
     pub generation: u32,
     pub serial: u64,
@@ -409,6 +421,7 @@ impl Status {
             }),
             xdp_mode: xdp_mode_name(meta.xdp_mode),
             mode: Mode::from_u8(header.mode).name(),
+            lockdown: lockdown_name(Lockdown::from_flags(header.flags)),
             fragments: FragmentPolicy::from_u8(header.fragments).name(),
             generation,
             serial: header.serial,

@@ -98,9 +98,11 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Streams datagrams from each source until `stop`, at a bounded pace; returns how many each sent.
+/// Streams datagrams from each source to the SBC's `port` until `stop`, at a bounded pace;
+/// returns how many each sent.
 fn stream(
     lab: &Lab,
+    port: u16,
     sources: Vec<IpAddr>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<(IpAddr, usize)>> {
@@ -118,7 +120,7 @@ fn stream(
                     break;
                 }
                 for (i, (source, socket)) in sockets.iter().enumerate() {
-                    let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), 5060);
+                    let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), port);
                     if socket.send_to(PAYLOAD, dest).is_ok() {
                         sent[i] += 1;
                     }
@@ -154,6 +156,7 @@ fn filtering_outlives_the_controller_and_reattach_swaps_without_a_gap() {
     let stop = Arc::new(AtomicBool::new(false));
     let sender = stream(
         &lab,
+        5060,
         vec![ALLOWED_V4.into(), UNKNOWN_V4.into()],
         stop.clone(),
     );
@@ -252,7 +255,7 @@ fn hundred_policy_applications_under_traffic_keep_every_classification() {
         DENIED_V4.into(),
         DENIED_V6.into(),
     ];
-    let sender = stream(&lab, sources, stop.clone());
+    let sender = stream(&lab, 5060, sources, stop.clone());
     std::thread::sleep(Duration::from_millis(100));
     for round in 0..100 {
         let file = if round % 2 == 0 { &policy_b } else { &policy_a };
@@ -727,4 +730,127 @@ fn strikes_ban_unknown_clients_at_the_threshold_and_never_allowlisted_ones() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("auth-failure bans are off"), "{stderr}");
+}
+
+/// The access zone open to anyone (budgets no stream exhausts), the carrier allowlisted.
+const LOCKDOWN_POLICY: &str = r#"
+mode = "enforce"
+[trunk]
+udp = [5060]
+[access]
+udp = [5070]
+class = "phones"
+new_sources = { rate = 100000, burst = 100000 }
+[classes]
+phones = { rate = 100000, burst = 100000 }
+[[allow]]
+name = "carrier"
+cidrs = ["198.18.1.0/24"]
+"#;
+
+/// Streams from `sources` to the access port for `millis`, then stops; how many each sent.
+fn burst(lab: &Lab, sources: Vec<IpAddr>, millis: u64) -> Vec<(IpAddr, usize)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = stream(lab, 5070, sources, stop.clone());
+    std::thread::sleep(Duration::from_millis(millis));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap()
+}
+
+/// The active generation's policy value, as bytes.
+fn active_policy_bytes(cli: &Cli) -> Vec<u8> {
+    let state = State::open(&cli.target()).unwrap();
+    let mut policy = state.policy(state.active_generation().unwrap()).unwrap();
+    // Every change counts in the serial; the rest must be what it was.
+    policy.header.serial = 0;
+    // SAFETY: a plain repr(C) value, read as the bytes it is made of.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&*policy as *const sipguard_common::abi::Policy).cast::<u8>(),
+            std::mem::size_of::<sipguard_common::abi::Policy>(),
+        )
+    }
+    .to_vec()
+}
+
+#[test]
+fn lockdown_switches_under_traffic_losing_nothing_allowlisted_and_admitting_nothing_unknown() {
+    let lab = Lab::new("lockdown").unwrap();
+    let pins = TempPinRoot::new("cli-lockdown");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "policy.toml", LOCKDOWN_POLICY);
+    let cli = Cli::new(&lab, &pins);
+    cli.ok(&[
+        "attach",
+        "--iface",
+        SBC_IF,
+        "--policy",
+        &policy,
+        "--xdp-mode",
+        "native",
+    ]);
+    assert_eq!(cli.ok(&["lockdown", "--iface", SBC_IF]).trim(), "off");
+    let before = active_policy_bytes(&cli);
+
+    let listener = UdpCounter::start(&lab.sbc, 5070).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The carrier streams across both switches.
+    let carrier = stream(&lab, 5070, vec![ALLOWED_V4.into()], stop.clone());
+    std::thread::sleep(Duration::from_millis(100));
+    // Open: an unknown source gets in.
+    let open_before = burst(&lab, vec![UNKNOWN_V4.into()], 150);
+    cli.ok(&["lockdown", "on", "--iface", SBC_IF]);
+    assert_eq!(cli.status()["lockdown"], "allowlisted+verified");
+    // Locked: another unknown source gets nothing in.
+    let locked = burst(&lab, vec![DENIED_V4.into()], 150);
+    // A runtime entry made during the lockdown is admitted at once, and kept.
+    cli.ok(&["allow", "add", "--iface", SBC_IF, "198.18.2.0/24"]);
+    cli.ok(&["lockdown", "off", "--iface", SBC_IF]);
+    let open_after = burst(&lab, vec![ALLOWED_V6.into()], 150);
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let carrier = carrier.join().unwrap();
+    let received = listener.finish(Duration::from_millis(300));
+
+    let got = |addr: IpAddr| received.get(&addr).copied().unwrap_or(0);
+    assert!(
+        carrier[0].1 > 100,
+        "the carrier streamed across the switches"
+    );
+    assert_eq!(
+        got(ALLOWED_V4.into()),
+        carrier[0].1,
+        "no carrier datagram lost"
+    );
+    assert!(open_before[0].1 > 0 && locked[0].1 > 0 && open_after[0].1 > 0);
+    assert_eq!(got(UNKNOWN_V4.into()), open_before[0].1, "admitted before");
+    assert_eq!(
+        got(DENIED_V4.into()),
+        0,
+        "nothing unknown admitted while locked"
+    );
+    assert_eq!(
+        got(ALLOWED_V6.into()),
+        open_after[0].1,
+        "admitted again after"
+    );
+    assert_eq!(
+        cli.stats()
+            .get(Zone::Access, Reason::Lockdown, false)
+            .packets,
+        locked[0].1 as u64,
+        "every locked-out datagram counted as lockdown"
+    );
+    // Off brought back exactly the policy in force before; the runtime entry made meanwhile
+    // is still there.
+    assert!(
+        active_policy_bytes(&cli) == before,
+        "the policy after `lockdown off` differs from the one before"
+    );
+    assert_eq!(cli.ok(&["lockdown", "--iface", SBC_IF]).trim(), "off");
+    assert!(
+        cli.ok(&["allow", "list", "--iface", SBC_IF])
+            .contains("198.18.2.0/24"),
+        "the runtime entry is kept"
+    );
 }

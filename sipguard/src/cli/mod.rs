@@ -10,6 +10,7 @@ mod dial;
 mod events;
 mod limits;
 mod lists;
+mod lockdown;
 mod mode;
 mod run;
 mod sources;
@@ -67,6 +68,7 @@ pub enum Command {
     /// Show, add or remove denylist entries on the running filter.
     Deny(lists::Args),
     Mode(mode::Args),
+    Lockdown(lockdown::Args),
     Limits(limits::Args),
     Bans(bans::Args),
     Sources(sources::Args),
@@ -96,6 +98,7 @@ impl Cli {
             Command::Allow(args) => lists::run(&global, crate::state::List::Allow, args),
             Command::Deny(args) => lists::run(&global, crate::state::List::Deny, args),
             Command::Mode(args) => mode::run(&global, args),
+            Command::Lockdown(args) => lockdown::run(&global, args),
             Command::Limits(args) => limits::run(&global, args),
             Command::Bans(args) => bans::run(&global, args),
             Command::Sources(args) => sources::run(&global, args),

@@ -59,6 +59,12 @@ fn print_status(status: &Status) {
         "  mode        {} (fragments: {})",
         status.mode, status.fragments
     );
+    if status.lockdown != "off" {
+        println!(
+            "  LOCKDOWN    only {} sources are admitted (`sipguard lockdown off` ends it)",
+            status.lockdown.replace('+', " and ")
+        );
+    }
     println!(
         "  policy      {} (digest {}), serial {}, applied {}",
         status

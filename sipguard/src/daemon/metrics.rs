@@ -94,6 +94,7 @@ struct Scrape {
     list_entries: Samples,
     attached: Samples,
     monitor: Samples,
+    lockdown: Samples,
     serial: Samples,
     applied: Samples,
     errors: Samples,
@@ -265,6 +266,10 @@ impl SipguardCollector {
         scrape.monitor.push((
             vec![label()],
             f64::from(u8::from(status.mode == Mode::Monitor.name())),
+        ));
+        scrape.lockdown.push((
+            vec![label(), ("admits", status.lockdown.to_string())],
+            f64::from(u8::from(status.lockdown != "off")),
         ));
         scrape.serial.push((vec![label()], status.serial as f64));
         scrape
@@ -451,6 +456,13 @@ impl Collector for SipguardCollector {
             "1 in monitor (dry-run) mode, 0 when enforcing.",
             Gauge,
             &scrape.monitor,
+        )?;
+        family(
+            e,
+            "sipguard_lockdown",
+            "1 while a lockdown is on (`sipguard lockdown`); admits: off, allowlisted, allowlisted+verified.",
+            Gauge,
+            &scrape.lockdown,
         )?;
         family(
             e,
