@@ -168,6 +168,8 @@ pub(crate) fn feedback(ctx: &TcContext) -> i32 {
     let method = SipMethod::from_u8(found.cseq_method);
     let kind = classify(status, method);
     let feedback = view.feedback();
+    // Challenges and refusals share one path (one allowlist lookup, one state lookup: every
+    // call site of those is verified on its own), accepted answers the other.
     let (exchange, failure_possible) = match kind {
         AnswerKind::Other => return PASS,
         AnswerKind::Challenge { exchange } => {
@@ -206,7 +208,7 @@ pub(crate) fn feedback(ctx: &TcContext) -> i32 {
                     now,
                 )
             };
-            if opened || !challenge_fails(seen, now, grace(&view, &client)) {
+            if opened || !challenge_fails(seen, now, grace(&view, &client, now)) {
                 return PASS;
             }
         }
@@ -250,12 +252,20 @@ fn open_slot(state: *mut AuthState, exchange: usize) -> *mut u64 {
 
 /// A verified client's grace for challenges (offices behind one address); none for others.
 #[inline(always)]
-fn grace(view: &MapView, client: &SourceKey) -> u64 {
+fn grace(view: &MapView, client: &SourceKey, now: u64) -> u64 {
     let grace = view.feedback().grace_ns;
-    if grace != 0 && VERIFIED.get_ptr_mut(client).is_some() {
-        grace
-    } else {
-        0
+    if grace == 0 {
+        return 0;
+    }
+    match VERIFIED.get_ptr_mut(client) {
+        // SAFETY: map value valid for this run. A lapsed registration gives no grace, as it
+        // gives no verified budget in the judge.
+        Some(entry)
+            if unsafe { core::ptr::read_volatile(&raw const (*entry).expires_at_ns) } > now =>
+        {
+            grace
+        }
+        _ => 0,
     }
 }
 

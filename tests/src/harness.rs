@@ -133,6 +133,20 @@ impl TestFilter {
         sipguard::report::Stats::read(&self.loaded.state).expect("read stats")
     }
 
+    /// Runs the TC egress entry `repeat` times on an outgoing `frame` (an answer of the SBC);
+    /// its return value (`TC_ACT_OK`: every packet leaves).
+    pub fn run_egress(&mut self, frame: &[u8], repeat: u32) -> i32 {
+        self.loaded
+            .egress()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("egress test_run: {e}"))
+            .return_value as i32
+    }
+
     /// Runs the program once on `frame` and returns its action only.
     pub fn action(&mut self, frame: &[u8]) -> u32 {
         self.try_run(frame)

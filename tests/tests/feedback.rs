@@ -21,7 +21,7 @@ const CARRIER4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 const ACCESS_PORT: u16 = 5070;
 const TRUNK_PORT: u16 = 5060;
 const CLIENT_PORT: u16 = 5062;
-const TC_ACT_OK: u32 = 0;
+const TC_ACT_OK: i32 = 0;
 
 /// Auth failures ban at the 4th; verified sources get class `registered`, whose INVITEs are
 /// budgeted per hour; unknown sources are banned after 5 over-budget packets.
@@ -114,17 +114,11 @@ impl Feedback {
 
     /// Runs the egress entry on an outgoing frame, `repeat` times.
     fn send(&mut self, frame: &[u8], repeat: u32) {
-        let result = self
-            .filter
-            .loaded
-            .egress()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e| panic!("egress test_run: {e}"));
-        assert_eq!(result.return_value, TC_ACT_OK, "every answer leaves");
+        assert_eq!(
+            self.filter.run_egress(frame, repeat),
+            TC_ACT_OK,
+            "every answer leaves"
+        );
     }
 
     fn auth(&self, addr: IpAddr) -> Option<AuthState> {

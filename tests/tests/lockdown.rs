@@ -4,14 +4,13 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{TestRun as _, TestRunOptions};
 use sipguard_common::{
     abi::{Reason, Zone},
     verdict::Lockdown,
 };
 use sipguard_tests::{
     frames::Packet,
-    harness::{TestFilter, drop, pass},
+    harness::{TestFilter, Verdict, drop, pass},
 };
 
 const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -48,63 +47,52 @@ fn options(src: Ipv4Addr, port: u16) -> Vec<u8> {
 /// The SBC's 200 OK to the phone's REGISTER: the phone becomes a verified source.
 fn verify_phone(filter: &mut TestFilter) {
     let ok = b"SIP/2.0 200 OK\r\nCSeq: 2 REGISTER\r\nContact: <sip:1001@198.18.2.10>;expires=600\r\n\r\n";
-    let frame = Packet::udp4(SBC, PHONE, 5070, 5062, ok.to_vec()).build();
-    filter
-        .loaded
-        .egress()
-        .test_run(TestRunOptions {
-            data_in: Some(&frame),
-            repeat: 1,
-            ..TestRunOptions::default()
-        })
-        .unwrap();
+    filter.run_egress(
+        &Packet::udp4(SBC, PHONE, 5070, 5062, ok.to_vec()).build(),
+        1,
+    );
+}
+
+/// Each source's OPTIONS to `port` gets its verdict.
+fn expect(filter: &mut TestFilter, cases: &[(Ipv4Addr, u16, Verdict)]) {
+    for (source, port, verdict) in cases {
+        assert_eq!(
+            filter.run(&options(*source, *port)),
+            *verdict,
+            "{source} to {port}"
+        );
+    }
 }
 
 #[test]
 fn lockdown_admits_allowlisted_and_verified_sources_only_and_off_restores_the_policy() {
     let mut filter = TestFilter::new(POLICY);
     verify_phone(&mut filter);
-    let open = |filter: &mut TestFilter| {
-        assert_eq!(
-            filter.run(&options(STRANGER, 5070)),
-            pass(Zone::Access, Reason::AccessAdmitted)
-        );
-        assert_eq!(
-            filter.run(&options(PHONE, 5070)),
-            pass(Zone::Access, Reason::Verified)
-        );
-        assert_eq!(
-            filter.run(&options(CARRIER, 5070)),
-            pass(Zone::Access, Reason::Allowlisted)
-        );
-        assert_eq!(
-            filter.run(&options(STRANGER, 5060)),
-            drop(Zone::Trunk, Reason::NotAllowlisted)
-        );
-    };
-    open(&mut filter);
+    let open = [
+        (STRANGER, 5070, pass(Zone::Access, Reason::AccessAdmitted)),
+        (PHONE, 5070, pass(Zone::Access, Reason::Verified)),
+        (CARRIER, 5070, pass(Zone::Access, Reason::Allowlisted)),
+        (STRANGER, 5060, drop(Zone::Trunk, Reason::NotAllowlisted)),
+    ];
+    expect(&mut filter, &open);
 
     filter
         .live()
         .set_lockdown(Lockdown::AllowlistedAndVerified)
         .unwrap();
     let tracked = filter.loaded.state.budget_entries();
-    let fresh = Ipv4Addr::new(198, 18, 2, 77);
-    assert_eq!(
-        filter.run(&options(fresh, 5070)),
-        drop(Zone::Access, Reason::Lockdown)
-    );
-    assert_eq!(
-        filter.run(&options(STRANGER, 5070)),
-        drop(Zone::Access, Reason::Lockdown)
-    );
-    assert_eq!(
-        filter.run(&options(PHONE, 5070)),
-        pass(Zone::Access, Reason::Verified)
-    );
-    assert_eq!(
-        filter.run(&options(CARRIER, 5070)),
-        pass(Zone::Access, Reason::Allowlisted)
+    expect(
+        &mut filter,
+        &[
+            (
+                Ipv4Addr::new(198, 18, 2, 77),
+                5070,
+                drop(Zone::Access, Reason::Lockdown),
+            ),
+            (STRANGER, 5070, drop(Zone::Access, Reason::Lockdown)),
+            (PHONE, 5070, pass(Zone::Access, Reason::Verified)),
+            (CARRIER, 5070, pass(Zone::Access, Reason::Allowlisted)),
+        ],
     );
     assert_eq!(
         filter.loaded.state.budget_entries(),
@@ -115,21 +103,17 @@ fn lockdown_admits_allowlisted_and_verified_sources_only_and_off_restores_the_po
     // Verified sources locked out too; an apply keeps the lockdown as it is.
     filter.live().set_lockdown(Lockdown::Allowlisted).unwrap();
     filter.apply(POLICY);
-    assert_eq!(
-        filter.run(&options(PHONE, 5070)),
-        drop(Zone::Access, Reason::Lockdown)
-    );
-    assert_eq!(
-        filter.run(&options(STRANGER, 5070)),
-        drop(Zone::Access, Reason::Lockdown)
-    );
-    assert_eq!(
-        filter.run(&options(CARRIER, 5070)),
-        pass(Zone::Access, Reason::Allowlisted)
+    expect(
+        &mut filter,
+        &[
+            (PHONE, 5070, drop(Zone::Access, Reason::Lockdown)),
+            (STRANGER, 5070, drop(Zone::Access, Reason::Lockdown)),
+            (CARRIER, 5070, pass(Zone::Access, Reason::Allowlisted)),
+        ],
     );
 
     filter.live().set_lockdown(Lockdown::Off).unwrap();
-    open(&mut filter);
+    expect(&mut filter, &open);
 }
 
 #[test]

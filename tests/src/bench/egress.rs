@@ -116,11 +116,7 @@ pub(crate) fn measure_judge(rounds: usize, repeat: u32) -> Result<Vec<JudgeRow>>
     // The phone is verified by the SBC's 200 OK (in the configuration that verifies).
     let ok = Packet::udp4(SBC, PHONE, 5070, 5062, sip("200 OK", "2 REGISTER")).build();
     for filter in [&mut off, &mut on] {
-        filter.loaded.egress().test_run(TestRunOptions {
-            data_in: Some(&ok),
-            repeat: 1,
-            ..TestRunOptions::default()
-        })?;
+        filter.run_egress(&ok, 1);
     }
     let frames = [
         (
