@@ -221,12 +221,28 @@ fn load_prepared(
         state.sweep_expired_verified(now)?;
     }
 
+    if existing
+        && let Some(entry) = crate::journal::record::recover(target).map_err(StateError::from)?
+    {
+        log::warn!(
+            "{}: journal #{} ({}) was interrupted; journaled with the writes it made",
+            target.label(),
+            entry.id,
+            entry.action
+        );
+    }
+    let who = crate::journal::Who::this_process();
     let applied = match (policy, existing) {
-        (Some(policy), _) => Some(apply(&mut state, policy, mode)?),
+        // A fresh state starts from its first policy: nothing before it to undo to.
+        (Some(policy), false) => Some(apply(&mut state, policy, mode)?),
+        (Some(policy), true) => {
+            Some(state.journaled("apply (attach)", &who, |live| apply(live, policy, mode))?)
+        }
         (None, false) => Some(apply(&mut state, &Policy::starter(), mode)?),
         (None, true) => {
             if let Some(mode) = mode {
-                let discarded = state.set_mode(mode)?;
+                let discarded =
+                    state.journaled("mode (attach)", &who, |live| live.set_mode(mode))?;
                 if discarded > 0 {
                     log::info!("discarded {discarded} would-be bans of monitor mode");
                 }

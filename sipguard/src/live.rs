@@ -24,6 +24,8 @@ use crate::{
     time::{boot_now_ns, boot_ns_to_unix, now_unix},
 };
 
+pub use crate::policy::{source_addr, source_text};
+
 /// The name `limits` shows and takes for the new-source budget of the access zone.
 pub const NEW_SOURCES_LIMIT: &str = "new-sources";
 
@@ -196,7 +198,16 @@ impl LiveState {
             self.insert_rule(generation, list, *prefix, value)?;
         }
         self.refresh_deny_flags(list, generation)?;
+        self.bump_serial(generation)?;
         Ok(())
+    }
+
+    /// A change to a generation's lists is a change to its policy: the serial says whether
+    /// anything touched the generation since (`undo` of an `apply` needs to know).
+    fn bump_serial(&mut self, generation: u32) -> Result<(), StateError> {
+        let mut value = self.policy(generation)?;
+        value.header.serial += 1;
+        self.set_policy(generation, &value)
     }
 
     /// Removes entries, all or none: if one is not on the list, nothing is removed. An entry of
@@ -220,6 +231,7 @@ impl LiveState {
             self.remove_rule(generation, list, *prefix)?;
         }
         self.refresh_deny_flags(list, generation)?;
+        self.bump_serial(generation)?;
         Ok(())
     }
 
@@ -471,23 +483,6 @@ pub fn address_key(addr: IpAddr, ipv6_budget_prefix: u8) -> SourceKey {
             source_key(4, &bytes, ipv6_budget_prefix)
         }
         IpAddr::V6(v6) => source_key(6, &v6.octets(), ipv6_budget_prefix),
-    }
-}
-
-/// The address (network, for IPv6 prefixes) of a budget/ban key.
-pub fn source_addr(key: &SourceKey) -> IpAddr {
-    if key.family == 4 {
-        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
-    } else {
-        IpAddr::from(key.addr)
-    }
-}
-
-/// A budget/ban key as people write it: `198.51.100.7`, `2001:db8:1::/64`.
-pub fn source_text(key: &SourceKey) -> String {
-    match source_addr(key) {
-        addr @ IpAddr::V4(_) => addr.to_string(),
-        addr => format!("{addr}/{}", key.prefix_len),
     }
 }
 

@@ -41,6 +41,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("{what}: {source}")]
     Map {
         what: String,
@@ -54,7 +56,11 @@ fn map_err(what: impl Into<String>) -> impl FnOnce(MapError) -> StateError {
     move |source| StateError::Map { what, source }
 }
 
-use crate::{sys::lookup_into, time::boot_now_ns};
+use crate::{
+    journal::{Recorder, Who, raw::bytes_of},
+    sys::lookup_into,
+    time::boot_now_ns,
+};
 
 fn open_pinned<T>(pin: &Path) -> Result<T, StateError>
 where
@@ -91,6 +97,9 @@ fn removed(
 pub struct LiveState {
     state: State,
     _lock: Lock,
+    /// While a journaled change runs ([`LiveState::journaled`]): notes every write first.
+    recorder: Option<Recorder>,
+    last_entry: Option<u64>,
 }
 
 impl LiveState {
@@ -103,10 +112,17 @@ impl LiveState {
             });
         }
         let lock = Lock::acquire(&target.dir())?;
-        let mut live = LiveState {
-            state: State::open(target)?,
-            _lock: lock,
-        };
+        let mut live = LiveState::with_lock(State::open(target)?, lock);
+        // A change a dead controller left half made is journaled before anything else.
+        if let Some(entry) = crate::journal::record::recover(target)? {
+            log::warn!(
+                "{}: journal #{} ({}) was interrupted; journaled with the {} writes it made",
+                target.label(),
+                entry.id,
+                entry.action,
+                entry.writes.len()
+            );
+        }
         let now = boot_now_ns();
         live.sweep_expired_bans(now)?;
         live.sweep_expired_verified(now)?;
@@ -115,7 +131,61 @@ impl LiveState {
 
     /// State the caller opened under `lock` (the loader, which creates the maps).
     pub(crate) fn with_lock(state: State, lock: Lock) -> LiveState {
-        LiveState { state, _lock: lock }
+        LiveState {
+            state,
+            _lock: lock,
+            recorder: None,
+            last_entry: None,
+        }
+    }
+
+    /// Runs `change` as one journal entry: `action` (`allow add`...) by `who`. Every write it
+    /// makes is journaled with the value it replaced; a change that fails part-way is
+    /// journaled as failed with the writes it made. A change that writes nothing leaves no
+    /// entry.
+    pub fn journaled<T, E>(
+        &mut self,
+        action: &str,
+        who: &Who,
+        change: impl FnOnce(&mut LiveState) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StateError> + std::fmt::Display,
+    {
+        let generation = self.active_generation()?;
+        let recorder = Recorder::begin(&self.target, action, who.clone(), generation)
+            .map_err(StateError::from)?;
+        self.recorder = Some(recorder);
+        let result = change(self);
+        let recorder = self.recorder.take().expect("recording since the start");
+        let finished = recorder.finish(result.as_ref().err().map(ToString::to_string));
+        match (result, finished) {
+            (Ok(value), Ok(entry)) => {
+                self.last_entry = entry.map(|entry| entry.id);
+                Ok(value)
+            }
+            (Err(error), _) => Err(error),
+            (Ok(_), Err(error)) => Err(StateError::from(error).into()),
+        }
+    }
+
+    /// The journal entry of the last change [`LiveState::journaled`] made (none if it wrote
+    /// nothing).
+    pub fn last_entry(&self) -> Option<u64> {
+        self.last_entry
+    }
+
+    /// The recorder of the journaled change running now (`undo` writes through it).
+    pub fn recorder(&mut self) -> Option<&mut Recorder> {
+        self.recorder.as_mut()
+    }
+
+    /// Journals a write about to be made, while a journaled change runs.
+    fn note(&mut self, map: &str, key: &[u8], after: Option<&[u8]>) -> Result<(), StateError> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.note(map, key, after)?;
+        }
+        Ok(())
     }
 
     /// Gives up the lock, keeping the read handle.
@@ -124,6 +194,7 @@ impl LiveState {
     }
 
     pub fn set_meta(&mut self, meta: &Meta) -> Result<(), StateError> {
+        self.note(map_name::META, &0u32.to_ne_bytes(), Some(bytes_of(meta)))?;
         self.state
             .meta
             .set(0, meta, 0)
@@ -133,6 +204,11 @@ impl LiveState {
     /// Makes `generation` the one the data plane reads: a single 4-byte store.
     pub fn activate(&mut self, generation: u32) -> Result<(), StateError> {
         debug_assert!(generation < GENERATIONS);
+        self.note(
+            map_name::ACTIVE,
+            &0u32.to_ne_bytes(),
+            Some(&generation.to_ne_bytes()),
+        )?;
         self.state
             .active
             .set(0, generation, 0)
@@ -140,6 +216,21 @@ impl LiveState {
     }
 
     pub fn set_policy(&mut self, generation: u32, value: &abi::Policy) -> Result<(), StateError> {
+        self.note(
+            map_name::POLICY,
+            &generation.to_ne_bytes(),
+            Some(bytes_of(value)),
+        )?;
+        self.set_policy_unjournaled(generation, value)
+    }
+
+    /// For state derived from other state (the manual-ban flag follows the ban table), which
+    /// `undo` recomputes instead of restoring.
+    fn set_policy_unjournaled(
+        &mut self,
+        generation: u32,
+        value: &abi::Policy,
+    ) -> Result<(), StateError> {
         self.state
             .policy
             .set(generation, value, 0)
@@ -155,6 +246,8 @@ impl LiveState {
         value: RuleValue,
     ) -> Result<(), StateError> {
         let g = generation as usize & 1;
+        let (map, key) = rule_entry(list, prefix, g);
+        self.note(map, &key, Some(bytes_of(&value)))?;
         let what = || format!("add {prefix} to the {}", list.name());
         match (list, prefix) {
             (List::Allow, Prefix::V4 { len: 32, addr }) => {
@@ -187,6 +280,8 @@ impl LiveState {
         prefix: Prefix,
     ) -> Result<bool, StateError> {
         let g = generation as usize & 1;
+        let (map, key) = rule_entry(list, prefix, g);
+        self.note(map, &key, None)?;
         let result = match (list, prefix) {
             (List::Allow, Prefix::V4 { len: 32, addr }) => self.state.allow_hosts4[g].remove(&addr),
             (List::Allow, Prefix::V4 { len, addr }) => {
@@ -237,12 +332,15 @@ impl LiveState {
             .keys()
             .filter(|key| !tables.signatures.contains_key(key))
         {
+            self.note(map_name::SIGNATURES[g], &trie_key(key.0, &key.1), None)?;
             self.state.signatures[g]
                 .remove(&Key::new(key.0, key.1))
                 .map_err(map_err("remove from SG_SIGS"))?;
         }
         for (key, value) in &tables.signatures {
             if current.get(key) != Some(value) {
+                let raw = trie_key(key.0, &key.1);
+                self.note(map_name::SIGNATURES[g], &raw, Some(bytes_of(value)))?;
                 self.state.signatures[g]
                     .insert(&Key::new(key.0, key.1), value, 0)
                     .map_err(map_err("insert into SG_SIGS"))?;
@@ -253,12 +351,15 @@ impl LiveState {
             .keys()
             .filter(|key| !tables.destinations.contains_key(key))
         {
+            self.note(map_name::DESTINATIONS[g], &trie_key(key.0, &key.1), None)?;
             self.state.destinations[g]
                 .remove(&Key::new(key.0, key.1))
                 .map_err(map_err("remove from SG_DEST"))?;
         }
         for (key, value) in &tables.destinations {
             if current.get(key) != Some(value) {
+                let raw = trie_key(key.0, &key.1);
+                self.note(map_name::DESTINATIONS[g], &raw, Some(bytes_of(value)))?;
                 self.state.destinations[g]
                     .insert(&Key::new(key.0, key.1), value, 0)
                     .map_err(map_err("insert into SG_DEST"))?;
@@ -306,6 +407,7 @@ impl LiveState {
 
     /// Writes a source's auth-failure state (`SG_AUTH`).
     pub fn set_auth_state(&mut self, key: &SourceKey, value: &AuthState) -> Result<(), StateError> {
+        self.note(map_name::AUTH, bytes_of(key), Some(bytes_of(value)))?;
         self.state
             .auth
             .insert(key, value, 0)
@@ -342,6 +444,7 @@ impl LiveState {
         if ban.reason == abi::BanReason::Manual as u8 {
             self.set_manual_ban_flag(true)?;
         }
+        self.note(map_name::BANS, bytes_of(key), Some(bytes_of(ban)))?;
         self.state
             .bans
             .insert(key, ban, 0)
@@ -373,13 +476,14 @@ impl LiveState {
         };
         if flags != value.header.flags {
             value.header.flags = flags;
-            self.set_policy(active, &value)?;
+            self.set_policy_unjournaled(active, &value)?;
         }
         Ok(())
     }
 
     /// Removes a ban; `Ok(false)` when there was none.
     pub fn remove_ban(&mut self, key: &SourceKey) -> Result<bool, StateError> {
+        self.note(map_name::BANS, bytes_of(key), None)?;
         removed(self.state.bans.remove(key), || "remove from SG_BANS".into())
     }
 
@@ -393,6 +497,12 @@ impl LiveState {
         let current = self.prefilter(generation, bitmap)?;
         for (chunk, (now, wanted)) in (0u32..).zip(current.iter().zip(desired)) {
             if now != wanted {
+                let index = prefilter_index(generation, bitmap.index(), chunk);
+                self.note(
+                    map_name::PREFILTER,
+                    &index.to_ne_bytes(),
+                    Some(bytes_of(wanted.as_ref())),
+                )?;
                 self.state
                     .prefilter
                     .set(
@@ -405,6 +515,29 @@ impl LiveState {
         }
         Ok(())
     }
+}
+
+/// The map and raw key of an allow/deny entry of generation `g`.
+fn rule_entry(list: List, prefix: Prefix, g: usize) -> (&'static str, Vec<u8>) {
+    match (list, prefix) {
+        (List::Allow, Prefix::V4 { len: 32, addr }) => (map_name::ALLOW_HOSTS4[g], addr.to_vec()),
+        (List::Allow, Prefix::V4 { len, addr }) => {
+            (map_name::ALLOW4[g], trie_key(len.into(), &addr))
+        }
+        (List::Allow, Prefix::V6 { len: 128, addr }) => (map_name::ALLOW_HOSTS6[g], addr.to_vec()),
+        (List::Allow, Prefix::V6 { len, addr }) => {
+            (map_name::ALLOW6[g], trie_key(len.into(), &addr))
+        }
+        (List::Deny, Prefix::V4 { len, addr }) => (map_name::DENY4[g], trie_key(len.into(), &addr)),
+        (List::Deny, Prefix::V6 { len, addr }) => (map_name::DENY6[g], trie_key(len.into(), &addr)),
+    }
+}
+
+/// An LPM trie key as the kernel stores it: the prefix length, then the data.
+fn trie_key<K: aya::Pod>(prefix_len: u32, data: &K) -> Vec<u8> {
+    let mut key = prefix_len.to_ne_bytes().to_vec();
+    key.extend_from_slice(bytes_of(data));
+    key
 }
 
 impl std::ops::Deref for LiveState {
@@ -426,6 +559,14 @@ impl List {
         match self {
             List::Allow => "allowlist",
             List::Deny => "denylist",
+        }
+    }
+
+    /// The subcommand that edits it.
+    pub const fn command(self) -> &'static str {
+        match self {
+            List::Allow => "allow",
+            List::Deny => "deny",
         }
     }
 }

@@ -39,6 +39,42 @@ pub(crate) fn lookup_into<V: aya::Pod>(
 
 /// Reads array entry `index` as bytes; `out` must be as long as the map's values.
 pub(crate) fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<(), MapError> {
+    match elem(
+        map.as_fd(),
+        ElemCommand::Lookup,
+        &index.to_ne_bytes(),
+        out.as_mut_ptr(),
+        0,
+    ) {
+        Ok(()) => Ok(()),
+        Err(io_error) => Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_lookup_elem",
+            io_error,
+        })),
+    }
+}
+
+/// The `BPF_MAP_*_ELEM` commands on raw bytes ([`elem`]).
+#[derive(Clone, Copy)]
+pub(crate) enum ElemCommand {
+    Lookup = 1,
+    Update = 2,
+    Delete = 3,
+    NextKey = 4,
+}
+
+/// One `BPF_MAP_*_ELEM` call on a map of any type, with keys and values as bytes: the journal
+/// reads and restores entries of every map through it. `value` is the value (lookup: out,
+/// update: in) or, for `NextKey`, the next key (out); `key` may be empty for the first key.
+///
+/// The caller sizes `key` and the buffer behind `value` from the map's key and value sizes.
+pub(crate) fn elem(
+    map: std::os::fd::BorrowedFd<'_>,
+    command: ElemCommand,
+    key: &[u8],
+    value: *mut u8,
+    flags: u64,
+) -> Result<(), std::io::Error> {
     // The BPF_MAP_*_ELEM layout of `union bpf_attr`.
     #[repr(C)]
     struct ElemAttr {
@@ -48,22 +84,22 @@ pub(crate) fn lookup_bytes(map: &MapFd, index: u32, out: &mut [u8]) -> Result<()
         value: u64,
         flags: u64,
     }
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     let mut attr = ElemAttr {
-        map_fd: map.as_fd().as_raw_fd() as u32,
+        map_fd: map.as_raw_fd() as u32,
         _pad: 0,
-        key: &index as *const u32 as u64,
-        value: out.as_mut_ptr() as u64,
-        flags: 0,
+        key: if key.is_empty() {
+            0
+        } else {
+            key.as_ptr() as u64
+        },
+        value: value as u64,
+        flags,
     };
-    // SAFETY: key and value point at live memory of the map's key and value sizes (callers
-    // size `out` from the map); the kernel writes at most value-size bytes.
-    let result = unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) };
+    // SAFETY: key and value point at live memory of the map's key and value sizes (the
+    // callers' contract); the kernel writes at most value-size (or key-size) bytes.
+    let result = unsafe { bpf(command as libc::c_long, &mut attr) };
     if result < 0 {
-        return Err(MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_lookup_elem",
-            io_error: std::io::Error::last_os_error(),
-        }));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -185,6 +185,8 @@ fn kamailio_reports_failed_credentials_through_the_api_and_the_client_is_banned(
         Command::new(sipguard_bin())
             .arg("--pin-root")
             .arg(pins.path())
+            .arg("--journal-dir")
+            .arg(dir.path().join("journal"))
             .args(["--netns", lab.sbc.name(), "run", "--iface", SBC_IF])
             .args(["--xdp-mode", "native", "--listen", LISTEN, "--policy"])
             .arg(dir.path().join("policy.toml"))
@@ -231,5 +233,29 @@ fn kamailio_reports_failed_credentials_through_the_api_and_the_client_is_banned(
         log.contains("\"banned\":true"),
         "the API answered the ban to Kamailio:\n{log}"
     );
+    // Each strike is journaled with the API caller and the call.
+    let history = Command::new(sipguard_bin())
+        .arg("--pin-root")
+        .arg(pins.path())
+        .arg("--journal-dir")
+        .arg(dir.path().join("journal"))
+        .args(["--netns", lab.sbc.name(), "history", "--iface", SBC_IF, "--json"])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let strikes: Vec<&serde_json::Value> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["action"] == "strike")
+        .collect();
+    assert_eq!(strikes.len(), 3, "{history:#}");
+    for strike in &strikes {
+        assert!(strike["user"].as_str().unwrap().starts_with("api 127.0.0.1:"));
+        let call = strike["command"].as_str().unwrap();
+        assert!(call.starts_with("POST /api/strike") && call.contains("198.18.66.10"), "{call}");
+    }
+    let described = strikes[2]["described"].to_string();
+    assert!(described.contains("198.18.66.10: banned (auth_failures)"), "{described}");
     drop(daemon);
 }

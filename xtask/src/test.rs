@@ -35,12 +35,17 @@ pub(crate) fn run(args: Args) -> Result<()> {
     // Kernel and network tests (root): test_run on crafted frames, veth namespaces, the CLI.
     let mut kernel = vec!["test", "-p", "sipguard-tests", "--"];
     kernel.extend(&filter);
+    // Commands the tests run journal their changes here, not in /var/lib/sipguard.
+    let journals = target_dir().join("test-journals");
+    let _ = std::fs::remove_dir_all(&journals);
     run_with(
         Command::new("cargo")
             .args(&kernel)
             .env("SIPGUARD_BIN", &bin)
+            .env("SIPGUARD_JOURNAL_DIR", &journals)
             .env("RUST_BACKTRACE", "1"),
     )?;
+    let _ = std::fs::remove_dir_all(&journals);
     eprintln!("all test suites passed");
     Ok(())
 }

@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result};
 use super::{EXIT_INVALID_POLICY, Global, print_json};
 use crate::{
     apply::{ApplyReport, apply},
+    journal::Who,
     policy::Policy,
     state::LiveState,
 };
@@ -39,7 +40,10 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     };
     let target = global.target(args.iface.as_deref())?;
     let mut state = LiveState::lock(&target)?;
-    let report = apply(&mut state, &policy, None)
+    let report = state
+        .journaled("apply", &Who::this_process(), |live| {
+            apply(live, &policy, None)
+        })
         .with_context(|| format!("apply {} to {}", args.file.display(), target.label()))?;
     if args.json {
         print_json(&report)?;

@@ -10,6 +10,7 @@ use sipguard_common::abi::{Ban, BanReason, SourceKey, ban_flags};
 
 use super::{Global, print_json};
 use crate::{
+    journal::Who,
     live::{BanFilter, source_text},
     policy::{parse_duration, parse_net},
     state::{LiveState, State},
@@ -177,7 +178,9 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
 
 fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -> Result<u8> {
     let target = global.target(iface)?;
-    let keys = LiveState::lock(&target)?.ban(sources, ttl)?;
+    let keys = LiveState::lock(&target)?.journaled("bans add", &Who::this_process(), |live| {
+        live.ban(sources, ttl)
+    })?;
     let names: Vec<String> = keys.iter().map(source_text).collect();
     println!(
         "{}: banned {} until {}",
@@ -190,7 +193,9 @@ fn add(global: &Global, iface: Option<&str>, ttl: Duration, sources: &[IpNet]) -
 
 fn del(global: &Global, iface: Option<&str>, sources: &[IpNet]) -> Result<u8> {
     let target = global.target(iface)?;
-    let keys = LiveState::lock(&target)?.lift_bans(sources)?;
+    let keys = LiveState::lock(&target)?.journaled("bans del", &Who::this_process(), |live| {
+        live.lift_bans(sources)
+    })?;
     let names: Vec<String> = keys.iter().map(source_text).collect();
     println!(
         "{}: lifted the bans of {}",
@@ -207,14 +212,18 @@ fn clear(
     reason: Option<ReasonFilter>,
 ) -> Result<u8> {
     let target = global.target(iface)?;
-    let lifted = LiveState::lock(&target)?.clear_bans(BanFilter {
+    let filter = BanFilter {
         since_unix,
         reason: reason.map(|r| match r {
             ReasonFilter::RateExceeded => BanReason::RateExceeded,
             ReasonFilter::Manual => BanReason::Manual,
             ReasonFilter::AuthFailures => BanReason::AuthFailures,
         }),
-    })?;
+    };
+    let lifted =
+        LiveState::lock(&target)?.journaled("bans clear", &Who::this_process(), |live| {
+            live.clear_bans(filter)
+        })?;
     let scope = since_unix.map_or(String::new(), |s| {
         format!(" issued since {}", format_time(s))
     });

@@ -7,6 +7,7 @@ use sipguard_common::abi::CLASS_SLOTS;
 
 use super::{Global, print_json};
 use crate::{
+    journal::Who,
     live::NEW_SOURCES_LIMIT,
     policy::{Budget, class_name},
     state::{LiveState, State},
@@ -98,7 +99,9 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
                 rate,
                 burst: burst.unwrap_or(rate),
             };
-            LiveState::lock(&target)?.set_limit(&class, budget)?;
+            LiveState::lock(&target)?.journaled("limits set", &Who::this_process(), |live| {
+                live.set_limit(&class, budget)
+            })?;
             println!(
                 "{}: {class} now {}/s, burst {} (acts on the next packet)",
                 target.label(),

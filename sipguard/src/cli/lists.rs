@@ -7,6 +7,7 @@ use sipguard_common::abi::{CLASS_SLOTS, Origin};
 
 use super::{Global, print_json};
 use crate::{
+    journal::Who,
     live::LiveError,
     policy::{Prefix, class_name, parse_net},
     state::{List, LiveState, State},
@@ -75,8 +76,12 @@ pub(super) fn run(global: &Global, list: List, args: Args) -> Result<u8> {
 fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8> {
     let target = global.target(entries.iface.as_deref())?;
     let mut live = LiveState::lock(&target)?;
+    let action = format!("{} {}", list.command(), if add { "add" } else { "del" });
+    let who = Who::this_process();
     if add {
-        live.add_entries(list, &entries.entries, entries.class.as_deref())?;
+        live.journaled(&action, &who, |live| {
+            live.add_entries(list, &entries.entries, entries.class.as_deref())
+        })?;
     } else {
         // A class given to `del` is checked like one given to `add`, then has nothing to do.
         match (&entries.class, list) {
@@ -84,7 +89,9 @@ fn change(global: &Global, list: List, entries: Entries, add: bool) -> Result<u8
             (Some(_), List::Deny) => return Err(LiveError::DenyWithClass.into()),
             (Some(name), List::Allow) => drop(live.class_id(name)?),
         }
-        live.remove_entries(list, &entries.entries)?;
+        live.journaled(&action, &who, |live| {
+            live.remove_entries(list, &entries.entries)
+        })?;
     }
     let verb = if add { "added to" } else { "removed from" };
     println!(

@@ -5,6 +5,7 @@ use sipguard_common::verdict::Lockdown;
 
 use super::Global;
 use crate::{
+    journal::Who,
     report::lockdown_name,
     state::{LiveState, State},
 };
@@ -49,7 +50,9 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         (_, true) => Lockdown::Allowlisted,
         (_, false) => Lockdown::AllowlistedAndVerified,
     };
-    LiveState::lock(&target)?.set_lockdown(lockdown)?;
+    LiveState::lock(&target)?.journaled("lockdown", &Who::this_process(), |live| {
+        live.set_lockdown(lockdown)
+    })?;
     match lockdown {
         Lockdown::Off => println!(
             "{}: lockdown off: the policy admits as before",

@@ -8,6 +8,7 @@ pub mod client;
 mod detach;
 mod dial;
 mod events;
+mod history;
 mod limits;
 mod lists;
 mod lockdown;
@@ -18,6 +19,7 @@ mod stats;
 mod status;
 mod strike;
 mod top;
+mod undo;
 
 use std::path::PathBuf;
 
@@ -51,6 +53,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SIPGUARD_NETNS", value_parser = netns_name)]
     pub netns: Option<String>,
 
+    /// Directory of the journals of changes (`sipguard history`, `undo`); one directory per
+    /// interface in it.
+    #[arg(long, global = true, env = "SIPGUARD_JOURNAL_DIR", default_value = crate::journal::DEFAULT_JOURNAL_DIR)]
+    pub journal_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,6 +77,8 @@ pub enum Command {
     Mode(mode::Args),
     Lockdown(lockdown::Args),
     Limits(limits::Args),
+    History(history::Args),
+    Undo(undo::Args),
     Bans(bans::Args),
     Sources(sources::Args),
     Strike(strike::Args),
@@ -84,6 +93,7 @@ pub enum Command {
 impl Cli {
     /// Runs the command; returns the process exit status.
     pub fn run(self) -> Result<u8> {
+        crate::journal::set_root(&self.journal_dir);
         let global = Global {
             pin_root: self.pin_root,
             netns: self.netns,
@@ -100,6 +110,8 @@ impl Cli {
             Command::Mode(args) => mode::run(&global, args),
             Command::Lockdown(args) => lockdown::run(&global, args),
             Command::Limits(args) => limits::run(&global, args),
+            Command::History(args) => history::run(&global, args),
+            Command::Undo(args) => undo::run(&global, args),
             Command::Bans(args) => bans::run(&global, args),
             Command::Sources(args) => sources::run(&global, args),
             Command::Strike(args) => strike::run(&global, args),

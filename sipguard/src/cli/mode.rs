@@ -4,6 +4,7 @@ use anyhow::Result;
 use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode};
+use crate::journal::Who;
 use crate::state::{LiveState, State};
 
 /// Show or switch between enforce (drop) and monitor (count what would be dropped, pass all).
@@ -25,7 +26,9 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
     match args.mode {
         Some(mode) => {
-            let discarded = LiveState::lock(&target)?.set_mode(mode)?;
+            let discarded =
+                LiveState::lock(&target)?
+                    .journaled("mode", &Who::this_process(), |live| live.set_mode(mode))?;
             println!("{}: mode {}", target.label(), mode.name());
             if discarded > 0 {
                 println!("discarded {discarded} would-be bans of monitor mode (never enforced)");

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 
 use super::{Global, print_json};
-use crate::{live::MAX_STRIKES, state::LiveState, time::boot_now_ns};
+use crate::{journal::Who, live::MAX_STRIKES, state::LiveState, time::boot_now_ns};
 
 /// Report auth failures of a client, as if the egress program had seen the SBC's answers.
 ///
@@ -51,7 +51,9 @@ fn parse_address(text: &str) -> Result<IpAddr, String> {
 pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     let target = global.target(args.iface.as_deref())?;
     let StrikeReason::AuthFailures = args.reason;
-    let outcome = LiveState::lock(&target)?.strike(args.address, args.count, boot_now_ns())?;
+    let outcome = LiveState::lock(&target)?.journaled("strike", &Who::this_process(), |live| {
+        live.strike(args.address, args.count, boot_now_ns())
+    })?;
     if args.json {
         print_json(&outcome)?;
     } else {

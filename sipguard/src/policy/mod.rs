@@ -9,10 +9,10 @@ pub mod sip;
 pub mod sip_tables;
 mod tables;
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, net::IpAddr, path::PathBuf, time::Duration};
 
 use ipnet::IpNet;
-use sipguard_common::abi::{FragmentPolicy, Mode, Zone};
+use sipguard_common::abi::{FragmentPolicy, Mode, SourceKey, Zone};
 
 pub use self::{
     file::{Diagnostic, PolicyError, parse_duration},
@@ -333,4 +333,21 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
         ));
     }
     Ok(net)
+}
+
+/// The address (network, for IPv6 prefixes) of a budget/ban key.
+pub fn source_addr(key: &SourceKey) -> IpAddr {
+    if key.family == 4 {
+        IpAddr::from([key.addr[0], key.addr[1], key.addr[2], key.addr[3]])
+    } else {
+        IpAddr::from(key.addr)
+    }
+}
+
+/// A budget/ban key as people write it: `198.51.100.7`, `2001:db8:1::/64`.
+pub fn source_text(key: &SourceKey) -> String {
+    match source_addr(key) {
+        addr @ IpAddr::V4(_) => addr.to_string(),
+        addr => format!("{addr}/{}", key.prefix_len),
+    }
 }

@@ -187,6 +187,7 @@ async fn strike(
     peer: Option<Extension<Peer>>,
     body: Bytes,
 ) -> Response {
+    let caller = peer.as_ref().map(|Extension(peer)| peer.0.to_string());
     if !peer.is_some_and(|Extension(peer)| peer.is_loopback()) {
         return json_error(
             StatusCode::FORBIDDEN,
@@ -198,8 +199,14 @@ async fn strike(
         Err(message) => return json_error(StatusCode::BAD_REQUEST, message),
     };
     let label = strike.target.label();
+    let who = crate::journal::Who::api(
+        caller.as_deref().unwrap_or("?"),
+        format!("POST /api/strike {}", String::from_utf8_lossy(&body)),
+    );
     let outcome = tokio::task::spawn_blocking(move || {
-        LiveState::lock(&strike.target)?.strike(strike.address, strike.count, boot_now_ns())
+        LiveState::lock(&strike.target)?.journaled("strike", &who, |live| {
+            live.strike(strike.address, strike.count, boot_now_ns())
+        })
     })
     .await;
     match outcome {
