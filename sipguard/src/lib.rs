@@ -14,6 +14,7 @@ pub mod countries;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod incident;
 pub mod journal;
 pub mod live;
 pub mod netns;

@@ -239,7 +239,14 @@ fn kamailio_reports_failed_credentials_through_the_api_and_the_client_is_banned(
         .arg(pins.path())
         .arg("--journal-dir")
         .arg(dir.path().join("journal"))
-        .args(["--netns", lab.sbc.name(), "history", "--iface", SBC_IF, "--json"])
+        .args([
+            "--netns",
+            lab.sbc.name(),
+            "history",
+            "--iface",
+            SBC_IF,
+            "--json",
+        ])
         .output()
         .unwrap();
     let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
@@ -251,11 +258,22 @@ fn kamailio_reports_failed_credentials_through_the_api_and_the_client_is_banned(
         .collect();
     assert_eq!(strikes.len(), 3, "{history:#}");
     for strike in &strikes {
-        assert!(strike["user"].as_str().unwrap().starts_with("api 127.0.0.1:"));
+        assert!(
+            strike["user"]
+                .as_str()
+                .unwrap()
+                .starts_with("api 127.0.0.1:")
+        );
         let call = strike["command"].as_str().unwrap();
-        assert!(call.starts_with("POST /api/strike") && call.contains("198.18.66.10"), "{call}");
+        assert!(
+            call.starts_with("POST /api/strike") && call.contains("198.18.66.10"),
+            "{call}"
+        );
     }
     let described = strikes[2]["described"].to_string();
-    assert!(described.contains("198.18.66.10: banned (auth_failures)"), "{described}");
+    assert!(
+        described.contains("198.18.66.10: banned (auth_failures)"),
+        "{described}"
+    );
     drop(daemon);
 }

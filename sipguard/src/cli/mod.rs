@@ -13,6 +13,7 @@ mod limits;
 mod lists;
 mod lockdown;
 mod mode;
+mod report;
 mod run;
 mod sources;
 mod stats;
@@ -78,6 +79,7 @@ pub enum Command {
     Lockdown(lockdown::Args),
     Limits(limits::Args),
     History(history::Args),
+    Report(report::Args),
     Undo(undo::Args),
     Bans(bans::Args),
     Sources(sources::Args),
@@ -111,6 +113,7 @@ impl Cli {
             Command::Lockdown(args) => lockdown::run(&global, args),
             Command::Limits(args) => limits::run(&global, args),
             Command::History(args) => history::run(&global, args),
+            Command::Report(args) => report::run(&global, args),
             Command::Undo(args) => undo::run(&global, args),
             Command::Bans(args) => bans::run(&global, args),
             Command::Sources(args) => sources::run(&global, args),

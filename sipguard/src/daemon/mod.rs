@@ -56,6 +56,8 @@ const TOP_CAPACITY: usize = 1024;
 const RATE_WINDOW: usize = 10;
 /// How often expired bans (and expired verified sources) are removed from the kernel's tables.
 pub const BAN_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often `sipguard run` keeps a reading of the counters for `sipguard report`.
+pub const COUNTER_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct DaemonConfig {
     pub targets: Vec<Target>,
@@ -242,6 +244,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     }
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
     tasks.spawn(sweep_bans(config.targets.clone()));
+    tasks.spawn(snapshot_counters(config.targets.clone()));
     tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -360,6 +363,28 @@ async fn sweep_bans(targets: Vec<Target>) -> Result<()> {
                     "{label}: swept {bans} expired bans and {verified} expired verified sources"
                 ),
                 Err(error) => log::warn!("{label}: sweeping expired bans: {error}"),
+            }
+        }
+    }
+}
+
+/// Keeps a reading of every interface's counters a minute (one at start), for the windows of
+/// `sipguard report`. A failure is logged and the next minute tries again.
+async fn snapshot_counters(targets: Vec<Target>) -> Result<()> {
+    let mut ticker = tokio::time::interval(COUNTER_SNAPSHOT_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let targets = targets.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            targets
+                .iter()
+                .map(|target| (target.label(), crate::incident::record_snapshot(target)))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (label, result) in written {
+            if let Err(error) = result {
+                log::warn!("{label}: counter reading for reports: {error:#}");
             }
         }
     }
