@@ -221,7 +221,9 @@ fn the_unit_passes_systemd_analyze_verify() {
         std::fs::read_to_string(pkg.root.join("lib/systemd/system/sipguard@.service")).unwrap();
     // The unit names the installed path; verify checks that ExecStart is executable, so point
     // it at the unpacked binary.
-    assert!(unit.contains("ExecStart=/usr/sbin/sipguard run --iface %i"));
+    assert!(
+        unit.contains("ExecStart=/usr/sbin/sipguard run --iface %I --policy /etc/sipguard/%I.toml")
+    );
     for needed in [
         "Type=notify",
         "ExecReload=/bin/kill -HUP $MAINPID",
