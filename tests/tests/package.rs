@@ -22,9 +22,11 @@ fn deb() -> PathBuf {
     if let Some(path) = std::env::var_os("SIPGUARD_DEB") {
         return path.into();
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/package");
+    // Where `cargo xtask package` puts it: $CARGO_TARGET_DIR (relative to the workspace) or target/.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or(dir, |target| PathBuf::from(target).join("package"));
+        .map_or_else(|| workspace.join("target"), |target| workspace.join(target))
+        .join("package");
     let newest = std::fs::read_dir(&dir).ok().and_then(|entries| {
         entries
             .flatten()
