@@ -7,6 +7,7 @@
 
 mod http;
 pub mod metrics;
+mod reload;
 pub mod top;
 
 use std::{
@@ -33,6 +34,7 @@ pub use self::http::{
     HANDLER_DEADLINE, HEADER_READ_TIMEOUT, MAX_CONNECTION_LIFETIME, MAX_CONNECTIONS,
     MAX_EVENTS_WAIT,
 };
+pub use self::reload::PolicyReload;
 use self::{
     http::stats::HttpStats,
     metrics::{DaemonCounters, Exporter},
@@ -64,9 +66,11 @@ pub struct DaemonConfig {
     /// `None`: standard output.
     pub events_file: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// `--policy`: read again and applied on SIGHUP (`None`: SIGHUP only reopens the log).
+    pub reload: Option<PolicyReload>,
 }
 
-/// Where event lines go. Reopened on SIGHUP, so logrotate can move the file.
+/// Where event lines go. Reopened on SIGUSR1 (and SIGHUP), so logrotate can move the file.
 enum Sink {
     Stdout,
     File { path: PathBuf, out: BufWriter<File> },
@@ -248,10 +252,32 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Type=notify: everything is attached, the event drains run and the API listens.
+    reload::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("filtering; serving events and metrics"),
+    ]);
     loop {
         tokio::select! {
             _ = hangup.recv() => {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reopen();
+                if let Some(policy) = config.reload.clone() {
+                    reload::notify_reloading();
+                    let targets = config.targets.clone();
+                    let (status, _) = tokio::task::spawn_blocking(move || {
+                        reload::reload_policy(&policy, &targets)
+                    })
+                    .await?;
+                    reload::notify(&[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status(&status),
+                    ]);
+                }
+            }
+            // Only the event log (logrotate): SIGHUP would also apply the policy again.
+            _ = reopen.recv() => {
                 sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reopen();
             }
             _ = terminate.recv() => break,
@@ -262,6 +288,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             }
         }
     }
+    reload::notify(&[sd_notify::NotifyState::Stopping]);
     sink.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .flush();
