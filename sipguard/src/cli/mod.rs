@@ -3,6 +3,7 @@
 mod apply;
 mod attach;
 mod bans;
+mod capture;
 mod check;
 pub mod client;
 mod detach;
@@ -77,6 +78,7 @@ pub enum Command {
     Status(status::Args),
     Events(events::Args),
     Top(top::Args),
+    Capture(capture::Args),
     /// Print the example policy (the one `cargo xtask demo` uses).
     Example,
 }
@@ -107,6 +109,7 @@ impl Cli {
             Command::Status(args) => status::run(&global, args),
             Command::Events(args) => events::run(&global, args),
             Command::Top(args) => top::run(&global, args),
+            Command::Capture(args) => capture::run(&global, args),
             Command::Example => {
                 print!("{}", crate::policy::EXAMPLE_POLICY);
                 Ok(0)
