@@ -110,6 +110,10 @@ impl Filter {
         for name in &self.zones {
             zones |= 1 << (parse_zone(name)? as u8);
         }
+        let snaplen = match self.snaplen {
+            0 => CAPTURE_SNAP_MAX as u32,
+            n => n.min(CAPTURE_SNAP_MAX as u32),
+        };
         let mut control = CaptureControl {
             reasons,
             flags: if self.passed_only {
@@ -119,21 +123,11 @@ impl Filter {
             } else {
                 capture_flags::DROPS
             },
-            snaplen: match self.snaplen {
-                0 => CAPTURE_SNAP_MAX as u32,
-                n => n.min(CAPTURE_SNAP_MAX as u32),
-            },
+            snaplen,
             zones,
-            packets: Gcra::new(
-                u64::from(budget.packets_per_second),
-                u64::from(budget.packets_per_second),
-            )
-            .split(cpus),
-            bytes: Gcra::new(
-                u64::from(budget.bytes_per_second),
-                u64::from(budget.bytes_per_second),
-            )
-            .split(cpus),
+            packets: per_cpu(budget.packets_per_second, cpus, 1),
+            // A CPU's byte budget always holds one whole copy.
+            bytes: per_cpu(budget.bytes_per_second, cpus, snaplen),
             ..CaptureControl::default()
         };
         if let Some(net) = self.source {
@@ -152,6 +146,13 @@ impl Filter {
         }
         Ok(control)
     }
+}
+
+/// One CPU's share of a budget of `rate` a second (the kernel's buckets are per CPU): the
+/// rate divided evenly, bursts of a second's share but at least `min_burst`.
+fn per_cpu(rate: u32, cpus: u64, min_burst: u32) -> Gcra {
+    let rate = (u64::from(rate) / cpus.max(1)).max(1);
+    Gcra::new(rate, rate.max(u64::from(min_burst)))
 }
 
 /// A slot's counters (since the kernel state was created), summed over the CPUs.

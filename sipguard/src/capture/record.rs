@@ -4,10 +4,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sipguard_common::{
-    abi::{CaptureHeader, Reason, Zone, capture_outcome},
-    parse::{Parsed, parse},
-};
+use sipguard_common::abi::{CaptureHeader, Reason, Zone, capture_outcome};
 
 use super::Filter;
 use crate::sip_stats::NamesById;
@@ -70,21 +67,25 @@ impl Captured {
         }
     }
 
-    /// The source address in the copied headers.
+    /// The source address in the copied headers (read directly: a packet cut at the snap
+    /// length is no whole packet for the parser).
     pub fn source(&self) -> Option<IpAddr> {
-        match parse(self.data.as_slice()) {
-            Parsed::Ip(packet) => {
-                let meta = packet.meta();
-                match meta.family {
-                    4 => Some(IpAddr::from([
-                        meta.src[0],
-                        meta.src[1],
-                        meta.src[2],
-                        meta.src[3],
-                    ])),
-                    6 => Some(IpAddr::from(meta.src)),
-                    _ => None,
-                }
+        let data = &self.data;
+        let mut offset = 12;
+        let mut ethertype = u16::from_be_bytes([*data.get(12)?, *data.get(13)?]);
+        while matches!(ethertype, 0x8100 | 0x88a8) {
+            offset += 4;
+            ethertype = u16::from_be_bytes([*data.get(offset)?, *data.get(offset + 1)?]);
+        }
+        let ip = offset + 2;
+        match ethertype {
+            0x0800 => {
+                let src: [u8; 4] = data.get(ip + 12..ip + 16)?.try_into().ok()?;
+                Some(IpAddr::from(src))
+            }
+            0x86dd => {
+                let src: [u8; 16] = data.get(ip + 8..ip + 24)?.try_into().ok()?;
+                Some(IpAddr::from(src))
             }
             _ => None,
         }
