@@ -226,6 +226,58 @@ fn drop_session(session: Session) {
     std::mem::drop(session);
 }
 
+const SIP_POLICY: &str = r#"
+mode = "monitor"
+[access]
+udp = [5070]
+class = "phones"
+[classes]
+phones = { rate = 1000, burst = 1000 }
+[scanners]
+builtin = true
+zones = ["access"]
+"#;
+
+/// A SIP stage's drop carries its signature's name; monitor mode says would_drop.
+#[test]
+fn drops_of_the_sip_stages_name_their_signature() {
+    let mut filter = TestFilter::new(SIP_POLICY);
+    let scanner = Packet::udp4(
+        STRANGER,
+        SBC,
+        5062,
+        5070,
+        b"OPTIONS sip:100@198.18.0.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\nCSeq: 1 OPTIONS\r\n\r\n"
+            .to_vec(),
+    )
+    .build();
+    let mut session = Session::start(
+        &filter.target,
+        capture_slot::LIVE,
+        &Filter {
+            reasons: vec!["scanner".into()],
+            ..Filter::default()
+        },
+        Budget::default(),
+    )
+    .unwrap();
+    let verdict = filter.run(&scanner);
+    assert_eq!(verdict.reason, Reason::Scanner);
+    assert!(
+        verdict.monitored && verdict.passed(),
+        "monitor mode: {verdict:?}"
+    );
+    let mut copied = Vec::new();
+    session.drain(|bytes| copied.push(Captured::decode(bytes).unwrap()));
+    assert_eq!(copied.len(), 1);
+    let names = sipguard::sip_stats::names_by_id(&filter.loaded.state).unwrap();
+    assert_eq!(
+        copied[0].comment(&names.0, &names.1),
+        "sipguard: outcome=would_drop reason=scanner zone=access signature=friendly-scanner"
+    );
+    assert_eq!(copied[0].data, scanner);
+}
+
 /// One capture at a time per interface.
 #[test]
 fn a_second_capture_on_the_same_interface_is_refused() {
@@ -618,5 +670,15 @@ fn the_rolling_ring_of_sipguard_run_is_saved_after_the_fact() {
         assert_eq!(method, "OPTIONS");
         assert_eq!(source, "198.18.66.10");
     }
+    let status = veth
+        .cli()
+        .args(["status", "--iface", SBC_IF])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("  ring        on (pid") && status.contains("copied 5 ("),
+        "{status}"
+    );
     std::mem::drop(daemon);
 }
