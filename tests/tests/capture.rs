@@ -680,5 +680,22 @@ fn the_rolling_ring_of_sipguard_run_is_saved_after_the_fact() {
         status.contains("  ring        on (pid") && status.contains("copied 5 ("),
         "{status}"
     );
-    std::mem::drop(daemon);
+    // Stopped, the daemon turns its slot off (it does not wait for the lease).
+    let mut daemon = daemon;
+    // SAFETY: our child.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(Duration::from_secs(20), || daemon
+            .0
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the daemon stops on SIGTERM"
+    );
+    assert_eq!(
+        capture::control(&target, capture_slot::ROLLING)
+            .unwrap()
+            .expires_ns,
+        0
+    );
 }

@@ -1,6 +1,7 @@
 //! Evidence capture: the controller's side of the kernel's capture slots (`SG_CAPCTL`).
 //!
-//! A [`Session`] owns one slot of one interface: it refuses a slot another live process holds,
+//! A [`Session`] owns one slot of one interface: it refuses a slot another process holds (a
+//! `flock`, and the owner pid in the control for the message),
 //! writes the filter with a lease ([`CAPTURE_LEASE_NS`]) that [`Session::renew`] extends (the
 //! kernel stops copying when it runs out, so a killed capture costs nothing after a few
 //! seconds), reads the slot's ring and counters, and turns the slot off when dropped.
@@ -245,8 +246,50 @@ fn alive(pid: u32) -> bool {
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
+/// Where capture locks live: regular files (bpffs holds none).
+const LOCK_DIR: &str = "/run/sipguard";
+
+/// An exclusive `flock` on the slot of one pinned state (named by a hash of its directory, so
+/// that states under different pin roots never share one): two captures starting at once cannot
+/// both claim a slot, and the kernel drops the lock with its process, however it ends.
+fn lock_slot(target: &Target, slot: u32) -> Result<(std::fs::File, String), CaptureError> {
+    use std::os::{fd::AsRawFd as _, unix::fs::DirBuilderExt as _};
+    let fail = map_error(target, "capture lock");
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(LOCK_DIR);
+    let digest = target
+        .dir()
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let path = format!("{LOCK_DIR}/capture-{digest:016x}-{slot}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fail(format!("{path}: {e}")))?;
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(CaptureError::Busy {
+            label: target.label(),
+            pid: control(target, slot).map_or(0, |c| c.owner_pid),
+        });
+    }
+    Ok((file, path))
+}
+
 /// A slot this process holds (see the module docs).
 pub struct Session {
+    /// Held for the session's life: released after `Drop` turned the slot off.
+    _lock: std::fs::File,
+    /// Removed on drop (one that a killed capture leaves is reused). Should a second capture
+    /// lock the removed file in that instant, the owner pid in the control still refuses it.
+    lock_path: String,
     target: Target,
     slot: u32,
     controls: Array<MapData, CaptureControl>,
@@ -265,6 +308,7 @@ impl Session {
     ) -> Result<Session, CaptureError> {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
         let mut control = filter.control(budget, cpus)?;
+        let (lock, lock_path) = lock_slot(target, slot)?;
         let mut controls = control_map(target)?;
         let held = controls
             .get(&slot, 0)
@@ -291,6 +335,8 @@ impl Session {
             .map_err(|e| e.to_string())
             .map_err(map_error(target, map_name::CAPTURE_CONTROL))?;
         let mut session = Session {
+            _lock: lock,
+            lock_path,
             target: target.clone(),
             slot,
             controls,
@@ -365,6 +411,7 @@ impl Drop for Session {
         {
             log::warn!("turning the capture off: {error}");
         }
+        let _ = std::fs::remove_file(&self.lock_path);
     }
 }
 
