@@ -372,6 +372,58 @@ fn a_killed_capture_stops_the_kernel_copying_by_its_lease() {
     );
 }
 
+/// Ctrl-C or SIGTERM ends a capture cleanly: the file is written, the counters printed, the
+/// kernel's slot turned off at once.
+#[test]
+fn a_terminated_capture_writes_its_file_and_turns_the_slot_off() {
+    let mut filter = TestFilter::new(POLICY);
+    let target = filter.target.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("terminated.pcapng");
+    let child = Command::new(sipguard_bin())
+        .arg("--pin-root")
+        .arg(target.pin_root())
+        .args(["capture", "--iface", target.iface(), "-w"])
+        .arg(&file)
+        .args(["--duration", "120s"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut running = Running(child);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            capture::control(&target, capture_slot::LIVE)
+                .is_ok_and(|c| c.owner_pid == pid && c.expires_ns != 0)
+        }),
+        "the capture turned its slot on"
+    );
+    for _ in 0..3 {
+        filter.run(&options(STRANGER));
+    }
+    assert_eq!(live_stats(&target).copied, 3);
+    // SAFETY: our child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let stderr = finish(std::mem::replace(&mut running, Running(spawn_true())));
+    assert!(
+        stderr.contains("3 packets written") && stderr.contains("kernel: 3 copied"),
+        "{stderr}"
+    );
+    assert_eq!(
+        capture::control(&target, capture_slot::LIVE)
+            .unwrap()
+            .expires_ns,
+        0
+    );
+    let packets = tshark(&file);
+    assert_eq!(packets.len(), 3, "{packets:?}");
+}
+
+/// A placeholder child for `std::mem::replace`.
+fn spawn_true() -> Child {
+    Command::new("true").spawn().unwrap()
+}
+
 // ------------------------------------------------------------------------------------------------
 // Real packets through veth, the CLI and tshark
 // ------------------------------------------------------------------------------------------------

@@ -160,6 +160,20 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         }
     }
     session.stop()?;
+    // What the kernel copied before the slot went off.
+    session.drain(|bytes| {
+        if writer.written() >= limit || failure.is_some() {
+            return;
+        }
+        if let Some(packet) = Captured::decode(bytes)
+            && let Err(error) = writer.write(&label, &packet)
+        {
+            failure = Some(error);
+        }
+    });
+    if let Some(error) = failure.take() {
+        return Err(error.context(format!("write {}", args.write.display())));
+    }
     let stats = session.stats()?;
     let written = writer.written();
     use std::io::Write as _;
