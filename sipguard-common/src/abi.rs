@@ -15,8 +15,10 @@ use crate::{
 /// clock (`SG_CLOCK`, `PolicyHeader::tick_ns`). 4: would-be bans ([`Ban::flags`]) and failed
 /// table inserts counted in `SG_EVSTATS` ([`event_stat`]). 5: SIP inspection (method budgets,
 /// scanner signatures, destination rules: [`SipPolicy`], `SG_SIGS_*`, `SG_DEST_*`, ...), 24
-/// reason slots, the class and rule in [`Handoff`] and [`DropEvent`].
-pub const ABI_VERSION: u32 = 7;
+/// reason slots, the class and rule in [`Handoff`] and [`DropEvent`]. 8: evidence capture
+/// (`SG_CAPCTL`, `SG_CAPSTATS`, `SG_CAPBUF`, `SG_CAPLIVE`, `SG_CAPROLL`, the capture stage in
+/// `SG_TAILS`, [`Handoff::capture`]).
+pub const ABI_VERSION: u32 = 8;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -59,10 +61,15 @@ pub mod map_name {
     pub const EGRESS_TAILS: &str = "SG_TCTAILS";
     pub const ANSWER_SCRATCH: &str = "SG_TCSCRATCH";
     pub const VERIFIED_FILTER: &str = "SG_VFILTER";
+    pub const CAPTURE_CONTROL: &str = "SG_CAPCTL";
+    pub const CAPTURE_STATS: &str = "SG_CAPSTATS";
+    pub const CAPTURE_BUFFER: &str = "SG_CAPBUF";
+    /// The ring of each capture slot ([`super::capture_slot`]), in slot order.
+    pub const CAPTURE_RINGS: [&str; 2] = ["SG_CAPLIVE", "SG_CAPROLL"];
 
     /// Every map of the program: the controller pins exactly these (a test checks them
     /// against the built object).
-    pub const ALL: [&str; 44] = [
+    pub const ALL: [&str; 49] = [
         META,
         ACTIVE,
         POLICY,
@@ -107,6 +114,11 @@ pub mod map_name {
         EGRESS_TAILS,
         ANSWER_SCRATCH,
         VERIFIED_FILTER,
+        CAPTURE_CONTROL,
+        CAPTURE_STATS,
+        CAPTURE_BUFFER,
+        CAPTURE_RINGS[0],
+        CAPTURE_RINGS[1],
     ];
 }
 
@@ -123,6 +135,10 @@ pub mod map_name {
 ///  sipguard_headers ------ signatures ---------+
 ///     | an INVITE outside a dialog             |
 ///  sipguard_destination -- destination rules --+
+///
+///  any final verdict of a SIP packet while a capture is on (SG_CAPCTL) -> sipguard_capture
+///  (copies the packet within the capture's budget, then -> sipguard_report for a drop with
+///  an event)
 ///
 ///  egress (TC, clsact/tcx, through SG_TCTAILS):
 ///  sipguard_egress ----- a response from an access-zone port: status code
@@ -145,6 +161,8 @@ pub mod program {
     pub const DESTINATION: &str = "sipguard_destination";
     /// Writes drop events to the ring buffer.
     pub const REPORT: &str = "sipguard_report";
+    /// Copies packets into the capture rings while a capture is on (`sipguard capture`).
+    pub const CAPTURE: &str = "sipguard_capture";
     /// The TC egress entry: the SBC's responses to access-zone clients (status code).
     pub const EGRESS: &str = "sipguard_egress";
     /// The egress stage that reads an answer's headers (CSeq, Expires).
@@ -168,7 +186,8 @@ pub mod tail {
     pub const SIP: u32 = 2;
     pub const HEADERS: u32 = 3;
     pub const DESTINATION: u32 = 4;
-    pub const SLOTS: u32 = 5;
+    pub const CAPTURE: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }
 
 /// Name of the XDP program in the object file (the entry).
@@ -266,7 +285,9 @@ pub struct Handoff {
     pub class: u16,
     /// The scanner signature or destination rule that decided (ids from the controller), 0: none.
     pub rule: u16,
-    pub _reserved: [u8; 2],
+    /// What the capture stage does after copying: [`capture_then`].
+    pub capture: u8,
+    pub _reserved: u8,
     /// The normalised number of an INVITE the SIP stage judged (events carry it).
     pub number: Number,
     pub _reserved2: [u8; 7],
@@ -1455,6 +1476,161 @@ pub mod event_stat {
 pub const EVENT_RING_BYTES: u32 = 1 << 20;
 
 // ------------------------------------------------------------------------------------------------
+// Evidence capture (SG_CAPCTL, SG_CAPSTATS, SG_CAPBUF, SG_CAPLIVE, SG_CAPROLL)
+// ------------------------------------------------------------------------------------------------
+
+/// [`Handoff::capture`] values: what the capture stage does once it has copied the packet.
+pub mod capture_then {
+    /// Return the action in the slot.
+    pub const RETURN: u8 = 0;
+    /// Tail-call the reporter (a drop that got an event).
+    pub const REPORT: u8 = 1;
+}
+
+/// Slots of `SG_CAPCTL` and of the statistics in `SG_CAPSTATS`; each has its own ring.
+pub mod capture_slot {
+    /// `sipguard capture`: one at a time per interface.
+    pub const LIVE: u32 = 0;
+    /// The rolling capture of drops that `sipguard run --capture-ring-bytes` keeps.
+    pub const ROLLING: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}
+
+/// Bits of [`CaptureControl::flags`].
+pub mod capture_flags {
+    /// Also SIP packets the filter passed (admitted, allowlisted, verified).
+    pub const INCLUDE_PASSED: u32 = 1;
+    /// Drops (and would-drops of monitor mode); without it only passed packets.
+    pub const DROPS: u32 = 2;
+}
+
+/// Most bytes of a packet a capture copies (`--snaplen` at most): a 1500-byte MTU frame with
+/// two VLAN tags and a SIP message of up to 4 KiB over TCP or jumbo frames.
+pub const CAPTURE_SNAP_MAX: usize = 4096;
+
+/// One capture slot's filter and budget (`SG_CAPCTL[slot]`). The kernel copies a packet for the
+/// slot only while `expires_ns` lies ahead of its clock: the capturing process renews it every
+/// second, so a capture that dies stops costing within [`CAPTURE_LEASE_NS`].
+///
+/// ```text
+///  0           8       12      16      20     21      22     23        24     40      56      72
+///  +-----------+-------+-------+-------+------+-------+------+---------+------+-------+-------+
+///  |expires_ns |reasons| flags |snaplen|zones |family |prefix|reserved | src  |packets| bytes |
+///  +-----------+-------+-------+-------+------+-------+------+---------+------+-------+-------+
+///  72        76          80
+///  +---------+-----------+
+///  |owner_pid| reserved  |
+///  +---------+-----------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureControl {
+    /// Boot-time ns until which the slot copies; 0: off.
+    pub expires_ns: u64,
+    /// Bit `r` set: packets with reason `r` ([`Reason`]) are copied.
+    pub reasons: u32,
+    /// [`capture_flags`].
+    pub flags: u32,
+    /// Bytes of each packet copied, 1..=[`CAPTURE_SNAP_MAX`].
+    pub snaplen: u32,
+    /// Bit `z` set: packets judged in zone `z` ([`Zone`]); 0: every zone.
+    pub zones: u8,
+    /// Source filter: 0 none, 4 or 6.
+    pub src_family: u8,
+    pub src_prefix_len: u8,
+    pub _reserved: u8,
+    /// Source filter network (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    /// Packets copied per second, per CPU (the controller splits the configured rate).
+    pub packets: Gcra,
+    /// Bytes copied per second, per CPU: one unit of this GCRA is one byte.
+    pub bytes: Gcra,
+    /// The process that owns the slot (for the "a capture is already running" error).
+    pub owner_pid: u32,
+    pub _reserved2: u32,
+}
+
+/// How long a capture's control stays valid without renewal.
+pub const CAPTURE_LEASE_NS: u64 = 5_000_000_000;
+
+/// Slots of `SG_CAPSTATS` (per CPU), per capture slot at `slot * capture_stat::STRIDE`.
+pub mod capture_stat {
+    /// Packets copied into the ring.
+    pub const COPIED: u32 = 0;
+    /// Bytes copied into the ring.
+    pub const COPIED_BYTES: u32 = 1;
+    /// Matching packets not copied: over the capture's packet or byte budget.
+    pub const OVER_BUDGET: u32 = 2;
+    /// Matching packets not copied: the ring was full (the reader is behind).
+    pub const RING_FULL: u32 = 3;
+    /// Packets copied shorter than they were (snaplen).
+    pub const TRUNCATED: u32 = 4;
+    /// The budgets' per-CPU state (GCRA TATs), not counters.
+    pub const TAT_PACKETS: u32 = 5;
+    pub const TAT_BYTES: u32 = 6;
+    /// Counters shown to people: `COPIED..=TRUNCATED`.
+    pub const COUNTERS: u32 = 5;
+    pub const STRIDE: u32 = 8;
+    pub const SLOTS: u32 = STRIDE * super::capture_slot::SLOTS;
+}
+
+/// [`CaptureHeader::outcome`] values.
+pub mod capture_outcome {
+    pub const DROPPED: u8 = 0;
+    /// A drop verdict in monitor mode: passed.
+    pub const WOULD_DROP: u8 = 1;
+    pub const PASSED: u8 = 2;
+}
+
+/// What precedes a copied packet's bytes in a capture ring record.
+///
+/// ```text
+///  0        8         12          16       20      21     22       23     24     26    28
+///  +--------+---------+-----------+--------+-------+------+--------+------+------+-----+
+///  |time_ns | ifindex | packet_len| cap_len| reason| zone | outcome|method| rule | res |
+///  +--------+---------+-----------+--------+-------+------+--------+------+------+-----+
+///  28                        45       48
+///  +-------------------------+--------+
+///  | number (len + 16 digits)| res    |
+///  +-------------------------+--------+
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureHeader {
+    /// Boot-time ns.
+    pub time_ns: u64,
+    pub ifindex: u32,
+    /// The packet's length on the wire (all of it, fragments of the XDP buffer included).
+    pub packet_len: u32,
+    /// Bytes that follow.
+    pub cap_len: u32,
+    pub reason: u8,
+    pub zone: u8,
+    /// [`capture_outcome`].
+    pub outcome: u8,
+    /// [`SipMethod`] the SIP stage read (0: none).
+    pub method: u8,
+    /// The scanner signature or destination rule that decided (0: none).
+    pub rule: u16,
+    pub _reserved: u16,
+    /// The normalised number of an INVITE the destination firewall judged.
+    pub number: Number,
+    pub _reserved2: [u8; 3],
+}
+
+/// The capture stage's per-CPU scratch (`SG_CAPBUF`): a record is built here, then copied into
+/// the ring with its length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureRecord {
+    pub header: CaptureHeader,
+    pub data: [u8; CAPTURE_SNAP_MAX],
+}
+
+/// Bytes of each capture ring (`SG_CAPLIVE`, `SG_CAPROLL`).
+pub const CAPTURE_RING_BYTES: u32 = 4 << 20;
+
+// ------------------------------------------------------------------------------------------------
 // Meta (SG_META)
 // ------------------------------------------------------------------------------------------------
 
@@ -1505,6 +1681,7 @@ mod pod {
     unsafe impl aya::Pod for super::SipSourceState {}
     unsafe impl aya::Pod for super::AuthState {}
     unsafe impl aya::Pod for super::VerifiedSource {}
+    unsafe impl aya::Pod for super::CaptureControl {}
 }
 
 // Layout guards: a change here is an ABI change (bump ABI_VERSION).
@@ -1537,6 +1714,13 @@ const _: () = {
     assert!(core::mem::size_of::<FragVerdict>() == 4);
     assert!(core::mem::size_of::<Meta>() == 48);
     assert!(COUNTER_SLOTS == 192);
+    assert!(core::mem::size_of::<CaptureControl>() == 80);
+    assert!(core::mem::size_of::<CaptureHeader>() == 48);
+    assert!(core::mem::size_of::<CaptureRecord>() == 48 + CAPTURE_SNAP_MAX);
+    assert!(
+        REASON_SLOTS <= 32,
+        "CaptureControl::reasons is a u32 bitmask"
+    );
 };
 
 #[cfg(test)]

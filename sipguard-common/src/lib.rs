@@ -6,6 +6,7 @@
 pub mod abi;
 pub mod answer;
 pub mod budget;
+pub mod capture;
 pub mod dial;
 pub mod feedback;
 pub mod parse;

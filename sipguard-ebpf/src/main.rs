@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 
 mod answer;
+mod capture;
 mod events;
 mod frame;
 mod maps;
@@ -23,7 +24,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use sipguard_common::{
-    abi::{Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, counter_index, event_stat, tail},
+    abi::{
+        Handoff, Mode, PacketMeta, Reason, SourceKey, Zone, capture_then, counter_index,
+        event_stat, tail,
+    },
     parse::{Family, Outcome, Parsed, Quick, parse, parse_quick},
     verdict::{
         CLASS_UNKNOWN, Entry, PolicyView, Verdict, decide_outcome, entry, entry_quick,
@@ -50,7 +54,14 @@ pub(crate) fn sipguard(ctx: XdpContext) -> u32 {
     };
     if let Some(quick) = parse_quick(&frame) {
         match entry_quick(&quick, &view) {
-            Some(Entry::Pass(verdict)) => return pass(&frame, verdict),
+            Some(Entry::Pass(verdict)) => {
+                let action = pass(&frame, verdict);
+                // Allowlisted on a trunk port (the other passes here are not SIP).
+                if verdict.zone != Zone::None && capture::armed(false) {
+                    capture_pass(&ctx, &quick, verdict);
+                }
+                return action;
+            }
             Some(Entry::Drop(verdict)) => return flood_drop(&ctx, &frame, &view, &quick, verdict),
             Some(Entry::Judge { class }) => {
                 return to_judge(&ctx, &view, quick.meta(), Outcome::Ip, class);
@@ -126,10 +137,14 @@ fn flood_drop(
         xdp_action::XDP_DROP
     };
     let source = sipguard_common::source::source_key(Family::V4 as u8, &packet.source(), 32);
-    let Some(suppressed) = events::admit(&source, view) else {
+    let report = events::admit(&source, view);
+    if report.is_none() {
         event_stat(event_stat::SUPPRESSED);
+    }
+    let capture = capture::armed(true);
+    if report.is_none() && !capture {
         return action;
-    };
+    }
     let Some(handoff) = handoff() else {
         return action;
     };
@@ -140,11 +155,41 @@ fn flood_drop(
     handoff.zone = verdict.zone as u8;
     handoff.monitored = u8::from(monitored);
     handoff.action = action;
-    handoff.suppressed = suppressed;
-    // SAFETY: the reporter reads the slot just filled.
-    unsafe { TAILS.tail_call(ctx, tail::REPORT) };
-    event_stat(event_stat::LOST);
+    handoff.suppressed = report.unwrap_or(0);
+    if capture {
+        handoff.capture = if report.is_some() {
+            capture_then::REPORT
+        } else {
+            capture_then::RETURN
+        };
+        // SAFETY: the capture stage reads the slot just filled.
+        unsafe { TAILS.tail_call(ctx, tail::CAPTURE) };
+    }
+    if report.is_some() {
+        // SAFETY: the reporter reads the slot just filled.
+        unsafe { TAILS.tail_call(ctx, tail::REPORT) };
+        event_stat(event_stat::LOST);
+    }
     action
+}
+
+/// An allowlisted trunk packet the entry passed, handed to a capture that includes passed
+/// packets.
+#[inline(always)]
+fn capture_pass(ctx: &XdpContext, packet: &Quick, verdict: Verdict) {
+    let Some(handoff) = handoff() else {
+        return;
+    };
+    // SAFETY: fields of the slot, for the capture stage.
+    unsafe { core::ptr::write_volatile(&raw mut handoff.packet, packet.meta()) };
+    handoff.outcome = Outcome::Ip.code();
+    handoff.reason = verdict.reason as u8;
+    handoff.zone = verdict.zone as u8;
+    handoff.monitored = 0;
+    handoff.action = xdp_action::XDP_PASS;
+    handoff.capture = capture_then::RETURN;
+    // SAFETY: the capture stage reads the slot just filled.
+    unsafe { TAILS.tail_call(ctx, tail::CAPTURE) };
 }
 
 /// The per-CPU handoff slot, valid for this run and used by nothing else while it runs.
@@ -197,8 +242,18 @@ pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
     );
     if drop {
         report_drop(&ctx, handoff, &view);
+    } else if verdict.zone != Zone::None && capture::armed(false) {
+        to_capture(&ctx, handoff, capture_then::RETURN);
     }
     action
+}
+
+/// Hands a packet with its final verdict to the capture stage.
+#[inline(always)]
+fn to_capture(ctx: &XdpContext, handoff: &mut Handoff, then: u8) {
+    handoff.capture = then;
+    // SAFETY: the capture stage reads the handoff slot just filled.
+    unsafe { TAILS.tail_call(ctx, tail::CAPTURE) };
 }
 
 /// Spends the drop's share of the event budgets and, within them, hands it to the reporter.
@@ -210,15 +265,25 @@ fn report_drop(ctx: &XdpContext, handoff: &mut Handoff, view: &MapView) {
     } else {
         SourceKey::default()
     };
-    match events::admit(&source, view) {
-        Some(suppressed) => {
-            handoff.suppressed = suppressed;
-            // The reporter returns the action itself; a failed tail call falls through.
-            // SAFETY: the reporter reads the handoff slot just filled.
-            unsafe { TAILS.tail_call(ctx, tail::REPORT) };
-            event_stat(event_stat::LOST);
-        }
+    let report = events::admit(&source, view);
+    match report {
+        Some(suppressed) => handoff.suppressed = suppressed,
         None => event_stat(event_stat::SUPPRESSED),
+    }
+    if capture::armed(true) {
+        // The capture stage goes on to the reporter; a failed tail call falls through.
+        let then = if report.is_some() {
+            capture_then::REPORT
+        } else {
+            capture_then::RETURN
+        };
+        to_capture(ctx, handoff, then);
+    }
+    if report.is_some() {
+        // The reporter returns the action itself; a failed tail call falls through.
+        // SAFETY: the reporter reads the handoff slot just filled.
+        unsafe { TAILS.tail_call(ctx, tail::REPORT) };
+        event_stat(event_stat::LOST);
     }
 }
 
@@ -278,6 +343,9 @@ fn sip_stage(
         }
     }
     count_final(&frame, handoff);
+    if capture::armed(false) {
+        to_capture(ctx, handoff, capture_then::RETURN);
+    }
     handoff.action
 }
 
@@ -328,6 +396,22 @@ pub(crate) fn sipguard_report(ctx: XdpContext) -> u32 {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let ifindex = ctx.ingress_ifindex() as u32;
     events::report(ifindex, &frame, handoff, now);
+    handoff.action
+}
+
+/// Tail-called for packets a capture may want (`capture.rs`): copies them, then reports the
+/// drop (`Handoff::capture`) or returns the filter's action.
+#[xdp]
+pub(crate) fn sipguard_capture(ctx: XdpContext) -> u32 {
+    let Some(handoff) = HANDOFF.get(0) else {
+        return xdp_action::XDP_PASS;
+    };
+    capture::capture(&ctx, handoff);
+    if handoff.capture == capture_then::REPORT {
+        // SAFETY: the reporter reads the slot the previous stage filled.
+        unsafe { TAILS.tail_call(&ctx, tail::REPORT) };
+        event_stat(event_stat::LOST);
+    }
     handoff.action
 }
 

@@ -19,6 +19,9 @@ use sipguard_common::abi::{
     VERIFIED_FILTER_WORDS, VerifiedSource, answer_stat, dest_verdict, egress_tail, event_stat,
     tail,
 };
+use sipguard_common::abi::{
+    CAPTURE_RING_BYTES, CaptureControl, CaptureRecord, capture_slot, capture_stat,
+};
 use sipguard_common::{
     answer::AnswerScan,
     sip::{MessageBuffer, Scan},
@@ -137,7 +140,8 @@ pub(crate) static EVENT_CACHE: PerCpuArray<EventCache> = PerCpuArray::with_max_e
 pub(crate) static EVENT_STATS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(event_stat::SLOTS + 1, 0);
 
-/// The later stages (`abi::tail`: reporter, judge, SIP), set by the controller at load. 3 slots.
+/// The later stages (`abi::tail`: reporter, judge, SIP stages, capture), set by the controller
+/// at load. 6 slots.
 #[map(name = "SG_TAILS")]
 pub(crate) static TAILS: ProgramArray = ProgramArray::with_max_entries(tail::SLOTS, 0);
 
@@ -287,3 +291,30 @@ pub(crate) fn count(index: u32, bytes: u64) {
         }
     }
 }
+
+/// The capture slots' filters and budgets (`abi::capture_slot`: `sipguard capture`, the rolling
+/// ring of `sipguard run`). 2 x 80 bytes. Read (an inlined array lookup) only where a SIP
+/// packet's verdict is final; the copying happens in the capture stage.
+#[map(name = "SG_CAPCTL")]
+pub(crate) static CAPTURE_CONTROL: Array<CaptureControl> =
+    Array::with_max_entries(capture_slot::SLOTS, 0);
+
+/// Capture counters and budget state per slot (`abi::capture_stat`). 16 x 8 bytes per CPU.
+#[map(name = "SG_CAPSTATS")]
+pub(crate) static CAPTURE_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(capture_stat::SLOTS, 0);
+
+/// The capture stage builds a record here before it goes into a ring with its length.
+/// 1 x 4,144 bytes per CPU.
+#[map(name = "SG_CAPBUF")]
+pub(crate) static CAPTURE_BUFFER: PerCpuArray<CaptureRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copied packets of `sipguard capture`. 4 MiB: about 16,000 SIP packets of 200 bytes, or
+/// 1,000 of the largest records: far more than the default budget fills between two reads.
+#[map(name = "SG_CAPLIVE")]
+pub(crate) static CAPTURE_LIVE: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);
+
+/// Copied drops for the rolling ring of `sipguard run` (drained into memory by the daemon).
+/// 4 MiB, as above.
+#[map(name = "SG_CAPROLL")]
+pub(crate) static CAPTURE_ROLLING: RingBuf = RingBuf::with_byte_size(CAPTURE_RING_BYTES, 0);

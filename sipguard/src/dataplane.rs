@@ -288,6 +288,7 @@ fn link_stages(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
         (program::HEADERS, tail::HEADERS),
         (program::DESTINATION, tail::DESTINATION),
         (program::REPORT, tail::REPORT),
+        (program::CAPTURE, tail::CAPTURE),
     ]
     .into_iter()
     .map(|(name, slot)| Ok((slot, load_stage(ebpf, name)?)))

@@ -209,6 +209,24 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
     }
     assert!(markdown.contains("### The SIP stages"));
 
+    // Evidence capture: off, on but matching nothing, copying (every copy checked in the run).
+    let capture = report["capture"].as_array().unwrap();
+    assert_eq!(capture.len(), 3);
+    for row in capture {
+        let name = row["frame"].as_str().unwrap();
+        for key in [
+            "bare_drop",
+            "off",
+            "armed",
+            "copying",
+            "armed_ratio",
+            "copying_ratio",
+        ] {
+            positive_summary(&row[key], rounds, &format!("capture {name} {key}"));
+        }
+    }
+    assert!(markdown.contains("Evidence capture"));
+
     // Instruction counts and JIT sizes of every program measured.
     let programs = report["programs"].as_array().unwrap();
     let program_names = strings(programs, "program");

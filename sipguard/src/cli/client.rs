@@ -38,3 +38,40 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Option<Str
         .with_context(|| format!("GET {url}: read the answer"))?;
     Ok(Some(body))
 }
+
+/// Like [`get`], for a binary answer (up to `limit` bytes).
+pub fn get_bytes(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    limit: u64,
+) -> Result<Option<Vec<u8>>> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(CONNECT_TIMEOUT.min(timeout)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let mut response = match agent.get(&url).call() {
+        Ok(response) => response,
+        Err(ureq::Error::Io(error)) if error.kind() == ErrorKind::ConnectionRefused => {
+            return Ok(None);
+        }
+        Err(ureq::Error::Timeout(ureq::Timeout::Connect)) => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("GET {url}")),
+    };
+    let status = response.status();
+    if status != ureq::http::StatusCode::OK {
+        let detail = response.body_mut().read_to_string().unwrap_or_default();
+        bail!("GET {url}: {status}: {}", detail.trim());
+    }
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .with_context(|| format!("GET {url}: read the answer"))?;
+    Ok(Some(body))
+}

@@ -3,6 +3,7 @@
 mod apply;
 mod attach;
 mod bans;
+mod capture;
 mod check;
 pub mod client;
 mod detach;
@@ -89,6 +90,7 @@ pub enum Command {
     Status(status::Args),
     Events(events::Args),
     Top(top::Args),
+    Capture(capture::Args),
     /// Print the example policy (the one `cargo xtask demo` uses).
     Example,
     #[command(hide = true)]
@@ -126,6 +128,7 @@ impl Cli {
             Command::Events(args) => events::run(&global, args),
             Command::Top(args) => top::run(&global, args),
             Command::Generate(args) => generate::run(args),
+            Command::Capture(args) => capture::run(&global, args),
             Command::Example => {
                 print!("{}", crate::policy::EXAMPLE_POLICY);
                 Ok(0)

@@ -7,7 +7,7 @@ use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode, load_policy};
 use crate::{
-    daemon::{DEFAULT_LISTEN, DaemonConfig, PolicyReload, serve},
+    daemon::{DEFAULT_LISTEN, DaemonConfig, PolicyReload, capture_ring::RingConfig, serve},
     dataplane::{AttachRequest, XdpModeChoice, attach},
     state::State,
 };
@@ -50,6 +50,13 @@ pub struct Args {
     /// Serve interfaces already attached without attaching or changing anything.
     #[arg(long)]
     no_attach: bool,
+    /// Keep a rolling capture of drops in memory, up to this many bytes per interface (0: off,
+    /// the default); `sipguard capture --from-ring` saves it.
+    #[arg(long, default_value_t = 0)]
+    capture_ring_bytes: usize,
+    /// How far back the rolling capture goes.
+    #[arg(long, default_value_t = 10)]
+    capture_ring_minutes: u64,
 }
 
 pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
@@ -96,6 +103,10 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
                 file,
                 mode: args.mode,
             }),
+        capture_ring: (args.capture_ring_bytes > 0).then(|| RingConfig {
+            max_bytes: args.capture_ring_bytes,
+            max_age: std::time::Duration::from_secs(args.capture_ring_minutes.saturating_mul(60)),
+        }),
     })?;
     Ok(0)
 }

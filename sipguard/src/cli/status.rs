@@ -39,10 +39,31 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             global.pin_root.display()
         );
     }
-    for status in &statuses {
+    for (status, target) in statuses.iter().zip(&targets) {
         print_status(status);
+        print_capture(target);
     }
     Ok(0)
+}
+
+/// The capture slots: who holds them and what the kernel could and could not copy.
+fn print_capture(target: &Target) {
+    use crate::capture::{SLOT_NAMES, control, stats};
+    for (slot, name) in SLOT_NAMES {
+        let (Ok(control), Ok(stats)) = (control(target, slot), stats(target, slot)) else {
+            continue;
+        };
+        let state = if control.expires_ns > crate::time::boot_now_ns() {
+            format!("on (pid {})", control.owner_pid)
+        } else {
+            "off".to_string()
+        };
+        println!(
+            "  {name:<11} {state}; copied {} ({} bytes), over budget {}, ring full {}, \
+             truncated {}",
+            stats.copied, stats.copied_bytes, stats.over_budget, stats.ring_full, stats.truncated
+        );
+    }
 }
 
 fn print_status(status: &Status) {

@@ -76,6 +76,7 @@ struct Scrape {
     bytes: Samples,
     events: Samples,
     written: Samples,
+    capture: Samples,
     bans_issued: Samples,
     would_bans_issued: Samples,
     bans_active: Samples,
@@ -115,6 +116,21 @@ impl SipguardCollector {
             ];
             scrape.packets.push((labels.clone(), row.packets as f64));
             scrape.bytes.push((labels, row.bytes as f64));
+        }
+        for (slot, name) in crate::capture::SLOT_NAMES {
+            if let Ok(stats) = crate::capture::stats(target, slot) {
+                for (result, value) in [
+                    ("copied", stats.copied),
+                    ("over_budget", stats.over_budget),
+                    ("ring_full", stats.ring_full),
+                    ("truncated", stats.truncated),
+                ] {
+                    scrape.capture.push((
+                        vec![label(), ("capture", name.into()), ("result", result.into())],
+                        value as f64,
+                    ));
+                }
+            }
         }
         let events = state.event_stats()?;
         for (result, value) in [
@@ -323,6 +339,13 @@ impl Collector for SipguardCollector {
             "Drop events: emitted to the ring buffer, suppressed by the event budgets, or lost (ring buffer full). Each drop counts once.",
             Counter,
             &scrape.events,
+        )?;
+        family(
+            e,
+            "sipguard_capture_packets",
+            "Packets evidence capture matched, by capture (capture: sipguard capture; ring: the rolling ring of sipguard run) and result: copied, over_budget (the capture's own budget), ring_full (not read in time); truncated counts copies cut at the snap length.",
+            Counter,
+            &scrape.capture,
         )?;
         family(
             e,

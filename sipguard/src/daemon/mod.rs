@@ -5,6 +5,7 @@
 //! Filtering never depends on it: stopping, crashing or restarting the daemon only pauses the
 //! event log; counters live in the kernel and continue.
 
+pub mod capture_ring;
 mod http;
 pub mod metrics;
 mod reload;
@@ -68,6 +69,8 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// `--policy`: read again and applied on SIGHUP (`None`: SIGHUP only reopens the log).
     pub reload: Option<PolicyReload>,
+    /// The rolling capture of drops (off when `None`).
+    pub capture_ring: Option<capture_ring::RingConfig>,
 }
 
 /// Where event lines go. Reopened on SIGUSR1 (and SIGHUP), so logrotate can move the file.
@@ -146,6 +149,8 @@ pub(crate) struct Shared {
     exporter: Arc<Exporter>,
     /// The interfaces served (`POST /api/strike` changes their state).
     targets: Vec<Target>,
+    /// The rolling capture (`GET /api/capture/ring`), when on.
+    rings: Option<capture_ring::Rings>,
 }
 
 impl Shared {
@@ -158,6 +163,7 @@ impl Shared {
             new_events: Notify::new(),
             rates: Mutex::new(Vec::new()),
             exporter: Arc::new(exporter),
+            rings: None,
         }
     }
 
@@ -217,7 +223,16 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     let http_stats = Arc::new(HttpStats::default());
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
     http_stats.register(exporter.registry_mut());
-    let shared = Arc::new(Shared::new(exporter, config.targets.clone()));
+    let mut shared = Shared::new(exporter, config.targets.clone());
+    if let Some(ring) = config.capture_ring {
+        shared.rings = Some(capture_ring::Rings::start(&config.targets, ring)?);
+        eprintln!(
+            "sipguard: keeping a rolling capture of drops ({} bytes, {} s)",
+            ring.max_bytes,
+            ring.max_age.as_secs()
+        );
+    }
+    let shared = Arc::new(shared);
     let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -292,6 +307,18 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     sink.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .flush();
+    // Tasks hold the shared state; the rolling capture's slots must go off now, not whenever
+    // the last holder drops it.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    match Arc::try_unwrap(shared) {
+        Ok(mut shared) => {
+            if let Some(rings) = shared.rings.as_mut() {
+                rings.stop();
+            }
+        }
+        Err(_) => log::warn!("the rolling capture stops with its lease (5 s)"),
+    }
     eprintln!("sipguard: stopped; filtering continues in the kernel");
     Ok(())
 }

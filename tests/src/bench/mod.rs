@@ -7,6 +7,7 @@
 //! bpffs, nftables tables inside its namespaces) is named uniquely and removed on the way out,
 //! also on error, panic or Ctrl-C.
 
+mod capture;
 mod egress;
 mod mix;
 mod per_packet;
@@ -178,6 +179,11 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
     let egress = egress::measure(settings.per_packet.rounds, settings.per_packet.repeat)?;
     let verified_judge =
         egress::measure_judge(settings.per_packet.rounds, settings.per_packet.repeat)?;
+    progress(
+        started,
+        "evidence capture: off, on but matching nothing, copying every packet",
+    );
+    let capture = capture::measure(settings.per_packet.rounds, settings.per_packet.repeat)?;
 
     progress(started, "throughput through veth");
     let (throughput, generator_programs) =
@@ -259,6 +265,7 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
         sip_stages,
         egress,
         verified_judge,
+        capture,
         throughput,
         programs: program_rows,
         targets,

@@ -325,7 +325,7 @@ impl Baselines {
         Ok(Baselines { ebpf })
     }
 
-    fn program(&self, name: &str) -> Result<&Xdp> {
+    pub(super) fn program(&self, name: &str) -> Result<&Xdp> {
         Ok(self
             .ebpf
             .program(name)

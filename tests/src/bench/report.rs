@@ -42,6 +42,8 @@ pub(crate) struct Report {
     pub egress: Vec<super::egress::EgressRow>,
     /// The judge with `[verified]` off and on, on access-zone frames.
     pub verified_judge: Vec<super::egress::JudgeRow>,
+    /// Evidence capture: off, on but matching nothing, copying every packet.
+    pub capture: Vec<super::capture::CaptureRow>,
     pub throughput: ThroughputReport,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<TargetRow>,
@@ -818,6 +820,44 @@ impl Report {
                 ratio(&row.ratio),
                 row.ratio.min,
                 row.ratio.max,
+            );
+        }
+        md.push('\n');
+        self.capture_section(md);
+    }
+
+    /// Evidence capture against the same filter without one, and a bare drop.
+    fn capture_section(&self, md: &mut String) {
+        if self.capture.is_empty() {
+            return;
+        }
+        md.push_str(
+            "Evidence capture (XDP program, same rounds): no capture; a capture on that matches \
+             nothing (every hook hands the packet to the capture stage, which copies nothing); a \
+             capture copying every packet (budget unlimited, ring drained between calls). ns per \
+             run: median [min-max]; ratios are medians of per-round ratios.\n\n\
+             | frame | verdict | bare drop, ns | off, ns | off / bare | on, matching nothing, ns | \
+             / off | copying, ns | / off | ns per copy |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for row in &self.capture {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} [{:.2}-{:.2}] | {} | {} [{:.2}-{:.2}] | {:.0} |",
+                row.frame,
+                row.verdict,
+                ns(&row.bare_drop),
+                ns(&row.off),
+                ratio(&row.off_ratio),
+                ns(&row.armed),
+                ratio(&row.armed_ratio),
+                row.armed_ratio.min,
+                row.armed_ratio.max,
+                ns(&row.copying),
+                ratio(&row.copying_ratio),
+                row.copying_ratio.min,
+                row.copying_ratio.max,
+                row.copy_ns.median,
             );
         }
         md.push('\n');

@@ -31,6 +31,7 @@ pub(in crate::daemon) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/events", get(events))
         .route("/healthz", get(healthz))
         .route("/api/strike", post(strike))
+        .route("/api/capture/ring", get(capture_ring))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TimeoutLayer::with_status_code(
@@ -107,6 +108,58 @@ async fn events(
         events = shared.events_after(query.after, query.limit);
     }
     Json(events)
+}
+
+/// `/api/capture/ring?iface=&reason=a,b&zone=&src=&include_passed=`: the rolling capture as
+/// pcapng.
+async fn capture_ring(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(rings) = shared.rings.as_ref() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "the rolling capture is off (sipguard run --capture-ring-bytes)\n",
+        )
+            .into_response();
+    };
+    let list = |name: &str| -> Vec<String> {
+        params
+            .get(name)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let source = match params
+        .get("src")
+        .map(|s| crate::policy::parse_net(s))
+        .transpose()
+    {
+        Ok(source) => source,
+        Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
+    };
+    let filter = crate::capture::Filter {
+        reasons: list("reason"),
+        zones: list("zone"),
+        source,
+        include_passed: number(&params, "include_passed", 0) != 0,
+        ..crate::capture::Filter::default()
+    };
+    if let Err(error) = filter.control(crate::capture::Budget::default(), 1) {
+        return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+    }
+    match rings.save(&filter, params.get("iface").map(String::as_str)) {
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, "application/x-pcapng")],
+            Bytes::from(bytes),
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n")).into_response(),
+    }
 }
 
 async fn top(
