@@ -575,7 +575,12 @@ mod tests {
         Snapshot {
             unix,
             packets: vec![
-                ("trunk".into(), "not_allowlisted".into(), "dropped".into(), not_allowlisted),
+                (
+                    "trunk".into(),
+                    "not_allowlisted".into(),
+                    "dropped".into(),
+                    not_allowlisted,
+                ),
                 ("access".into(), "scanner".into(), "dropped".into(), scanner),
             ],
             signatures: vec![("friendly-scanner".into(), scanner)],
