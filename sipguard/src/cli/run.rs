@@ -7,7 +7,7 @@ use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode, load_policy};
 use crate::{
-    daemon::{DEFAULT_LISTEN, DaemonConfig, serve},
+    daemon::{DEFAULT_LISTEN, DaemonConfig, ProviderLists, serve},
     dataplane::{AttachRequest, XdpModeChoice, attach},
     state::State,
 };
@@ -51,6 +51,15 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         Ok(policy) => policy,
         Err(status) => return Ok(status),
     };
+    // Provider lists: fetched once before attaching (the cache stands in for a source that is
+    // down), then refreshed by the daemon.
+    let (effective, lists) = match &policy {
+        Some(base) if !base.remote.is_empty() => {
+            let (effective, lists) = global.with_lists(base.clone())?;
+            (Some(effective), Some(lists))
+        }
+        _ => (policy.clone(), None),
+    };
     let mut targets = Vec::new();
     for iface in &args.ifaces {
         let target = global.target(Some(iface))?;
@@ -60,7 +69,7 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             let report = attach(&AttachRequest {
                 target: target.clone(),
                 xdp_mode: args.xdp_mode,
-                policy: policy.as_ref(),
+                policy: effective.as_ref(),
                 mode: args.mode,
             })
             .with_context(|| format!("attach to {}", target.label()))?;
@@ -82,6 +91,9 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         targets,
         events_file: (args.events != "-").then(|| PathBuf::from(&args.events)),
         listen: args.listen,
+        lists: policy
+            .zip(lists)
+            .map(|(policy, lists)| ProviderLists { policy, lists }),
     })?;
     Ok(0)
 }

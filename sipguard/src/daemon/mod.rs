@@ -6,6 +6,7 @@
 //! event log; counters live in the kernel and continue.
 
 mod http;
+mod lists;
 pub mod metrics;
 pub mod top;
 
@@ -33,6 +34,7 @@ pub use self::http::{
     HANDLER_DEADLINE, HEADER_READ_TIMEOUT, MAX_CONNECTION_LIFETIME, MAX_CONNECTIONS,
     MAX_EVENTS_WAIT,
 };
+pub use self::lists::ProviderLists;
 use self::{
     http::stats::HttpStats,
     metrics::{DaemonCounters, Exporter},
@@ -64,6 +66,8 @@ pub struct DaemonConfig {
     /// `None`: standard output.
     pub events_file: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// The policy's provider lists (URLs, hostnames), refreshed and applied on their interval.
+    pub lists: Option<ProviderLists>,
 }
 
 /// Where event lines go. Reopened on SIGHUP, so logrotate can move the file.
@@ -213,6 +217,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     let http_stats = Arc::new(HttpStats::default());
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
     http_stats.register(exporter.registry_mut());
+    let list_status = lists::register(exporter.registry_mut(), config.lists.as_ref());
     let shared = Arc::new(Shared::new(exporter, config.targets.clone()));
     let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -245,6 +250,9 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
     tasks.spawn(sweep_bans(config.targets.clone()));
     tasks.spawn(snapshot_counters(config.targets.clone()));
+    if let Some(lists) = config.lists {
+        tasks.spawn(lists::refresh(config.targets.clone(), lists, list_status));
+    }
     tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
