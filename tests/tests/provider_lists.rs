@@ -277,14 +277,35 @@ fn provider_lists_from_http_and_dns_are_refreshed_kept_through_failures_and_cach
     let dns = dnsmasq(&setup.lab.peer, DNS_OLD);
     let text_source = format!("http://{HTTP_ADDR}:8080{TEXT_PATH}");
 
-    // `sipguard check` reads the policy without fetching anything.
-    let checked = setup
-        .cli()
-        .arg("check")
-        .arg(setup.dir.path().join("policy.toml"))
-        .output()
-        .unwrap();
+    // `sipguard check` reads the policy without fetching anything; `--fetch` fetches once.
+    let check = |fetch: bool| {
+        let mut command = setup.cli();
+        command
+            .arg("check")
+            .arg(setup.dir.path().join("policy.toml"));
+        if fetch {
+            command.arg("--fetch");
+        }
+        command.output().unwrap()
+    };
+    let checked = check(false);
     assert!(checked.status.success(), "{checked:?}");
+    assert_eq!(
+        server.counts(TEXT_PATH).requests,
+        0,
+        "check fetches nothing"
+    );
+    let checked = check(true);
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{checked:?}");
+    assert_eq!(said.matches(": ok (").count(), 4, "{said}");
+    assert_eq!(server.counts(TEXT_PATH).requests, 1);
+    assert_eq!(
+        server.counts(TEXT_PATH).conditional,
+        0,
+        "check --fetch uses no cache"
+    );
+    assert!(!setup.lists_dir().exists(), "check --fetch keeps nothing");
 
     let daemon = setup.start_daemon();
     for (list, source) in [

@@ -14,6 +14,10 @@ use crate::policy::Policy;
 pub struct Args {
     /// The policy file.
     file: PathBuf,
+    /// Also fetch the URLs and resolve the hostnames of allow entries (without the cache, and
+    /// keeping nothing); exit 1 when one fails. Without it nothing is fetched.
+    #[arg(long)]
+    fetch: bool,
 }
 
 pub(super) fn run(args: Args) -> Result<u8> {
@@ -42,6 +46,17 @@ pub(super) fn run(args: Args) -> Result<u8> {
                 count(&policy.deny, true),
                 count(&policy.deny, false),
             );
+            if args.fetch && !policy.remote.is_empty() {
+                let (_, lists) = crate::lists::resolve_once(&policy, None)?;
+                super::print_list_status(&lists);
+                if lists
+                    .status()
+                    .iter()
+                    .any(|status| status.outcome != crate::lists::Outcome::Ok)
+                {
+                    return Ok(1);
+                }
+            }
             Ok(0)
         }
         Err(error) => {

@@ -150,25 +150,8 @@ impl Global {
         &self,
         policy: crate::policy::Policy,
     ) -> Result<(crate::policy::Policy, crate::lists::Lists)> {
-        let (effective, lists) = crate::lists::resolve_once(&policy, &self.lists_dir)?;
-        for status in lists.status() {
-            let age = status.last_ok_unix.map_or_else(
-                || "never fetched".to_string(),
-                |at| format!("{}s old", crate::time::now_unix().saturating_sub(at)),
-            );
-            eprintln!(
-                "list {} {}: {} ({} entries, {age}){}",
-                status.list,
-                status.source,
-                status.outcome.name(),
-                status.entries,
-                status
-                    .detail
-                    .as_deref()
-                    .map(|detail| format!(": {detail}"))
-                    .unwrap_or_default()
-            );
-        }
+        let (effective, lists) = crate::lists::resolve_once(&policy, Some(&self.lists_dir))?;
+        print_list_status(&lists);
         Ok((effective, lists))
     }
 
@@ -195,6 +178,28 @@ impl Global {
                     .join(", ")
             ),
         }
+    }
+}
+
+/// One line per provider list on stderr: outcome, entries, age, and why it failed.
+pub(crate) fn print_list_status(lists: &crate::lists::Lists) {
+    for status in lists.status() {
+        let age = status.last_ok_unix.map_or_else(
+            || "never fetched".to_string(),
+            |at| format!("{}s old", crate::time::now_unix().saturating_sub(at)),
+        );
+        eprintln!(
+            "list {} {}: {} ({} entries, {age}){}",
+            status.list,
+            status.source,
+            status.outcome.name(),
+            status.entries,
+            status
+                .detail
+                .as_deref()
+                .map(|detail| format!(": {detail}"))
+                .unwrap_or_default()
+        );
     }
 }
 

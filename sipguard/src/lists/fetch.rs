@@ -11,7 +11,6 @@ use hickory_resolver::{
 };
 use ipnet::IpNet;
 
-use super::cache::Cached;
 use crate::policy::{
     RemoteKind, RemoteSettings, RemoteSource,
     remote::{JsonPath, MAX_BODY_BYTES, is_srv_name, parse_json_list, parse_text_list},
@@ -29,16 +28,19 @@ pub(super) enum Fetched {
     },
 }
 
-/// Fetches or resolves `source`; an error says why, in a few words.
+/// ETag and Last-Modified of the last good answer.
+pub(super) type Validators = (Option<String>, Option<String>);
+
+/// Fetches or resolves `source` (a URL conditionally on `validators`); an error says why, in a
+/// few words.
 pub(super) async fn fetch(
     source: &RemoteSource,
     settings: &RemoteSettings,
-    good: Option<&Cached>,
+    validators: Option<Validators>,
 ) -> Result<Fetched, String> {
     match &source.kind {
         RemoteKind::Url { url, json_path } => {
             let (url, json_path) = (url.clone(), json_path.clone());
-            let validators = good.map(|good| (good.etag.clone(), good.last_modified.clone()));
             let timeout = settings.timeout;
             tokio::task::spawn_blocking(move || get(&url, json_path.as_ref(), validators, timeout))
                 .await
@@ -61,7 +63,7 @@ pub(super) async fn fetch(
 fn get(
     url: &str,
     json_path: Option<&JsonPath>,
-    validators: Option<(Option<String>, Option<String>)>,
+    validators: Option<Validators>,
     timeout: std::time::Duration,
 ) -> Result<Fetched, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()

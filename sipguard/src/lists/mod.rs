@@ -94,7 +94,8 @@ struct Entry {
 
 /// Every remote source of a policy.
 pub struct Lists {
-    dir: PathBuf,
+    /// The cache; `None`: neither read nor written (`sipguard check --fetch`).
+    dir: Option<PathBuf>,
     settings: RemoteSettings,
     entries: Vec<Entry>,
 }
@@ -102,12 +103,21 @@ pub struct Lists {
 impl Lists {
     /// The sources of `policy`, each with its cached list from `dir` (if any), all due now.
     pub fn new(policy: &Policy, dir: &Path) -> Lists {
+        Lists::with_cache(policy, Some(dir))
+    }
+
+    /// The sources of `policy` without a cache: every fetch is a full one and nothing is kept.
+    pub fn uncached(policy: &Policy) -> Lists {
+        Lists::with_cache(policy, None)
+    }
+
+    fn with_cache(policy: &Policy, dir: Option<&Path>) -> Lists {
         let now = Instant::now();
         let entries = policy
             .remote
             .iter()
             .map(|source| {
-                let good = cache::load(dir, source);
+                let good = dir.and_then(|dir| cache::load(dir, source));
                 let status = ListStatus {
                     list: source.group.clone(),
                     source: display_source(source.source()),
@@ -128,7 +138,7 @@ impl Lists {
             })
             .collect();
         Lists {
-            dir: dir.to_path_buf(),
+            dir: dir.map(Path::to_path_buf),
             settings: policy.remote_settings.clone(),
             entries,
         }
@@ -140,22 +150,15 @@ impl Lists {
 
     /// Refreshes every source now.
     pub async fn refresh_all(&mut self) -> bool {
-        let mut changed = false;
-        for index in 0..self.entries.len() {
-            changed |= self.refresh_one(index).await;
-        }
-        changed
+        self.refresh((0..self.entries.len()).collect()).await
     }
 
     /// Refreshes the sources whose interval has passed; true when a list in use changed.
     pub async fn refresh_due(&mut self, now: Instant) -> bool {
-        let mut changed = false;
-        for index in 0..self.entries.len() {
-            if self.entries[index].next_due <= now {
-                changed |= self.refresh_one(index).await;
-            }
-        }
-        changed
+        let due = (0..self.entries.len())
+            .filter(|index| self.entries[*index].next_due <= now)
+            .collect();
+        self.refresh(due).await
     }
 
     /// Makes every source due one interval after `now` (after a refresh of all at start).
@@ -165,16 +168,34 @@ impl Lists {
         }
     }
 
-    /// When the next source is due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.entries.iter().map(|entry| entry.next_due).min()
+    /// Fetches and resolves the sources at `indices` all at once (a dead DNS server must not
+    /// hold up the URLs), then concludes each.
+    async fn refresh(&mut self, indices: Vec<usize>) -> bool {
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in indices {
+            let entry = &mut self.entries[index];
+            entry.next_due = Instant::now() + entry.source.refresh;
+            let source = entry.source.clone();
+            let settings = self.settings.clone();
+            let validators = entry
+                .good
+                .as_ref()
+                .map(|good| (good.etag.clone(), good.last_modified.clone()));
+            tasks.spawn(async move { (index, fetch::fetch(&source, &settings, validators).await) });
+        }
+        let mut changed = false;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, result)) => changed |= self.conclude(index, result),
+                Err(error) => log::warn!("list refresh task: {error}"),
+            }
+        }
+        changed
     }
 
-    async fn refresh_one(&mut self, index: usize) -> bool {
-        let settings = self.settings.clone();
+    /// Records a refresh's result for the source at `index`; true when its list in use changed.
+    fn conclude(&mut self, index: usize, result: Result<Fetched, String>) -> bool {
         let entry = &mut self.entries[index];
-        entry.next_due = Instant::now() + entry.source.refresh;
-        let result = fetch::fetch(&entry.source, &settings, entry.good.as_ref()).await;
         let label = format!("{} {}", entry.status.list, entry.status.source);
         let (outcome, changed) = decide(entry, result, now_unix());
         entry.status.outcome = outcome;
@@ -192,8 +213,8 @@ impl Lists {
             ),
             _ => {}
         }
-        if let (true, Some(good)) = (outcome == Outcome::Ok, &entry.good)
-            && let Err(error) = cache::store(&self.dir, &entry.source, good)
+        if let (true, Some(dir), Some(good)) = (outcome == Outcome::Ok, &self.dir, &entry.good)
+            && let Err(error) = cache::store(dir, &entry.source, good)
         {
             log::warn!("list {label}: cannot write its cache: {error}");
         }
@@ -315,9 +336,10 @@ pub fn display_source(source: &str) -> String {
 }
 
 /// For `sipguard apply` and the start of `sipguard run`: fetches and resolves every source of
-/// `policy` once (falling back to the cache in `dir`) and returns the policy to apply.
-pub fn resolve_once(policy: &Policy, dir: &Path) -> anyhow::Result<(Policy, Lists)> {
-    let mut lists = Lists::new(policy, dir);
+/// `policy` once (falling back to the cache in `dir`; `None`: no cache) and returns the policy
+/// to apply.
+pub fn resolve_once(policy: &Policy, dir: Option<&Path>) -> anyhow::Result<(Policy, Lists)> {
+    let mut lists = Lists::with_cache(policy, dir);
     if !lists.is_empty() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
