@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    io::Write as _,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -339,6 +340,33 @@ fn provider_lists_from_http_and_dns_are_refreshed_kept_through_failures_and_cach
         ),
         Some(2.0),
         "the SRV target's A and AAAA"
+    );
+
+    // The lists' families pass promtool's checks.
+    let metrics = setup.get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains("sipguard_remote_list_refreshes_total{"),
+        "{metrics}"
+    );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
 
     // Unchanged lists are asked for with If-None-Match and answered 304.
