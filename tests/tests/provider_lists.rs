@@ -409,6 +409,41 @@ fn provider_lists_from_http_and_dns_are_refreshed_kept_through_failures_and_cach
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(history.contains("lists refresh"), "journaled: {history}");
 
+    // Someone applies another policy file by hand: the daemon no longer applies its own (with a
+    // changed list) over it. Applying the daemon's file again (which fetches the lists once)
+    // hands the interface back.
+    let other = setup.dir.path().join("other.toml");
+    std::fs::write(&other, format!("{}# edited by hand\n", policy())).unwrap();
+    let apply = |file: &std::path::Path| {
+        let output = setup
+            .cli()
+            .args(["apply", "--iface", SBC_IF])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    apply(&other);
+    let extra = Ipv4Addr::new(198, 18, 8, 1);
+    server.set(TEXT_PATH, &format!("{}{extra}\n", text_list(LIST_NEW, 9)));
+    assert!(
+        wait_until(Duration::from_secs(10), || setup.log().contains(
+            "the running policy is not the one this daemon was started with"
+        )),
+        "{}",
+        setup.log()
+    );
+    assert!(!setup.allowlist().contains(&format!("\"{extra}")));
+    apply(&setup.dir.path().join("policy.toml"));
+    assert!(setup.allowlist().contains(&format!("\"{extra}")));
+    server.set(TEXT_PATH, &text_list(LIST_NEW, 9));
+    assert!(
+        wait_until(Duration::from_secs(10), || !setup
+            .allowlist()
+            .contains(&format!("\"{extra}"))),
+        "the daemon applies its lists again"
+    );
+
     // The HTTP server fails and the DNS server goes away: the last good lists stay.
     server.set_status(TEXT_PATH, 500);
     dns.stop();

@@ -44,8 +44,8 @@ pub(super) fn register(registry: &mut Registry, lists: Option<&ProviderLists>) -
 }
 
 /// Refreshes what is due (checked every second), then applies the policy with the lists in use
-/// to every interface when one of them changed. An apply that fails (or is skipped because
-/// another policy runs) is tried again on the next change.
+/// to every interface when one of them changed. An apply that fails is tried again every second
+/// until it succeeds; one skipped because another policy runs waits for the next change.
 pub(super) async fn refresh(
     targets: Vec<Target>,
     mut provider: ProviderLists,
@@ -55,32 +55,44 @@ pub(super) async fn refresh(
     // The lists were fetched once and applied by the attach at start; next refreshes are due
     // after their interval.
     provider.lists.postpone_all(Instant::now());
+    let mut retry: Vec<Target> = Vec::new();
     loop {
         ticker.tick().await;
         let changed = provider.lists.refresh_due(Instant::now()).await;
         *status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = provider.lists.status();
-        if !changed {
+        let due = if changed {
+            targets.clone()
+        } else {
+            std::mem::take(&mut retry)
+        };
+        if due.is_empty() {
             continue;
         }
         let effective = provider.lists.effective(&provider.policy);
-        let targets = targets.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            targets
-                .iter()
-                .map(|target| (target.label(), apply_lists(target, &effective)))
+            due.into_iter()
+                .map(|target| {
+                    let result = apply_lists(&target, &effective);
+                    (target, result)
+                })
                 .collect::<Vec<_>>()
         })
         .await?;
-        for (label, result) in applied {
+        retry.clear();
+        for (target, result) in applied {
+            let label = target.label();
             match result {
                 Ok(true) => log::info!("{label}: provider lists applied"),
                 Ok(false) => log::warn!(
                     "{label}: provider lists not applied: the running policy is not the one \
                      this daemon was started with"
                 ),
-                Err(error) => log::warn!("{label}: applying provider lists: {error:#}"),
+                Err(error) => {
+                    log::warn!("{label}: applying provider lists (retried): {error:#}");
+                    retry.push(target);
+                }
             }
         }
     }
