@@ -161,7 +161,9 @@ pub fn is_sipguard_dir(target: &Target) -> bool {
         return false;
     }
     let mut value = vec![0u8; info.value_size() as usize];
-    let read = info.fd().and_then(|fd| lookup_bytes(&fd, 0, &mut value));
+    // Through the pin, not the map id (a descriptor by id needs CAP_SYS_ADMIN).
+    let read = MapData::from_pin(target.map_pin(map_name::META))
+        .and_then(|data| lookup_bytes(data.fd(), 0, &mut value));
     let magic = u32::from_ne_bytes([value[0], value[1], value[2], value[3]]);
     read.is_ok() && (magic == META_MAGIC || magic == 0)
 }

@@ -6,9 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{
-    Array, HashMap, LpmTrie, Map, MapData, MapError, MapFd, PerCpuArray, lpm_trie::Key,
-};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key};
 use sipguard_common::abi::{
     self, AuthState, Ban, COUNTER_SLOTS, COUNTRY_SLOTS, Counter, DestData, DestRule, FragKey,
     FragVerdict, GENERATIONS, Ipv4Data, Ipv6Data, Meta, PREFILTER_ALLOW, PREFILTER_ALLOW_NETS,
@@ -614,8 +612,8 @@ pub struct State {
     meta: Array<MapData, Meta>,
     active: Array<MapData, u32>,
     policy: Array<MapData, abi::Policy>,
-    /// The same map, for reads straight into the heap ([`lookup_into`]); aya 0.14 does not expose a map's fd.
-    policy_fd: MapFd,
+    /// The same map, for reads straight into the heap ([`lookup_into`]).
+    policy_fd: MapData,
     allow4: [Trie4; 2],
     allow_hosts4: [HashMap<MapData, Ipv4Data, RuleValue>; 2],
     allow_hosts6: [HashMap<MapData, Ipv6Data, RuleValue>; 2],
@@ -720,9 +718,8 @@ impl State {
             meta: open_pinned(&pin(map_name::META))?,
             active: open_pinned(&pin(map_name::ACTIVE))?,
             policy: open_pinned(&pin(map_name::POLICY))?,
+            // The pinned map's own descriptor: a descriptor by map id would need CAP_SYS_ADMIN.
             policy_fd: MapData::from_pin(pin(map_name::POLICY))
-                .and_then(|map| map.info())
-                .and_then(|info| info.fd())
                 .map_err(map_err("open SG_POLICY"))?,
             allow4: pair4(map_name::ALLOW4)?,
             allow_hosts4: [
@@ -902,7 +899,8 @@ impl State {
 
     pub fn policy(&self, generation: u32) -> Result<Box<abi::Policy>, StateError> {
         let mut value = zeroed_policy();
-        lookup_into(&self.policy_fd, generation, &mut *value).map_err(map_err("read SG_POLICY"))?;
+        lookup_into(self.policy_fd.fd(), generation, &mut *value)
+            .map_err(map_err("read SG_POLICY"))?;
         Ok(value)
     }
 

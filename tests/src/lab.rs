@@ -94,6 +94,15 @@ impl Lab {
     pub fn sbc_addr(v6: bool) -> IpAddr {
         if v6 { SBC_V6.into() } else { SBC_V4.into() }
     }
+
+    /// Sends `count` datagrams from `source` (a peer address) to the SBC's `port`.
+    pub fn send_from(&self, source: IpAddr, port: u16, count: usize, payload: &'static [u8]) {
+        let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), port);
+        self.peer
+            .run(move || send_udp(source, dest, count, payload))
+            .expect("the peer namespace runs it")
+            .expect("the datagrams are sent");
+    }
 }
 
 /// Sends `count` datagrams of `payload` from `source` (an address of this namespace) to `dest`.

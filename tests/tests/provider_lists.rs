@@ -90,6 +90,11 @@ impl Drop for Running {
 }
 
 impl Running {
+    fn hangup(&self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGHUP) };
+    }
+
     fn stop(mut self) {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
@@ -443,6 +448,43 @@ fn provider_lists_from_http_and_dns_are_refreshed_kept_through_failures_and_cach
             .contains(&format!("\"{extra}"))),
         "the daemon applies its lists again"
     );
+
+    // SIGHUP with an edited file: applied with the lists in force, and the refresh follows the
+    // new file (a change after it is applied).
+    std::fs::write(
+        setup.dir.path().join("policy.toml"),
+        format!("{}# reloaded\n", policy()),
+    )
+    .unwrap();
+    daemon.hangup();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let history = setup
+                .cli()
+                .args(["history", "--iface", SBC_IF, "--json"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&history.stdout).contains("(SIGHUP)")
+        }),
+        "the reload is journaled: {}",
+        setup.log()
+    );
+    let list = setup.allowlist();
+    for kept in [LIST_NEW, LIST_OTHER, DNS_NEW, SRV_TARGET, JSON_ADDR] {
+        assert!(list.contains(&format!("\"{kept}")), "{kept} kept: {list}");
+    }
+    server.set(TEXT_PATH, &format!("{}{extra}\n", text_list(LIST_NEW, 9)));
+    assert!(
+        wait_until(Duration::from_secs(10), || setup
+            .allowlist()
+            .contains(&format!("\"{extra}"))),
+        "the refresh applies after the reload: {}",
+        setup.log()
+    );
+    server.set(TEXT_PATH, &text_list(LIST_NEW, 9));
+    assert!(wait_until(Duration::from_secs(10), || !setup
+        .allowlist()
+        .contains(&format!("\"{extra}"))));
 
     // The HTTP server fails and the DNS server goes away: the last good lists stay.
     server.set_status(TEXT_PATH, 500);

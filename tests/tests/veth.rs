@@ -21,7 +21,7 @@ use sipguard_tests::{
     harness::drain_events,
     lab::{
         ALLOWED_V4, ALLOWED_V6, Capture, DENIED_V4, DENIED_V6, Lab, PEER_IF, SBC_IF, SBC_V4,
-        SBC_V6, UNKNOWN_V4, UNKNOWN_V6, UdpCounter, inject, mac_of, send_udp, tcp_connects,
+        SBC_V6, UNKNOWN_V4, UNKNOWN_V6, UdpCounter, inject, mac_of, tcp_connects,
     },
     pins::TempPinRoot,
 };
@@ -61,15 +61,6 @@ fn packets(stats: &Stats, zone: Zone, reason: Reason, monitored: bool) -> u64 {
     stats.get(zone, reason, monitored).packets
 }
 
-/// Sends `count` datagrams from `source` to the SBC's SIP port, from the peer namespace.
-fn send(lab: &Lab, source: IpAddr, port: u16, count: usize, payload: &'static [u8]) {
-    let dest = SocketAddr::new(Lab::sbc_addr(source.is_ipv6()), port);
-    lab.peer
-        .run(move || send_udp(source, dest, count, payload))
-        .unwrap()
-        .unwrap();
-}
-
 #[test]
 fn udp_listener_receives_exactly_the_allowed_datagrams_and_counters_match() {
     let lab = Lab::new("udp").unwrap();
@@ -88,10 +79,10 @@ fn udp_listener_receives_exactly_the_allowed_datagrams_and_counters_match() {
         (DENIED_V6.into(), 97),
     ];
     for (source, count) in plan {
-        send(&lab, source, 5060, count, SIP_OPTIONS);
+        lab.send_from(source, 5060, count, SIP_OPTIONS);
     }
-    send(&lab, UNKNOWN_V4.into(), 5999, 41, b"not sip");
-    send(&lab, DENIED_V6.into(), 5999, 37, b"not sip");
+    lab.send_from(UNKNOWN_V4.into(), 5999, 41, b"not sip");
+    lab.send_from(DENIED_V6.into(), 5999, 37, b"not sip");
 
     let sip = sip.finish(Duration::from_millis(300));
     let other = other.finish(Duration::from_millis(100));
@@ -140,9 +131,9 @@ fn monitor_mode_passes_everything_and_counts_what_it_would_drop() {
     let pins = TempPinRoot::new("veth-mon");
     attach_policy(&lab, &pins, Policy::example(), Some(Mode::Monitor));
     let sip = UdpCounter::start(&lab.sbc, 5060).unwrap();
-    send(&lab, ALLOWED_V4.into(), 5060, 60, SIP_OPTIONS);
-    send(&lab, UNKNOWN_V4.into(), 5060, 70, SIP_OPTIONS);
-    send(&lab, DENIED_V6.into(), 5060, 80, SIP_OPTIONS);
+    lab.send_from(ALLOWED_V4.into(), 5060, 60, SIP_OPTIONS);
+    lab.send_from(UNKNOWN_V4.into(), 5060, 70, SIP_OPTIONS);
+    lab.send_from(DENIED_V6.into(), 5060, 80, SIP_OPTIONS);
     let sip = sip.finish(Duration::from_millis(300));
     assert_eq!(sip.get(&ALLOWED_V4.into()), Some(&60));
     assert_eq!(sip.get(&UNKNOWN_V4.into()), Some(&70));
@@ -357,7 +348,7 @@ fn fragmented_sip_follows_its_first_fragment() {
         (ALLOWED_V6.into(), 19),
         (UNKNOWN_V6.into(), 11),
     ] {
-        send(&lab, source, 5060, count, &BIG);
+        lab.send_from(source, 5060, count, &BIG);
     }
     let sip = sip.finish(Duration::from_millis(300));
     assert_eq!(sip.get(&ALLOWED_V4.into()), Some(&13), "{sip:?}");
@@ -443,9 +434,9 @@ fn access_zone_budget_and_ban_through_veth() {
         "Event: message-summary\r\n",
     );
     let started = std::time::Instant::now();
-    send(&lab, UNKNOWN_V4.into(), 5070, 400, notify);
+    lab.send_from(UNKNOWN_V4.into(), 5070, 400, notify);
     let elapsed = started.elapsed().as_secs_f64();
-    send(&lab, ALLOWED_V4.into(), 5060, 500, SIP_OPTIONS);
+    lab.send_from(ALLOWED_V4.into(), 5060, 500, SIP_OPTIONS);
     let access = access.finish(Duration::from_millis(300));
     let trunk = trunk.finish(Duration::from_millis(50));
     let received = access.get(&UNKNOWN_V4.into()).copied().unwrap_or(0);
@@ -513,13 +504,13 @@ fn sip_inspection_stops_fraudulent_invites_and_scanners_before_the_sbc_socket() 
         "User-Agent: Linphone/5.2\r\n",
     );
     // One phone dials London, then two fraudulent numbers: only London reaches the socket.
-    send(&lab, UNKNOWN_V4.into(), 5070, 1, london);
-    send(&lab, UNKNOWN_V4.into(), 5070, 1, satellite);
-    send(&lab, UNKNOWN_V4.into(), 5070, 1, premium);
+    lab.send_from(UNKNOWN_V4.into(), 5070, 1, london);
+    lab.send_from(UNKNOWN_V4.into(), 5070, 1, satellite);
+    lab.send_from(UNKNOWN_V4.into(), 5070, 1, premium);
     // A scanner over IPv6 is dropped at its first request and banned: its next, harmless-looking
     // request is dropped too.
-    send(&lab, UNKNOWN_V6.into(), 5070, 1, scanner);
-    send(&lab, UNKNOWN_V6.into(), 5070, 1, keepalive);
+    lab.send_from(UNKNOWN_V6.into(), 5070, 1, scanner);
+    lab.send_from(UNKNOWN_V6.into(), 5070, 1, keepalive);
 
     let received = access.finish(Duration::from_millis(300));
     assert_eq!(received.get(&UNKNOWN_V4.into()), Some(&1), "{received:?}");

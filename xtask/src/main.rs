@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod package;
 mod test;
 mod util;
 
@@ -29,6 +30,8 @@ enum Task {
     Demo(demo::Args),
     /// Remove a lab left running by `demo --keep`.
     DemoDown,
+    /// The Debian package: target/package/sipguard_<version>_<arch>.deb (release build).
+    Package(package::Args),
     /// Per-packet cost and throughput against baselines, side by side: target/bench/report.md.
     Bench(bench::Args),
 }
@@ -41,5 +44,6 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::DemoDown => demo::down(),
         Task::Bench(args) => bench::run(args),
+        Task::Package(args) => package::run(args),
     }
 }

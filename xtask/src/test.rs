@@ -24,6 +24,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     // The CLI tests run the binary; build it first so they find it next to them.
     cmd("cargo", &["build", "--all-targets"])?;
     let bin = target_dir().join("debug/sipguard");
+    // The package test unpacks the real .deb (release build, like `cargo xtask package`).
+    let deb = crate::package::build(true)?;
     let mut filter: Vec<&str> = Vec::new();
     if let Some(f) = &args.filter {
         filter.push(f);
@@ -42,6 +44,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
         Command::new("cargo")
             .args(&kernel)
             .env("SIPGUARD_BIN", &bin)
+            .env("SIPGUARD_DEB", &deb)
             .env("SIPGUARD_JOURNAL_DIR", &journals)
             .env("RUST_BACKTRACE", "1"),
     )?;

@@ -5,11 +5,19 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::EXIT_INVALID_POLICY;
-use crate::policy::Policy;
+use crate::policy::{
+    Policy,
+    lint::{DEFAULT_STORM_PHONES, LintOptions, lint},
+};
+
+/// Exit status of `check --lint --strict` when the policy is valid but has warnings.
+pub(super) const EXIT_LINT_WARNINGS: u8 = 4;
 
 /// Check a policy file without touching any filter (for CI and config management).
 ///
-/// Exits 0 when the policy is valid, 3 with file:line diagnostics when it is not.
+/// Exits 0 when the policy is valid, 3 with file:line diagnostics when it is not. With --lint,
+/// warnings (file:line: warning[code]: ...) go to stderr and the exit status stays 0 unless
+/// --strict is given (then 4).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The policy file.
@@ -18,6 +26,17 @@ pub struct Args {
     /// keeping nothing); exit 1 when one fails. Without it nothing is fetched.
     #[arg(long)]
     fetch: bool,
+    /// Also warn about valid policies that probably do not do what was meant: nested allow and
+    /// deny entries, broad allow prefixes, documentation ranges while enforcing, SIP ports in no
+    /// zone, budgets too small for registrations and a re-registration storm.
+    #[arg(long)]
+    lint: bool,
+    /// With --lint: exit 4 when there are warnings.
+    #[arg(long, visible_alias = "deny-warnings", requires = "lint")]
+    strict: bool,
+    /// With --lint: phones that re-register at once after an outage (the new_sources check).
+    #[arg(long, default_value_t = DEFAULT_STORM_PHONES, requires = "lint")]
+    phones: u32,
 }
 
 pub(super) fn run(args: Args) -> Result<u8> {
@@ -57,7 +76,28 @@ pub(super) fn run(args: Args) -> Result<u8> {
                     return Ok(1);
                 }
             }
-            Ok(0)
+            if !args.lint {
+                return Ok(0);
+            }
+            // The file parsed a moment ago; if it cannot be read again, lint without lines.
+            let text = std::fs::read_to_string(&args.file).unwrap_or_default();
+            let options = LintOptions {
+                phones: args.phones,
+            };
+            let warnings = lint(&policy, &text, &args.file, &options);
+            for warning in &warnings {
+                eprintln!("{warning}");
+            }
+            eprintln!(
+                "{}: {} lint warning(s)",
+                args.file.display(),
+                warnings.len()
+            );
+            Ok(if args.strict && !warnings.is_empty() {
+                EXIT_LINT_WARNINGS
+            } else {
+                0
+            })
         }
         Err(error) => {
             eprintln!("{error}");

@@ -8,6 +8,7 @@ pub mod client;
 mod detach;
 mod dial;
 mod events;
+pub mod generate;
 mod history;
 mod limits;
 mod lists;
@@ -95,6 +96,8 @@ pub enum Command {
     Top(top::Args),
     /// Print the example policy (the one `cargo xtask demo` uses).
     Example,
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 impl Cli {
@@ -128,6 +131,7 @@ impl Cli {
             Command::Status(args) => status::run(&global, args),
             Command::Events(args) => events::run(&global, args),
             Command::Top(args) => top::run(&global, args),
+            Command::Generate(args) => generate::run(args),
             Command::Example => {
                 print!("{}", crate::policy::EXAMPLE_POLICY);
                 Ok(0)

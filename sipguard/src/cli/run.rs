@@ -7,7 +7,7 @@ use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode, load_policy};
 use crate::{
-    daemon::{DEFAULT_LISTEN, DaemonConfig, ProviderLists, serve},
+    daemon::{DEFAULT_LISTEN, DaemonConfig, PolicyReload, ProviderLists, serve},
     dataplane::{AttachRequest, XdpModeChoice, attach},
     state::State,
 };
@@ -16,7 +16,12 @@ use crate::{
 /// Prometheus metrics and a JSON API.
 ///
 /// Filtering does not depend on this process: stop, restart or upgrade it at any time; the
-/// kernel keeps filtering and counting. SIGHUP reopens the event log (for logrotate).
+/// kernel keeps filtering and counting.
+///
+/// Signals: SIGHUP reads the --policy file again and applies it to every interface (journaled
+/// like `sipguard apply`; a file with errors is reported with file:line and the running policy
+/// stays) and reopens the event log; SIGUSR1 only reopens the event log (for logrotate).
+/// Under systemd (Type=notify) it reports readiness and reloads through $NOTIFY_SOCKET.
 ///
 ///   sipguard run --iface eth0 --policy /etc/sipguard/policy.toml --events /var/log/sipguard/events.jsonl
 ///   curl -s http://127.0.0.1:9968/metrics
@@ -26,7 +31,8 @@ pub struct Args {
     /// Interfaces to filter (repeat the option for several).
     #[arg(long = "iface", required = true, value_parser = super::iface_name)]
     ifaces: Vec<String>,
-    /// Policy file to apply to every interface; without it the pinned (or starter) policy stays.
+    /// Policy file to apply to every interface (and again on SIGHUP); without it the pinned (or
+    /// starter) policy stays.
     #[arg(long)]
     policy: Option<PathBuf>,
     /// enforce or monitor; overrides the policy's mode.
@@ -53,12 +59,13 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
     };
     // Provider lists: fetched once before attaching (the cache stands in for a source that is
     // down), then refreshed by the daemon.
+    // With a policy the refresh runs even without sources: SIGHUP may bring some.
     let (effective, lists) = match &policy {
-        Some(base) if !base.remote.is_empty() => {
+        Some(base) => {
             let (effective, lists) = global.with_lists(base.clone())?;
             (Some(effective), Some(lists))
         }
-        _ => (policy.clone(), None),
+        None => (None, None),
     };
     let mut targets = Vec::new();
     for iface in &args.ifaces {
@@ -94,6 +101,14 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         lists: policy
             .zip(lists)
             .map(|(policy, lists)| ProviderLists { policy, lists }),
+        // --no-attach changes nothing, also on SIGHUP.
+        reload: args
+            .policy
+            .filter(|_| !args.no_attach)
+            .map(|file| PolicyReload {
+                file,
+                mode: args.mode,
+            }),
     })?;
     Ok(0)
 }

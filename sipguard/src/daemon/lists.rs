@@ -32,6 +32,20 @@ pub struct ProviderLists {
 
 type Status = Arc<Mutex<Vec<ListStatus>>>;
 
+/// The refresh task's lists, which a reload (SIGHUP) replaces.
+pub(crate) type SharedLists = Arc<tokio::sync::Mutex<ProviderLists>>;
+
+/// For a reload (blocking): the lists now follow `policy`, each source starting from its cached
+/// last good list and due at once; returns `policy` with those lists, to apply. A source the
+/// file dropped is dropped from the allowlist with it.
+pub(crate) fn reloaded(shared: &SharedLists, policy: Policy) -> Policy {
+    let mut provider = shared.blocking_lock();
+    provider.lists = provider.lists.reloaded(&policy);
+    let effective = provider.lists.effective(&policy);
+    provider.policy = policy;
+    effective
+}
+
 /// Adds the lists' metrics to the registry; the returned handle is what they show.
 pub(super) fn register(registry: &mut Registry, lists: Option<&ProviderLists>) -> Status {
     let status = Arc::new(Mutex::new(
@@ -48,29 +62,36 @@ pub(super) fn register(registry: &mut Registry, lists: Option<&ProviderLists>) -
 /// until it succeeds; one skipped because another policy runs waits for the next change.
 pub(super) async fn refresh(
     targets: Vec<Target>,
-    mut provider: ProviderLists,
+    shared: SharedLists,
     status: Status,
 ) -> Result<()> {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     // The lists were fetched once and applied by the attach at start; next refreshes are due
     // after their interval.
-    provider.lists.postpone_all(Instant::now());
+    shared.lock().await.lists.postpone_all(Instant::now());
     let mut retry: Vec<Target> = Vec::new();
     loop {
         ticker.tick().await;
-        let changed = provider.lists.refresh_due(Instant::now()).await;
-        *status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = provider.lists.status();
+        // Held while refreshing, never while applying: a reload waits for the refresh, and
+        // an apply of lists a reload replaced meanwhile is refused by apply_lists (digest).
+        let (changed, effective) = {
+            let mut provider = shared.lock().await;
+            let changed = provider.lists.refresh_due(Instant::now()).await;
+            *status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = provider.lists.status();
+            let effective =
+                (changed || !retry.is_empty()).then(|| provider.lists.effective(&provider.policy));
+            (changed, effective)
+        };
+        let Some(effective) = effective else {
+            continue;
+        };
         let due = if changed {
             targets.clone()
         } else {
             std::mem::take(&mut retry)
         };
-        if due.is_empty() {
-            continue;
-        }
-        let effective = provider.lists.effective(&provider.policy);
         let applied = tokio::task::spawn_blocking(move || {
             due.into_iter()
                 .map(|target| {
@@ -87,7 +108,7 @@ pub(super) async fn refresh(
                 Ok(true) => log::info!("{label}: provider lists applied"),
                 Ok(false) => log::warn!(
                     "{label}: provider lists not applied: the running policy is not the one \
-                     this daemon was started with"
+                     this daemon was started with (or last reloaded)"
                 ),
                 Err(error) => {
                     log::warn!("{label}: applying provider lists (retried): {error:#}");

@@ -8,6 +8,7 @@
 mod http;
 mod lists;
 pub mod metrics;
+mod reload;
 pub mod top;
 
 use std::{
@@ -35,6 +36,7 @@ pub use self::http::{
     MAX_EVENTS_WAIT,
 };
 pub use self::lists::ProviderLists;
+pub use self::reload::PolicyReload;
 use self::{
     http::stats::HttpStats,
     metrics::{DaemonCounters, Exporter},
@@ -68,9 +70,11 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// The policy's provider lists (URLs, hostnames), refreshed and applied on their interval.
     pub lists: Option<ProviderLists>,
+    /// `--policy`: read again and applied on SIGHUP (`None`: SIGHUP only reopens the log).
+    pub reload: Option<PolicyReload>,
 }
 
-/// Where event lines go. Reopened on SIGHUP, so logrotate can move the file.
+/// Where event lines go. Reopened on SIGUSR1 (and SIGHUP), so logrotate can move the file.
 enum Sink {
     Stdout,
     File { path: PathBuf, out: BufWriter<File> },
@@ -218,6 +222,9 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
     http_stats.register(exporter.registry_mut());
     let list_status = lists::register(exporter.registry_mut(), config.lists.as_ref());
+    let provider = config
+        .lists
+        .map(|lists| Arc::new(tokio::sync::Mutex::new(lists)));
     let shared = Arc::new(Shared::new(exporter, config.targets.clone()));
     let sink = Arc::new(Mutex::new(Sink::open(config.events_file.as_ref())?));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -250,16 +257,43 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
     tasks.spawn(sweep_bans(config.targets.clone()));
     tasks.spawn(snapshot_counters(config.targets.clone()));
-    if let Some(lists) = config.lists {
-        tasks.spawn(lists::refresh(config.targets.clone(), lists, list_status));
+    if let Some(provider) = &provider {
+        tasks.spawn(lists::refresh(
+            config.targets.clone(),
+            provider.clone(),
+            list_status,
+        ));
     }
     tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Type=notify: everything is attached, the event drains run and the API listens.
+    reload::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("filtering; serving events and metrics"),
+    ]);
     loop {
         tokio::select! {
             _ = hangup.recv() => {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reopen();
+                if let Some(policy) = config.reload.clone() {
+                    reload::notify_reloading();
+                    let targets = config.targets.clone();
+                    let provider = provider.clone();
+                    let (status, _) = tokio::task::spawn_blocking(move || {
+                        reload::reload_policy(&policy, &targets, provider.as_ref())
+                    })
+                    .await?;
+                    reload::notify(&[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status(&status),
+                    ]);
+                }
+            }
+            // Only the event log (logrotate): SIGHUP would also apply the policy again.
+            _ = reopen.recv() => {
                 sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reopen();
             }
             _ = terminate.recv() => break,
@@ -270,6 +304,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             }
         }
     }
+    reload::notify(&[sd_notify::NotifyState::Stopping]);
     sink.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .flush();

@@ -111,6 +111,12 @@ impl Lists {
         Lists::with_cache(policy, None)
     }
 
+    /// The sources of `policy` (a policy file read again), with the same cache: each starts
+    /// from its cached last good list and is due now.
+    pub fn reloaded(&self, policy: &Policy) -> Lists {
+        Lists::with_cache(policy, self.dir.as_deref())
+    }
+
     fn with_cache(policy: &Policy, dir: Option<&Path>) -> Lists {
         let now = Instant::now();
         let entries = policy

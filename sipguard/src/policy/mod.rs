@@ -5,6 +5,7 @@
 //! compiled into the tables the XDP program reads ([`Tables`]).
 
 mod file;
+pub mod lint;
 pub mod remote;
 pub mod sip;
 pub mod sip_tables;
