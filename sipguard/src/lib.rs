@@ -17,6 +17,7 @@ pub mod dataplane;
 pub mod events;
 pub mod incident;
 pub mod journal;
+pub mod lists;
 pub mod live;
 pub mod netns;
 pub mod pins;

@@ -13,6 +13,7 @@ pub mod answers;
 pub mod frames;
 pub mod harness;
 pub mod lab;
+pub mod list_server;
 pub mod model;
 pub mod netns;
 pub mod pins;

@@ -38,6 +38,9 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             return Ok(EXIT_INVALID_POLICY);
         }
     };
+    // Provider lists are fetched and resolved here, once; a source that fails gives its cached
+    // last good list (`sipguard run` keeps them refreshed).
+    let (policy, _) = global.with_lists(policy)?;
     let target = global.target(args.iface.as_deref())?;
     let mut state = LiveState::lock(&target)?;
     let report = state

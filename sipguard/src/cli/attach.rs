@@ -47,6 +47,10 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         Ok(policy) => policy,
         Err(status) => return Ok(status),
     };
+    let policy = match policy {
+        Some(policy) => Some(global.with_lists(policy)?.0),
+        None => None,
+    };
     let target = global.target(Some(&args.iface))?;
     let report = attach(&AttachRequest {
         target: target.clone(),

@@ -22,6 +22,10 @@ pub(super) const EXIT_LINT_WARNINGS: u8 = 4;
 pub struct Args {
     /// The policy file.
     file: PathBuf,
+    /// Also fetch the URLs and resolve the hostnames of allow entries (without the cache, and
+    /// keeping nothing); exit 1 when one fails. Without it nothing is fetched.
+    #[arg(long)]
+    fetch: bool,
     /// Also warn about valid policies that probably do not do what was meant: nested allow and
     /// deny entries, broad allow prefixes, documentation ranges while enforcing, SIP ports in no
     /// zone, budgets too small for registrations and a re-registration storm.
@@ -61,6 +65,17 @@ pub(super) fn run(args: Args) -> Result<u8> {
                 count(&policy.deny, true),
                 count(&policy.deny, false),
             );
+            if args.fetch && !policy.remote.is_empty() {
+                let (_, lists) = crate::lists::resolve_once(&policy, None)?;
+                super::print_list_status(&lists);
+                if lists
+                    .status()
+                    .iter()
+                    .any(|status| status.outcome != crate::lists::Outcome::Ok)
+                {
+                    return Ok(1);
+                }
+            }
             if !args.lint {
                 return Ok(0);
             }

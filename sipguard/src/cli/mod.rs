@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SIPGUARD_JOURNAL_DIR", default_value = crate::journal::DEFAULT_JOURNAL_DIR)]
     pub journal_dir: PathBuf,
 
+    /// Directory of the last good provider lists (the URLs and hostnames of `[[allow]]`
+    /// entries), used while a source is down, also after a restart.
+    #[arg(long, global = true, env = "SIPGUARD_LISTS_DIR", default_value = crate::lists::DEFAULT_LISTS_DIR)]
+    pub lists_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -104,6 +109,7 @@ impl Cli {
         let global = Global {
             pin_root: self.pin_root,
             netns: self.netns,
+            lists_dir: self.lists_dir,
         };
         match self.command {
             Command::Attach(args) => attach::run(&global, args),
@@ -141,9 +147,21 @@ impl Cli {
 pub struct Global {
     pub pin_root: PathBuf,
     pub netns: Option<String>,
+    pub lists_dir: PathBuf,
 }
 
 impl Global {
+    /// `policy` with the provider lists of its URLs and hostnames, fetched and resolved now
+    /// (a source that fails gives its cached last good list); one line per source on stderr.
+    pub fn with_lists(
+        &self,
+        policy: crate::policy::Policy,
+    ) -> Result<(crate::policy::Policy, crate::lists::Lists)> {
+        let (effective, lists) = crate::lists::resolve_once(&policy, Some(&self.lists_dir))?;
+        print_list_status(&lists);
+        Ok((effective, lists))
+    }
+
     /// The target for `--iface`, or the only interface with state when it is left out.
     pub fn target(&self, iface: Option<&str>) -> Result<Target> {
         if let Some(iface) = iface {
@@ -167,6 +185,28 @@ impl Global {
                     .join(", ")
             ),
         }
+    }
+}
+
+/// One line per provider list on stderr: outcome, entries, age, and why it failed.
+pub(crate) fn print_list_status(lists: &crate::lists::Lists) {
+    for status in lists.status() {
+        let age = status.last_ok_unix.map_or_else(
+            || "never fetched".to_string(),
+            |at| format!("{}s old", crate::time::now_unix().saturating_sub(at)),
+        );
+        eprintln!(
+            "list {} {}: {} ({} entries, {age}){}",
+            status.list,
+            status.source,
+            status.outcome.name(),
+            status.entries,
+            status
+                .detail
+                .as_deref()
+                .map(|detail| format!(": {detail}"))
+                .unwrap_or_default()
+        );
     }
 }
 

@@ -7,7 +7,9 @@ use sipguard_common::abi::Mode;
 
 use super::{Global, attach::parse_mode, load_policy};
 use crate::{
-    daemon::{DEFAULT_LISTEN, DaemonConfig, PolicyReload, capture_ring::RingConfig, serve},
+    daemon::{
+        DEFAULT_LISTEN, DaemonConfig, PolicyReload, ProviderLists, capture_ring::RingConfig, serve,
+    },
     dataplane::{AttachRequest, XdpModeChoice, attach},
     state::State,
 };
@@ -64,6 +66,16 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         Ok(policy) => policy,
         Err(status) => return Ok(status),
     };
+    // Provider lists: fetched once before attaching (the cache stands in for a source that is
+    // down), then refreshed by the daemon.
+    // With a policy the refresh runs even without sources: SIGHUP may bring some.
+    let (effective, lists) = match &policy {
+        Some(base) => {
+            let (effective, lists) = global.with_lists(base.clone())?;
+            (Some(effective), Some(lists))
+        }
+        None => (None, None),
+    };
     let mut targets = Vec::new();
     for iface in &args.ifaces {
         let target = global.target(Some(iface))?;
@@ -73,7 +85,7 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             let report = attach(&AttachRequest {
                 target: target.clone(),
                 xdp_mode: args.xdp_mode,
-                policy: policy.as_ref(),
+                policy: effective.as_ref(),
                 mode: args.mode,
             })
             .with_context(|| format!("attach to {}", target.label()))?;
@@ -95,6 +107,9 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         targets,
         events_file: (args.events != "-").then(|| PathBuf::from(&args.events)),
         listen: args.listen,
+        lists: policy
+            .zip(lists)
+            .map(|(policy, lists)| ProviderLists { policy, lists }),
         // --no-attach changes nothing, also on SIGHUP.
         reload: args
             .policy

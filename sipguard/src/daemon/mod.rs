@@ -7,6 +7,7 @@
 
 pub mod capture_ring;
 mod http;
+mod lists;
 pub mod metrics;
 mod reload;
 pub mod top;
@@ -35,6 +36,7 @@ pub use self::http::{
     HANDLER_DEADLINE, HEADER_READ_TIMEOUT, MAX_CONNECTION_LIFETIME, MAX_CONNECTIONS,
     MAX_EVENTS_WAIT,
 };
+pub use self::lists::ProviderLists;
 pub use self::reload::PolicyReload;
 use self::{
     http::stats::HttpStats,
@@ -67,6 +69,8 @@ pub struct DaemonConfig {
     /// `None`: standard output.
     pub events_file: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// The policy's provider lists (URLs, hostnames), refreshed and applied on their interval.
+    pub lists: Option<ProviderLists>,
     /// `--policy`: read again and applied on SIGHUP (`None`: SIGHUP only reopens the log).
     pub reload: Option<PolicyReload>,
     /// The rolling capture of drops (off when `None`).
@@ -223,6 +227,10 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     let http_stats = Arc::new(HttpStats::default());
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
     http_stats.register(exporter.registry_mut());
+    let list_status = lists::register(exporter.registry_mut(), config.lists.as_ref());
+    let provider = config
+        .lists
+        .map(|lists| Arc::new(tokio::sync::Mutex::new(lists)));
     let mut shared = Shared::new(exporter, config.targets.clone());
     if let Some(ring) = config.capture_ring {
         shared.rings = Some(capture_ring::Rings::start(&config.targets, ring)?);
@@ -264,6 +272,13 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
     tasks.spawn(sweep_bans(config.targets.clone()));
     tasks.spawn(snapshot_counters(config.targets.clone()));
+    if let Some(provider) = &provider {
+        tasks.spawn(lists::refresh(
+            config.targets.clone(),
+            provider.clone(),
+            list_status,
+        ));
+    }
     tasks.spawn(http::serve(listener, shared.clone(), http_stats));
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -281,8 +296,9 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
                 if let Some(policy) = config.reload.clone() {
                     reload::notify_reloading();
                     let targets = config.targets.clone();
+                    let provider = provider.clone();
                     let (status, _) = tokio::task::spawn_blocking(move || {
-                        reload::reload_policy(&policy, &targets)
+                        reload::reload_policy(&policy, &targets, provider.as_ref())
                     })
                     .await?;
                     reload::notify(&[

@@ -26,7 +26,13 @@ pub struct PolicyReload {
 
 /// Re-reads and applies the policy to every target; returns a one-line summary for systemd's
 /// status, and whether everything was applied. Blocking (takes each interface's lock).
-pub(crate) fn reload_policy(reload: &PolicyReload, targets: &[Target]) -> (String, bool) {
+/// With provider lists, the policy applied carries their last good lists (from the cache) and
+/// the lists' refresh follows the new file (`super::lists::reloaded`).
+pub(crate) fn reload_policy(
+    reload: &PolicyReload,
+    targets: &[Target],
+    lists: Option<&super::lists::SharedLists>,
+) -> (String, bool) {
     let file = reload.file.display();
     let policy = match Policy::load(&reload.file) {
         Ok(policy) => policy,
@@ -37,6 +43,10 @@ pub(crate) fn reload_policy(reload: &PolicyReload, targets: &[Target]) -> (Strin
                 false,
             );
         }
+    };
+    let policy = match lists {
+        Some(lists) => super::lists::reloaded(lists, policy),
+        None => policy,
     };
     let mut who = Who::this_process();
     who.command = format!("{} (SIGHUP)", who.command);

@@ -6,6 +6,7 @@
 
 mod file;
 pub mod lint;
+pub mod remote;
 pub mod sip;
 pub mod sip_tables;
 mod tables;
@@ -17,6 +18,7 @@ use sipguard_common::abi::{FragmentPolicy, Mode, SourceKey, Zone};
 
 pub use self::{
     file::{Diagnostic, PolicyError, parse_duration},
+    remote::{RemoteKind, RemoteSettings, RemoteSource},
     sip::SipRules,
     tables::{
         Prefix, Tables, class_limits, class_name, deny_flags, kernel_tick_ns, mark_prefilter,
@@ -250,7 +252,7 @@ pub struct PolicySource {
 }
 
 /// A complete, checked policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     /// `None`: keep the mode the filter runs in.
     pub mode: Option<Mode>,
@@ -269,6 +271,11 @@ pub struct Policy {
     pub sip: SipRules,
     /// Auth failures and verified sources from the SBC's answers (access zone only).
     pub feedback: Feedback,
+    /// Allowlist sources fetched or resolved by `crate::lists` (URLs and hostnames of
+    /// `[[allow]]` entries); not in `allow` until they are.
+    pub remote: Vec<RemoteSource>,
+    /// `[lists]`: their refresh, shrink limit, deadline and DNS server.
+    pub remote_settings: RemoteSettings,
     pub source: Option<PolicySource>,
 }
 
@@ -294,6 +301,8 @@ impl Policy {
             deny: Vec::new(),
             sip: SipRules::default(),
             feedback: Feedback::default(),
+            remote: Vec::new(),
+            remote_settings: RemoteSettings::default(),
             source: None,
         }
     }

@@ -26,6 +26,7 @@ pub(super) struct PolicyDoc {
     #[serde(default)]
     pub(super) deny: Vec<ListDoc>,
     pub(super) scanners: Option<ScannersDoc>,
+    pub(super) lists: Option<RemoteListsDoc>,
     #[serde(default)]
     pub(super) destination_budgets: BTreeMap<String, Spanned<RequestBudgetDoc>>,
 }
@@ -194,6 +195,26 @@ pub(super) struct ListDoc {
     pub(super) cidrs: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) files: Vec<Spanned<String>>,
+    /// Lists to fetch (allow entries only): plain text, or JSON with `json_path`.
+    #[serde(default)]
+    pub(super) urls: Vec<Spanned<String>>,
+    /// Hostnames to resolve (A/AAAA; `_service._proto.name`: SRV targets).
+    #[serde(default)]
+    pub(super) hosts: Vec<Spanned<String>>,
+    pub(super) json_path: Option<Spanned<String>>,
+    pub(super) refresh: Option<Spanned<DurationDoc>>,
+    pub(super) max_shrink: Option<Spanned<f64>>,
+}
+
+/// `[lists]`: defaults of the URLs and hostnames of `[[allow]]` entries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoteListsDoc {
+    pub(super) refresh: Option<Spanned<DurationDoc>>,
+    pub(super) max_shrink: Option<Spanned<f64>>,
+    pub(super) timeout: Option<Spanned<DurationDoc>>,
+    /// `198.18.3.53`, `198.18.3.53:5353`, `[2001:db8::53]:53`.
+    pub(super) dns_server: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -136,8 +136,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let bans = context.read_bans(doc.bans.as_ref());
     let events = context.read_events(doc.events.as_ref());
     let feedback = context.read_feedback(doc.auth_failures.as_ref(), doc.verified.as_ref());
-    let allow = context.read_lists(ListKind::Allow, &doc.allow);
-    let deny = context.read_lists(ListKind::Deny, &doc.deny);
+    let remote_settings = context.read_remote_settings(doc.lists.as_ref());
+    let (allow, remote) = context.read_lists(ListKind::Allow, &doc.allow, &remote_settings);
+    let (deny, _) = context.read_lists(ListKind::Deny, &doc.deny, &remote_settings);
     context.check_conflicts(&allow, &deny);
     context.check_capacity(ListKind::Allow, &allow);
     context.check_capacity(ListKind::Deny, &deny);
@@ -183,6 +184,8 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         deny,
         sip,
         feedback,
+        remote,
+        remote_settings,
         source: Some(PolicySource {
             path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             digest: digest.0,
@@ -930,5 +933,141 @@ cidrs = ["192.0.2.1", "bad"]
         let expected = fnv1a(format!("{policy_text}198.51.100.0/24\n192.0.2.1\n").as_bytes());
         assert_eq!(source.digest, expected);
         assert_eq!(source.path, policy_path);
+    }
+
+    #[test]
+    fn urls_and_hostnames_of_allow_entries_are_read_with_their_settings() {
+        let policy = parse_ok(
+            r#"
+[lists]
+refresh = "10m"
+max_shrink = 0.25
+timeout = 5
+dns_server = "198.18.3.53"
+
+[[allow]]
+name = "carrier-b"
+urls = ["http://198.18.3.80:8080/b.txt",
+        "https://lists.carrier-b.example/ips.json"]
+json_path = "prefixes[].ip_prefix, ipv6_prefixes[].ipv6_prefix"
+hosts = ["sip.carrier-b.example", "_sip._udp.carrier-b.example"]
+refresh = "1m"
+
+[[allow]]
+name = "carrier-c"
+hosts = ["edge.carrier-c.example."]
+"#,
+        );
+        let settings = &policy.remote_settings;
+        assert_eq!(settings.refresh, Duration::from_secs(600));
+        assert_eq!(settings.max_shrink, 0.25);
+        assert_eq!(settings.timeout, Duration::from_secs(5));
+        assert_eq!(settings.dns_server, Some("198.18.3.53:53".parse().unwrap()));
+        let summary: Vec<(String, &str, &str, u64, usize)> = policy
+            .remote
+            .iter()
+            .map(|s| {
+                (
+                    s.group.clone(),
+                    s.kind_name(),
+                    s.source(),
+                    s.refresh.as_secs(),
+                    s.at.line,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "carrier-b".into(),
+                    "url",
+                    "http://198.18.3.80:8080/b.txt",
+                    60,
+                    10
+                ),
+                (
+                    "carrier-b".into(),
+                    "url",
+                    "https://lists.carrier-b.example/ips.json",
+                    60,
+                    11
+                ),
+                ("carrier-b".into(), "dns", "sip.carrier-b.example", 60, 13),
+                (
+                    "carrier-b".into(),
+                    "srv",
+                    "_sip._udp.carrier-b.example",
+                    60,
+                    13
+                ),
+                (
+                    "carrier-c".into(),
+                    "dns",
+                    "edge.carrier-c.example.",
+                    600,
+                    18
+                ),
+            ]
+        );
+        assert!(policy.remote.iter().all(|s| s.max_shrink == 0.25));
+        let crate::policy::RemoteKind::Url { json_path, .. } = &policy.remote[0].kind else {
+            panic!("a URL");
+        };
+        assert!(json_path.is_some());
+        assert!(policy.allow.is_empty(), "nothing fetched while parsing");
+        // Without [lists]: 5 minutes, half, 10 s, /etc/resolv.conf.
+        let policy = parse_ok("[[allow]]\nhosts = [\"sip.b.example\"]\n");
+        assert_eq!(policy.remote[0].refresh, Duration::from_secs(300));
+        assert_eq!(policy.remote[0].max_shrink, 0.5);
+        assert_eq!(policy.remote[0].group, "allow-1");
+        assert_eq!(policy.remote_settings.dns_server, None);
+    }
+
+    #[test]
+    fn bad_urls_hostnames_and_list_settings_are_reported_with_their_lines() {
+        let problems = parse_err(
+            r#"[lists]
+refresh = "0s"
+max_shrink = 1.5
+dns_server = "dns.example"
+timeout = "soon"
+
+[[allow]]
+urls = ["ftp://198.18.3.80/b.txt", "http://198.18.3.80/ok.txt"]
+hosts = ["198.18.5.2", "bad_name.example"]
+json_path = "prefixes[0].ip"
+max_shrink = -1
+
+[[allow]]
+json_path = "a"
+refresh = "1m"
+
+[[deny]]
+cidrs = ["192.0.2.0/24"]
+hosts = ["scanners.example"]
+"#,
+        );
+        let expected = [
+            "policy.toml:2: refresh must be at least 1s",
+            "policy.toml:3: max_shrink is a share between 0",
+            "policy.toml:5: 'soon' is not a duration",
+            "policy.toml:4: dns_server 'dns.example' is not an address",
+            "policy.toml:11: max_shrink is a share",
+            "policy.toml:10: json_path 'prefixes[0].ip'",
+            "policy.toml:8: 'ftp://198.18.3.80/b.txt' is not an http:// or https:// URL",
+            "policy.toml:9: '198.18.5.2' is an address, not a hostname",
+            "policy.toml:9: 'bad_name.example' is not a hostname",
+            "policy.toml:14: json_path without urls",
+            "policy.toml:15: refresh without urls or hosts",
+            "policy.toml:19: urls, hosts and their settings are for allow entries",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for (problem, expected) in problems.iter().zip(expected) {
+            assert!(problem.starts_with(expected), "{problem} vs {expected}");
+        }
+        // Unknown keys are still refused by the document's shape.
+        let problems = parse_err("[[allow]]\nurl = \"http://x.example/\"\n");
+        assert!(problems[0].starts_with("policy.toml:2:"), "{problems:?}");
     }
 }
