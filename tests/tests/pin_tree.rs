@@ -49,6 +49,15 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// An empty directory this test made, removed however the test ends.
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
 #[test]
 fn detach_never_touches_anything_outside_its_own_pins() {
     let pins = TempPinRoot::new("hostile");
@@ -60,6 +69,7 @@ fn detach_never_touches_anything_outside_its_own_pins() {
     let sibling_name = format!("victim-{}", std::process::id());
     let sibling = root.parent().unwrap().join(&sibling_name);
     fs::create_dir(&sibling).unwrap();
+    let _sibling = RemovedOnDrop(sibling.clone());
     let escape = format!("../{sibling_name}");
 
     for args in [
