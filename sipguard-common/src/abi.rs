@@ -17,8 +17,9 @@ use crate::{
 /// scanner signatures, destination rules: [`SipPolicy`], `SG_SIGS_*`, `SG_DEST_*`, ...), 24
 /// reason slots, the class and rule in [`Handoff`] and [`DropEvent`]. 8: evidence capture
 /// (`SG_CAPCTL`, `SG_CAPSTATS`, `SG_CAPBUF`, `SG_CAPLIVE`, `SG_CAPROLL`, the capture stage in
-/// `SG_TAILS`, [`Handoff::capture`]).
-pub const ABI_VERSION: u32 = 8;
+/// `SG_TAILS`, [`Handoff::capture`]). 9: the access gate ([`FeedbackPolicy::gate`],
+/// [`FeedbackPolicy::unverified_methods`], reason `unverified`).
+pub const ABI_VERSION: u32 = 9;
 
 /// `b"SIPG"` read as a big-endian u32: marks a [`Meta`] written by sipguard.
 pub const META_MAGIC: u32 = u32::from_be_bytes(*b"SIPG");
@@ -365,13 +366,16 @@ pub enum Reason {
     /// Lockdown: a source on no allowlist (and not verified, where those are admitted) in the
     /// access zone: dropped, no state.
     Lockdown = 22,
+    /// The access gate (under attack, or always): a source neither allowlisted nor verified
+    /// sent something else than the requests a registration needs: dropped, no state.
+    Unverified = 23,
 }
 
 /// Number of reason slots in the counter table (room for reasons added later).
 pub const REASON_SLOTS: usize = 24;
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::NotIp,
         Reason::NotSip,
         Reason::Allowlisted,
@@ -395,6 +399,7 @@ impl Reason {
         Reason::VerifiedRateLimited,
         Reason::AuthFailures,
         Reason::Lockdown,
+        Reason::Unverified,
     ];
 
     /// True when the reason makes the packet drop (in enforce mode).
@@ -431,6 +436,7 @@ impl Reason {
             Reason::VerifiedRateLimited => "verified_rate_limited",
             Reason::AuthFailures => "auth_failures",
             Reason::Lockdown => "lockdown",
+            Reason::Unverified => "unverified",
         }
     }
 
@@ -693,11 +699,11 @@ pub struct Policy {
 /// What the egress program does with the SBC's answers to access-zone clients.
 ///
 /// ```text
-///  0                      24         32           40               48        50      52        56
-///  +----------------------+----------+------------+----------------+---------+-------+---------+
-///  | auth (BanRule)       | grace_ns | verified   | verified       | verified| flags | reserved|
-///  | threshold,window,ttl |          | max_ns     | default_ns     | class   |       |         |
-///  +----------------------+----------+------------+----------------+---------+-------+---------+
+///  0                      24         32           40               48        50      52     54      56
+///  +----------------------+----------+------------+----------------+---------+-------+------+-------+
+///  | auth (BanRule)       | grace_ns | verified   | verified       | verified| flags | gate | unver.|
+///  | threshold,window,ttl |          | max_ns     | default_ns     | class   |       |      | methods
+///  +----------------------+----------+------------+----------------+---------+-------+------+-------+
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -716,7 +722,25 @@ pub struct FeedbackPolicy {
     pub verified_class: u16,
     /// [`feedback_flags`].
     pub flags: u16,
-    pub _reserved: u32,
+    /// [`access_gate`]: when unverified access-zone sources may send only what a registration
+    /// needs.
+    pub gate: u16,
+    /// What unverified sources may send while the gate is shut: bit `1 << method` per
+    /// [`SipMethod`] (REGISTER by default).
+    pub unverified_methods: u16,
+}
+
+/// Bits of [`FeedbackPolicy::gate`]. The gate is shut while either is set.
+pub mod access_gate {
+    /// The policy shuts it for good (`[access] unverified = "registration"`).
+    pub const ALWAYS: u16 = 1;
+    /// Shut now: under attack (`sipguard attack-mode on`, or the daemon's detector).
+    pub const UNDER_ATTACK: u16 = 2;
+    /// Shut while under attack (`[access] unverified = "under-attack"`): the controller may
+    /// set [`UNDER_ATTACK`].
+    pub const ON_ATTACK: u16 = 4;
+    /// Bits the data plane acts on.
+    pub const SHUT: u16 = ALWAYS | UNDER_ATTACK;
 }
 
 /// Bits of [`FeedbackPolicy::flags`].

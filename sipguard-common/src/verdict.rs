@@ -16,6 +16,8 @@
 //!                        verified (the SBC accepted its REGISTER): within the verified
 //!                          class's budget ............ pass, else drop (never a strike)
 //!                        lockdown (admitting verified sources too) ... drop
+//!                        the access gate shut (under attack) and not a request a
+//!                          registration needs ........ drop (unverified), no state
 //!                        no state and no new-source budget left ... drop
 //!                        within its budget ........... pass, else drop (strikes lead to a ban)
 //! ```
@@ -26,7 +28,7 @@
 use crate::{
     abi::{
         FragKey, FragVerdict, FragmentPolicy, NOT_ALLOWLISTED_FLAG, PacketMeta, PolicyHeader,
-        Reason, SourceKey, VERIFIED_FLAG, Zone, meta_fragment, meta_l4, policy_flags,
+        Reason, SipMethod, SourceKey, VERIFIED_FLAG, Zone, meta_fragment, meta_l4, policy_flags,
     },
     parse::{Family, L4, Outcome, Parsed, Quick, Transport},
 };
@@ -127,6 +129,11 @@ pub trait PolicyView {
     /// Whether a lockdown is on, and whom it admits.
     fn lockdown(&self) -> Lockdown {
         Lockdown::Off
+    }
+    /// Whether a source neither allowlisted nor verified may send this packet in the access
+    /// zone: the gate is open, or the packet is a request a registration needs.
+    fn unverified_may_send(&self) -> bool {
+        true
     }
     /// Spends one packet of an unknown source's access budget, creating its state if the
     /// new-source budget allows, and banning it when it keeps exceeding the budget.
@@ -417,6 +424,11 @@ fn judge_source<V: PolicyView>(
         if lockdown == Lockdown::AllowlistedAndVerified {
             return Verdict::new(Reason::Lockdown, zone);
         }
+        // Before any budget: a flood the gate shuts out spends no new-source budget, so a
+        // phone's first REGISTER competes only with other REGISTERs.
+        if !view.unverified_may_send() {
+            return Verdict::new(Reason::Unverified, zone);
+        }
     }
     let reason = match class {
         0 => Reason::Allowlisted,
@@ -429,6 +441,21 @@ fn judge_source<V: PolicyView>(
         _ => Reason::PeerRateLimited,
     };
     Verdict::with_class(reason, zone, class)
+}
+
+/// Whether the shut access gate lets a packet of an unverified source through: one without
+/// payload (the TCP handshake a registration over TCP needs), the continuation of a TCP
+/// message (no method at its start), or a request whose method is in `allowed` (bit
+/// `1 << method`: REGISTER by default).
+#[inline(always)]
+pub const fn gate_admits(l4: u8, has_payload: bool, method: SipMethod, allowed: u16) -> bool {
+    if !has_payload {
+        return true;
+    }
+    match method {
+        SipMethod::Unknown => l4 == meta_l4::TCP,
+        method => allowed & (1 << (method as u16 & 15)) != 0,
+    }
 }
 
 /// A 32-bit fingerprint of a source key, never 0 (0 marks an empty event-cache slot); the top
@@ -504,6 +531,38 @@ mod tests {
             family,
             prefix_len: if family == 4 { 32 } else { 64 },
             _reserved: [0; 2],
+        }
+    }
+
+    #[test]
+    fn the_shut_gate_admits_registrations_and_what_a_tcp_connection_needs() {
+        let register = 1 << SipMethod::Register as u16;
+        for (l4, payload, method, allowed, admitted) in [
+            (meta_l4::UDP, true, SipMethod::Register, register, true),
+            (meta_l4::UDP, true, SipMethod::Invite, register, false),
+            (meta_l4::UDP, true, SipMethod::Options, register, false),
+            (meta_l4::UDP, true, SipMethod::Response, register, false),
+            // A CRLF keep-alive or garbage over UDP is no registration.
+            (meta_l4::UDP, true, SipMethod::Unknown, register, false),
+            (meta_l4::UDP, false, SipMethod::Unknown, register, true),
+            // SYN, ACK, and the later segments of a message over TCP.
+            (meta_l4::TCP, false, SipMethod::Unknown, register, true),
+            (meta_l4::TCP, true, SipMethod::Unknown, register, true),
+            (meta_l4::TCP, true, SipMethod::Invite, register, false),
+            // A deployment that lets unregistered devices send OPTIONS keep-alives.
+            (
+                meta_l4::UDP,
+                true,
+                SipMethod::Options,
+                register | 1 << SipMethod::Options as u16,
+                true,
+            ),
+        ] {
+            assert_eq!(
+                gate_admits(l4, payload, method, allowed),
+                admitted,
+                "{l4} {payload} {method:?}"
+            );
         }
     }
 

@@ -213,6 +213,13 @@ pub(crate) fn sipguard_judge(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let outcome = Outcome::from_code(handoff.outcome);
+    if view.gate_shut() {
+        view.set_gate_admits(sip::gate_admits_packet(
+            &frame,
+            &handoff.packet,
+            view.unverified_methods(),
+        ));
+    }
     let verdict = decide_outcome(outcome, &handoff.packet, &view, handoff.class_hint);
     if outcome == Outcome::Ip {
         // Later fragments of every datagram, SIP or not, follow a dropped first fragment.

@@ -19,17 +19,17 @@ use aya_ebpf::{
 };
 use sipguard_common::{
     abi::{
-        CLASS_ID_MASK, DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, Reason, SIP_SCAN_BYTES,
-        SignatureData, SipMethod, SipZone, SourceKey, VERIFIED_FLAG, Zone, dest_action,
-        dest_stat_index, dest_verdict, meta_l4, method_budget_slot, method_index, signature_field,
-        sip_zone_flags,
+        CLASS_ID_MASK, DestData, DestRule, Handoff, NOT_ALLOWLISTED_FLAG, PacketMeta, Reason,
+        SIP_SCAN_BYTES, SignatureData, SipMethod, SipZone, SourceKey, VERIFIED_FLAG, Zone,
+        dest_action, dest_stat_index, dest_verdict, meta_l4, method_budget_slot, method_index,
+        signature_field, sip_zone_flags,
     },
     dial::{Dialled, Number, dialled},
     sip::{
         Headers, MESSAGE_TAIL, METHOD_BYTES, Message, MessageBuffer, SCAN_STEPS, Scan,
         destination_key, leading_line_ends, scan_step, signature_key, sip_method,
     },
-    verdict::source_key,
+    verdict::{gate_admits, source_key},
 };
 
 use crate::{
@@ -69,6 +69,20 @@ fn method(frame: &XdpFrame, handoff: &mut Handoff) -> SipMethod {
         Some(start) => sip_method(&start),
         None => SipMethod::Unknown,
     }
+}
+
+/// Whether the shut access gate admits this packet from an unverified source
+/// ([`gate_admits`]), by the method at the start of its payload.
+#[inline(always)]
+pub(crate) fn gate_admits_packet(frame: &XdpFrame, packet: &PacketMeta, allowed: u16) -> bool {
+    let transport = matches!(packet.l4, meta_l4::UDP | meta_l4::TCP);
+    let has_payload =
+        transport && packet.payload != 0 && frame.load_handed::<1>(packet.payload).is_some();
+    let method = match frame.load_handed::<METHOD_BYTES>(packet.payload) {
+        Some(start) if has_payload => sip_method(&start),
+        _ => SipMethod::Unknown,
+    };
+    gate_admits(packet.l4, has_payload, method, allowed)
 }
 
 /// What a SIP stage decided.

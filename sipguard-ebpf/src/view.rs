@@ -16,8 +16,8 @@ use sipguard_common::{
         Ban, CLASS_SLOTS, ClassLimits, DEFAULT_TICK_NS, DEST_BUDGET_SLOTS, DestData, DestRule,
         FeedbackPolicy, FragKey, FragVerdict, FragmentPolicy, METHOD_BUDGET_SLOTS, Mode,
         PREFILTER_ALLOW, PREFILTER_ALLOW_NETS, PREFILTER_DENY, Policy, PolicyHeader, SignatureData,
-        SignatureRule, SipSourceState, SipZone, SourceKey, Zone, ban_flags, event_stat,
-        policy_flags, prefilter_index, prefilter_position, verified_filter_position,
+        SignatureRule, SipSourceState, SipZone, SourceKey, Zone, access_gate, ban_flags,
+        event_stat, policy_flags, prefilter_index, prefilter_position, verified_filter_position,
     },
     budget::Gcra,
     parse::{Family, Transport},
@@ -39,6 +39,9 @@ pub(crate) struct MapView {
     policy: &'static Policy,
     /// Boot-time ns on the tick clock, read once per packet when first needed.
     now: Cell<u64>,
+    /// Whether the shut access gate admits this packet from an unverified source (the judge
+    /// reads its method only while the gate is shut).
+    gate_admits: Cell<bool>,
 }
 
 impl MapView {
@@ -58,7 +61,25 @@ impl MapView {
             generation,
             policy,
             now: Cell::new(0),
+            gate_admits: Cell::new(true),
         })
+    }
+
+    /// The access gate is shut: unverified sources may send only what a registration needs.
+    #[inline(always)]
+    pub(crate) fn gate_shut(&self) -> bool {
+        self.policy.feedback.gate & access_gate::SHUT != 0
+    }
+
+    /// Methods unverified sources may send while the gate is shut.
+    #[inline(always)]
+    pub(crate) fn unverified_methods(&self) -> u16 {
+        self.policy.feedback.unverified_methods
+    }
+
+    #[inline(always)]
+    pub(crate) fn set_gate_admits(&self, admits: bool) {
+        self.gate_admits.set(admits);
     }
 
     #[inline(always)]
@@ -524,6 +545,11 @@ impl PolicyView for MapView {
     #[inline(always)]
     fn lockdown(&self) -> Lockdown {
         Lockdown::from_flags(self.policy.header.flags)
+    }
+
+    #[inline(always)]
+    fn unverified_may_send(&self) -> bool {
+        !self.gate_shut() || self.gate_admits.get()
     }
 
     #[inline(always)]

@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, time::Duration};
 use sipguard_common::{
     abi::{
         BanReason, CLASS_SLOTS, Mode, Origin, PolicyHeader, RuleValue, SOURCE_PATH_LEN, Zone,
-        policy_flags,
+        access_gate, policy_flags,
     },
     parse::Transport,
 };
@@ -148,6 +148,8 @@ pub fn apply(
     // A lockdown holds until `lockdown off`, whatever policy comes meanwhile.
     value.header.flags |=
         current.header.flags & (policy_flags::LOCKDOWN | policy_flags::LOCKDOWN_VERIFIED);
+    // So does an attack mode switched on, until it is switched off.
+    value.feedback.gate |= current.feedback.gate & access_gate::UNDER_ATTACK;
     state.set_policy(next, &value)?;
     state.activate(next)?;
     let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use sipguard_common::{
     abi::{
-        BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, Zone, ban_flags,
+        BanReason, CLASS_SLOTS, Mode, Origin, RuleValue, SourceKey, Zone, access_gate, ban_flags,
         feedback_flags, policy_flags,
     },
     budget::{Gcra, NANOS},
@@ -51,6 +51,16 @@ pub enum LiveError {
         "auth-failure bans are off in the policy ([auth_failures] threshold = 0, or no access zone)"
     )]
     AuthFailuresOff,
+    #[error(
+        "verified sources are off in the policy ([verified] enabled = false, or no access zone): \
+         with the gate shut no unknown phone could get past it"
+    )]
+    GateWithoutVerified,
+    #[error(
+        "the policy keeps the gate shut always ([access] unverified = \"always\"); change the \
+         policy to open it"
+    )]
+    GateAlwaysShut,
 }
 
 /// Most strikes one call applies (`sipguard strike --count`, `POST /api/strike`).
@@ -434,6 +444,29 @@ impl LiveState {
         };
         value.header.serial += 1;
         self.set_policy(active, &value)
+    }
+
+    /// Switches the attack mode: `true` shuts the access gate (sources neither allowlisted nor
+    /// verified may send only what a registration needs, reason `unverified`), `false` opens
+    /// it again unless the policy keeps it shut always. One bit of the running policy; it
+    /// holds across `apply` until switched off.
+    pub fn set_attack_mode(&mut self, on: bool) -> Result<(), LiveError> {
+        let active = self.active_generation()?;
+        let mut value = self.policy(active)?;
+        if on && value.header.flags & policy_flags::VERIFIED == 0 {
+            return Err(LiveError::GateWithoutVerified);
+        }
+        if !on && value.feedback.gate & access_gate::ALWAYS != 0 {
+            return Err(LiveError::GateAlwaysShut);
+        }
+        if on {
+            value.feedback.gate |= access_gate::UNDER_ATTACK;
+        } else {
+            value.feedback.gate &= !access_gate::UNDER_ATTACK;
+        }
+        value.header.serial += 1;
+        self.set_policy(active, &value)?;
+        Ok(())
     }
 
     /// Bans monitor mode recorded are evidence of what enforcing would have done, not

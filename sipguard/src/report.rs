@@ -218,6 +218,21 @@ pub struct LinkView {
     pub ifindex: u32,
 }
 
+/// How `status`, metrics and the CLI name the access gate's state (`[access] unverified`,
+/// `sipguard attack-mode`).
+pub fn gate_name(gate: u16) -> &'static str {
+    use sipguard_common::abi::access_gate;
+    if gate & access_gate::ALWAYS != 0 {
+        "shut (always)"
+    } else if gate & access_gate::UNDER_ATTACK != 0 {
+        "shut (under attack)"
+    } else if gate & access_gate::ON_ATTACK != 0 {
+        "open (shuts under attack)"
+    } else {
+        "open"
+    }
+}
+
 /// How `status`, metrics and the CLI name a lockdown state.
 pub fn lockdown_name(lockdown: Lockdown) -> &'static str {
     match lockdown {
@@ -239,6 +254,8 @@ pub struct Status {
     pub mode: &'static str,
     /// `off`, `allowlisted` (only allowlisted sources admitted) or `allowlisted+verified`.
     pub lockdown: &'static str,
+    /// The access gate: `open`, `open (shuts under attack)`, `shut (under attack)`, `shut (always)`.
+    pub access_gate: &'static str,
     pub fragments: &'static str,
     pub generation: u32,
     pub serial: u64,
@@ -422,6 +439,7 @@ impl Status {
             xdp_mode: xdp_mode_name(meta.xdp_mode),
             mode: Mode::from_u8(header.mode).name(),
             lockdown: lockdown_name(Lockdown::from_flags(header.flags)),
+            access_gate: gate_name(policy.feedback.gate),
             fragments: FragmentPolicy::from_u8(header.fragments).name(),
             generation,
             serial: header.serial,

@@ -2,6 +2,7 @@
 
 mod apply;
 mod attach;
+mod attack_mode;
 mod bans;
 mod capture;
 mod check;
@@ -84,6 +85,7 @@ pub enum Command {
     Deny(lists::Args),
     Mode(mode::Args),
     Lockdown(lockdown::Args),
+    AttackMode(attack_mode::Args),
     Limits(limits::Args),
     History(history::Args),
     Report(report::Args),
@@ -122,6 +124,7 @@ impl Cli {
             Command::Deny(args) => lists::run(&global, crate::state::List::Deny, args),
             Command::Mode(args) => mode::run(&global, args),
             Command::Lockdown(args) => lockdown::run(&global, args),
+            Command::AttackMode(args) => attack_mode::run(&global, args),
             Command::Limits(args) => limits::run(&global, args),
             Command::History(args) => history::run(&global, args),
             Command::Report(args) => report::run(&global, args),

@@ -80,6 +80,13 @@ fn print_status(status: &Status) {
         "  mode        {} (fragments: {})",
         status.mode, status.fragments
     );
+    if status.access_gate.starts_with("shut") {
+        println!(
+            "  GATE        {}: unverified access sources may send only what a registration \
+             needs (`sipguard attack-mode`)",
+            status.access_gate
+        );
+    }
     if status.lockdown != "off" {
         println!(
             "  LOCKDOWN    only {} sources are admitted (`sipguard lockdown off` ends it)",

@@ -96,6 +96,7 @@ struct Scrape {
     attached: Samples,
     monitor: Samples,
     lockdown: Samples,
+    access_gate: Samples,
     serial: Samples,
     applied: Samples,
     errors: Samples,
@@ -286,6 +287,10 @@ impl SipguardCollector {
         scrape.lockdown.push((
             vec![label(), ("admits", status.lockdown.to_string())],
             f64::from(u8::from(status.lockdown != "off")),
+        ));
+        scrape.access_gate.push((
+            vec![label(), ("state", status.access_gate.to_string())],
+            f64::from(u8::from(status.access_gate.starts_with("shut"))),
         ));
         scrape.serial.push((vec![label()], status.serial as f64));
         scrape
@@ -486,6 +491,13 @@ impl Collector for SipguardCollector {
             "1 while a lockdown is on (`sipguard lockdown`); admits: off, allowlisted, allowlisted+verified.",
             Gauge,
             &scrape.lockdown,
+        )?;
+        family(
+            e,
+            "sipguard_access_gate_shut",
+            "1 while the access gate is shut (`[access] unverified`, `sipguard attack-mode`): unverified sources may send only what a registration needs.",
+            Gauge,
+            &scrape.access_gate,
         )?;
         family(
             e,

@@ -170,7 +170,37 @@ pub struct Access {
     pub class: String,
     /// Budget for creating state for new sources, all CPUs together.
     pub new_sources: Budget,
+    /// When sources neither allowlisted nor verified may send only what a registration needs.
+    pub gate: AccessGate,
+    /// What they may send then: bit `1 << method` ([`sipguard_common::abi::SipMethod`]).
+    pub unverified_methods: u16,
 }
+
+/// `[access] unverified`: when the access zone admits from unverified sources (no 200 OK to a
+/// REGISTER seen for them) only what a registration needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessGate {
+    /// Never: unknown sources are budgeted as before (the default).
+    #[default]
+    Open,
+    /// While under attack: `sipguard attack-mode on` shuts it.
+    UnderAttack,
+    /// Always.
+    Always,
+}
+
+impl AccessGate {
+    pub const fn name(self) -> &'static str {
+        match self {
+            AccessGate::Open => "open",
+            AccessGate::UnderAttack => "under-attack",
+            AccessGate::Always => "always",
+        }
+    }
+}
+
+/// What unverified sources may send while the gate is shut, by default: REGISTER.
+pub const DEFAULT_UNVERIFIED_METHODS: u16 = 1 << sipguard_common::abi::SipMethod::Register as u16;
 
 /// When unknown sources that keep exceeding their budget are banned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,15 +11,16 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use sipguard_common::{
     abi::{
         self, CLASS_NAME_LEN, ClassLimits, FragmentPolicy, Mode, Origin, PORT_SLOTS,
-        PREFILTER_CHUNK_WORDS, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, Zone, feedback_flags,
-        policy_flags, prefilter_position,
+        PREFILTER_CHUNK_WORDS, PREFILTER_CHUNKS, PrefilterChunk, RuleValue, Zone, access_gate,
+        feedback_flags, policy_flags, prefilter_position,
     },
     budget::{BanRule, Gcra},
     parse::Transport,
 };
 
 use super::{
-    BanSettings, Budget, DEFAULT_NEW_SOURCES, EventSettings, Policy, Ports,
+    AccessGate, BanSettings, Budget, DEFAULT_NEW_SOURCES, DEFAULT_UNVERIFIED_METHODS,
+    EventSettings, Policy, Ports,
     sip_tables::{SipIds, SipTables, ZoneUse, compile_sip},
 };
 
@@ -341,7 +342,17 @@ fn compile_feedback(
             .as_deref()
             .map_or(access_class, class_id),
         flags,
-        _reserved: 0,
+        gate: match policy.access.as_ref().map(|access| access.gate) {
+            Some(AccessGate::Always) if access => access_gate::ALWAYS,
+            Some(AccessGate::UnderAttack) if access => access_gate::ON_ATTACK,
+            _ => 0,
+        },
+        unverified_methods: policy
+            .access
+            .as_ref()
+            .map_or(DEFAULT_UNVERIFIED_METHODS, |access| {
+                access.unverified_methods
+            }),
     }
 }
 

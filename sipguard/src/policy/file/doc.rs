@@ -94,6 +94,11 @@ pub(super) struct AccessDoc {
     pub(super) count_methods: bool,
     pub(super) class: Option<Spanned<String>>,
     pub(super) new_sources: Option<Spanned<BudgetDoc>>,
+    /// `open`, `under-attack` or `always`: when unverified sources may send only what a
+    /// registration needs.
+    pub(super) unverified: Option<Spanned<String>>,
+    /// What they may send then (`["REGISTER"]` by default).
+    pub(super) unverified_methods: Option<Spanned<Vec<String>>>,
     pub(super) dialplan: Option<Spanned<DialPlanDoc>>,
     #[serde(default)]
     pub(super) destinations: Vec<Spanned<DestinationDoc>>,

@@ -136,6 +136,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let bans = context.read_bans(doc.bans.as_ref());
     let events = context.read_events(doc.events.as_ref());
     let feedback = context.read_feedback(doc.auth_failures.as_ref(), doc.verified.as_ref());
+    context.check_gate_has_verified(doc.access.as_ref(), access.as_ref(), &feedback);
     let remote_settings = context.read_remote_settings(doc.lists.as_ref());
     let (allow, remote) = context.read_lists(ListKind::Allow, &doc.allow, &remote_settings);
     let (deny, _) = context.read_lists(ListKind::Deny, &doc.deny, &remote_settings);

@@ -6,8 +6,11 @@ use super::{
     ParseContext,
     doc::{AccessDoc, PortsDoc},
 };
+use sipguard_common::abi::SipMethod;
+
 use crate::policy::{
-    Access, DEFAULT_ACCESS_CLASS, DEFAULT_NEW_SOURCES, DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, Ports,
+    Access, AccessGate, DEFAULT_ACCESS_CLASS, DEFAULT_NEW_SOURCES, DEFAULT_TCP_PORTS,
+    DEFAULT_UDP_PORTS, DEFAULT_UNVERIFIED_METHODS, Ports,
 };
 
 impl ParseContext<'_> {
@@ -46,11 +49,86 @@ impl ParseContext<'_> {
                 self.read_budget("new_sources", budget)
                     .unwrap_or(DEFAULT_NEW_SOURCES)
             });
+        let gate = self.read_gate(doc.unverified.as_ref());
+        let unverified_methods = self.read_unverified_methods(doc.unverified_methods.as_ref());
         Access {
             ports,
             class,
             new_sources,
+            gate,
+            unverified_methods,
         }
+    }
+
+    /// A shut gate admits unknown sources once the SBC accepted their REGISTER: without
+    /// `[verified]` no phone could ever call.
+    pub(super) fn check_gate_has_verified(
+        &mut self,
+        doc: Option<&AccessDoc>,
+        access: Option<&Access>,
+        feedback: &crate::policy::Feedback,
+    ) {
+        let (Some(doc), Some(access)) = (doc, access) else {
+            return;
+        };
+        if access.gate != AccessGate::Open
+            && !feedback.verified
+            && let Some(gate) = &doc.unverified
+        {
+            self.report_at(
+                gate.span(),
+                "unverified = \"under-attack\" or \"always\" needs [verified] on: only a 200 OK \
+                 to a REGISTER lets a phone past the gate",
+            );
+        }
+    }
+
+    fn read_gate(&mut self, gate: Option<&Spanned<String>>) -> AccessGate {
+        let Some(gate) = gate else {
+            return AccessGate::Open;
+        };
+        match gate.get_ref().as_str() {
+            "open" => AccessGate::Open,
+            "under-attack" => AccessGate::UnderAttack,
+            "always" => AccessGate::Always,
+            other => {
+                self.report_at(
+                    gate.span(),
+                    format!(
+                        "unverified = \"{other}\": one of \"open\", \"under-attack\", \"always\""
+                    ),
+                );
+                AccessGate::Open
+            }
+        }
+    }
+
+    /// Method names (`REGISTER`, `OPTIONS`...) as bits; REGISTER must be among them.
+    fn read_unverified_methods(&mut self, methods: Option<&Spanned<Vec<String>>>) -> u16 {
+        let Some(methods) = methods else {
+            return DEFAULT_UNVERIFIED_METHODS;
+        };
+        let mut bits = 0u16;
+        for name in methods.get_ref() {
+            let found = SipMethod::ALL.iter().find(|method| {
+                !matches!(method, SipMethod::Unknown | SipMethod::Response)
+                    && method.token().eq_ignore_ascii_case(name)
+            });
+            match found {
+                Some(method) => bits |= 1 << (*method as u16),
+                None => self.report_at(
+                    methods.span(),
+                    format!("unverified_methods: '{name}' is not a SIP request method"),
+                ),
+            }
+        }
+        if bits != 0 && bits & DEFAULT_UNVERIFIED_METHODS == 0 {
+            self.report_at(
+                methods.span(),
+                "unverified_methods must include REGISTER: unverified sources could never register",
+            );
+        }
+        bits | DEFAULT_UNVERIFIED_METHODS
     }
 
     fn read_ports(

@@ -1,0 +1,371 @@
+//! The access gate (`[access] unverified`, `sipguard attack-mode`) on the real program under
+//! `BPF_PROG_TEST_RUN`: while it is shut, sources neither allowlisted nor verified may send
+//! only what a registration needs, and what it shuts out spends no budget and makes no state,
+//! so a phone never seen before still registers during a spoofed flood.
+
+use std::net::Ipv4Addr;
+
+use sipguard::live::LiveError;
+use sipguard_common::abi::{Reason, Zone};
+use sipguard_tests::{
+    frames::Packet,
+    harness::{TestFilter, Verdict, drop, pass},
+};
+
+const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const CARRIER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+const NEW_PHONE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 20);
+const STRANGER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
+
+/// Small budgets: a flood that spent them would show.
+const POLICY: &str = r#"
+mode = "enforce"
+[trunk]
+udp = [5060]
+[access]
+udp = [5070]
+tcp = [5070]
+class = "phones"
+new_sources = { rate = 1, burst = 3 }
+unverified = "always"
+[classes]
+phones = { rate = 1, burst = 4 }
+registered = { rate = 1000, burst = 1000 }
+[verified]
+class = "registered"
+[[allow]]
+name = "carrier"
+cidrs = ["198.18.1.0/24"]
+"#;
+
+fn request(src: Ipv4Addr, method: &str) -> Vec<u8> {
+    let text = format!("{method} sip:sbc SIP/2.0\r\nCSeq: 1 {method}\r\n\r\n");
+    Packet::udp4(src, SBC, 5062, 5070, text.into_bytes()).build()
+}
+
+/// The SBC's 200 OK to the phone's REGISTER: the phone becomes a verified source.
+fn verify(filter: &mut TestFilter, phone: Ipv4Addr) {
+    let ok = b"SIP/2.0 200 OK\r\nCSeq: 2 REGISTER\r\nExpires: 600\r\n\r\n";
+    filter.run_egress(
+        &Packet::udp4(SBC, phone, 5070, 5062, ok.to_vec()).build(),
+        1,
+    );
+}
+
+fn expect(filter: &mut TestFilter, cases: &[(Ipv4Addr, &str, Verdict)]) {
+    for (source, method, verdict) in cases {
+        assert_eq!(
+            filter.run(&request(*source, method)),
+            *verdict,
+            "{method} from {source}"
+        );
+    }
+}
+
+#[test]
+fn the_shut_gate_admits_only_registrations_from_unverified_sources_and_spends_nothing_on_the_rest()
+{
+    let mut filter = TestFilter::new(POLICY);
+    verify(&mut filter, PHONE);
+    let unverified = drop(Zone::Access, Reason::Unverified);
+    expect(
+        &mut filter,
+        &[
+            (STRANGER, "INVITE", unverified),
+            (STRANGER, "OPTIONS", unverified),
+            (STRANGER, "SUBSCRIBE", unverified),
+            (STRANGER, "MESSAGE", unverified),
+            (STRANGER, "BYE", unverified),
+            (STRANGER, "SIP/2.0 200 OK\r\nX:", unverified),
+            // The verified phone and the allowlisted carrier are not touched.
+            (PHONE, "INVITE", pass(Zone::Access, Reason::Verified)),
+            (PHONE, "OPTIONS", pass(Zone::Access, Reason::Verified)),
+            (PHONE, "SUBSCRIBE", pass(Zone::Access, Reason::Verified)),
+            (CARRIER, "INVITE", pass(Zone::Access, Reason::Allowlisted)),
+        ],
+    );
+    // A CRLF keep-alive over UDP is no registration.
+    let keepalive = Packet::udp4(STRANGER, SBC, 5062, 5070, b"\r\n\r\n".to_vec()).build();
+    assert_eq!(filter.run(&keepalive), unverified);
+
+    // A spoofed flood of OPTIONS from 500 sources: no state, no new-source budget spent.
+    let tracked = filter.loaded.state.budget_entries();
+    for i in 0..500u32 {
+        let source = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
+        assert_eq!(filter.run(&request(source, "OPTIONS")), unverified);
+    }
+    assert_eq!(
+        filter.loaded.state.budget_entries(),
+        tracked,
+        "no state for the flood"
+    );
+
+    // A phone never seen before registers: within its budget (burst 4), then rate limited.
+    for _ in 0..4 {
+        expect(
+            &mut filter,
+            &[(
+                NEW_PHONE,
+                "REGISTER",
+                pass(Zone::Access, Reason::AccessAdmitted),
+            )],
+        );
+    }
+    expect(
+        &mut filter,
+        &[(
+            NEW_PHONE,
+            "REGISTER",
+            drop(Zone::Access, Reason::RateLimited),
+        )],
+    );
+    // Before its 200 OK it may not call; after it, everything within the verified class.
+    expect(&mut filter, &[(NEW_PHONE, "INVITE", unverified)]);
+    verify(&mut filter, NEW_PHONE);
+    expect(
+        &mut filter,
+        &[(NEW_PHONE, "INVITE", pass(Zone::Access, Reason::Verified))],
+    );
+}
+
+#[test]
+fn the_gate_lets_a_tcp_registration_through_but_no_other_request() {
+    let mut filter = TestFilter::new(POLICY);
+    let syn = Packet::tcp4(STRANGER, SBC, 40000, 5070, Vec::new()).build();
+    assert_eq!(filter.run(&syn), pass(Zone::Access, Reason::AccessAdmitted));
+    let register = Packet::tcp4(
+        STRANGER,
+        SBC,
+        40000,
+        5070,
+        b"REGISTER sip:sbc SIP/2.0\r\nCSeq: 1 REGISTER\r\n".to_vec(),
+    )
+    .build();
+    assert_eq!(
+        filter.run(&register),
+        pass(Zone::Access, Reason::AccessAdmitted)
+    );
+    // The rest of a message that spans segments has no start line.
+    let rest = Packet::tcp4(
+        STRANGER,
+        SBC,
+        40000,
+        5070,
+        b"Contact: <sip:x>\r\n\r\n".to_vec(),
+    )
+    .build();
+    assert_eq!(
+        filter.run(&rest),
+        pass(Zone::Access, Reason::AccessAdmitted)
+    );
+    let invite = Packet::tcp4(
+        STRANGER,
+        SBC,
+        40000,
+        5070,
+        b"INVITE sip:+44 SIP/2.0\r\n".to_vec(),
+    )
+    .build();
+    assert_eq!(filter.run(&invite), drop(Zone::Access, Reason::Unverified));
+}
+
+#[test]
+fn attack_mode_shuts_and_opens_the_gate_and_holds_across_apply() {
+    let under_attack = POLICY.replace(r#"unverified = "always""#, r#"unverified = "under-attack""#);
+    let mut filter = TestFilter::new(&under_attack);
+    let open = [(
+        STRANGER,
+        "OPTIONS",
+        pass(Zone::Access, Reason::AccessAdmitted),
+    )];
+    expect(&mut filter, &open);
+
+    filter.live().set_attack_mode(true).unwrap();
+    let shut = [(STRANGER, "OPTIONS", drop(Zone::Access, Reason::Unverified))];
+    expect(&mut filter, &shut);
+    filter.apply(&under_attack);
+    expect(&mut filter, &shut);
+
+    filter.live().set_attack_mode(false).unwrap();
+    expect(&mut filter, &open);
+
+    // A policy that lets unregistered devices send OPTIONS keep-alives.
+    filter.apply(&under_attack.replace(
+        r#"unverified = "under-attack""#,
+        "unverified = \"under-attack\"\nunverified_methods = [\"REGISTER\", \"options\"]",
+    ));
+    filter.live().set_attack_mode(true).unwrap();
+    expect(
+        &mut filter,
+        &[
+            (
+                STRANGER,
+                "OPTIONS",
+                pass(Zone::Access, Reason::AccessAdmitted),
+            ),
+            (STRANGER, "INVITE", drop(Zone::Access, Reason::Unverified)),
+        ],
+    );
+}
+
+#[test]
+fn the_gate_cannot_open_against_the_policy_nor_shut_without_verified_sources() {
+    let filter = TestFilter::new(POLICY);
+    assert!(matches!(
+        filter.live().set_attack_mode(false),
+        Err(LiveError::GateAlwaysShut)
+    ));
+    let no_verified = TestFilter::new(&POLICY.replace(r#"unverified = "always""#, "").replace(
+        "[verified]\nclass = \"registered\"",
+        "[verified]\nenabled = false",
+    ));
+    assert!(matches!(
+        no_verified.live().set_attack_mode(true),
+        Err(LiveError::GateWithoutVerified)
+    ));
+}
+
+#[test]
+fn in_monitor_mode_the_gate_only_counts() {
+    let mut filter = TestFilter::new(&POLICY.replace("enforce", "monitor"));
+    let verdict = filter.run(&request(STRANGER, "INVITE"));
+    assert!(verdict.passed() && verdict.monitored, "{verdict:?}");
+    assert_eq!(verdict.reason, Reason::Unverified);
+}
+
+#[test]
+fn bad_gate_settings_are_refused_with_their_line() {
+    let cases = [
+        (
+            POLICY.replace(r#"unverified = "always""#, r#"unverified = "sometimes""#),
+            "one of \"open\", \"under-attack\", \"always\"",
+        ),
+        (
+            POLICY.replace(
+                r#"unverified = "always""#,
+                "unverified = \"always\"\nunverified_methods = [\"OPTIONS\"]",
+            ),
+            "must include REGISTER",
+        ),
+        (
+            POLICY.replace(
+                r#"unverified = "always""#,
+                "unverified = \"always\"\nunverified_methods = [\"REGISTER\", \"FETCH\"]",
+            ),
+            "'FETCH' is not a SIP request method",
+        ),
+        (
+            POLICY.replace(
+                "[verified]\nclass = \"registered\"",
+                "[verified]\nenabled = false",
+            ),
+            "needs [verified] on",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = sipguard::policy::Policy::parse(&text, "gate.toml")
+            .expect_err(expected)
+            .to_string();
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains("gate.toml:"), "{error}");
+    }
+}
+
+/// Through veth with real sockets and the CLI: `attack-mode on` keeps an unknown source's
+/// OPTIONS from the SBC's socket while its REGISTERs still arrive, `off` lets them in again,
+/// and both switches are journaled.
+#[test]
+fn attack_mode_through_the_cli_keeps_unverified_requests_from_the_sbc_socket() {
+    use std::{process::Command, time::Duration};
+
+    use sipguard_tests::{
+        lab::{Lab, SBC_IF, UNKNOWN_V4, UdpCounter},
+        pins::TempPinRoot,
+        sipguard_bin,
+    };
+
+    let lab = Lab::new("gate").unwrap();
+    let pins = TempPinRoot::new("access-gate");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let text = POLICY
+        .replace(r#"unverified = "always""#, r#"unverified = "under-attack""#)
+        .replace("new_sources = { rate = 1, burst = 3 }", "")
+        .replace(
+            "phones = { rate = 1, burst = 4 }",
+            "phones = { rate = 1000, burst = 1000 }",
+        );
+    std::fs::write(&policy, text).unwrap();
+    let cli = |args: &[&str]| {
+        let output = Command::new(sipguard_bin())
+            .arg("--pin-root")
+            .arg(pins.path())
+            .args(["--netns", lab.sbc.name(), "--journal-dir"])
+            .arg(dir.path().join("journal"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let policy_arg = policy.to_str().unwrap();
+    cli(&[
+        "attach",
+        "--iface",
+        SBC_IF,
+        "--policy",
+        policy_arg,
+        "--xdp-mode",
+        "native",
+    ]);
+    assert_eq!(
+        cli(&["attack-mode", "--iface", SBC_IF]).trim(),
+        "open (shuts under attack)"
+    );
+
+    let options: &'static [u8] = b"OPTIONS sip:sbc SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    let register: &'static [u8] = b"REGISTER sip:sbc SIP/2.0\r\nCSeq: 1 REGISTER\r\n\r\n";
+    let received = |sends: &[(&'static [u8], usize)]| {
+        let socket = UdpCounter::start(&lab.sbc, 5070).unwrap();
+        for (payload, count) in sends {
+            lab.send_from(UNKNOWN_V4.into(), 5070, *count, payload);
+        }
+        socket
+            .finish(Duration::from_millis(300))
+            .get(&UNKNOWN_V4.into())
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        received(&[(options, 20)]),
+        20,
+        "open: everything within budget"
+    );
+    let shut = cli(&["attack-mode", "--iface", SBC_IF, "on"]);
+    assert!(shut.contains("shut (under attack)"), "{shut}");
+    assert_eq!(received(&[(options, 20)]), 0, "shut: no OPTIONS");
+    assert_eq!(received(&[(register, 20)]), 20, "shut: every REGISTER");
+    let status = cli(&["status", "--iface", SBC_IF]);
+    assert!(
+        status.contains("GATE        shut (under attack)"),
+        "{status}"
+    );
+    cli(&["attack-mode", "--iface", SBC_IF, "off"]);
+    assert_eq!(received(&[(options, 20)]), 20, "open again");
+
+    let history: serde_json::Value =
+        serde_json::from_str(&cli(&["history", "--iface", SBC_IF, "--json"])).unwrap();
+    let switches = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["action"] == "attack-mode")
+        .count();
+    assert_eq!(switches, 2);
+    cli(&["detach", "--iface", SBC_IF]);
+}
