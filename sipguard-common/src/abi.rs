@@ -739,6 +739,9 @@ pub mod access_gate {
     /// Shut while under attack (`[access] unverified = "under-attack"`): the controller may
     /// set [`UNDER_ATTACK`].
     pub const ON_ATTACK: u16 = 4;
+    /// The operator switched [`UNDER_ATTACK`] (`attack-mode on|off`): the detector of
+    /// `sipguard run` leaves it alone until `attack-mode auto`. Controller only.
+    pub const FORCED: u16 = 8;
     /// Bits the data plane acts on.
     pub const SHUT: u16 = ALWAYS | UNDER_ATTACK;
 }

@@ -149,7 +149,8 @@ pub fn apply(
     value.header.flags |=
         current.header.flags & (policy_flags::LOCKDOWN | policy_flags::LOCKDOWN_VERIFIED);
     // So does an attack mode switched on, until it is switched off.
-    value.feedback.gate |= current.feedback.gate & access_gate::UNDER_ATTACK;
+    value.feedback.gate |=
+        current.feedback.gate & (access_gate::UNDER_ATTACK | access_gate::FORCED);
     state.set_policy(next, &value)?;
     state.activate(next)?;
     let bans_lifted = lift_auto_bans_of_allowed(state, &tables)?;

@@ -8,6 +8,7 @@
 use env_logger as _;
 
 pub mod apply;
+pub mod attack;
 pub mod capture;
 pub mod cli;
 pub mod compat;

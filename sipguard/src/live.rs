@@ -449,8 +449,9 @@ impl LiveState {
     /// Switches the attack mode: `true` shuts the access gate (sources neither allowlisted nor
     /// verified may send only what a registration needs, reason `unverified`), `false` opens
     /// it again unless the policy keeps it shut always. One bit of the running policy; it
-    /// holds across `apply` until switched off.
-    pub fn set_attack_mode(&mut self, on: bool) -> Result<(), LiveError> {
+    /// holds across `apply` until switched off. `forced`: the operator's decision, which the
+    /// detector of `sipguard run` leaves alone until [`LiveState::release_attack_mode`].
+    pub fn set_attack_mode(&mut self, on: bool, forced: bool) -> Result<(), LiveError> {
         let active = self.active_generation()?;
         let mut value = self.policy(active)?;
         if on && value.header.flags & policy_flags::VERIFIED == 0 {
@@ -464,6 +465,20 @@ impl LiveState {
         } else {
             value.feedback.gate &= !access_gate::UNDER_ATTACK;
         }
+        if forced {
+            value.feedback.gate |= access_gate::FORCED;
+        }
+        value.header.serial += 1;
+        self.set_policy(active, &value)?;
+        Ok(())
+    }
+
+    /// `attack-mode auto`: the detector of `sipguard run` decides again (from the state the
+    /// gate is in now).
+    pub fn release_attack_mode(&mut self) -> Result<(), LiveError> {
+        let active = self.active_generation()?;
+        let mut value = self.policy(active)?;
+        value.feedback.gate &= !access_gate::FORCED;
         value.header.serial += 1;
         self.set_policy(active, &value)?;
         Ok(())

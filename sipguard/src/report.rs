@@ -224,8 +224,12 @@ pub fn gate_name(gate: u16) -> &'static str {
     use sipguard_common::abi::access_gate;
     if gate & access_gate::ALWAYS != 0 {
         "shut (always)"
+    } else if gate & access_gate::UNDER_ATTACK != 0 && gate & access_gate::FORCED != 0 {
+        "shut (forced)"
     } else if gate & access_gate::UNDER_ATTACK != 0 {
         "shut (under attack)"
+    } else if gate & access_gate::FORCED != 0 {
+        "open (forced)"
     } else if gate & access_gate::ON_ATTACK != 0 {
         "open (shuts under attack)"
     } else {

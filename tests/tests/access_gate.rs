@@ -181,13 +181,13 @@ fn attack_mode_shuts_and_opens_the_gate_and_holds_across_apply() {
     )];
     expect(&mut filter, &open);
 
-    filter.live().set_attack_mode(true).unwrap();
+    filter.live().set_attack_mode(true, true).unwrap();
     let shut = [(STRANGER, "OPTIONS", drop(Zone::Access, Reason::Unverified))];
     expect(&mut filter, &shut);
     filter.apply(&under_attack);
     expect(&mut filter, &shut);
 
-    filter.live().set_attack_mode(false).unwrap();
+    filter.live().set_attack_mode(false, true).unwrap();
     expect(&mut filter, &open);
 
     // A policy that lets unregistered devices send OPTIONS keep-alives.
@@ -195,7 +195,7 @@ fn attack_mode_shuts_and_opens_the_gate_and_holds_across_apply() {
         r#"unverified = "under-attack""#,
         "unverified = \"under-attack\"\nunverified_methods = [\"REGISTER\", \"options\"]",
     ));
-    filter.live().set_attack_mode(true).unwrap();
+    filter.live().set_attack_mode(true, true).unwrap();
     expect(
         &mut filter,
         &[
@@ -213,7 +213,7 @@ fn attack_mode_shuts_and_opens_the_gate_and_holds_across_apply() {
 fn the_gate_cannot_open_against_the_policy_nor_shut_without_verified_sources() {
     let filter = TestFilter::new(POLICY);
     assert!(matches!(
-        filter.live().set_attack_mode(false),
+        filter.live().set_attack_mode(false, true),
         Err(LiveError::GateAlwaysShut)
     ));
     let no_verified = TestFilter::new(&POLICY.replace(r#"unverified = "always""#, "").replace(
@@ -221,7 +221,7 @@ fn the_gate_cannot_open_against_the_policy_nor_shut_without_verified_sources() {
         "[verified]\nenabled = false",
     ));
     assert!(matches!(
-        no_verified.live().set_attack_mode(true),
+        no_verified.live().set_attack_mode(true, true),
         Err(LiveError::GateWithoutVerified)
     ));
 }
@@ -347,14 +347,11 @@ fn attack_mode_through_the_cli_keeps_unverified_requests_from_the_sbc_socket() {
         "open: everything within budget"
     );
     let shut = cli(&["attack-mode", "--iface", SBC_IF, "on"]);
-    assert!(shut.contains("shut (under attack)"), "{shut}");
+    assert!(shut.contains("shut (forced)"), "{shut}");
     assert_eq!(received(&[(options, 20)]), 0, "shut: no OPTIONS");
     assert_eq!(received(&[(register, 20)]), 20, "shut: every REGISTER");
     let status = cli(&["status", "--iface", SBC_IF]);
-    assert!(
-        status.contains("GATE        shut (under attack)"),
-        "{status}"
-    );
+    assert!(status.contains("GATE        shut (forced)"), "{status}");
     cli(&["attack-mode", "--iface", SBC_IF, "off"]);
     assert_eq!(received(&[(options, 20)]), 20, "open again");
 
@@ -367,5 +364,166 @@ fn attack_mode_through_the_cli_keeps_unverified_requests_from_the_sbc_socket() {
         .filter(|change| change["action"] == "attack-mode")
         .count();
     assert_eq!(switches, 2);
+    cli(&["detach", "--iface", SBC_IF]);
+}
+
+/// `sipguard run` shuts the gate by itself under a spoofed flood that saturates the new-source
+/// budget, opens it after the quiet period, and leaves an operator's decision alone until
+/// `attack-mode auto`. (Short settings: saturated 1 s, quiet 2 s.)
+#[test]
+fn the_daemon_shuts_the_gate_under_a_spoofed_flood_and_opens_it_after_the_quiet_period() {
+    use std::{
+        process::{Command, Stdio},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Duration,
+    };
+
+    use sipguard_tests::{
+        lab::{Lab, PEER_IF, SBC_IF, SBC_V4, inject, mac_of, wait_until},
+        pins::TempPinRoot,
+        sipguard_bin,
+    };
+
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    let lab = Lab::new("gateauto").unwrap();
+    let pins = TempPinRoot::new("access-gate-auto");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let text = POLICY
+        .replace(r#"unverified = "always""#, r#"unverified = "under-attack""#)
+        .replace(
+            "new_sources = { rate = 1, burst = 3 }",
+            "new_sources = { rate = 5, burst = 5 }",
+        )
+        .replace(
+            "phones = { rate = 1, burst = 4 }",
+            "phones = { rate = 1000, burst = 1000 }",
+        );
+    std::fs::write(&policy, text).unwrap();
+    let journal = dir.path().join("journal");
+    let command = |args: &[&str]| {
+        let mut command = Command::new(sipguard_bin());
+        command
+            .arg("--pin-root")
+            .arg(pins.path())
+            .args(["--netns", lab.sbc.name(), "--journal-dir"])
+            .arg(&journal)
+            .args(args);
+        command
+    };
+    let cli = |args: &[&str]| {
+        let output = command(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    let daemon = Running(
+        command(&[
+            "run",
+            "--iface",
+            SBC_IF,
+            "--policy",
+            policy.to_str().unwrap(),
+        ])
+        .args(["--listen", "127.0.0.1:0", "--attack-saturated-for", "1s"])
+        .args(["--attack-quiet-for", "2s", "--xdp-mode", "native"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let gate = || {
+        command(&["attack-mode", "--iface", SBC_IF])
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || gate().as_deref()
+            == Some("open (shuts under attack)")),
+        "the daemon attached: {:?}",
+        gate()
+    );
+
+    // A spoofed OPTIONS flood from 198.19.x.y, 200 frames every 50 ms, at most 30 s.
+    let sbc_mac = mac_of(&lab.sbc, SBC_IF).unwrap();
+    let peer_mac = mac_of(&lab.peer, PEER_IF).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flood = lab
+        .peer
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let mut next = 0u32;
+            while !flooding.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                let frames: Vec<Vec<u8>> = (0..200)
+                    .map(|_| {
+                        next = next.wrapping_add(1);
+                        let source =
+                            std::net::Ipv4Addr::new(198, 19, (next >> 8) as u8, next as u8);
+                        Packet::udp4(
+                            source,
+                            SBC_V4,
+                            5062,
+                            5070,
+                            b"OPTIONS sip:sbc SIP/2.0\r\n\r\n".to_vec(),
+                        )
+                        .with_macs(peer_mac, sbc_mac)
+                        .build()
+                    })
+                    .collect();
+                inject(PEER_IF, &frames).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .unwrap();
+    let shut_by_itself = wait_until(Duration::from_secs(20), || {
+        gate().as_deref() == Some("shut (under attack)")
+    });
+    // The operator takes over: the gate stays shut after the flood, whatever the detector sees.
+    let forced = cli(&["attack-mode", "--iface", SBC_IF, "on"]);
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(shut_by_itself, "the detector shut the gate: {:?}", gate());
+    assert!(forced.contains("shut (forced)"), "{forced}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(gate().as_deref(), Some("shut (forced)"));
+    // Back to the detector: quiet, so the gate opens.
+    cli(&["attack-mode", "--iface", SBC_IF, "auto"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || gate().as_deref()
+            == Some("open (shuts under attack)")),
+        "the detector opened the gate: {:?}",
+        gate()
+    );
+    let history: serde_json::Value =
+        serde_json::from_str(&cli(&["history", "--iface", SBC_IF, "--json"])).unwrap();
+    let automatic: Vec<&serde_json::Value> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|change| change["action"] == "attack-mode (auto)")
+        .collect();
+    assert_eq!(automatic.len(), 2, "{history:#}");
+    assert!(
+        automatic
+            .iter()
+            .all(|change| change["user"] == "sipguard run")
+    );
+    std::mem::drop(daemon);
     cli(&["detach", "--iface", SBC_IF]);
 }

@@ -17,14 +17,19 @@ use crate::{
 /// line too); anything else is dropped as `unverified` before it spends any budget. Verified
 /// phones and allowlisted peers are not touched. `on` shuts it at once (one bit of the
 /// running policy, held across `apply`), `off` opens it again unless the policy keeps it shut
-/// (`unverified = "always"`). Journaled like every change.
+/// (`unverified = "always"`). Both stand until `auto`: with `[access] unverified =
+/// "under-attack"`, `sipguard run` shuts the gate while it detects an attack (the new-source
+/// budget saturated for `--attack-saturated-for`, or more access-zone drops a second than
+/// `--attack-drops-per-second`) and opens it after `--attack-quiet-for`. Journaled like every
+/// change.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface (optional when only one is filtered).
     #[arg(long, value_parser = super::iface_name)]
     iface: Option<String>,
-    /// on or off; leave out to show the gate's state.
-    #[arg(value_parser = ["on", "off"])]
+    /// on or off (the operator's decision, which `sipguard run` keeps), or auto (its
+    /// detector decides); leave out to show the gate's state.
+    #[arg(value_parser = ["on", "off", "auto"])]
     state: Option<String>,
 }
 
@@ -36,10 +41,10 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         println!("{}", gate_name(policy.feedback.gate));
         return Ok(0);
     };
-    let on = state == "on";
     let mut live = LiveState::lock(&target)?;
-    live.journaled("attack-mode", &Who::this_process(), |live| {
-        live.set_attack_mode(on)
+    live.journaled("attack-mode", &Who::this_process(), |live| match state {
+        "auto" => live.release_attack_mode(),
+        on => live.set_attack_mode(on == "on", true),
     })?;
     let policy = live.policy(live.active_generation()?)?;
     println!(

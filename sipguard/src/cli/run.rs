@@ -59,6 +59,16 @@ pub struct Args {
     /// How far back the rolling capture goes.
     #[arg(long, default_value_t = 10)]
     capture_ring_minutes: u64,
+    /// With `[access] unverified = "under-attack"`: the new-source budget saturated this long
+    /// is an attack (the access gate shuts to unverified sources).
+    #[arg(long, default_value = "5s", value_parser = crate::policy::parse_duration)]
+    attack_saturated_for: std::time::Duration,
+    /// ... and so are more access-zone drops a second than this.
+    #[arg(long, default_value_t = 5000.0)]
+    attack_drops_per_second: f64,
+    /// The gate opens again after this long without a sign of attack.
+    #[arg(long, default_value = "60s", value_parser = crate::policy::parse_duration)]
+    attack_quiet_for: std::time::Duration,
 }
 
 pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
@@ -122,6 +132,11 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             max_bytes: args.capture_ring_bytes,
             max_age: std::time::Duration::from_secs(args.capture_ring_minutes.saturating_mul(60)),
         }),
+        attack: crate::attack::AttackSettings {
+            saturated_for: args.attack_saturated_for,
+            drops_per_second: args.attack_drops_per_second,
+            quiet_for: args.attack_quiet_for,
+        },
     })?;
     Ok(0)
 }

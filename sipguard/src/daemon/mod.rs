@@ -5,6 +5,7 @@
 //! Filtering never depends on it: stopping, crashing or restarting the daemon only pauses the
 //! event log; counters live in the kernel and continue.
 
+mod attack;
 pub mod capture_ring;
 mod http;
 mod lists;
@@ -75,6 +76,8 @@ pub struct DaemonConfig {
     pub reload: Option<PolicyReload>,
     /// The rolling capture of drops (off when `None`).
     pub capture_ring: Option<capture_ring::RingConfig>,
+    /// When the access gate shuts and opens by itself (`[access] unverified = "under-attack"`).
+    pub attack: crate::attack::AttackSettings,
 }
 
 /// Where event lines go. Reopened on SIGUSR1 (and SIGHUP), so logrotate can move the file.
@@ -272,6 +275,7 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
     tasks.spawn(sweep_bans(config.targets.clone()));
     tasks.spawn(snapshot_counters(config.targets.clone()));
+    tasks.spawn(attack::watch(config.targets.clone(), config.attack));
     if let Some(provider) = &provider {
         tasks.spawn(lists::refresh(
             config.targets.clone(),

@@ -128,6 +128,17 @@ impl Who {
         }
     }
 
+    /// `sipguard run` itself (its attack detector).
+    pub fn daemon(what: String) -> Who {
+        // SAFETY: getuid cannot fail.
+        let uid = unsafe { libc::getuid() };
+        Who {
+            uid,
+            user: "sipguard run".into(),
+            command: what,
+        }
+    }
+
     /// A call of the daemon's API from `peer`.
     pub fn api(peer: &str, call: String) -> Who {
         // SAFETY: getuid cannot fail.
