@@ -40,6 +40,8 @@ fn play(
         pin_root: pins.path().to_path_buf(),
         keep: false,
         feedback: true,
+        attack_mode: false,
+        fresh_phone: false,
     })
     .unwrap_or_else(|e| panic!("{protection:?} run: {e:#}"));
     println!("{}", render(std::slice::from_ref(&run)));
