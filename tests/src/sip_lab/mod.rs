@@ -282,6 +282,10 @@ pub struct KamailioView {
     pub trunk_from_unknown: u64,
     /// CPU seconds used by all Kamailio processes during the run.
     pub cpu_seconds: f64,
+    /// Datagrams the SBC's kernel dropped because a socket's receive buffer was full (Kamailio
+    /// not keeping up), over the run: `Udp: RcvbufErrors` of the SBC's namespace.
+    #[serde(default)]
+    pub udp_receive_buffer_errors: u64,
     /// Request time (Unix seconds, fractional) of each attacker request, by source.
     #[serde(skip)]
     pub attacker_times: BTreeMap<Ipv4Addr, Vec<f64>>,
@@ -369,6 +373,10 @@ pub struct FreshPhoneView {
     pub seconds_to_register: Option<f64>,
     /// Its REGISTERs (retransmissions included) that reached Kamailio.
     pub registers_reaching_kamailio: u64,
+    /// Its first REGISTER, and its 200 OK when it registered, fell within the flood (trafgen's
+    /// own sending time, counted back from when trafgen exited).
+    #[serde(default)]
+    pub during_flood: bool,
     /// A verified source after the run (`None`: no sipguard).
     pub verified_after: Option<bool>,
 }
@@ -1082,6 +1090,21 @@ fn kamailio_view(log: &Path) -> KamailioView {
     view
 }
 
+/// `Udp: RcvbufErrors` of `ns` (its /proc/net/snmp).
+fn udp_receive_buffer_errors(ns: &NetNs) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]).unwrap_or_default();
+    let mut udp = snmp.lines().filter(|line| line.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
 /// CPU seconds of every Kamailio process in the SBC namespace.
 fn kamailio_cpu(sbc: &NetNs) -> f64 {
     let pids = run("ip", &["netns", "pids", sbc.name()]).unwrap_or_default();
@@ -1507,8 +1530,9 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     // The fresh phone registers while the flood runs (and the gate, if shut, is shut).
     let (flood_result, fresh_result) = std::thread::scope(|scope| {
         let fresh = options.fresh_phone.then(|| {
-            scope.spawn(|| -> Result<()> {
+            scope.spawn(|| -> Result<Instant> {
                 std::thread::sleep(FRESH_PHONE_DELAY);
+                let started = Instant::now();
                 let timeout = FRESH_PHONE_TIMEOUT_MS.to_string();
                 let process = SippClient {
                     name: "fresh-phone",
@@ -1532,18 +1556,29 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                 process.wait(Duration::from_millis(
                     u64::from(FRESH_PHONE_TIMEOUT_MS) + 10_000,
                 ))?;
-                Ok(())
+                Ok(started)
             })
         });
         let flood = run_flood(&nodes.scanner, dir, scale);
-        (flood, fresh.map(std::thread::ScopedJoinHandle::join))
+        let flood_end = Instant::now();
+        (
+            flood.map(|flood| (flood, flood_end)),
+            fresh.map(std::thread::ScopedJoinHandle::join),
+        )
     });
-    let (flood_sent, mut flood) = flood_result?;
-    match fresh_result {
-        Some(Ok(Err(error))) => eprintln!("fresh phone: {error:#}"),
+    let ((flood_sent, mut flood), flood_end) = flood_result?;
+    let flood_window = flood_end
+        .checked_sub(Duration::from_secs_f64(flood.seconds))
+        .map(|start| start..=flood_end);
+    let fresh_phone_started = match fresh_result {
+        Some(Ok(Ok(started))) => Some(started),
+        Some(Ok(Err(error))) => {
+            eprintln!("fresh phone: {error:#}");
+            None
+        }
         Some(Err(_)) => bail!("the fresh phone's thread panicked"),
-        _ => {}
-    }
+        None => None,
+    };
     flood.lost_on_the_way = port_drops(&nodes.hub)? - port_drops_before;
     std::thread::sleep(Duration::from_millis(500));
     let after_flood = (options.protection != Protection::Off)
@@ -1555,6 +1590,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
 
     let mut kamailio = kamailio_view(&kamailio_log);
     kamailio.cpu_seconds = kamailio_cpu(&nodes.sbc);
+    kamailio.udp_receive_buffer_errors = udp_receive_buffer_errors(&nodes.sbc);
     let sipguard = match (&before_flood, &after_flood) {
         (Some(before), Some(after)) => {
             let drop_events = fraud::drop_tallies(&dir.join("events.jsonl"), source_class);
@@ -1619,9 +1655,16 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     let fresh_phone = options
         .fresh_phone
         .then(|| -> Result<FreshPhoneView> {
+            let seconds_to_register = fresh_phone_seconds(dir);
+            let within = |at: Instant| flood_window.as_ref().is_some_and(|w| w.contains(&at));
             Ok(FreshPhoneView {
                 registration: call_stats(&dir.join("fresh-phone.csv")),
-                seconds_to_register: fresh_phone_seconds(dir),
+                seconds_to_register,
+                during_flood: fresh_phone_started.is_some_and(|started| {
+                    within(started)
+                        && seconds_to_register
+                            .is_none_or(|s| within(started + Duration::from_secs_f64(s)))
+                }),
                 registers_reaching_kamailio: kamailio
                     .by_source_method
                     .get("fresh-phone/REGISTER")

@@ -208,6 +208,11 @@ pub fn render(runs: &[LabRun]) -> String {
             Some(None) => "never".to_string(),
             Some(Some(seconds)) => duration(seconds),
         });
+        row("  within the flood", &|r| {
+            r.fresh_phone
+                .as_ref()
+                .map_or("-".to_string(), |f| yes_no(Some(f.during_flood)))
+        });
         row("  its REGISTERs reaching Kamailio", &|r| {
             r.fresh_phone.as_ref().map_or("-".to_string(), |f| {
                 f.registers_reaching_kamailio.to_string()
@@ -282,6 +287,9 @@ pub fn render(runs: &[LabRun]) -> String {
     });
     row("Kamailio CPU seconds", &|r| {
         format!("{:.2}", r.kamailio.cpu_seconds)
+    });
+    row("  datagrams lost in its full socket buffers", &|r| {
+        thousands(r.kamailio.udp_receive_buffer_errors)
     });
     row("flood sent by trafgen (packets)", &|r| {
         format!("{} in {:.1} s", thousands(r.flood.packets), r.flood.seconds)
@@ -576,11 +584,13 @@ pub fn render_gate(open: &LabRun, shut: &LabRun) -> String {
     let _ = writeln!(
         out,
         "  dropped as access/unverified: open {}, shut {}; access/new_source_limited during \
-         the flood: open {}, shut {}",
+         the flood: open {}, shut {}; lost in Kamailio's full socket buffers: open {}, shut {}",
         thousands(unverified(open)),
         thousands(unverified(shut)),
         thousands(open.sipguard.as_ref().map_or(0, |s| s.flood_access_refused)),
         thousands(shut.sipguard.as_ref().map_or(0, |s| s.flood_access_refused)),
+        thousands(open.kamailio.udp_receive_buffer_errors),
+        thousands(shut.kamailio.udp_receive_buffer_errors),
     );
     for (name, r) in [("gate open", open), ("attack mode on", shut)] {
         let fresh = r.fresh_phone.clone().unwrap_or_default();
