@@ -14,8 +14,17 @@
 //! rate limit catches it), is banned for the failures its guesses collect (`auth_failures`);
 //! the registered phone, a verified source, keeps its calls while a third of the flood spoofs
 //! its address.
+//!
+//! The access gate (issue 17), one run: the whole flood at the access port with `sipguard
+//! attack-mode on`; none of it reaches Kamailio, and a phone that never registered before
+//! registers during it (`sipguard-lab gate` plays it beside the gate open). The two tests take
+//! turns ([`LAB`]).
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    sync::{Mutex, MutexGuard},
+};
 
 use sipguard_tests::{
     pins::TempPinRoot,
@@ -26,11 +35,30 @@ use sipguard_tests::{
     sipguard_bin,
 };
 
+/// One lab at a time: the runs would compete for the CPUs (and the flood is as fast as they go).
+static LAB: Mutex<()> = Mutex::new(());
+
+fn lab_turn() -> MutexGuard<'static, ()> {
+    LAB.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn play(
     protection: Protection,
     scale: &Scale,
     pins: &TempPinRoot,
     work: &tempfile::TempDir,
+) -> LabRun {
+    play_with(protection, scale, pins, work, false)
+}
+
+/// `gate`: attack mode on for the flood, and a fresh phone registering during it.
+fn play_with(
+    protection: Protection,
+    scale: &Scale,
+    pins: &TempPinRoot,
+    work: &tempfile::TempDir,
+    gate: bool,
 ) -> LabRun {
     let run = run_lab(&LabOptions {
         protection,
@@ -40,6 +68,8 @@ fn play(
         pin_root: pins.path().to_path_buf(),
         keep: false,
         feedback: true,
+        attack_mode: gate,
+        fresh_phone: gate,
     })
     .unwrap_or_else(|e| panic!("{protection:?} run: {e:#}"));
     println!("{}", render(std::slice::from_ref(&run)));
@@ -78,6 +108,7 @@ fn compromised_phone_calls_normally(run: &LabRun) {
 
 #[test]
 fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
+    let _turn = lab_turn();
     let pins = TempPinRoot::new("lab");
     let work = tempfile::tempdir().unwrap();
     let scale = Scale::test();
@@ -364,4 +395,71 @@ fn real_sip_survives_real_attacks_and_the_counters_agree_with_the_peers() {
         })
         .collect();
     assert!(leftovers.is_empty(), "processes left: {leftovers:?}");
+}
+
+/// Issue 17: the lab's flood, all of it from random spoofed sources at the access port, with the
+/// access gate shut (`sipguard attack-mode on`): not one of its packets reaches Kamailio, each is
+/// dropped as `unverified` and none spends the new-source budget; every carrier call and every
+/// phone registration and call completes; a phone that never registered before registers
+/// during the flood (its REGISTER admitted, the 200 OK making it verified).
+#[test]
+fn with_the_access_gate_shut_the_flood_stays_out_and_a_new_phone_registers() {
+    let _turn = lab_turn();
+    let pins = TempPinRoot::new("lab-gate");
+    let work = tempfile::tempdir().unwrap();
+    // 8 million packets: 8 to 10 s here, long enough for the fresh phone (3 s into it).
+    let scale = Scale {
+        flood_access_only: true,
+        flood_packets: 8_000_000,
+        ..Scale::test()
+    };
+    let run = play_with(Protection::Enforce, &scale, &pins, &work, true);
+    assert!(run.attack_mode);
+    let sent = run.flood_sent[&5070];
+    assert!(sent > 100_000, "flood sent: {:?}", run.flood);
+    assert_eq!(run.flood_sent[&5060], 0);
+    assert_eq!(run.flood.phone_spoofed, 0);
+    assert_eq!(class(&run, "flood"), 0, "flood packets reaching Kamailio");
+    let sipguard = run.sipguard.as_ref().expect("sipguard view");
+    let counter = |key: &str| sipguard.counters.get(key).copied().unwrap_or(0);
+    assert_eq!(
+        counter("access/unverified/dropped"),
+        sent,
+        "every flood packet dropped as unverified: {:?}",
+        sipguard.counters
+    );
+    assert_eq!(
+        sipguard.flood_access_refused, 0,
+        "no new-source budget spent"
+    );
+    for (name, stats, planned) in [
+        ("carrier calls", &run.carrier_calls, scale.carrier_calls),
+        (
+            "phone registrations",
+            &run.phone_registrations,
+            scale.phone_registrations,
+        ),
+        ("phone calls", &run.phone_calls, scale.phone_calls),
+    ] {
+        assert_eq!(stats.successful, u64::from(planned), "{name}: {stats:?}");
+        assert_eq!(stats.failed, 0, "{name}: {stats:?}");
+    }
+    assert_eq!(run.phone.verified_after, Some(true));
+    assert_eq!(run.phone.ban_reason, None);
+    compromised_phone_calls_normally(&run);
+    let fresh = run.fresh_phone.as_ref().expect("fresh phone");
+    assert_eq!(fresh.registration.successful, 1, "{fresh:?}");
+    assert_eq!(fresh.verified_after, Some(true), "{fresh:?}");
+    assert_eq!(
+        fresh.registers_reaching_kamailio, 2,
+        "challenged, then accepted"
+    );
+    assert!(
+        fresh.during_flood,
+        "registered while the flood ran: {fresh:?}"
+    );
+    let seconds = fresh.seconds_to_register.expect("sipp's response time");
+    // Its REGISTER competes only within the REGISTER budget: no retransmission needed (sipp's
+    // first is after 500 ms).
+    assert!(seconds < 0.5, "first REGISTER to 200 OK: {seconds} s");
 }

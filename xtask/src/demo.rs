@@ -8,7 +8,8 @@ use crate::util::{cmd, require_root, run_with, setup, target_dir};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Extra arguments for `sipguard-lab demo` (`--quick`, `--keep`, `--json FILE`).
+    /// Extra arguments for `sipguard-lab demo` (`--quick`, `--keep`, `--json FILE`, `--gate`: then
+    /// the access gate under the spoofed flood, open and shut side by side).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<String>,
 }

@@ -40,6 +40,10 @@ enum Task {
     Demo(LabArgs),
     /// One run of the SIP lab under one protection.
     Run(RunArgs),
+    /// The access gate under the spoofed flood (issue 17): the lab enforcing, its whole flood at
+    /// the access port, played twice side by side: with the gate open, and with `sipguard
+    /// attack-mode on` for the flood; a phone that never registered before registers during it.
+    Gate(GateArgs),
     /// Remove a lab kept with --keep: processes, pins, namespaces.
     Down,
     /// A smaller demo: two namespaces, allowed, unknown and denied sources, no SIP servers.
@@ -63,10 +67,22 @@ struct BudgetArgs {
 }
 
 #[derive(clap::Args)]
+struct GateArgs {
+    /// Also write the two runs as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    scale: ScaleArgs,
+}
+
+#[derive(clap::Args)]
 struct LabArgs {
     /// Only the enforcing run (about a minute instead of three).
     #[arg(long)]
     quick: bool,
+    /// Then the access gate's pair of runs (`sipguard-lab gate`, about 3 more minutes).
+    #[arg(long)]
+    gate: bool,
     /// Leave the enforcing lab running afterwards, to explore it (`sipguard-lab down` removes it).
     #[arg(long)]
     keep: bool,
@@ -155,6 +171,13 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Demo(args) => lab_demo(&cli.sipguard, &args),
         Task::Run(args) => lab_run(&cli.sipguard, &args),
+        Task::Gate(args) => {
+            let runs = gate_runs(&cli.sipguard, &args.scale)?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
+            }
+            Ok(())
+        }
         Task::Down => {
             if sip_lab::tear_down()? {
                 println!("lab removed");
@@ -207,19 +230,39 @@ fn play(
     keep: bool,
     feedback: bool,
 ) -> Result<LabRun> {
+    play_with(bin, protection, scale, keep, feedback, None)
+}
+
+/// `gate`: `Some(attack_mode)` for the access gate's runs (a fresh phone registers during the
+/// flood; the gate shut for it when `attack_mode`).
+fn play_with(
+    bin: &Path,
+    protection: Protection,
+    scale: &Scale,
+    keep: bool,
+    feedback: bool,
+    gate: Option<bool>,
+) -> Result<LabRun> {
     if keep {
         // One kept lab at a time.
         sip_lab::tear_down()?;
     }
-    println!("== {} run ...", protection.name());
+    let tag = match gate {
+        None => protection.name().replace(' ', "-"),
+        Some(false) => "gate-open".to_string(),
+        Some(true) => "gate-shut".to_string(),
+    };
+    println!("== {} run ...", tag.replace('-', " "));
     let run = sip_lab::run_lab(&LabOptions {
         protection,
         scale: scale.clone(),
         sipguard: bin.to_path_buf(),
-        work_dir: work_dir(protection.name().replace(' ', "-").as_str()),
+        work_dir: work_dir(&tag),
         pin_root: PathBuf::from(LAB_PIN_ROOT),
         keep,
         feedback,
+        attack_mode: gate == Some(true),
+        fresh_phone: gate.is_some(),
     })?;
     println!("   done in {:.0} s", run.seconds);
     Ok(run)
@@ -239,10 +282,33 @@ fn lab_demo(bin: &Path, args: &LabArgs) -> Result<()> {
     }
     runs.push(play(bin, Protection::Enforce, &scale, args.keep, feedback)?);
     println!("\n{}", sip_lab::render(&runs));
+    if args.gate {
+        println!();
+        runs.extend(gate_runs(bin, &args.scale)?);
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
     }
     Ok(())
+}
+
+/// The access gate's pair of runs, reported side by side (and returned).
+fn gate_runs(bin: &Path, scale: &ScaleArgs) -> Result<Vec<LabRun>> {
+    println!(
+        "sipguard lab, the access gate (issue 17): the spoofed flood at the access port, with \
+         the gate open and with `sipguard attack-mode on`"
+    );
+    let scale = Scale {
+        flood_access_only: true,
+        ..scale.scale()
+    };
+    let runs = vec![
+        play_with(bin, Protection::Enforce, &scale, false, true, Some(false))?,
+        play_with(bin, Protection::Enforce, &scale, false, true, Some(true))?,
+    ];
+    println!("\n{}", sip_lab::render(&runs));
+    println!("{}", sip_lab::render_gate(&runs[0], &runs[1]));
+    Ok(runs)
 }
 
 fn lab_run(bin: &Path, args: &RunArgs) -> Result<()> {

@@ -54,7 +54,7 @@ use sipguard_common::abi::{Reason, VerifiedSource, Zone};
 
 pub use self::{
     fraud::{CompromisedView, DropTally, Reach},
-    report::render,
+    report::{render, render_gate},
 };
 use crate::{
     lab::{mac_of, wait_until},
@@ -97,6 +97,14 @@ pub const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const CARRIER_UAC_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 pub const CARRIER_UAS_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
 pub const PHONE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+/// A phone (account 1003) that never registered before the flood: with [`LabOptions::fresh_phone`]
+/// it sends its first REGISTER [`FRESH_PHONE_DELAY`] into the flood, from the phone's namespace.
+pub const FRESH_PHONE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 30);
+/// How long after the flood starts the fresh phone registers.
+pub const FRESH_PHONE_DELAY: Duration = Duration::from_secs(3);
+/// How long the fresh phone tries (its REGISTERs retransmitted meanwhile, as sipp does) before
+/// its registration counts as failed.
+pub const FRESH_PHONE_TIMEOUT_MS: u32 = 20_000;
 /// The compromised phone (account 1002), in the access zone.
 pub use self::fraud::COMPROMISED_IP;
 /// svmap, and svwar against the trunk.
@@ -164,6 +172,10 @@ pub struct Scale {
     /// Flood only after the legitimate traffic has ended (what reaches Kamailio is then the
     /// flood alone, and the peers' success does not depend on Kamailio coping with it).
     pub flood_after_calls: bool,
+    /// The whole flood from random 198.19.x.y sources to the access port (5070), instead of
+    /// the three streams (trunk, access, spoofing the phone): the access gate's test.
+    #[serde(default)]
+    pub flood_access_only: bool,
 }
 
 /// How long the attack phase outlasts `attack_seconds`: svwar and svcrack stop by themselves
@@ -187,6 +199,7 @@ impl Default for Scale {
             flood_rate: 0,
             flood_senders: 0,
             flood_after_calls: false,
+            flood_access_only: false,
         }
     }
 }
@@ -230,6 +243,11 @@ pub struct LabOptions {
     pub keep: bool,
     /// The lab policy as it is (true), or with the SBC's answers ignored ([`lab_policy`]).
     pub feedback: bool,
+    /// `sipguard attack-mode on` just before the flood (the lab policy's `[access] unverified =
+    /// "under-attack"`): the access gate shut for the flood and the rest of the run.
+    pub attack_mode: bool,
+    /// A phone that never registered before ([`FRESH_PHONE_IP`]) registers during the flood.
+    pub fresh_phone: bool,
 }
 
 /// sipp's own account of its calls.
@@ -264,6 +282,10 @@ pub struct KamailioView {
     pub trunk_from_unknown: u64,
     /// CPU seconds used by all Kamailio processes during the run.
     pub cpu_seconds: f64,
+    /// Datagrams the SBC's kernel dropped because a socket's receive buffer was full (Kamailio
+    /// not keeping up), over the run: `Udp: RcvbufErrors` of the SBC's namespace.
+    #[serde(default)]
+    pub udp_receive_buffer_errors: u64,
     /// Request time (Unix seconds, fractional) of each attacker request, by source.
     #[serde(skip)]
     pub attacker_times: BTreeMap<Ipv4Addr, Vec<f64>>,
@@ -341,6 +363,24 @@ impl FloodReport {
     }
 }
 
+/// The phone that first registers during the flood ([`FRESH_PHONE_IP`], account 1003).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FreshPhoneView {
+    /// sipp's account of its one registration (401 challenge, then 200 OK).
+    pub registration: CallStats,
+    /// From its first REGISTER to the 200 OK, retransmissions included (sipp's response time
+    /// distance); `None` when it never registered.
+    pub seconds_to_register: Option<f64>,
+    /// Its REGISTERs (retransmissions included) that reached Kamailio.
+    pub registers_reaching_kamailio: u64,
+    /// Its first REGISTER, and its 200 OK when it registered, fell within the flood (trafgen's
+    /// own sending time, counted back from when trafgen exited).
+    #[serde(default)]
+    pub during_flood: bool,
+    /// A verified source after the run (`None`: no sipguard).
+    pub verified_after: Option<bool>,
+}
+
 /// The disguised svcrack, as Kamailio and sipguard saw it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CrackerView {
@@ -385,6 +425,11 @@ pub struct LabRun {
     pub cracker: CrackerView,
     #[serde(default)]
     pub phone: PhoneView,
+    /// The access gate was shut (`sipguard attack-mode on`) for the flood.
+    #[serde(default)]
+    pub attack_mode: bool,
+    #[serde(default)]
+    pub fresh_phone: Option<FreshPhoneView>,
     pub tools: Vec<ToolRun>,
     /// Flood datagrams from random 198.19.x.y sources sent by trafgen, per destination port.
     pub flood_sent: BTreeMap<u16, u64>,
@@ -589,7 +634,8 @@ pub const KEPT_STATE: &str = "/run/sipguard-lab/kept.json";
 
 /// The lab policy, or (`feedback` false) the same with the SBC's answers ignored:
 /// `[auth_failures] threshold = 0` and `[verified] enabled = false`, sipguard as it was before
-/// the egress feedback, to compare with.
+/// the egress feedback, to compare with (and `[access] unverified = "open"`: the gate needs
+/// verified sources).
 pub fn lab_policy(feedback: bool) -> String {
     if feedback {
         return LAB_POLICY.to_string();
@@ -610,6 +656,7 @@ pub fn lab_policy(feedback: bool) -> String {
         let line = match (section.as_str(), key) {
             ("auth_failures", "threshold") => "threshold = 0",
             ("verified", "enabled") => "enabled = false",
+            ("access", "unverified") => "unverified = \"open\"",
             _ => line,
         };
         text.push_str(line);
@@ -633,6 +680,7 @@ fn write_assets(dir: &Path, policy: &str) -> Result<()> {
         fs::write(dir.join(name), text)?;
     }
     fs::write(dir.join("compromised-register.xml"), compromised_register())?;
+    fs::write(dir.join(FRESH_PHONE_REGISTER), fresh_phone_register())?;
     fs::write(dir.join(DISGUISED_SVCRACK_FILE), DISGUISED_SVCRACK)?;
     fs::write(dir.join(fraud::NUMBERS_FILE), fraud::numbers_file())?;
     Ok(())
@@ -669,6 +717,41 @@ fn compromised_register() -> String {
     PHONE_REGISTER
         .replace("password=lab-secret]", "password=lab-secret-1002]")
         .replace("1001", "1002")
+}
+
+const FRESH_PHONE_REGISTER: &str = "fresh-phone-register.xml";
+
+/// The fresh phone's registration, as account 1003, timed by sipp from its first REGISTER to the
+/// 200 OK (response time distance 1, in `fresh-phone-register_<pid>_rtt.csv`).
+fn fresh_phone_register() -> String {
+    PHONE_REGISTER
+        .replacen(
+            "<send retrans=\"500\">",
+            "<send retrans=\"500\" start_rtd=\"1\">",
+            1,
+        )
+        .replace(
+            "<recv response=\"200\"/>",
+            "<recv response=\"200\" rtd=\"1\"/>",
+        )
+        .replace("password=lab-secret]", "password=lab-secret-1003]")
+        .replace("1001", "1003")
+}
+
+/// The fresh phone's response time (seconds) from sipp's `-trace_rtt` file in `dir`.
+fn fresh_phone_seconds(dir: &Path) -> Option<f64> {
+    let prefix = FRESH_PHONE_REGISTER.trim_end_matches(".xml");
+    let file = fs::read_dir(dir).ok()?.flatten().find(|entry| {
+        let name = entry.file_name().to_string_lossy().to_string();
+        name.starts_with(prefix) && name.ends_with("_rtt.csv")
+    })?;
+    let text = fs::read_to_string(file.path()).ok()?;
+    // "Date_ms;response_time_ms;rtd_no", then one line per response time measured.
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split(';').nth(1)?.trim().parse::<f64>().ok())
+        .next()
+        .map(|ms| ms / 1000.0)
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -785,15 +868,26 @@ const FLOOD_STREAMS: [FloodStream; 3] = [
     FloodStream::PhoneSpoofed,
 ];
 
+/// The flood's streams under `scale`: all three, or (`flood_access_only`) random sources to the
+/// access port alone.
+fn flood_streams(scale: &Scale) -> &'static [FloodStream] {
+    if scale.flood_access_only {
+        &[FloodStream::Access]
+    } else {
+        &FLOOD_STREAMS
+    }
+}
+
 /// trafgen configuration: OPTIONS datagrams from random 198.19.x.y sources to the trunk and to
-/// the access port, and from the phone's address to the access port, in turn, to the SBC's MAC.
+/// the access port, and from the phone's address to the access port, in turn, to the SBC's MAC
+/// (`streams`: which of them).
 /// Random source ports are 1024 and up: Kamailio drops a datagram from port 0 unlogged, which the
 /// lab would count as lost. The spoofed phone's Via names the phone, so Kamailio answers it there
 /// (nothing listens on that port: its answers end in a port unreachable).
-fn flood_config(sbc_mac: [u8; 6]) -> String {
+fn flood_config(sbc_mac: [u8; 6], streams: &[FloodStream]) -> String {
     let mac: Vec<String> = sbc_mac.iter().map(|b| format!("0x{b:02x}")).collect();
     let [p1, p2, p3, p4] = PHONE_IP.octets();
-    FLOOD_STREAMS
+    streams
         .iter()
         .map(|stream| {
             let (via, user, port, source, source_port) = match stream {
@@ -882,13 +976,14 @@ fn run_flood(ns: &NetNs, dir: &Path, scale: &Scale) -> Result<(BTreeMap<u16, u64
             dir.join("trafgen.out").display()
         );
     }
-    // Each sender sends the configuration's packets in turn, in FLOOD_STREAMS' order.
+    // Each sender sends the configuration's packets in turn, in the streams' order.
     let mut sent = BTreeMap::from([(5060u16, 0u64), (5070, 0)]);
     let mut phone_spoofed = 0;
-    let streams = FLOOD_STREAMS.len() as u64;
+    let streams = flood_streams(scale);
+    let count_streams = streams.len() as u64;
     for (_, packets) in &per_sender {
-        for (i, stream) in FLOOD_STREAMS.iter().enumerate() {
-            let count = packets.saturating_sub(i as u64).div_ceil(streams);
+        for (i, stream) in streams.iter().enumerate() {
+            let count = packets.saturating_sub(i as u64).div_ceil(count_streams);
             match stream {
                 FloodStream::Trunk => *sent.entry(5060).or_default() += count,
                 FloodStream::Access => *sent.entry(5070).or_default() += count,
@@ -949,6 +1044,7 @@ fn source_class(ip: Ipv4Addr, port: u16) -> &'static str {
     match ip {
         ip if ip == CARRIER_UAC_IP || ip == CARRIER_UAS_IP => "carrier",
         ip if ip == PHONE_IP && port == PHONE_SPOOFED_PORT => "phone-spoofed",
+        ip if ip == FRESH_PHONE_IP => "fresh-phone",
         ip if ip == PHONE_IP => "phone",
         ip if ip == COMPROMISED_IP => "compromised",
         ip if ip == SCANNER_IP => "scanner",
@@ -992,6 +1088,21 @@ fn kamailio_view(log: &Path) -> KamailioView {
         }
     }
     view
+}
+
+/// `Udp: RcvbufErrors` of `ns` (its /proc/net/snmp).
+fn udp_receive_buffer_errors(ns: &NetNs) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]).unwrap_or_default();
+    let mut udp = snmp.lines().filter(|line| line.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "RcvbufErrors")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU seconds of every Kamailio process in the SBC namespace.
@@ -1047,14 +1158,17 @@ fn phone_refusals(stats: &Stats) -> u64 {
 
 /// The phone's verified entry, when one is in force.
 fn phone_verified(target: &Target) -> Result<Option<VerifiedSource>> {
+    verified_entry(target, PHONE_IP)
+}
+
+/// The verified entry of `ip`, when one is in force.
+fn verified_entry(target: &Target, ip: Ipv4Addr) -> Result<Option<VerifiedSource>> {
     let state = State::open(target)?;
     let now = sipguard::time::boot_now_ns();
     Ok(state
         .verified_sources()?
         .into_iter()
-        .find(|(key, verified)| {
-            source_addr(key) == IpAddr::V4(PHONE_IP) && verified.expires_at_ns > now
-        })
+        .find(|(key, verified)| source_addr(key) == IpAddr::V4(ip) && verified.expires_at_ns > now)
         .map(|(_, verified)| verified))
 }
 
@@ -1065,6 +1179,9 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     let dir = &options.work_dir;
     write_assets(dir, &lab_policy(options.feedback))?;
     let nodes = Nodes::build()?;
+    if options.fresh_phone {
+        add_addr(&nodes.phone, "eth0", &format!("{FRESH_PHONE_IP}/16"))?;
+    }
     let sbc_mac = mac_of(&nodes.sbc, "eth0")?;
     let target =
         Target::new("eth0", Some(nodes.sbc.name()), &options.pin_root).expect("valid names");
@@ -1383,9 +1500,85 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         .then(|| phone_verified(&target))
         .transpose()?
         .map(|verified| verified.is_some());
-    fs::write(dir.join("flood.cfg"), flood_config(sbc_mac))?;
+    fs::write(
+        dir.join("flood.cfg"),
+        flood_config(sbc_mac, flood_streams(scale)),
+    )?;
+    if options.attack_mode {
+        // The operator's reaction to the attack: the access gate shut, through the CLI.
+        let output = Command::new(&options.sipguard)
+            .arg("--pin-root")
+            .arg(&options.pin_root)
+            .args([
+                "--netns",
+                nodes.sbc.name(),
+                "attack-mode",
+                "--iface",
+                "eth0",
+                "on",
+            ])
+            .output()?;
+        fs::write(dir.join("attack-mode.out"), &output.stdout)?;
+        if !output.status.success() {
+            bail!(
+                "sipguard attack-mode on failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
     let port_drops_before = port_drops(&nodes.hub)?;
-    let (flood_sent, mut flood) = run_flood(&nodes.scanner, dir, scale)?;
+    // The fresh phone registers while the flood runs (and the gate, if shut, is shut).
+    let (flood_result, fresh_result) = std::thread::scope(|scope| {
+        let fresh = options.fresh_phone.then(|| {
+            scope.spawn(|| -> Result<Instant> {
+                std::thread::sleep(FRESH_PHONE_DELAY);
+                let started = Instant::now();
+                let timeout = FRESH_PHONE_TIMEOUT_MS.to_string();
+                let process = SippClient {
+                    name: "fresh-phone",
+                    scenario: FRESH_PHONE_REGISTER,
+                    target: "198.18.0.1:5070",
+                    local: FRESH_PHONE_IP,
+                    port: 5063,
+                    rate: 1,
+                    calls: 1,
+                    extra: strings(&[
+                        "-trace_rtt",
+                        "-rtt_freq",
+                        "1",
+                        "-recv_timeout",
+                        &timeout,
+                        "-max_non_invite_retrans",
+                        "20",
+                    ]),
+                }
+                .start(&nodes.phone, dir)?;
+                process.wait(Duration::from_millis(
+                    u64::from(FRESH_PHONE_TIMEOUT_MS) + 10_000,
+                ))?;
+                Ok(started)
+            })
+        });
+        let flood = run_flood(&nodes.scanner, dir, scale);
+        let flood_end = Instant::now();
+        (
+            flood.map(|flood| (flood, flood_end)),
+            fresh.map(std::thread::ScopedJoinHandle::join),
+        )
+    });
+    let ((flood_sent, mut flood), flood_end) = flood_result?;
+    let flood_window = flood_end
+        .checked_sub(Duration::from_secs_f64(flood.seconds))
+        .map(|start| start..=flood_end);
+    let fresh_phone_started = match fresh_result {
+        Some(Ok(Ok(started))) => Some(started),
+        Some(Ok(Err(error))) => {
+            eprintln!("fresh phone: {error:#}");
+            None
+        }
+        Some(Err(_)) => bail!("the fresh phone's thread panicked"),
+        None => None,
+    };
     flood.lost_on_the_way = port_drops(&nodes.hub)? - port_drops_before;
     std::thread::sleep(Duration::from_millis(500));
     let after_flood = (options.protection != Protection::Off)
@@ -1397,6 +1590,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
 
     let mut kamailio = kamailio_view(&kamailio_log);
     kamailio.cpu_seconds = kamailio_cpu(&nodes.sbc);
+    kamailio.udp_receive_buffer_errors = udp_receive_buffer_errors(&nodes.sbc);
     let sipguard = match (&before_flood, &after_flood) {
         (Some(before), Some(after)) => {
             let drop_events = fraud::drop_tallies(&dir.join("events.jsonl"), source_class);
@@ -1457,6 +1651,31 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
 
     let phone_verified_after = (options.protection != Protection::Off)
         .then(|| phone_verified(&target))
+        .transpose()?;
+    let fresh_phone = options
+        .fresh_phone
+        .then(|| -> Result<FreshPhoneView> {
+            let seconds_to_register = fresh_phone_seconds(dir);
+            let within = |at: Instant| flood_window.as_ref().is_some_and(|w| w.contains(&at));
+            Ok(FreshPhoneView {
+                registration: call_stats(&dir.join("fresh-phone.csv")),
+                seconds_to_register,
+                during_flood: fresh_phone_started.is_some_and(|started| {
+                    within(started)
+                        && seconds_to_register
+                            .is_none_or(|s| within(started + Duration::from_secs_f64(s)))
+                }),
+                registers_reaching_kamailio: kamailio
+                    .by_source_method
+                    .get("fresh-phone/REGISTER")
+                    .copied()
+                    .unwrap_or(0),
+                verified_after: (options.protection != Protection::Off)
+                    .then(|| verified_entry(&target, FRESH_PHONE_IP))
+                    .transpose()?
+                    .map(|verified| verified.is_some()),
+            })
+        })
         .transpose()?;
     let ban_of = |ip: Ipv4Addr| {
         sipguard.as_ref().and_then(|s| {
@@ -1567,6 +1786,8 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         feedback: options.feedback,
         cracker,
         phone,
+        attack_mode: options.attack_mode,
+        fresh_phone,
         tools: tool_runs,
         flood_sent,
         flood,
@@ -1596,7 +1817,7 @@ pub fn tear_down() -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use sipguard::policy::Policy;
+    use sipguard::policy::{AccessGate, Policy};
 
     use super::*;
 
@@ -1618,16 +1839,38 @@ mod tests {
             .zip(without_text.lines())
             .filter(|(a, b)| a != b)
             .collect();
-        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert_eq!(changed.len(), 3, "{changed:?}");
+        let gate = |policy: &Policy| policy.access.as_ref().map(|access| access.gate);
+        assert_eq!(gate(&with), Some(AccessGate::UnderAttack));
+        assert_eq!(gate(&without), Some(AccessGate::Open));
     }
 
     #[test]
     fn the_flood_has_three_streams_and_spoofs_the_phone_from_its_port() {
-        let config = flood_config([2, 0, 0, 0, 0, 9]);
+        let config = flood_config([2, 0, 0, 0, 0, 9], &FLOOD_STREAMS);
         assert_eq!(config.matches("{\n").count(), FLOOD_STREAMS.len());
         assert!(config.contains("198, 18, 2, 10, 198, 18, 0, 1"));
         assert!(config.contains(&format!("c16({PHONE_SPOOFED_PORT}), c16(5070)")));
         assert_eq!(source_class(PHONE_IP, PHONE_SPOOFED_PORT), "phone-spoofed");
         assert_eq!(source_class(PHONE_IP, 5062), "phone");
+        assert_eq!(source_class(FRESH_PHONE_IP, 5063), "fresh-phone");
+        let access_only = Scale {
+            flood_access_only: true,
+            ..Scale::default()
+        };
+        let config = flood_config([2, 0, 0, 0, 0, 9], flood_streams(&access_only));
+        assert_eq!(config.matches("{\n").count(), 1);
+        assert!(config.contains("c16(5070)") && !config.contains("c16(5060)"));
+        assert!(!config.contains("198, 18, 2, 10"));
+    }
+
+    #[test]
+    fn the_fresh_phone_registers_as_1003_timed_from_its_first_register() {
+        let scenario = fresh_phone_register();
+        assert_eq!(scenario.matches("start_rtd=\"1\"").count(), 1);
+        assert_eq!(scenario.matches("rtd=\"1\"/>").count(), 1);
+        assert!(scenario.contains("username=1003 password=lab-secret-1003]"));
+        assert!(!scenario.contains("1001"));
+        assert!(KAMAILIO_CFG.contains("\"lab-secret-1003\""));
     }
 }

@@ -41,6 +41,7 @@ fn source_label(class: &str) -> &str {
         "cracker" => "svcrack (access)",
         "flood" => "spoofed flood",
         "phone-spoofed" => "flood spoofing the phone",
+        "fresh-phone" => "fresh phone",
         "compromised" => "compromised phone",
         other => other,
     }
@@ -48,10 +49,23 @@ fn source_label(class: &str) -> &str {
 
 /// How the report heads a run's column.
 fn column_name(run: &LabRun) -> String {
-    if run.feedback || run.protection == Protection::Off {
+    if run.attack_mode {
+        format!("{}, attack mode on", run.protection.name())
+    } else if run.fresh_phone.is_some() {
+        format!("{}, gate open", run.protection.name())
+    } else if run.feedback || run.protection == Protection::Off {
         run.protection.name().to_string()
     } else {
         format!("{} (no feedback)", run.protection.name())
+    }
+}
+
+/// sipp's response time (whole milliseconds) in seconds, or "< 1 ms".
+fn duration(seconds: f64) -> String {
+    if seconds < 0.001 {
+        "< 1 ms".to_string()
+    } else {
+        format!("{seconds:.3} s")
     }
 }
 
@@ -86,9 +100,7 @@ pub fn render(runs: &[LabRun]) -> String {
          over the access port; a compromised phone (account 1002, password leaked) registers and \
          places {} NANP calls among {} fraudulent ones (premium, Somalia, Cuba, UK) at {}/s; \
          SIPVicious svmap/svwar for {} s each, and svcrack disguised as a Yealink phone at about \
-         2 guesses/s; then, {}, a flood of OPTIONS {pace}, for {} s or {} packets: a third from \
-         random spoofed 198.19.0.0/16 sources to 5060, a third from them to 5070, a third \
-         spoofing the registered phone (198.18.2.10) to 5070.\n",
+         2 guesses/s; then, {}, a flood of OPTIONS {pace}, for {} s or {} packets: {}.\n",
         scale.carrier_calls,
         scale.carrier_rate,
         scale.phone_registrations,
@@ -104,7 +116,23 @@ pub fn render(runs: &[LabRun]) -> String {
         },
         scale.flood_seconds,
         thousands(scale.flood_packets.into()),
+        if scale.flood_access_only {
+            "all of it from random spoofed 198.19.0.0/16 sources to the access port (5070)"
+        } else {
+            "a third from random spoofed 198.19.0.0/16 sources to 5060, a third from them to \
+             5070, a third spoofing the registered phone (198.18.2.10) to 5070"
+        },
     );
+    if runs.iter().any(|r| r.fresh_phone.is_some()) {
+        let _ = writeln!(
+            out,
+            "A phone that never registered before (198.18.2.30, account 1003) sends its first \
+             REGISTER {} s into the flood and tries for up to {} s. With attack mode on, \
+             `sipguard attack-mode on` shuts the access gate just before the flood.\n",
+            super::FRESH_PHONE_DELAY.as_secs(),
+            super::FRESH_PHONE_TIMEOUT_MS / 1000
+        );
+    }
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(&LabRun) -> String| {
         rows.push((name.to_string(), runs.iter().map(f).collect()));
@@ -165,6 +193,37 @@ pub fn render(runs: &[LabRun]) -> String {
             None => r.cracker.registers.to_string(),
         },
     );
+    if runs.iter().any(|r| r.fresh_phone.is_some()) {
+        row("fresh phone registered during the flood", &|r| {
+            r.fresh_phone.as_ref().map_or("-".to_string(), |f| {
+                ratio(f.registration.successful, f.registration.created)
+            })
+        });
+        row("  first REGISTER to 200 OK", &|r| match r
+            .fresh_phone
+            .as_ref()
+            .map(|f| f.seconds_to_register)
+        {
+            None => "-".to_string(),
+            Some(None) => "never".to_string(),
+            Some(Some(seconds)) => duration(seconds),
+        });
+        row("  within the flood", &|r| {
+            r.fresh_phone
+                .as_ref()
+                .map_or("-".to_string(), |f| yes_no(Some(f.during_flood)))
+        });
+        row("  its REGISTERs reaching Kamailio", &|r| {
+            r.fresh_phone.as_ref().map_or("-".to_string(), |f| {
+                f.registers_reaching_kamailio.to_string()
+            })
+        });
+        row("  verified after", &|r| {
+            r.fresh_phone
+                .as_ref()
+                .map_or("-".to_string(), |f| yes_no(f.verified_after))
+        });
+    }
     row("compromised phone registered", &|r| {
         ratio(
             r.compromised.registrations.successful,
@@ -218,11 +277,19 @@ pub fn render(runs: &[LabRun]) -> String {
     row("  from the spoofed flood", &|r| {
         class(r, "flood").to_string()
     });
+    if runs.iter().any(|r| r.fresh_phone.is_some()) {
+        row("  from the fresh phone", &|r| {
+            class(r, "fresh-phone").to_string()
+        });
+    }
     row("  unknown sources on the trunk", &|r| {
         r.kamailio.trunk_from_unknown.to_string()
     });
     row("Kamailio CPU seconds", &|r| {
         format!("{:.2}", r.kamailio.cpu_seconds)
+    });
+    row("  datagrams lost in its full socket buffers", &|r| {
+        thousands(r.kamailio.udp_receive_buffer_errors)
     });
     row("flood sent by trafgen (packets)", &|r| {
         format!("{} in {:.1} s", thousands(r.flood.packets), r.flood.seconds)
@@ -436,6 +503,123 @@ pub fn render(runs: &[LabRun]) -> String {
         for hint in &run.hints {
             let _ = writeln!(out, "  {hint}");
         }
+    }
+    out
+}
+
+/// The access gate's summary: the same flood with the gate open and shut (issue 17's target:
+/// flood packets reaching Kamailio while shut at most 1% of those while open; every phone
+/// registration and call, and every carrier call, completed; a new phone registers).
+pub fn render_gate(open: &LabRun, shut: &LabRun) -> String {
+    let mut out = String::new();
+    let flood = |r: &LabRun| r.kamailio.by_source.get("flood").copied().unwrap_or(0);
+    let sent = |r: &LabRun| r.flood_sent.values().sum::<u64>();
+    let (open_in, shut_in) = (flood(open), flood(shut));
+    let percent = |part: f64, whole: f64| {
+        if whole > 0.0 {
+            format!("{:.3}%", part * 100.0 / whole)
+        } else {
+            "-".to_string()
+        }
+    };
+    let share = |r: &LabRun| flood(r) as f64 / sent(r).max(1) as f64;
+    let _ = writeln!(
+        out,
+        "The access gate under the spoofed flood (issue 17 target: flood reaching Kamailio with \
+         the gate shut <= 1% of the same flood with it open):"
+    );
+    for (name, r) in [("gate open", open), ("attack mode on", shut)] {
+        let _ = writeln!(
+            out,
+            "  {name:<15} flood packets reaching Kamailio: {} of {} sent in {:.1} s ({}/s; {} \
+             of what was sent)",
+            thousands(flood(r)),
+            thousands(sent(r)),
+            r.flood.seconds,
+            thousands(r.flood.rate().round() as u64),
+            percent(flood(r) as f64, sent(r) as f64),
+        );
+    }
+    let met = shut_in * 100 <= open_in;
+    let _ = writeln!(
+        out,
+        "  shut / open: {} of the packets ({}), {} per packet sent: target {}",
+        percent(shut_in as f64, open_in as f64),
+        if open_in == 0 {
+            "nothing reached Kamailio with the gate open".to_string()
+        } else {
+            format!("{shut_in} / {open_in}")
+        },
+        percent(share(shut), share(open)),
+        if met { "met" } else { "missed" }
+    );
+    let methods = |r: &LabRun| {
+        let list: Vec<String> = r
+            .kamailio
+            .by_source_method
+            .iter()
+            .filter_map(|(key, n)| Some(format!("{} {n}", key.strip_prefix("flood/")?)))
+            .collect();
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "  flood reaching Kamailio by method: open {}; shut {}",
+        methods(open),
+        methods(shut)
+    );
+    let unverified = |r: &LabRun| {
+        r.sipguard.as_ref().map_or(0, |s| {
+            s.counters
+                .iter()
+                .filter(|(key, _)| key.starts_with("access/unverified/"))
+                .map(|(_, n)| n)
+                .sum::<u64>()
+        })
+    };
+    let _ = writeln!(
+        out,
+        "  dropped as access/unverified: open {}, shut {}; access/new_source_limited during \
+         the flood: open {}, shut {}; lost in Kamailio's full socket buffers: open {}, shut {}",
+        thousands(unverified(open)),
+        thousands(unverified(shut)),
+        thousands(open.sipguard.as_ref().map_or(0, |s| s.flood_access_refused)),
+        thousands(shut.sipguard.as_ref().map_or(0, |s| s.flood_access_refused)),
+        thousands(open.kamailio.udp_receive_buffer_errors),
+        thousands(shut.kamailio.udp_receive_buffer_errors),
+    );
+    for (name, r) in [("gate open", open), ("attack mode on", shut)] {
+        let fresh = r.fresh_phone.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {name:<15} phone registrations {}, phone calls {}, carrier calls {}, compromised \
+             phone's legitimate calls {}; fresh phone: {}",
+            ratio(
+                r.phone_registrations.successful,
+                r.phone_registrations.created
+            ),
+            ratio(r.phone_calls.successful, r.phone_calls.created),
+            ratio(r.carrier_calls.successful, r.carrier_calls.created),
+            ratio(r.compromised.legit_completed, r.compromised.legit_planned),
+            match (fresh.registration.successful, fresh.seconds_to_register) {
+                (1.., Some(seconds)) => format!(
+                    "registered, {} from its first REGISTER to the 200 OK ({} REGISTERs \
+                     reached Kamailio)",
+                    duration(seconds),
+                    fresh.registers_reaching_kamailio
+                ),
+                (1.., None) => "registered (no response time recorded)".to_string(),
+                (0, _) => format!(
+                    "NOT registered within {} s ({} REGISTERs reached Kamailio)",
+                    super::FRESH_PHONE_TIMEOUT_MS / 1000,
+                    fresh.registers_reaching_kamailio
+                ),
+            }
+        );
     }
     out
 }
