@@ -410,6 +410,20 @@ impl Reason {
             && self as u8 != Reason::AuthFailures as u8
     }
 
+    /// True for the SIP stage's own drops (method, scanner, destination): only these leave the
+    /// handoff's `method`, `rule` and `number` describing this packet; every other stage drops
+    /// before the SIP stage runs, so those slots may still hold an earlier packet's.
+    #[inline(always)]
+    pub const fn from_sip_stage(reason: u8) -> bool {
+        reason >= Reason::MethodRateLimited as u8 && reason <= Reason::DestinationUnparseable as u8
+    }
+
+    /// True for the SIP stage's destination drops, the only ones with a normalised number.
+    #[inline(always)]
+    pub const fn carries_number(reason: u8) -> bool {
+        reason >= Reason::DestinationDenied as u8 && reason <= Reason::DestinationUnparseable as u8
+    }
+
     /// Stable snake_case name used in metrics, JSON and the CLI.
     pub const fn name(self) -> &'static str {
         match self {

@@ -161,7 +161,7 @@ fn copy_for(
         return;
     }
     let drop = judged.reason.is_drop();
-    let sip_drop = handoff.reason >= Reason::MethodRateLimited as u8;
+    let sip_drop = Reason::from_sip_stage(handoff.reason);
     // SAFETY: the per-CPU record, written in place.
     unsafe {
         (*record).header = CaptureHeader {
@@ -180,7 +180,7 @@ fn copy_for(
             method: if sip_drop { handoff.method } else { 0 },
             rule: if sip_drop { handoff.rule } else { 0 },
             _reserved: 0,
-            number: if sip_drop && handoff.reason >= Reason::DestinationDenied as u8 {
+            number: if Reason::carries_number(handoff.reason) {
                 handoff.number
             } else {
                 Number::default()

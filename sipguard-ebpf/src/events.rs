@@ -98,9 +98,9 @@ pub(crate) fn report(ifindex: u32, frame: &XdpFrame, handoff: &Handoff, now: u64
         (*event)._reserved3 = [0; 7];
         // Only the SIP stage's drops have a rule and a number; the slot may hold an earlier
         // packet's.
-        let sip_drop = handoff.reason >= Reason::MethodRateLimited as u8;
+        let sip_drop = Reason::from_sip_stage(handoff.reason);
         (*event).rule = if sip_drop { handoff.rule } else { 0 };
-        (*event).number = if sip_drop && handoff.reason >= Reason::DestinationDenied as u8 {
+        (*event).number = if Reason::carries_number(handoff.reason) {
             handoff.number
         } else {
             Number::default()

@@ -44,7 +44,15 @@ pub struct EventRecord {
     /// The normalised number (E.164 digits) of an INVITE the destination firewall dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<String>,
+    /// What a record that is no drop reports (reason [`GATE_SWITCH`]): who switched and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
+
+/// The `reason` of the record the daemon adds to the event stream when the access gate shuts
+/// or opens (outcome `gate_shut` or `gate_open`): whoever follows the events sees why
+/// `unverified` drops start and stop.
+pub const GATE_SWITCH: &str = "access_gate";
 
 /// Names of signature and rule ids, read from the generation in force and read again when an
 /// event names an id it does not know (after an `apply`).
@@ -146,11 +154,50 @@ impl EventRecord {
             rule: (event.rule != 0).then(|| format!("#{}", event.rule)),
             number: (event.number.len > 0)
                 .then(|| String::from_utf8_lossy(event.number.as_bytes()).into_owned()),
+            detail: None,
         })
+    }
+
+    /// The access gate of `interface` shut (or opened) at `unix_ns`; `detail` says by whom and why.
+    pub fn gate_switch(interface: &str, shut: bool, unix_ns: i128, detail: String) -> EventRecord {
+        EventRecord {
+            seq: 0,
+            time: rfc3339_micros(unix_ns),
+            interface: interface.to_string(),
+            src: None,
+            dst: None,
+            sport: 0,
+            dport: 0,
+            transport: "-".to_string(),
+            vlan: Vec::new(),
+            reason: GATE_SWITCH.to_string(),
+            zone: Zone::Access.name().to_string(),
+            outcome: if shut { "gate_shut" } else { "gate_open" }.to_string(),
+            length: 0,
+            sip_method: None,
+            suppressed_before: 0,
+            rule: None,
+            number: None,
+            detail: Some(detail),
+        }
+    }
+
+    /// True for a dropped (or would-be dropped) packet, false for a gate switch.
+    pub fn is_drop(&self) -> bool {
+        self.reason != GATE_SWITCH
     }
 
     /// One line for a terminal.
     pub fn human(&self) -> String {
+        if !self.is_drop() {
+            let state = self.outcome.strip_prefix("gate_").unwrap_or(&self.outcome);
+            return format!(
+                "{} {} access gate {state}: {}",
+                self.time,
+                self.interface,
+                self.detail.as_deref().unwrap_or("-")
+            );
+        }
         let endpoint = |addr: Option<IpAddr>, port: u16| match addr {
             Some(IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
             Some(v4) => format!("{v4}:{port}"),
@@ -230,5 +277,32 @@ mod tests {
         let line = serde_json::to_string(&record).unwrap();
         assert_eq!(serde_json::from_str::<EventRecord>(&line).unwrap(), record);
         assert!(record.human().contains("[2001:db8::7]:5060 -> [2001::]:5070 would_drop access/rate_limited REGISTER vlan [100] (+7 suppressed)"), "{}", record.human());
+    }
+
+    #[test]
+    fn a_gate_switch_is_a_record_of_its_own() {
+        let record = EventRecord::gate_switch(
+            "eth0",
+            true,
+            1_700_000_000_000_000_000,
+            "by the detector: under attack".into(),
+        );
+        assert!(!record.is_drop());
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(line.contains(r#""reason":"access_gate","zone":"access","outcome":"gate_shut""#));
+        assert_eq!(serde_json::from_str::<EventRecord>(&line).unwrap(), record);
+        assert_eq!(
+            record.human(),
+            "2023-11-14T22:13:20.000000Z eth0 access gate shut: by the detector: under attack"
+        );
+        // Older logs have no detail field; their drops still read as drops.
+        let drop = line
+            .replace(r#","detail":"by the detector: under attack""#, "")
+            .replace("access_gate", "unverified");
+        assert!(
+            serde_json::from_str::<EventRecord>(&drop)
+                .unwrap()
+                .is_drop()
+        );
     }
 }

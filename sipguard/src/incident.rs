@@ -259,6 +259,7 @@ impl Report {
         let policy = state.policy(state.active_generation()?)?;
         let in_window: Vec<&EventRecord> = events
             .iter()
+            .filter(|event| event.is_drop())
             .filter(|event| event_unix(event).is_some_and(|unix| unix >= since_unix))
             .collect();
         let bans = state

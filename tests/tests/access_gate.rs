@@ -9,7 +9,7 @@ use sipguard::live::LiveError;
 use sipguard_common::abi::{Reason, Zone};
 use sipguard_tests::{
     frames::Packet,
-    harness::{TestFilter, Verdict, drop, pass},
+    harness::{TestFilter, Verdict, drain_events, drop, pass},
 };
 
 const SBC: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -411,6 +411,37 @@ fn the_daemon_shuts_the_gate_under_a_spoofed_flood_and_opens_it_after_the_quiet_
         );
     std::fs::write(&policy, text).unwrap();
     let journal = dir.path().join("journal");
+    let events_file = dir.path().join("events.jsonl");
+    // The daemon listens on loopback in the SBC's namespace, which is this test's own.
+    const LISTEN: &str = "127.0.0.1:9464";
+    let get = |path: &str| {
+        let path = path.to_string();
+        lab.sbc
+            .run(move || {
+                sipguard::cli::client::get(LISTEN.parse().unwrap(), &path, Duration::from_secs(5))
+            })
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    };
+    // The gate switches in the event stream: (outcome, who), oldest first.
+    let switches = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&events_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<sipguard::events::EventRecord>(line).ok())
+            .filter(|event| !event.is_drop())
+            .map(|event| {
+                let detail = event.detail.unwrap_or_default();
+                let by = detail
+                    .strip_prefix("by the ")
+                    .and_then(|rest| rest.split(':').next())
+                    .unwrap_or_default()
+                    .to_string();
+                (event.outcome, by)
+            })
+            .collect()
+    };
     let command = |args: &[&str]| {
         let mut command = Command::new(sipguard_bin());
         command
@@ -438,8 +469,10 @@ fn the_daemon_shuts_the_gate_under_a_spoofed_flood_and_opens_it_after_the_quiet_
             "--policy",
             policy.to_str().unwrap(),
         ])
-        .args(["--listen", "127.0.0.1:0", "--attack-saturated-for", "1s"])
+        .args(["--listen", LISTEN, "--attack-saturated-for", "1s"])
         .args(["--attack-quiet-for", "2s", "--xdp-mode", "native"])
+        .arg("--events")
+        .arg(&events_file)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -524,6 +557,96 @@ fn the_daemon_shuts_the_gate_under_a_spoofed_flood_and_opens_it_after_the_quiet_
             .iter()
             .all(|change| change["user"] == "sipguard run")
     );
+    // The operator shuts it by hand: the daemon reports that switch too, within its second.
+    cli(&["attack-mode", "--iface", SBC_IF, "on"]);
+    let expected = [
+        ("gate_shut", "detector"),
+        ("gate_open", "detector"),
+        ("gate_shut", "operator"),
+    ]
+    .map(|(outcome, by)| (outcome.to_string(), by.to_string()));
+    assert!(
+        wait_until(Duration::from_secs(10), || switches() == expected),
+        "the switches in the event stream: {:?}",
+        switches()
+    );
+    let metrics = get("/metrics").expect("metrics");
+    for (to, by, count) in [
+        ("shut", "detector", 1),
+        ("open", "detector", 1),
+        ("shut", "operator", 1),
+        ("open", "operator", 0),
+        ("shut", "policy", 0),
+    ] {
+        let sample = format!(r#",to="{to}",by="{by}"}} {count}"#);
+        assert!(
+            metrics.lines().any(|line| {
+                line.starts_with("sipguard_access_gate_switches_total{") && line.ends_with(&sample)
+            }),
+            "{sample} in\n{}",
+            metrics
+                .lines()
+                .filter(|line| line.contains("gate"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     std::mem::drop(daemon);
     cli(&["detach", "--iface", SBC_IF]);
+}
+
+/// The judge drops unverified requests before the SIP stage runs, so the handoff still holds
+/// the SIP stage's findings on an earlier packet from the same CPU: the drop event must carry
+/// this packet's method and no rule or number of that earlier one.
+#[test]
+fn an_unverified_drop_event_names_its_own_method_and_no_earlier_rule_or_number() {
+    let policy = POLICY.replace(
+        "[verified]",
+        r#"[events]
+per_source = { rate = 1000, burst = 1000 }
+[access.dialplan]
+country_code = "44"
+international_prefixes = ["00"]
+[[access.destinations]]
+name = "premium"
+prefixes = ["881"]
+action = "deny"
+[verified]"#,
+    );
+    let mut filter = TestFilter::new(&policy);
+    verify(&mut filter, PHONE);
+    let premium = "INVITE sip:+881612345678@198.18.0.1 SIP/2.0\r\nCSeq: 1 INVITE\r\n\r\n";
+    let call = Packet::udp4(PHONE, SBC, 5062, 5070, premium.as_bytes().to_vec()).build();
+    assert_eq!(
+        filter.run(&call),
+        drop(Zone::Access, Reason::DestinationDenied)
+    );
+    assert_eq!(
+        filter.run(&request(STRANGER, "OPTIONS")),
+        drop(Zone::Access, Reason::Unverified)
+    );
+    let events = drain_events(&filter.target);
+    let found: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.reason.as_str(),
+                e.sip_method.as_deref(),
+                e.rule.as_deref(),
+                e.number.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "destination_denied",
+                Some("INVITE"),
+                Some("premium"),
+                Some("881612345678")
+            ),
+            ("unverified", Some("OPTIONS"), None, None),
+        ]
+    );
 }

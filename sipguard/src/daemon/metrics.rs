@@ -35,6 +35,56 @@ use crate::{
 pub struct DaemonCounters {
     /// Events written to the log.
     pub written: HashMap<String, AtomicU64>,
+    /// Access-gate switches seen, by [`GateSwitch::index`].
+    pub gate_switches: HashMap<String, [AtomicU64; GateSwitch::COUNT]>,
+}
+
+/// One access-gate switch, as `sipguard_access_gate_switches` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateSwitch {
+    pub shut: bool,
+    pub by: SwitchedBy,
+}
+
+/// Who switched the access gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchedBy {
+    /// The daemon's attack detector.
+    Detector,
+    /// `sipguard attack-mode on|off|auto`.
+    Operator,
+    /// A policy applied (`unverified` changed).
+    Policy,
+}
+
+impl SwitchedBy {
+    const ALL: [SwitchedBy; 3] = [
+        SwitchedBy::Detector,
+        SwitchedBy::Operator,
+        SwitchedBy::Policy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SwitchedBy::Detector => "detector",
+            SwitchedBy::Operator => "operator",
+            SwitchedBy::Policy => "policy",
+        }
+    }
+}
+
+impl GateSwitch {
+    pub const COUNT: usize = 2 * SwitchedBy::ALL.len();
+
+    pub fn index(self) -> usize {
+        usize::from(self.shut) * SwitchedBy::ALL.len() + self.by as usize
+    }
+
+    fn all() -> impl Iterator<Item = GateSwitch> {
+        [true, false]
+            .into_iter()
+            .flat_map(|shut| SwitchedBy::ALL.map(|by| GateSwitch { shut, by }))
+    }
 }
 
 #[derive(Debug)]
@@ -76,6 +126,7 @@ struct Scrape {
     bytes: Samples,
     events: Samples,
     written: Samples,
+    gate_switches: Samples,
     capture: Samples,
     bans_issued: Samples,
     would_bans_issued: Samples,
@@ -201,6 +252,18 @@ impl SipguardCollector {
             .get(&interface)
             .map_or(0, |w| w.load(Ordering::Relaxed));
         scrape.written.push((vec![label()], written as f64));
+        if let Some(switches) = self.daemon.gate_switches.get(&interface) {
+            for switch in GateSwitch::all() {
+                scrape.gate_switches.push((
+                    vec![
+                        label(),
+                        ("to", if switch.shut { "shut" } else { "open" }.to_string()),
+                        ("by", switch.by.name().to_string()),
+                    ],
+                    switches[switch.index()].load(Ordering::Relaxed) as f64,
+                ));
+            }
+        }
 
         let now = boot_now_ns();
         let mut active: HashMap<&str, u64> = HashMap::new();
@@ -498,6 +561,13 @@ impl Collector for SipguardCollector {
             "1 while the access gate is shut (`[access] unverified`, `sipguard attack-mode`): unverified sources may send only what a registration needs.",
             Gauge,
             &scrape.access_gate,
+        )?;
+        family(
+            e,
+            "sipguard_access_gate_switches",
+            "Access-gate switches this daemon saw, to shut or open, by the attack detector, the operator (attack-mode) or a policy.",
+            Counter,
+            &scrape.gate_switches,
         )?;
         family(
             e,

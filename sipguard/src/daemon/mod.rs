@@ -81,7 +81,7 @@ pub struct DaemonConfig {
 }
 
 /// Where event lines go. Reopened on SIGUSR1 (and SIGHUP), so logrotate can move the file.
-enum Sink {
+pub(crate) enum Sink {
     Stdout,
     File { path: PathBuf, out: BufWriter<File> },
 }
@@ -226,6 +226,11 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             .iter()
             .map(|t| (t.label(), AtomicU64::new(0)))
             .collect(),
+        gate_switches: config
+            .targets
+            .iter()
+            .map(|t| (t.label(), Default::default()))
+            .collect(),
     });
     let http_stats = Arc::new(HttpStats::default());
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
@@ -275,7 +280,15 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     tasks.spawn(sample_rates(config.targets.clone(), shared.clone()));
     tasks.spawn(sweep_bans(config.targets.clone()));
     tasks.spawn(snapshot_counters(config.targets.clone()));
-    tasks.spawn(attack::watch(config.targets.clone(), config.attack));
+    tasks.spawn(attack::watch(
+        config.targets.clone(),
+        config.attack,
+        attack::Reporting {
+            shared: shared.clone(),
+            sink: sink.clone(),
+            counters: counters.clone(),
+        },
+    ));
     if let Some(provider) = &provider {
         tasks.spawn(lists::refresh(
             config.targets.clone(),
@@ -381,36 +394,45 @@ async fn drain(
             // Wall-clock adjustments (NTP) move the boot-to-Unix offset.
             clock = Clock::now();
         }
-        {
-            let mut sink = sink
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut top = shared
-                .top
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut recent = shared
-                .recent
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for mut event in batch {
-                event.seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-                if let Ok(line) = serde_json::to_string(&event) {
-                    sink.write(&line);
-                }
-                top.record(&event);
-                if recent.len() == RECENT_EVENTS {
-                    recent.pop_front();
-                }
-                recent.push_back(event);
-                if let Some(written) = counters.written.get(&label) {
-                    written.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            sink.flush();
+        let written = batch.len() as u64;
+        publish(&shared, &sink, batch);
+        if let Some(counter) = counters.written.get(&label) {
+            counter.fetch_add(written, Ordering::Relaxed);
         }
-        shared.new_events.notify_waiters();
     }
+}
+
+/// Numbers `events`, writes them to the log, keeps them for `/api/events` and wakes its long
+/// polls; drops also count toward the top sources.
+pub(crate) fn publish(shared: &Shared, sink: &Mutex<Sink>, events: Vec<EventRecord>) {
+    {
+        let mut sink = sink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut top = shared
+            .top
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut recent = shared
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for mut event in events {
+            event.seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
+            if let Ok(line) = serde_json::to_string(&event) {
+                sink.write(&line);
+            }
+            if event.is_drop() {
+                top.record(&event);
+            }
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(event);
+        }
+        sink.flush();
+    }
+    shared.new_events.notify_waiters();
 }
 
 /// Samples the kernel counters every second; rates are differences over the window.

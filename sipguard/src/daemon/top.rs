@@ -149,6 +149,7 @@ mod tests {
             suppressed_before: suppressed,
             rule: None,
             number: None,
+            detail: None,
         }
     }
 

@@ -1222,6 +1222,8 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
         let pin_root = options.pin_root.to_string_lossy().to_string();
         let mut daemon = Command::new(&options.sipguard);
         daemon
+            // The run's journal stays with its evidence, not in the host's /var/lib.
+            .env("SIPGUARD_JOURNAL_DIR", dir.join("journal"))
             .args(["--pin-root", &pin_root, "--netns", nodes.sbc.name(), "run"])
             .args(["--iface", "eth0", "--xdp-mode", "native", "--mode", mode])
             .arg("--policy")
@@ -1507,6 +1509,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
     if options.attack_mode {
         // The operator's reaction to the attack: the access gate shut, through the CLI.
         let output = Command::new(&options.sipguard)
+            .env("SIPGUARD_JOURNAL_DIR", dir.join("journal"))
             .arg("--pin-root")
             .arg(&options.pin_root)
             .args([
@@ -1602,6 +1605,7 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
             let state = State::open(&target)?;
             let stats = Stats::read(&state)?;
             let bans = Command::new(&options.sipguard)
+                .env("SIPGUARD_JOURNAL_DIR", dir.join("journal"))
                 .arg("--pin-root")
                 .arg(&options.pin_root)
                 .args([
