@@ -281,10 +281,13 @@ pub fn apply_remote(
     value: Option<&Value>,
 ) -> Result<Outcome, LiveError> {
     match (key, value) {
-        (Key::Ban(net), Some(Value::Ban {
-            reason,
-            expires_unix,
-        })) => ban(live, net, reason, *expires_unix),
+        (
+            Key::Ban(net),
+            Some(Value::Ban {
+                reason,
+                expires_unix,
+            }),
+        ) => ban(live, net, reason, *expires_unix),
         (Key::Ban(net), None) => unban(live, net),
         (Key::Allow(net), Some(Value::Allow { class })) => {
             add_entry(live, List::Allow, net, class.as_deref())

@@ -11,8 +11,8 @@ use crate::{
         DEFAULT_LISTEN, DaemonConfig, PolicyReload, ProviderLists, capture_ring::RingConfig,
         fleet::FleetConfig, serve,
     },
-    fleet::{FleetSettings, check_name, check_redis_url},
     dataplane::{AttachRequest, XdpModeChoice, attach},
+    fleet::{FleetSettings, check_name, check_redis_url},
     state::State,
 };
 

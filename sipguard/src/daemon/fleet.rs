@@ -18,10 +18,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc,
-        atomic::AtomicI64,
-    },
+    sync::{Arc, atomic::AtomicI64},
     time::{Duration, Instant},
 };
 
@@ -137,7 +134,9 @@ impl FleetMetrics {
     }
 
     fn set_connected(&self, up: bool) {
-        self.connected.get_or_create(&self.fleet()).set(i64::from(up));
+        self.connected
+            .get_or_create(&self.fleet())
+            .set(i64::from(up));
     }
 }
 
@@ -150,7 +149,11 @@ pub(super) fn register(registry: &mut Registry, config: &FleetConfig) -> Arc<Fle
     metrics.set_connected(false);
     for refusal in Refusal::ALL {
         // Every refusal reason shows from the start, at 0.
-        drop(metrics.refused.get_or_create(&metrics.with("reason", refusal.name())));
+        drop(
+            metrics
+                .refused
+                .get_or_create(&metrics.with("reason", refusal.name())),
+        );
     }
     drop(metrics.reconnects.get_or_create(&metrics.fleet()));
     registry.register(
@@ -289,7 +292,10 @@ pub(super) async fn run(
 ) -> Result<()> {
     let client = config.client()?;
     let keys = Keys::new(&config.settings.name);
-    let first = targets.first().cloned().ok_or_else(|| anyhow!("no interface"))?;
+    let first = targets
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("no interface"))?;
     let lockdown = match local_lockdown(&first) {
         Ok(level) => level,
         Err(error) => return Err(error.context("read the lockdown")),
@@ -539,7 +545,8 @@ impl Engine {
             .collect();
         for (key, value) in gone {
             // A ban that ran out needs no word: its Redis item expires by itself.
-            let expired = matches!(value, Value::Ban { expires_unix, .. } if expires_unix <= now + 1);
+            let expired =
+                matches!(value, Value::Ban { expires_unix, .. } if expires_unix <= now + 1);
             if !expired {
                 self.withdraw(con, keys, key).await?;
             }
@@ -614,12 +621,7 @@ impl Engine {
     }
 
     /// Withdraws one of this host's items (deleted here before it ran out).
-    async fn withdraw(
-        &self,
-        con: &mut MultiplexedConnection,
-        keys: &Keys,
-        key: Key,
-    ) -> Result<()> {
+    async fn withdraw(&self, con: &mut MultiplexedConnection, keys: &Keys, key: Key) -> Result<()> {
         // Only this host's: another host may have shared the same item since.
         let current: Option<String> = con.get(keys.state(key)).await?;
         let ours = current
@@ -706,7 +708,11 @@ impl Engine {
         for (index, outcome) in outcomes {
             let change = &changes[index];
             let key_text = change.key.to_string();
-            let op = if change.record.is_some() { "set" } else { "del" };
+            let op = if change.record.is_some() {
+                "set"
+            } else {
+                "del"
+            };
             match outcome {
                 Outcome::Applied | Outcome::Same => {
                     if outcome == Outcome::Applied {
@@ -716,15 +722,19 @@ impl Engine {
                             .inc();
                     }
                     if change.record.is_some() {
-                        origins_changed |= self.origins.hosts.insert(key_text, change.origin.clone())
-                            != Some(change.origin.clone());
+                        origins_changed |=
+                            self.origins.hosts.insert(key_text, change.origin.clone())
+                                != Some(change.origin.clone());
                     } else {
                         origins_changed |= self.origins.hosts.remove(&key_text).is_some();
                     }
-                    if let (Key::Lockdown, Some(Record {
-                        value: Value::Lockdown { level },
-                        ..
-                    })) = (change.key, &change.record)
+                    if let (
+                        Key::Lockdown,
+                        Some(Record {
+                            value: Value::Lockdown { level },
+                            ..
+                        }),
+                    ) = (change.key, &change.record)
                     {
                         self.lockdown = level.clone();
                     }
