@@ -43,6 +43,9 @@ pub struct FleetSettings {
     pub host: String,
     /// A file holding the Redis password (AUTH), kept off command lines and policy files.
     pub password_file: Option<PathBuf>,
+    /// PEM certificates of the CA that signed a `rediss://` server's certificate, when it is
+    /// not one the web trusts (a private CA); without it, the webpki roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FleetSettings {
@@ -53,6 +56,7 @@ impl FleetSettings {
             name: "sipguard".to_string(),
             host: default_host_name(),
             password_file: None,
+            ca_file: None,
         }
     }
 }

@@ -53,11 +53,13 @@ const STREAM_LENGTH: usize = 100_000;
 const READ_BATCH: usize = 1_000;
 
 /// What `sipguard run` was given.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FleetConfig {
     pub settings: FleetSettings,
     /// From `password_file`, read at start.
-    pub password: Option<String>,
+    password: Option<String>,
+    /// From `ca_file`, read at start.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl FleetConfig {
@@ -72,7 +74,23 @@ impl FleetConfig {
                     .with_context(|| format!("read the Redis password from {}", file.display()))
             })
             .transpose()?;
-        Ok(FleetConfig { settings, password })
+        let ca_pem = settings
+            .ca_file
+            .as_ref()
+            .map(|file| {
+                std::fs::read(file)
+                    .with_context(|| format!("read the Redis CA from {}", file.display()))
+            })
+            .transpose()?;
+        anyhow::ensure!(
+            ca_pem.is_none() || settings.redis.starts_with("rediss://"),
+            "a CA file for Redis needs a rediss:// (TLS) URL"
+        );
+        Ok(FleetConfig {
+            settings,
+            password,
+            ca_pem,
+        })
     }
 
     /// Whether Redis's client can use the URL (no connection is made).
@@ -91,7 +109,16 @@ impl FleetConfig {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        Ok(redis::Client::open(info)?)
+        Ok(match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        })
     }
 }
 
