@@ -488,6 +488,10 @@ fn remove_entry(live: &mut LiveState, list: List, net: IpNet) -> Result<Outcome,
 pub struct Origins {
     /// Key (as [`Key`]'s text) to host.
     pub hosts: BTreeMap<String, String>,
+    /// The lockdown level the fleet and this host last agreed on: a different level here is
+    /// this host's change, also one made while `sipguard run` was stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockdown: Option<String>,
 }
 
 impl Origins {

@@ -343,8 +343,12 @@ pub(super) async fn run(
         Ok(level) => level,
         Err(error) => return Err(error.context("read the lockdown")),
     };
+    let origins = Origins::load(&first);
+    // What the fleet and this host last agreed on, also across a restart of the daemon: a
+    // lockdown switched while it was stopped is this host's change to share.
+    let lockdown = origins.lockdown.clone().unwrap_or(lockdown);
     let mut engine = Engine {
-        origins: Origins::load(&first),
+        origins,
         targets,
         host: config.settings.host.clone(),
         shared: Items::new(),
@@ -553,10 +557,7 @@ impl Engine {
         let mut own = self.own()?;
         let local_lockdown = lockdown_level(&own);
         own.remove(&Key::Lockdown);
-        let items: Vec<(Key, Value)> = own.iter().map(|(k, v)| (*k, v.clone())).collect();
-        self.put(con, keys, &items, true).await?;
-        self.shared = own;
-        // Items of other hosts.
+        // Every item in Redis, before this host writes its own.
         let mut redis_keys: Vec<String> = Vec::new();
         let mut iter: redis::AsyncIter<String> = con.scan_match(keys.state_pattern()).await?;
         while let Some(item) = iter.next_item().await {
@@ -565,6 +566,7 @@ impl Engine {
         drop(iter);
         let mut changes = Vec::new();
         let mut fleet_lockdown = None;
+        let mut withdrawn = Vec::new();
         for chunk in redis_keys.chunks(500) {
             let values: Vec<Option<String>> = con.mget(chunk).await?;
             for (redis_key, value) in chunk.iter().zip(values) {
@@ -575,11 +577,16 @@ impl Engine {
                     log::warn!("fleet: {redis_key} is not readable; skipped");
                     continue;
                 };
-                if record.origin == self.host {
-                    continue;
-                }
                 if key == Key::Lockdown {
                     fleet_lockdown = Some(record);
+                    continue;
+                }
+                if record.origin == self.host {
+                    // Shared by this host before and gone here since (deleted while away, or
+                    // while the daemon was stopped): withdrawn now.
+                    if !own.contains_key(&key) {
+                        withdrawn.push(key);
+                    }
                     continue;
                 }
                 changes.push(Change {
@@ -589,16 +596,44 @@ impl Engine {
                 });
             }
         }
+        let items: Vec<(Key, Value)> = own.iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.put(con, keys, &items, true).await?;
+        for key in withdrawn {
+            self.withdraw(con, keys, key).await?;
+        }
+        self.shared = own;
         // The lockdown: this host's change made while away is shared; otherwise the fleet's
-        // stands.
+        // stands; a Redis that lost it gets it back (without a change on the stream: the hosts
+        // connected agree already), so that a host joining later locks down too.
         if local_lockdown != self.lockdown {
             self.share_lockdown(con, keys, local_lockdown).await?;
         } else if let Some(record) = fleet_lockdown {
-            changes.push(Change {
-                key: Key::Lockdown,
-                origin: record.origin.clone(),
-                record: Some(record),
-            });
+            if record.origin != self.host {
+                changes.push(Change {
+                    key: Key::Lockdown,
+                    origin: record.origin.clone(),
+                    record: Some(record),
+                });
+            }
+        } else if local_lockdown != "off" {
+            let origin = self
+                .origins
+                .host_of(Key::Lockdown)
+                .unwrap_or(&self.host)
+                .to_string();
+            let record = serde_json::to_string(&Record {
+                origin,
+                value: Value::Lockdown {
+                    level: local_lockdown,
+                },
+            })?;
+            let _: Option<String> = con
+                .set_options(
+                    keys.state(Key::Lockdown),
+                    record,
+                    SetOptions::default().conditional_set(redis::ExistenceCheck::NX),
+                )
+                .await?;
         }
         if !changes.is_empty() {
             self.apply(changes);
@@ -835,6 +870,8 @@ impl Engine {
                     ) = (change.key, &change.record)
                     {
                         self.lockdown = level.clone();
+                        self.origins.lockdown = Some(level.clone());
+                        origins_changed = true;
                     }
                 }
                 Outcome::Own | Outcome::Stale => {}
