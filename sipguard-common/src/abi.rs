@@ -1137,6 +1137,25 @@ pub enum Origin {
     Policy = 0,
     /// `sipguard allow|deny add`; kept across `apply` until deleted.
     Runtime = 1,
+    /// Received from another host of the fleet (`sipguard run --fleet-redis`); kept across
+    /// `apply` until that host deletes it. Never published again by the host that received it.
+    Fleet = 2,
+}
+
+impl Origin {
+    /// Entries an `apply` keeps: not the policy file's.
+    pub const fn kept_across_apply(origin: u8) -> bool {
+        origin == Origin::Runtime as u8 || origin == Origin::Fleet as u8
+    }
+
+    /// How the CLI and metrics name an entry's origin.
+    pub const fn name_of(origin: u8) -> &'static str {
+        match origin {
+            1 => "runtime",
+            2 => "fleet",
+            _ => "policy",
+        }
+    }
 }
 
 /// Value of an allow/deny trie entry. On the allowlist, `class` names the budget of each source
@@ -1317,6 +1336,9 @@ pub mod ban_flags {
     /// later (the data plane removes it when it meets it in enforce mode; the controller discards
     /// every would-be ban when the mode switches to enforce).
     pub const WOULD_BE: u8 = 1;
+    /// Received from another host of the fleet: enforced like any other, never published again
+    /// by the host that received it (the data plane ignores the bit).
+    pub const FLEET: u8 = 2;
 }
 
 /// Capacity of `SG_SOURCES` (unknown sources in the access zone, LRU).

@@ -74,7 +74,7 @@ pub fn apply(
     let running_mode = Mode::from_u8(current.header.mode);
     let old_allow = state.rules(active, List::Allow)?;
     let old_deny = state.rules(active, List::Deny)?;
-    let is_runtime = |value: &RuleValue| value.origin == Origin::Runtime as u8;
+    let is_runtime = |value: &RuleValue| Origin::kept_across_apply(value.origin);
     // Runtime allow entries name their class by name across the change of class ids.
     let runtime_allow: BTreeMap<Prefix, (RuleValue, Option<String>)> = old_allow
         .iter()

@@ -16,6 +16,7 @@ pub mod countries;
 pub mod daemon;
 pub mod dataplane;
 pub mod events;
+pub mod fleet;
 pub mod incident;
 pub mod journal;
 pub mod lists;

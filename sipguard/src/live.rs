@@ -183,6 +183,18 @@ impl LiveState {
         prefixes: &[Prefix],
         class: Option<&str>,
     ) -> Result<(), LiveError> {
+        self.add_entries_from(list, prefixes, class, Origin::Runtime)
+    }
+
+    /// [`LiveState::add_entries`] with their origin: `Runtime` (an operator here) or `Fleet`
+    /// (another host of the fleet).
+    pub fn add_entries_from(
+        &mut self,
+        list: List,
+        prefixes: &[Prefix],
+        class: Option<&str>,
+        origin: Origin,
+    ) -> Result<(), LiveError> {
         let generation = self.active_generation()?;
         let class = match (class, list) {
             (None, _) => 0,
@@ -200,7 +212,7 @@ impl LiveState {
         }
         let value = RuleValue {
             class,
-            origin: Origin::Runtime as u8,
+            origin: origin as u8,
             added_at_unix: now_unix() as u32,
             ..RuleValue::default()
         };

@@ -379,7 +379,7 @@ impl Status {
             let rules = state.rules(generation, list)?;
             let runtime = rules
                 .values()
-                .filter(|v| v.origin == Origin::Runtime as u8)
+                .filter(|v| Origin::kept_across_apply(v.origin))
                 .count();
             Ok(ListSizes {
                 policy: rules.len() - runtime,

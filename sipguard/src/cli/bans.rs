@@ -10,6 +10,7 @@ use sipguard_common::abi::{Ban, BanReason, SourceKey, ban_flags};
 
 use super::{Global, print_json};
 use crate::{
+    fleet::{Key as FleetKey, Origins, ban_net},
     journal::Who,
     live::{BanFilter, source_text},
     policy::{parse_duration, parse_net},
@@ -94,6 +95,9 @@ struct Row {
     last_seen_unix: u64,
     hits: u64,
     strikes: u32,
+    /// The fleet host this ban came from (absent: issued here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
 }
 
 pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
@@ -123,9 +127,16 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
         .filter(|(_, ban)| ban.expires_at_ns > now)
         .collect();
     bans.sort_by_key(|(_, ban)| std::cmp::Reverse(ban.banned_at_ns));
+    let origins = Origins::load(&target);
     let rows: Vec<Row> = bans
         .iter()
         .map(|(key, ban)| Row {
+            origin: (ban.flags & ban_flags::FLEET != 0).then(|| {
+                origins
+                    .host_of(FleetKey::Ban(ban_net(key)))
+                    .unwrap_or("fleet")
+                    .to_string()
+            }),
             source: source_text(key),
             reason: BanReason::from_u8(ban.reason).map_or("unknown", BanReason::name),
             would_be: ban.flags & ban_flags::WOULD_BE != 0,
@@ -146,7 +157,7 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<26} {:<24} {:<20} {:<20} {:<20} {:>10}",
+        "{:<26} {:<24} {:<20} {:<20} {:<20} {:>10}  ORIGIN",
         "SOURCE", "REASON", "BANNED", "EXPIRES", "LAST SEEN", "HITS"
     );
     let mut would_be = 0;
@@ -158,13 +169,14 @@ fn list(global: &Global, iface: Option<&str>, json: bool) -> Result<u8> {
             row.reason.to_string()
         };
         println!(
-            "{:<26} {:<24} {:<20} {:<20} {:<20} {:>10}",
+            "{:<26} {:<24} {:<20} {:<20} {:<20} {:>10}  {}",
             row.source,
             reason,
             format_time(row.banned_at_unix),
             format_time(row.expires_at_unix),
             format_time(row.last_seen_unix),
-            row.hits
+            row.hits,
+            row.origin.as_deref().unwrap_or("local")
         );
     }
     if would_be > 0 {

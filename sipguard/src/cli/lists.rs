@@ -7,6 +7,7 @@ use sipguard_common::abi::{CLASS_SLOTS, Origin};
 
 use super::{Global, print_json};
 use crate::{
+    fleet::{Key as FleetKey, Origins},
     journal::Who,
     live::LiveError,
     policy::{Prefix, class_name, parse_net},
@@ -59,7 +60,8 @@ fn parse_prefix(text: &str) -> Result<Prefix, String> {
 #[derive(Serialize)]
 struct Row {
     prefix: String,
-    origin: &'static str,
+    /// policy, runtime, or fleet:<host> (received from that host of the fleet).
+    origin: String,
     /// Budget class (allowlist), if any.
     class: Option<String>,
     added_at_unix: u32,
@@ -114,14 +116,19 @@ fn show(global: &Global, list: List, iface: Option<&str>, json: bool) -> Result<
     let generation = state.active_generation()?;
     let policy = state.policy(generation)?;
     let rules = state.rules(generation, list)?;
+    let origins = Origins::load(&target);
     let rows: Vec<Row> = rules
         .iter()
         .map(|(prefix, value)| Row {
             prefix: prefix.to_string(),
-            origin: if value.origin == Origin::Runtime as u8 {
-                "runtime"
+            origin: if value.origin == Origin::Fleet as u8 {
+                let key = match list {
+                    List::Allow => FleetKey::Allow(prefix.net()),
+                    List::Deny => FleetKey::Deny(prefix.net()),
+                };
+                format!("fleet:{}", origins.host_of(key).unwrap_or("?"))
             } else {
-                "policy"
+                Origin::name_of(value.origin).to_string()
             },
             class: (value.class != 0)
                 .then(|| class_name(&policy.classes[usize::from(value.class) % CLASS_SLOTS])),
@@ -136,10 +143,10 @@ fn show(global: &Global, list: List, iface: Option<&str>, json: bool) -> Result<
         println!("{}: the {} is empty", target.label(), list.name());
         return Ok(0);
     }
-    println!("{:<44} {:<8} {:<16} ADDED", "PREFIX", "ORIGIN", "CLASS");
+    println!("{:<44} {:<16} {:<16} ADDED", "PREFIX", "ORIGIN", "CLASS");
     for row in rows {
         println!(
-            "{:<44} {:<8} {:<16} {}",
+            "{:<44} {:<16} {:<16} {}",
             row.prefix,
             row.origin,
             row.class.as_deref().unwrap_or("-"),

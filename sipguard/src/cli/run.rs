@@ -8,9 +8,11 @@ use sipguard_common::abi::Mode;
 use super::{Global, attach::parse_mode, load_policy};
 use crate::{
     daemon::{
-        DEFAULT_LISTEN, DaemonConfig, PolicyReload, ProviderLists, capture_ring::RingConfig, serve,
+        DEFAULT_LISTEN, DaemonConfig, PolicyReload, ProviderLists, capture_ring::RingConfig,
+        fleet::FleetConfig, serve,
     },
     dataplane::{AttachRequest, XdpModeChoice, attach},
+    fleet::{FleetSettings, check_name, check_redis_url},
     state::State,
 };
 
@@ -69,6 +71,62 @@ pub struct Args {
     /// The gate opens again after this long without a sign of attack.
     #[arg(long, default_value = "60s", value_parser = crate::policy::parse_duration)]
     attack_quiet_for: std::time::Duration,
+    /// Share bans, runtime allow/deny entries and the lockdown with the other hosts of a fleet
+    /// through this Redis: redis://host:6379/0, or rediss:// for TLS (overrides `[fleet] redis`).
+    #[arg(long, env = "SIPGUARD_FLEET_REDIS", value_name = "URL")]
+    fleet_redis: Option<String>,
+    /// The fleet's name: hosts share only within one (default: `[fleet] name`, or sipguard).
+    #[arg(long, value_name = "NAME")]
+    fleet_name: Option<String>,
+    /// This host's name in the fleet (default: `[fleet] host`, or the machine's host name).
+    #[arg(long, value_name = "NAME")]
+    fleet_host: Option<String>,
+    /// A file holding the Redis password (AUTH), so that it is on no command line.
+    #[arg(long, value_name = "FILE")]
+    fleet_password_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// `[fleet]` of the policy with the flags over it; `None`: no fleet.
+    fn fleet(&self, policy: Option<&crate::policy::Policy>) -> Result<Option<FleetConfig>> {
+        let from_policy = policy.and_then(|policy| policy.fleet.clone());
+        let mut settings = match (&self.fleet_redis, from_policy) {
+            (None, None) => {
+                let stray = self.fleet_name.is_some()
+                    || self.fleet_host.is_some()
+                    || self.fleet_password_file.is_some();
+                anyhow::ensure!(
+                    !stray,
+                    "--fleet-name, --fleet-host and --fleet-password-file need --fleet-redis \
+                     (or [fleet] redis in the policy)"
+                );
+                return Ok(None);
+            }
+            (Some(url), Some(mut settings)) => {
+                settings.redis = url.clone();
+                settings
+            }
+            (Some(url), None) => FleetSettings::new(url),
+            (None, Some(settings)) => settings,
+        };
+        if let Some(name) = &self.fleet_name {
+            settings.name = name.clone();
+        }
+        if let Some(host) = &self.fleet_host {
+            settings.host = host.clone();
+        }
+        if let Some(file) = &self.fleet_password_file {
+            settings.password_file = Some(file.clone());
+        }
+        check_redis_url(&settings.redis).map_err(anyhow::Error::msg)?;
+        for name in [&settings.name, &settings.host] {
+            check_name(name).map_err(anyhow::Error::msg)?;
+        }
+        let config = FleetConfig::new(settings)?;
+        // A URL Redis's client cannot use is refused now, before anything is attached.
+        config.check()?;
+        Ok(Some(config))
+    }
 }
 
 pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
@@ -86,6 +144,7 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
         }
         None => (None, None),
     };
+    let fleet = args.fleet(policy.as_ref())?;
     let mut targets = Vec::new();
     for iface in &args.ifaces {
         let target = global.target(Some(iface))?;
@@ -137,6 +196,7 @@ pub(super) fn run(global: &Global, args: Args) -> Result<u8> {
             drops_per_second: args.attack_drops_per_second,
             quiet_for: args.attack_quiet_for,
         },
+        fleet,
     })?;
     Ok(0)
 }

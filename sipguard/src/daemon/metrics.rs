@@ -317,15 +317,11 @@ impl SipguardCollector {
                     crate::policy::Prefix::V4 { .. } => "ipv4",
                     crate::policy::Prefix::V6 { .. } => "ipv6",
                 };
-                let origin = if value.origin == Origin::Runtime as u8 {
-                    "runtime"
-                } else {
-                    "policy"
-                };
+                let origin = Origin::name_of(value.origin);
                 *counts.entry((family, origin)).or_default() += 1;
             }
             for family in ["ipv4", "ipv6"] {
-                for origin in ["policy", "runtime"] {
+                for origin in ["policy", "runtime", "fleet"] {
                     let count = counts.get(&(family, origin)).copied().unwrap_or(0);
                     scrape.list_entries.push((
                         vec![

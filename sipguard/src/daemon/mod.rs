@@ -7,6 +7,7 @@
 
 mod attack;
 pub mod capture_ring;
+pub mod fleet;
 mod http;
 mod lists;
 pub mod metrics;
@@ -78,6 +79,8 @@ pub struct DaemonConfig {
     pub capture_ring: Option<capture_ring::RingConfig>,
     /// When the access gate shuts and opens by itself (`[access] unverified = "under-attack"`).
     pub attack: crate::attack::AttackSettings,
+    /// Fleet mode: shared through Redis (off when `None`).
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 /// Where event lines go. Reopened on SIGUSR1 (and SIGHUP), so logrotate can move the file.
@@ -236,6 +239,10 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
     let mut exporter = Exporter::new(config.targets.clone(), counters.clone());
     http_stats.register(exporter.registry_mut());
     let list_status = lists::register(exporter.registry_mut(), config.lists.as_ref());
+    let fleet_metrics = config
+        .fleet
+        .as_ref()
+        .map(|fleet| fleet::register(exporter.registry_mut(), fleet));
     let provider = config
         .lists
         .map(|lists| Arc::new(tokio::sync::Mutex::new(lists)));
@@ -289,6 +296,15 @@ async fn serve_async(config: DaemonConfig) -> Result<()> {
             counters: counters.clone(),
         },
     ));
+    if let (Some(fleet), Some(metrics)) = (config.fleet.clone(), fleet_metrics) {
+        eprintln!(
+            "sipguard: fleet {} as {}, through Redis at {}",
+            fleet.settings.name,
+            fleet.settings.host,
+            fleet::redacted(&fleet.settings.redis)
+        );
+        tasks.spawn(fleet::run(config.targets.clone(), fleet, metrics));
+    }
     if let Some(provider) = &provider {
         tasks.spawn(lists::refresh(
             config.targets.clone(),

@@ -35,10 +35,9 @@ pub fn describe_write(write: &Write) -> String {
             .or(before)
             .and_then(read::<abi::RuleValue>)
             .map(|value| {
-                let origin = if value.origin == abi::Origin::Runtime as u8 {
-                    "runtime"
-                } else {
-                    "policy file"
+                let origin = match abi::Origin::name_of(value.origin) {
+                    "policy" => "policy file",
+                    other => other,
                 };
                 match value.class {
                     0 => format!(" ({origin})"),

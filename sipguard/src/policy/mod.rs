@@ -306,6 +306,8 @@ pub struct Policy {
     pub remote: Vec<RemoteSource>,
     /// `[lists]`: their refresh, shrink limit, deadline and DNS server.
     pub remote_settings: RemoteSettings,
+    /// `[fleet]`: bans, runtime entries and lockdown shared through Redis by `sipguard run`.
+    pub fleet: Option<crate::fleet::FleetSettings>,
     pub source: Option<PolicySource>,
 }
 
@@ -333,6 +335,7 @@ impl Policy {
             feedback: Feedback::default(),
             remote: Vec::new(),
             remote_settings: RemoteSettings::default(),
+            fleet: None,
             source: None,
         }
     }

@@ -315,6 +315,10 @@ pub struct SipguardView {
     /// then): trunk not_allowlisted, and access new_source_limited.
     pub flood_trunk_refused: u64,
     pub flood_access_refused: u64,
+    /// Access unverified drops over the flood phase: once the daemon's detector (or the
+    /// operator) shuts the access gate, the flood is dropped for this reason instead.
+    #[serde(default)]
+    pub flood_access_unverified: u64,
     /// Counter deltas over the flood phase of what refuses the flood spoofing the phone (and,
     /// once it is banned, the phone): access method_rate_limited, verified_rate_limited,
     /// rate_limited and banned.
@@ -1644,6 +1648,8 @@ pub fn run_lab(options: &LabOptions) -> Result<LabRun> {
                     - both(before, Zone::Trunk, Reason::NotAllowlisted),
                 flood_access_refused: both(after, Zone::Access, Reason::NewSourceLimited)
                     - both(before, Zone::Access, Reason::NewSourceLimited),
+                flood_access_unverified: both(after, Zone::Access, Reason::Unverified)
+                    - both(before, Zone::Access, Reason::Unverified),
                 flood_phone_refused: phone_refusals(after) - phone_refusals(before),
                 attacker_requests_after_ban,
                 legit_drop_events,

@@ -27,6 +27,7 @@ pub(super) struct PolicyDoc {
     pub(super) deny: Vec<ListDoc>,
     pub(super) scanners: Option<ScannersDoc>,
     pub(super) lists: Option<RemoteListsDoc>,
+    pub(super) fleet: Option<FleetDoc>,
     #[serde(default)]
     pub(super) destination_budgets: BTreeMap<String, Spanned<RequestBudgetDoc>>,
 }
@@ -212,6 +213,15 @@ pub(super) struct ListDoc {
 }
 
 /// `[lists]`: defaults of the URLs and hostnames of `[[allow]]` entries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FleetDoc {
+    pub(super) redis: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoteListsDoc {

@@ -130,6 +130,34 @@ impl ParseContext<'_> {
         settings
     }
 
+    /// `[fleet]`: checked here for what needs no network (the URL's form, the names).
+    pub(super) fn read_fleet(
+        &mut self,
+        doc: Option<&super::doc::FleetDoc>,
+    ) -> Option<crate::fleet::FleetSettings> {
+        let doc = doc?;
+        let mut settings = crate::fleet::FleetSettings::new(doc.redis.get_ref().trim());
+        if let Err(message) = crate::fleet::check_redis_url(&settings.redis) {
+            self.report_at(doc.redis.span(), message);
+        }
+        for (field, target) in [
+            (&doc.name, &mut settings.name),
+            (&doc.host, &mut settings.host),
+        ] {
+            if let Some(value) = field {
+                match crate::fleet::check_name(value.get_ref()) {
+                    Ok(()) => *target = value.get_ref().clone(),
+                    Err(message) => self.report_at(value.span(), message),
+                }
+            }
+        }
+        settings.password_file = doc
+            .password_file
+            .as_ref()
+            .map(|file| std::path::PathBuf::from(file.get_ref()));
+        Some(settings)
+    }
+
     fn read_refresh(&mut self, refresh: Option<&Spanned<DurationDoc>>) -> Option<Duration> {
         let refresh = refresh?;
         match read_duration(refresh.get_ref()) {

@@ -138,6 +138,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
     let feedback = context.read_feedback(doc.auth_failures.as_ref(), doc.verified.as_ref());
     context.check_gate_has_verified(doc.access.as_ref(), access.as_ref(), &feedback);
     let remote_settings = context.read_remote_settings(doc.lists.as_ref());
+    let fleet = context.read_fleet(doc.fleet.as_ref());
     let (allow, remote) = context.read_lists(ListKind::Allow, &doc.allow, &remote_settings);
     let (deny, _) = context.read_lists(ListKind::Deny, &doc.deny, &remote_settings);
     context.check_conflicts(&allow, &deny);
@@ -187,6 +188,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
         feedback,
         remote,
         remote_settings,
+        fleet,
         source: Some(PolicySource {
             path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             digest: digest.0,
