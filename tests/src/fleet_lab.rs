@@ -278,12 +278,9 @@ impl FleetHost {
 
     /// Runs a sipguard command against this host; its stdout, or an error with its stderr.
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let output = self
-            .command()
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("run sipguard")?;
+        let mut command = self.command();
+        command.args(args);
+        let output = output_within(command, COMMAND_LIMIT).context("run sipguard")?;
         if !output.status.success() {
             bail!(
                 "{}: sipguard {}: {}",
@@ -701,15 +698,12 @@ impl Redis {
 
     /// `redis-cli` inside the Redis namespace, authenticated (REDISCLI_AUTH, not `-a`).
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let output = self
-            .ns
-            .command("redis-cli")
+        let mut command = self.ns.command("redis-cli");
+        command
             .args(["-h", "127.0.0.1", "-p", &REDIS_PORT.to_string()])
             .args(args)
-            .env("REDISCLI_AUTH", &self.password)
-            .stdin(Stdio::null())
-            .output()
-            .context("run redis-cli")?;
+            .env("REDISCLI_AUTH", &self.password);
+        let output = output_within(command, COMMAND_LIMIT).context("run redis-cli")?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() || stdout.starts_with("ERR") || stdout.starts_with("NOAUTH") {
             bail!(
@@ -791,6 +785,59 @@ pub fn sample_sum(text: &str, name: &str) -> f64 {
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The longest a sipguard or redis-cli command may take before the lab kills it.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `command` (stdin empty, output captured), killed if it has not ended within `limit`.
+pub fn output_within(mut command: Command, limit: Duration) -> Result<std::process::Output> {
+    let mut child = Running(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    // Drain both pipes meanwhile: a full pipe would stall the command.
+    let mut stdout = child.0.stdout.take().context("stdout")?;
+    let mut stderr = child.0.stderr.take().context("stderr")?;
+    let out = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stdout.read_to_end(&mut buffer);
+        buffer
+    });
+    let err = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let _ = stderr.read_to_end(&mut buffer);
+        buffer
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            // Program and arguments only: the environment may hold a password.
+            let args: Vec<_> = command
+                .get_args()
+                .map(|arg| arg.to_string_lossy())
+                .collect();
+            bail!(
+                "{} {} did not end within {limit:?}",
+                command.get_program().to_string_lossy(),
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

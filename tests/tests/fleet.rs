@@ -232,10 +232,24 @@ fn svcrack_banned_on_one_host_is_dropped_on_another_within_a_second() {
         Some(a.name)
     );
     assert!(a.counter("scanner", "dropped").unwrap() >= 1);
-    let published = sample_sum(&a.metrics(), "sipguard_fleet_published_total");
-    let applied = sample_sum(&b.metrics(), "sipguard_fleet_applied_total");
-    assert!(published >= 1.0, "A published: {}", a.metrics());
-    assert!(applied >= 1.0, "B applied: {}", b.metrics());
+    // /metrics is a snapshot up to a second old: poll.
+    let shared = wait_until(Duration::from_secs(5), || {
+        sample_sum(&a.metrics(), "sipguard_fleet_published_total") >= 1.0
+            && sample_sum(&b.metrics(), "sipguard_fleet_applied_total") >= 1.0
+    });
+    let fleet_lines = |host: &FleetHost| {
+        host.metrics()
+            .lines()
+            .filter(|line| line.starts_with("sipguard_fleet_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        shared,
+        "A published, B applied:\nA: {}\nB: {}",
+        fleet_lines(a),
+        fleet_lines(b)
+    );
 }
 
 /// Redis killed in the middle of 200 manual bans on A: A keeps its bans and keeps dropping,
@@ -290,6 +304,9 @@ fn a_redis_crash_mid_burst_loses_no_ban_once_redis_is_back_empty() {
         lost
     };
 
+    // What B had before Redis came back: at most the bans shared before the crash.
+    let before_restart = bans_from(lab.host(1), &wanted, lab.host(0).name).len();
+    assert!(before_restart <= 50, "B has {before_restart} of A's bans");
     lab.redis.restart().unwrap();
     let restarted = Instant::now();
     let b = lab.host(1);
@@ -301,8 +318,8 @@ fn a_redis_crash_mid_burst_loses_no_ban_once_redis_is_back_empty() {
     );
     all_connected(&lab, Duration::from_secs(30));
     eprintln!(
-        "redis crash: connection lost reported within {lost:?}; after the restart every ban on B \
-         within {healed:?}, both connected within {:?}",
+        "redis crash: connection lost reported within {lost:?}; B had {before_restart} of A's 200 \
+         bans; after the restart every ban on B within {healed:?}, both connected within {:?}",
         restarted.elapsed()
     );
     // No ban came back to A as a remote one.
