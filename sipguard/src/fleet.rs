@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sipguard_common::{
     abi::{Ban, BanReason, Origin, SourceKey, ban_flags},
     budget::NANOS,
+    source::source_key,
     verdict::Lockdown,
 };
 
@@ -43,6 +44,9 @@ pub struct FleetSettings {
     pub host: String,
     /// A file holding the Redis password (AUTH), kept off command lines and policy files.
     pub password_file: Option<PathBuf>,
+    /// PEM certificates of the CA that signed a `rediss://` server's certificate, when it is
+    /// not one the web trusts (a private CA); without it, the webpki roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FleetSettings {
@@ -53,6 +57,7 @@ impl FleetSettings {
             name: "sipguard".to_string(),
             host: default_host_name(),
             password_file: None,
+            ca_file: None,
         }
     }
 }
@@ -280,106 +285,152 @@ pub fn apply_remote(
     key: Key,
     value: Option<&Value>,
 ) -> Result<Outcome, LiveError> {
-    match (key, value) {
-        (
-            Key::Ban(net),
-            Some(Value::Ban {
-                reason,
-                expires_unix,
-            }),
-        ) => ban(live, net, reason, *expires_unix),
-        (Key::Ban(net), None) => unban(live, net),
-        (Key::Allow(net), Some(Value::Allow { class })) => {
-            add_entry(live, List::Allow, net, class.as_deref())
+    Ok(apply_remote_batch(live, &[(key, value)])?[0])
+}
+
+/// [`apply_remote`] for many changes at once: the running policy is read once, and the
+/// manual-ban mark refreshed once (a burst of bans costs a lookup and a write each).
+pub fn apply_remote_batch(
+    live: &mut LiveState,
+    changes: &[(Key, Option<&Value>)],
+) -> Result<Vec<Outcome>, LiveError> {
+    let generation = live.active_generation()?;
+    let ipv6_prefix = live.policy(generation)?.header.ipv6_budget_prefix;
+    let mut batch = Batch {
+        live,
+        generation,
+        ipv6_prefix,
+        manual_bans_changed: false,
+    };
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for (key, value) in changes {
+        outcomes.push(batch.apply(*key, *value)?);
+    }
+    if batch.manual_bans_changed {
+        batch.live.refresh_manual_ban_flag()?;
+    }
+    Ok(outcomes)
+}
+
+struct Batch<'a> {
+    live: &'a mut LiveState,
+    generation: u32,
+    ipv6_prefix: u8,
+    manual_bans_changed: bool,
+}
+
+impl Batch<'_> {
+    /// The ban key of an address (IPv4) or budget prefix (IPv6), as the data plane makes it;
+    /// `None` for an IPv4 range or an IPv6 prefix of another length.
+    fn ban_key(&self, net: IpNet) -> Option<SourceKey> {
+        match net {
+            IpNet::V4(v4) if v4.prefix_len() == 32 => {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&v4.addr().octets());
+                Some(source_key(4, &addr, self.ipv6_prefix))
+            }
+            IpNet::V6(v6) if v6.prefix_len() == 128 || v6.prefix_len() == self.ipv6_prefix => {
+                Some(source_key(6, &v6.addr().octets(), self.ipv6_prefix))
+            }
+            _ => None,
         }
-        (Key::Deny(net), Some(Value::Deny)) => add_entry(live, List::Deny, net, None),
-        (Key::Allow(net), None) => remove_entry(live, List::Allow, net),
-        (Key::Deny(net), None) => remove_entry(live, List::Deny, net),
-        (Key::Lockdown, Some(Value::Lockdown { level })) => {
-            let Some(wanted) = lockdown_named(level) else {
-                return Ok(Outcome::Refused(Refusal::Unusable));
-            };
-            let flags = live.policy(live.active_generation()?)?.header.flags;
-            if Lockdown::from_flags(flags) == wanted {
+    }
+
+    fn apply(&mut self, key: Key, value: Option<&Value>) -> Result<Outcome, LiveError> {
+        let live = &mut *self.live;
+        match (key, value) {
+            (
+                Key::Ban(net),
+                Some(Value::Ban {
+                    reason,
+                    expires_unix,
+                }),
+            ) => self.ban(net, reason, *expires_unix),
+            (Key::Ban(net), None) => self.unban(net),
+            (Key::Allow(net), Some(Value::Allow { class })) => {
+                add_entry(live, List::Allow, net, class.as_deref())
+            }
+            (Key::Deny(net), Some(Value::Deny)) => add_entry(live, List::Deny, net, None),
+            (Key::Allow(net), None) => remove_entry(live, List::Allow, net),
+            (Key::Deny(net), None) => remove_entry(live, List::Deny, net),
+            (Key::Lockdown, Some(Value::Lockdown { level })) => {
+                let Some(wanted) = lockdown_named(level) else {
+                    return Ok(Outcome::Refused(Refusal::Unusable));
+                };
+                let flags = live.policy(live.active_generation()?)?.header.flags;
+                if Lockdown::from_flags(flags) == wanted {
+                    return Ok(Outcome::Same);
+                }
+                live.set_lockdown(wanted)?;
+                Ok(Outcome::Applied)
+            }
+            (Key::Lockdown, None) => Ok(Outcome::Same),
+            _ => Ok(Outcome::Refused(Refusal::Unusable)),
+        }
+    }
+
+    fn ban(&mut self, net: IpNet, reason: &str, expires_unix: u64) -> Result<Outcome, LiveError> {
+        let now_unix = now_unix();
+        if expires_unix <= now_unix {
+            return Ok(Outcome::Stale);
+        }
+        let Some(reason) = BanReason::ALL.into_iter().find(|r| r.name() == reason) else {
+            return Ok(Outcome::Refused(Refusal::Unusable));
+        };
+        let Some(key) = self.ban_key(net) else {
+            return Ok(Outcome::Refused(Refusal::Unusable));
+        };
+        if self.live.allowlisted(self.generation, net.addr())? {
+            return Ok(Outcome::Refused(Refusal::Allowlisted));
+        }
+        let now = boot_now_ns();
+        let expires_at_ns = now + (expires_unix - now_unix).saturating_mul(NANOS);
+        if let Some(existing) = self.live.ban_of(&key)?
+            && existing.expires_at_ns > now
+            && existing.flags & ban_flags::WOULD_BE == 0
+        {
+            // This host's own ban in force, or the same one received before, stays.
+            if existing.flags & ban_flags::FLEET == 0 {
+                return Ok(Outcome::Own);
+            }
+            if existing.expires_at_ns.abs_diff(expires_at_ns) < 2 * NANOS
+                && existing.reason == reason as u8
+            {
                 return Ok(Outcome::Same);
             }
-            live.set_lockdown(wanted)?;
-            Ok(Outcome::Applied)
         }
-        (Key::Lockdown, None) => Ok(Outcome::Same),
-        _ => Ok(Outcome::Refused(Refusal::Unusable)),
+        let ban = Ban {
+            banned_at_ns: now,
+            expires_at_ns,
+            first_seen_ns: now,
+            // Not seen here yet.
+            last_seen_ns: 0,
+            hits: 0,
+            strikes: 0,
+            reason: reason as u8,
+            flags: ban_flags::FLEET,
+            _reserved: [0; 2],
+        };
+        self.live.insert_ban(&key, &ban)?;
+        self.manual_bans_changed |= reason == BanReason::Manual;
+        Ok(Outcome::Applied)
     }
-}
 
-fn ban(
-    live: &mut LiveState,
-    net: IpNet,
-    reason: &str,
-    expires_unix: u64,
-) -> Result<Outcome, LiveError> {
-    let now_unix = now_unix();
-    if expires_unix <= now_unix {
-        return Ok(Outcome::Stale);
-    }
-    let Some(reason) = BanReason::ALL.into_iter().find(|r| r.name() == reason) else {
-        return Ok(Outcome::Refused(Refusal::Unusable));
-    };
-    let Ok(key) = live.ban_key(&net) else {
-        return Ok(Outcome::Refused(Refusal::Unusable));
-    };
-    if live.allowlisted(live.active_generation()?, net.addr())? {
-        return Ok(Outcome::Refused(Refusal::Allowlisted));
-    }
-    let now = boot_now_ns();
-    let expires_at_ns = now + (expires_unix - now_unix).saturating_mul(NANOS);
-    let existing = live.bans()?.into_iter().find(|(banned, _)| *banned == key);
-    if let Some((_, existing)) = existing
-        && existing.expires_at_ns > now
-        && existing.flags & ban_flags::WOULD_BE == 0
-    {
-        // This host's own ban in force, or the same one received before, stays.
-        if existing.flags & ban_flags::FLEET == 0 {
-            return Ok(Outcome::Own);
-        }
-        if existing.expires_at_ns.abs_diff(expires_at_ns) < 2 * NANOS
-            && existing.reason == reason as u8
-        {
+    fn unban(&mut self, net: IpNet) -> Result<Outcome, LiveError> {
+        let Some(key) = self.ban_key(net) else {
+            return Ok(Outcome::Same);
+        };
+        let received = self
+            .live
+            .ban_of(&key)?
+            .is_some_and(|ban| ban.flags & ban_flags::FLEET != 0);
+        if !received {
             return Ok(Outcome::Same);
         }
+        self.live.remove_ban(&key)?;
+        self.manual_bans_changed = true;
+        Ok(Outcome::Applied)
     }
-    let ban = Ban {
-        banned_at_ns: now,
-        expires_at_ns,
-        first_seen_ns: now,
-        // Not seen here yet.
-        last_seen_ns: 0,
-        hits: 0,
-        strikes: 0,
-        reason: reason as u8,
-        flags: ban_flags::FLEET,
-        _reserved: [0; 2],
-    };
-    live.insert_ban(&key, &ban)?;
-    if reason == BanReason::Manual {
-        live.refresh_manual_ban_flag()?;
-    }
-    Ok(Outcome::Applied)
-}
-
-fn unban(live: &mut LiveState, net: IpNet) -> Result<Outcome, LiveError> {
-    let Ok(key) = live.ban_key(&net) else {
-        return Ok(Outcome::Same);
-    };
-    let received = live
-        .bans()?
-        .into_iter()
-        .any(|(banned, ban)| banned == key && ban.flags & ban_flags::FLEET != 0);
-    if !received {
-        return Ok(Outcome::Same);
-    }
-    live.remove_ban(&key)?;
-    live.refresh_manual_ban_flag()?;
-    Ok(Outcome::Applied)
 }
 
 fn add_entry(

@@ -966,6 +966,23 @@ impl State {
     }
 
     /// Every ban, expired and would-be ones included.
+    /// The ban of one source, if any (expired or not).
+    pub fn ban_of(&self, key: &SourceKey) -> Result<Option<Ban>, StateError> {
+        match self.bans.get(key, 0) {
+            Ok(ban) => Ok(Some(ban)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(MapError::SyscallError(error))
+                if error.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(StateError::Map {
+                what: "read SG_BANS".into(),
+                source,
+            }),
+        }
+    }
+
     pub fn bans(&self) -> Result<Vec<(SourceKey, Ban)>, StateError> {
         self.bans
             .iter()

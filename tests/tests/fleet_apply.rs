@@ -274,3 +274,28 @@ fn fleet_settings_in_the_policy_are_checked_with_their_line() {
         }
     }
 }
+
+#[test]
+fn a_burst_of_received_bans_applies_in_one_batch_and_again_changes_nothing() {
+    let filter = TestFilter::new(POLICY);
+    let keys: Vec<Key> = (0..5_000u32)
+        .map(|i| Key::Ban(net(&format!("198.19.{}.{}/32", i >> 8, i & 0xff))))
+        .collect();
+    let value = ban("rate_exceeded", 600);
+    let changes: Vec<(Key, Option<&Value>)> = keys.iter().map(|key| (*key, Some(&value))).collect();
+    let outcomes = sipguard::fleet::apply_remote_batch(&mut filter.live(), &changes).unwrap();
+    assert!(outcomes.iter().all(|o| *o == Outcome::Applied));
+    assert_eq!(filter.loaded.state.bans().unwrap().len(), 5_000);
+    let again = sipguard::fleet::apply_remote_batch(&mut filter.live(), &changes).unwrap();
+    assert!(again.iter().all(|o| *o == Outcome::Same));
+    assert!(
+        own_state(&filter.loaded.state)
+            .unwrap()
+            .keys()
+            .all(|key| !matches!(key, Key::Ban(_)))
+    );
+    let withdrawals: Vec<(Key, Option<&Value>)> = keys.iter().map(|key| (*key, None)).collect();
+    let lifted = sipguard::fleet::apply_remote_batch(&mut filter.live(), &withdrawals).unwrap();
+    assert!(lifted.iter().all(|o| *o == Outcome::Applied));
+    assert!(filter.loaded.state.bans().unwrap().is_empty());
+}

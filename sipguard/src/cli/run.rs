@@ -84,6 +84,9 @@ pub struct Args {
     /// A file holding the Redis password (AUTH), so that it is on no command line.
     #[arg(long, value_name = "FILE")]
     fleet_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the rediss:// server's certificate (a private CA).
+    #[arg(long, value_name = "FILE")]
+    fleet_ca_file: Option<PathBuf>,
 }
 
 impl Args {
@@ -94,11 +97,12 @@ impl Args {
             (None, None) => {
                 let stray = self.fleet_name.is_some()
                     || self.fleet_host.is_some()
-                    || self.fleet_password_file.is_some();
+                    || self.fleet_password_file.is_some()
+                    || self.fleet_ca_file.is_some();
                 anyhow::ensure!(
                     !stray,
-                    "--fleet-name, --fleet-host and --fleet-password-file need --fleet-redis \
-                     (or [fleet] redis in the policy)"
+                    "--fleet-name, --fleet-host, --fleet-password-file and --fleet-ca-file need \
+                     --fleet-redis (or [fleet] redis in the policy)"
                 );
                 return Ok(None);
             }
@@ -117,6 +121,9 @@ impl Args {
         }
         if let Some(file) = &self.fleet_password_file {
             settings.password_file = Some(file.clone());
+        }
+        if let Some(file) = &self.fleet_ca_file {
+            settings.ca_file = Some(file.clone());
         }
         check_redis_url(&settings.redis).map_err(anyhow::Error::msg)?;
         for name in [&settings.name, &settings.host] {

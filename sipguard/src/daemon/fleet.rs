@@ -34,7 +34,9 @@ use redis::{
 };
 
 use crate::{
-    fleet::{FleetSettings, Items, Key, Origins, Outcome, Record, Refusal, Value, apply_remote},
+    fleet::{
+        FleetSettings, Items, Key, Origins, Outcome, Record, Refusal, Value, apply_remote_batch,
+    },
     journal::Who,
     state::{LiveState, State, Target},
     time::now_unix,
@@ -51,13 +53,17 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const STREAM_LENGTH: usize = 100_000;
 /// Changes read from the stream at once.
 const READ_BATCH: usize = 1_000;
+/// Items written to Redis in one pipeline.
+const WRITE_BATCH: usize = 500;
 
 /// What `sipguard run` was given.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FleetConfig {
     pub settings: FleetSettings,
     /// From `password_file`, read at start.
-    pub password: Option<String>,
+    password: Option<String>,
+    /// From `ca_file`, read at start.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl FleetConfig {
@@ -72,7 +78,23 @@ impl FleetConfig {
                     .with_context(|| format!("read the Redis password from {}", file.display()))
             })
             .transpose()?;
-        Ok(FleetConfig { settings, password })
+        let ca_pem = settings
+            .ca_file
+            .as_ref()
+            .map(|file| {
+                std::fs::read(file)
+                    .with_context(|| format!("read the Redis CA from {}", file.display()))
+            })
+            .transpose()?;
+        anyhow::ensure!(
+            ca_pem.is_none() || settings.redis.starts_with("rediss://"),
+            "a CA file for Redis needs a rediss:// (TLS) URL"
+        );
+        Ok(FleetConfig {
+            settings,
+            password,
+            ca_pem,
+        })
     }
 
     /// Whether Redis's client can use the URL (no connection is made).
@@ -91,7 +113,16 @@ impl FleetConfig {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        Ok(redis::Client::open(info)?)
+        Ok(match &self.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        })
     }
 }
 
@@ -474,9 +505,8 @@ impl Engine {
         let mut own = self.own()?;
         let local_lockdown = lockdown_level(&own);
         own.remove(&Key::Lockdown);
-        for (key, value) in &own {
-            self.put(con, keys, *key, value, true).await?;
-        }
+        let items: Vec<(Key, Value)> = own.iter().map(|(k, v)| (*k, v.clone())).collect();
+        self.put(con, keys, &items, true).await?;
         self.shared = own;
         // Items of other hosts.
         let mut redis_keys: Vec<String> = Vec::new();
@@ -552,12 +582,13 @@ impl Engine {
             }
             self.shared.remove(&key);
         }
-        for (key, value) in &own {
-            if self.shared.get(key) != Some(value) {
-                self.put(con, keys, *key, value, false).await?;
-                self.shared.insert(*key, value.clone());
-            }
-        }
+        let changed: Vec<(Key, Value)> = own
+            .iter()
+            .filter(|(key, value)| self.shared.get(key) != Some(*value))
+            .map(|(key, value)| (*key, value.clone()))
+            .collect();
+        self.put(con, keys, &changed, false).await?;
+        self.shared.extend(changed);
         Ok(())
     }
 
@@ -570,53 +601,75 @@ impl Engine {
         let value = Value::Lockdown {
             level: level.clone(),
         };
-        self.put(con, keys, Key::Lockdown, &value, false).await?;
+        self.put(con, keys, &[(Key::Lockdown, value)], false)
+            .await?;
         self.lockdown = level;
         self.origins.hosts.remove(&Key::Lockdown.to_string());
         self.save_origins();
         Ok(())
     }
 
-    /// Writes one of this host's items; on the stream too unless `only_if_new` and Redis had
-    /// it already (a resync repeats nothing the others have).
+    /// Writes this host's items, on the stream too unless `only_if_new` and Redis had them
+    /// already (a resync repeats nothing the others have). Pipelined: two round trips for a
+    /// batch of [`WRITE_BATCH`] however many it holds.
     async fn put(
         &self,
         con: &mut MultiplexedConnection,
         keys: &Keys,
-        key: Key,
-        value: &Value,
+        items: &[(Key, Value)],
         only_if_new: bool,
     ) -> Result<()> {
-        let record = serde_json::to_string(&Record {
-            origin: self.host.clone(),
-            value: value.clone(),
-        })?;
-        let mut options = SetOptions::default().get(true);
-        if let Value::Ban { expires_unix, .. } = value {
-            let left = expires_unix.saturating_sub(now_unix()).max(1);
-            options = options.with_expiration(SetExpiry::EX(left));
+        for batch in items.chunks(WRITE_BATCH) {
+            let records = batch
+                .iter()
+                .map(|(_, value)| {
+                    serde_json::to_string(&Record {
+                        origin: self.host.clone(),
+                        value: value.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut sets = redis::pipe();
+            for ((key, value), record) in batch.iter().zip(&records) {
+                let mut options = SetOptions::default().get(true);
+                if let Value::Ban { expires_unix, .. } = value {
+                    let left = expires_unix.saturating_sub(now_unix()).max(1);
+                    options = options.with_expiration(SetExpiry::EX(left));
+                }
+                sets.set_options(keys.state(*key), record, options);
+            }
+            let before: Vec<Option<String>> = sets.query_async(con).await?;
+            let mut adds = redis::pipe();
+            let mut added = Vec::new();
+            for (((key, _), record), before) in batch.iter().zip(&records).zip(&before) {
+                if only_if_new && before.as_deref() == Some(record.as_str()) {
+                    continue;
+                }
+                adds.xadd_maxlen(
+                    &keys.changes,
+                    redis::streams::StreamMaxlen::Approx(STREAM_LENGTH),
+                    "*",
+                    &[
+                        ("op", "set"),
+                        ("key", &key.to_string()),
+                        ("record", record),
+                        ("origin", &self.host),
+                    ],
+                )
+                .ignore();
+                added.push(*key);
+            }
+            if added.is_empty() {
+                continue;
+            }
+            let () = adds.query_async(con).await?;
+            for key in added {
+                self.metrics
+                    .published
+                    .get_or_create(&self.op_labels(key, "set"))
+                    .inc();
+            }
         }
-        let before: Option<String> = con.set_options(keys.state(key), &record, options).await?;
-        if only_if_new && before.as_deref() == Some(record.as_str()) {
-            return Ok(());
-        }
-        let _: String = con
-            .xadd_maxlen(
-                &keys.changes,
-                redis::streams::StreamMaxlen::Approx(STREAM_LENGTH),
-                "*",
-                &[
-                    ("op", "set"),
-                    ("key", &key.to_string()),
-                    ("record", &record),
-                    ("origin", &self.host),
-                ],
-            )
-            .await?;
-        self.metrics
-            .published
-            .get_or_create(&self.op_labels(key, "set"))
-            .inc();
         Ok(())
     }
 
@@ -678,14 +731,11 @@ impl Engine {
             for target in &self.targets {
                 let result = || -> Result<Vec<Outcome>> {
                     let mut live = LiveState::lock(target)?;
-                    Ok(live.journaled("fleet", &who, |live| {
-                        let mut here = Vec::new();
-                        for change in &changes {
-                            let value = change.record.as_ref().map(|record| &record.value);
-                            here.push(apply_remote(live, change.key, value)?);
-                        }
-                        Ok::<_, crate::live::LiveError>(here)
-                    })?)
+                    let batch: Vec<(Key, Option<&Value>)> = changes
+                        .iter()
+                        .map(|change| (change.key, change.record.as_ref().map(|r| &r.value)))
+                        .collect();
+                    Ok(live.journaled("fleet", &who, |live| apply_remote_batch(live, &batch))?)
                 };
                 let result = result();
                 match result {

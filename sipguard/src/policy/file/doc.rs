@@ -220,6 +220,7 @@ pub(super) struct FleetDoc {
     pub(super) name: Option<Spanned<String>>,
     pub(super) host: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

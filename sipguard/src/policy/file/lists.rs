@@ -155,6 +155,15 @@ impl ParseContext<'_> {
             .password_file
             .as_ref()
             .map(|file| std::path::PathBuf::from(file.get_ref()));
+        settings.ca_file = doc
+            .ca_file
+            .as_ref()
+            .map(|file| std::path::PathBuf::from(file.get_ref()));
+        if let Some(file) = &doc.ca_file
+            && !settings.redis.starts_with("rediss://")
+        {
+            self.report_at(file.span(), "ca_file needs a rediss:// (TLS) URL");
+        }
         Some(settings)
     }
 
