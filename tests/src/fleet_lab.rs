@@ -24,6 +24,7 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -114,12 +115,18 @@ impl Drop for Running {
     }
 }
 
+/// One fleet lab at a time in a test process (`cargo test` runs a file's tests in parallel):
+/// several labs' daemons would compete for the CPUs and blur the fleet's one-second bound.
+static TURN: Mutex<()> = Mutex::new(());
+
 pub struct FleetLab {
     /// Declared first: daemons stop before Redis and before anything else goes.
     pub hosts: Vec<FleetHost>,
     pub redis: Redis,
-    /// Logs, policies, password files, Redis' directory; removed last.
+    /// Logs, policies, password files, Redis' directory; removed after the rest.
     dir: tempfile::TempDir,
+    /// Released last, once everything of this lab is gone.
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl FleetLab {
@@ -128,6 +135,8 @@ impl FleetLab {
     pub fn new(tag: &str, hosts: usize) -> Result<FleetLab> {
         crate::require_root();
         assert!((1..=HOST_NAMES.len()).contains(&hosts), "1 to 3 hosts");
+        // A test that panicked while holding the turn left its lab cleaned up by then.
+        let turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tempfile::Builder::new()
             .prefix(&format!("sipguard-fleet-{tag}-"))
             .tempdir()?;
@@ -149,6 +158,7 @@ impl FleetLab {
             hosts: built,
             redis,
             dir,
+            _turn: turn,
         })
     }
 
