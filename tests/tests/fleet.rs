@@ -673,3 +673,68 @@ fn a_lockdown_outlives_a_redis_restart_for_a_host_that_joins_later() {
         lab.host(1).lockdown()
     );
 }
+
+/// Filtering does not depend on `sipguard run`: an operator may change things while it is
+/// stopped (an upgrade, a crash). A's daemon stopped, A deletes a deny entry it had shared and
+/// switches the lockdown on (the fleet's last word was B's "off"); A's daemon started again
+/// shares both: B loses the entry and locks down, and A's lockdown stays on.
+#[test]
+fn changes_made_while_the_daemon_was_stopped_are_shared_when_it_is_back() {
+    let mut lab = started("flh", 2);
+    let denied = "198.18.82.0/24";
+    let on_b = |lab: &FleetLab| {
+        lab.host(1)
+            .entries("deny")
+            .unwrap_or_default()
+            .iter()
+            .any(|(entry, _)| entry == denied)
+    };
+    lab.host(0)
+        .cli(&["deny", "add", "--iface", SBC_IF, denied])
+        .unwrap();
+    wait_for(&lab, "A's deny entry on B", Duration::from_secs(5), || {
+        on_b(&lab).then_some(())
+    });
+    // B switches the lockdown on and off: the fleet's last word is B's "off".
+    for (level, expected) in [("on", "allowlisted+verified"), ("off", "off")] {
+        lab.host(1)
+            .cli(&["lockdown", "--iface", SBC_IF, level])
+            .unwrap();
+        wait_for(
+            &lab,
+            &format!("B's lockdown {level} on A"),
+            Duration::from_secs(5),
+            || (lab.host(0).lockdown().ok()? == expected).then_some(()),
+        );
+    }
+
+    lab.host_mut(0).stop();
+    lab.host(0)
+        .cli(&["deny", "del", "--iface", SBC_IF, denied])
+        .unwrap();
+    lab.host(0)
+        .cli(&["lockdown", "--iface", SBC_IF, "on"])
+        .unwrap();
+    lab.host_mut(0)
+        .start(&policy(&[]), FleetConfig::Flags)
+        .unwrap();
+    all_connected(&lab, Duration::from_secs(15));
+    let gone = wait_until(Duration::from_secs(5), || !on_b(&lab));
+    let locked = wait_until(Duration::from_secs(5), || {
+        lab.host(1)
+            .lockdown()
+            .is_ok_and(|level| level == "allowlisted+verified")
+    });
+    let a_locked = lab.host(0).lockdown().unwrap();
+    assert!(
+        gone && locked && a_locked == "allowlisted+verified",
+        "5 s after A's daemon came back: B still has {denied}: {}; B's lockdown {:?} (A switched \
+         it on); A's own lockdown now {a_locked:?}; Redis keys {:?}\nA's history:\n{}",
+        !gone,
+        lab.host(1).lockdown(),
+        lab.redis.keys(),
+        lab.host(0)
+            .cli(&["history", "--iface", SBC_IF])
+            .unwrap_or_default()
+    );
+}
