@@ -177,6 +177,13 @@ pub type Items = BTreeMap<Key, Value>;
 /// its operator issued (not would-be bans, not received ones), its runtime allow and deny
 /// entries, and its lockdown.
 pub fn own_state(state: &State) -> Result<Items, StateError> {
+    let mut items = own_bans(state)?;
+    items.extend(own_entries(state)?);
+    Ok(items)
+}
+
+/// The bans of [`own_state`].
+pub fn own_bans(state: &State) -> Result<Items, StateError> {
     let mut items = Items::new();
     let now = boot_now_ns();
     for (key, ban) in state.bans()? {
@@ -193,6 +200,12 @@ pub fn own_state(state: &State) -> Result<Items, StateError> {
             },
         );
     }
+    Ok(items)
+}
+
+/// The runtime entries and the lockdown of [`own_state`].
+pub fn own_entries(state: &State) -> Result<Items, StateError> {
+    let mut items = Items::new();
     let generation = state.active_generation()?;
     let policy = state.policy(generation)?;
     for list in [List::Allow, List::Deny] {

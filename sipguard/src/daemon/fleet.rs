@@ -288,24 +288,33 @@ struct Engine {
 }
 
 /// Reading every ban and list entry five times a second would cost a large policy a CPU's
-/// share: they are read again only when a sign of change moved, and every [`RESCAN`] anyway.
+/// share: each part is read again only when a sign of its change moved, and every [`RESCAN`]
+/// anyway.
 struct OwnCache {
-    signs: Vec<[u64; 5]>,
+    signs: Vec<Signs>,
     read_at: Instant,
-    items: Items,
+    bans: Items,
+    entries: Items,
 }
 
 /// The longest this host's own state goes unread (catches what no sign counts: bans lifted
 /// by the data plane itself).
 const RESCAN: Duration = Duration::from_secs(5);
 
-/// What moves whenever this host's own shareable state may have: the policy's generation and
-/// serial (entries, lockdown), the bans the data plane issued (ingress and egress), and the
-/// journal's length (every change made through sipguard).
-fn signs(target: &Target, state: &State) -> Result<[u64; 5]> {
+/// What moves whenever this host's own shareable state may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Signs {
+    /// The bans the data plane issued (ingress and egress), and the journal's length (every
+    /// change made through sipguard, bans by hand included).
+    bans: [u64; 3],
+    /// The policy's generation and serial (entries, lockdown), and the journal's length.
+    entries: [u64; 3],
+}
+
+fn signs(target: &Target, state: &State) -> Result<Signs> {
     let generation = state.active_generation()?;
     let serial = state.policy(generation)?.header.serial;
-    let bans = state.event_stats()?.bans_issued;
+    let issued = state.event_stats()?.bans_issued;
     let answer_bans = state
         .answer_stats()?
         .get(sipguard_common::abi::answer_stat::BANS as usize)
@@ -313,7 +322,10 @@ fn signs(target: &Target, state: &State) -> Result<[u64; 5]> {
         .unwrap_or(0);
     let journal = std::fs::metadata(crate::journal::dir_of(target).join("journal.jsonl"))
         .map_or(0, |meta| meta.len());
-    Ok([u64::from(generation), serial, bans, answer_bans, journal])
+    Ok(Signs {
+        bans: [issued, answer_bans, journal],
+        entries: [u64::from(generation), serial, journal],
+    })
 }
 
 pub(super) async fn run(
@@ -477,24 +489,60 @@ impl Engine {
                 .zip(&states)
                 .map(|(target, state)| signs(target, state))
                 .collect::<Result<Vec<_>>>()?;
-            if let Some(cache) = &self.own_cache
-                && cache.signs == signs
-                && cache.read_at.elapsed() < RESCAN
-            {
-                return Ok(cache.items.clone());
-            }
-            let mut items = Items::new();
-            for (index, state) in states.iter().enumerate() {
-                let mut own = crate::fleet::own_state(state)?;
-                if index > 0 {
-                    own.remove(&Key::Lockdown);
+            let fresh = self
+                .own_cache
+                .as_ref()
+                .filter(|cache| cache.read_at.elapsed() < RESCAN);
+            let bans_same = fresh.is_some_and(|cache| {
+                cache
+                    .signs
+                    .iter()
+                    .map(|s| s.bans)
+                    .eq(signs.iter().map(|s| s.bans))
+            });
+            let entries_same = fresh.is_some_and(|cache| {
+                cache
+                    .signs
+                    .iter()
+                    .map(|s| s.entries)
+                    .eq(signs.iter().map(|s| s.entries))
+            });
+            // A full read restarts the RESCAN clock; reading one part again does not.
+            let read_at = match fresh {
+                Some(cache) if bans_same || entries_same => cache.read_at,
+                _ => Instant::now(),
+            };
+            let bans = match (&self.own_cache, bans_same) {
+                (Some(cache), true) => cache.bans.clone(),
+                _ => {
+                    let mut bans = Items::new();
+                    for state in &states {
+                        bans.extend(crate::fleet::own_bans(state)?);
+                    }
+                    bans
                 }
-                items.extend(own);
-            }
+            };
+            let entries = match (&self.own_cache, entries_same) {
+                (Some(cache), true) => cache.entries.clone(),
+                _ => {
+                    let mut entries = Items::new();
+                    for (index, state) in states.iter().enumerate() {
+                        let mut own = crate::fleet::own_entries(state)?;
+                        if index > 0 {
+                            own.remove(&Key::Lockdown);
+                        }
+                        entries.extend(own);
+                    }
+                    entries
+                }
+            };
+            let mut items = bans.clone();
+            items.extend(entries.clone());
             self.own_cache = Some(OwnCache {
                 signs,
-                read_at: Instant::now(),
-                items: items.clone(),
+                read_at,
+                bans,
+                entries,
             });
             Ok(items)
         })
