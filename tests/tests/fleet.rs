@@ -206,6 +206,12 @@ fn svcrack_banned_on_one_host_is_dropped_on_another_within_a_second() {
     let (at_b, ban_b) =
         seen_b.unwrap_or_else(|| panic!("A's ban never reached B (20 s){}", logs(&lab)));
     assert_eq!(ban_b.origin.as_deref(), Some(a.name), "{ban_b:?}");
+    assert_eq!(ban_b.reason, "scanner", "{ban_b:?}");
+    // The same end: B's copy runs out when A's does (a second of rounding either way).
+    assert!(
+        ban_b.expires_at_unix.abs_diff(ban_a.expires_at_unix) <= 2,
+        "A's ban {ban_a:?}, B's {ban_b:?}"
+    );
     let delay = at_b.saturating_sub(at_a);
     assert!(
         delay < Duration::from_secs(1),
