@@ -391,8 +391,9 @@ fn a_host_cut_off_during_a_ban_burst_catches_up_when_its_link_returns() {
 
 /// Three hosts (C configured by its policy's `[fleet]` section): a deny entry added on A is on
 /// B and C with origin `fleet:sbc-a`, and the stream holds exactly one message for it (nobody
-/// published it again); deleted on A, it goes from B and C (one more message). A ban of a source
-/// C's policy allowlists reaches B but is refused on C, and counted.
+/// published it again); deleted on A, it goes from B and C (one more message); an allow entry
+/// likewise. A ban of a source C's policy allowlists reaches B but is refused on C, and counted;
+/// lifted on A, it is lifted on B. B and C restarted publish nothing again.
 #[test]
 fn three_hosts_share_an_entry_once_and_an_allowlisting_host_refuses_the_ban() {
     let mut lab = FleetLab::new("fld", 3).unwrap();
@@ -457,6 +458,35 @@ fn three_hosts_share_an_entry_once_and_an_allowlisting_host_refuses_the_ban() {
     std::thread::sleep(Duration::from_secs(1));
     let both = messages_about(&lab, &key, prefix);
     assert_eq!(both.len(), 2, "an add and a del for {denied}: {both:#?}");
+
+    // The same for an allow entry.
+    let allowed = "198.18.83.0/24";
+    let listed = |host: &FleetHost| {
+        host.entries("allow")
+            .ok()
+            .and_then(|rows| rows.into_iter().find(|(entry, _)| entry == allowed))
+            .map(|(_, origin)| origin)
+    };
+    a.cli(&["allow", "add", "--iface", SBC_IF, allowed])
+        .unwrap();
+    for host in [b, c] {
+        wait_for(
+            &lab,
+            &format!("{allowed} on {}'s allowlist", host.name),
+            Duration::from_secs(5),
+            || (listed(host)? == from_a).then_some(()),
+        );
+    }
+    a.cli(&["allow", "del", "--iface", SBC_IF, allowed])
+        .unwrap();
+    for host in [b, c] {
+        wait_for(
+            &lab,
+            &format!("{allowed} gone from {}'s allowlist", host.name),
+            Duration::from_secs(5),
+            || listed(host).is_none().then_some(()),
+        );
+    }
 
     // A bans a partner of C's: B takes the ban, C refuses it.
     let partner = "198.18.70.7";
