@@ -1,5 +1,6 @@
 //! Support for sipguard's integration tests and the xtask lab: crafted frames, network namespaces
-//! with veth pairs, temporary bpffs pin roots, and a test_run harness on the real XDP program.
+//! with veth pairs, temporary bpffs pin roots, a test_run harness on the real XDP program, and
+//! the fleet lab (several SBC hosts sharing state through Redis).
 #![warn(unused_crate_dependencies)]
 
 // Used by the binaries (sipguard-bench: xdp-filter's program; temporary policy files) and the
@@ -10,6 +11,7 @@ use ipnet as _;
 use tempfile as _;
 
 pub mod answers;
+pub mod fleet_lab;
 pub mod frames;
 pub mod harness;
 pub mod lab;
