@@ -5,6 +5,7 @@
 //! compiled into the tables the XDP program reads ([`Tables`]).
 
 mod file;
+pub mod fleet;
 pub mod lint;
 pub mod remote;
 pub mod sip;
@@ -307,7 +308,7 @@ pub struct Policy {
     /// `[lists]`: their refresh, shrink limit, deadline and DNS server.
     pub remote_settings: RemoteSettings,
     /// `[fleet]`: bans, runtime entries and lockdown shared through Redis by `sipguard run`.
-    pub fleet: Option<crate::fleet::FleetSettings>,
+    pub fleet: Option<fleet::FleetSettings>,
     pub source: Option<PolicySource>,
 }
 

@@ -134,10 +134,10 @@ impl ParseContext<'_> {
     pub(super) fn read_fleet(
         &mut self,
         doc: Option<&super::doc::FleetDoc>,
-    ) -> Option<crate::fleet::FleetSettings> {
+    ) -> Option<crate::policy::fleet::FleetSettings> {
         let doc = doc?;
-        let mut settings = crate::fleet::FleetSettings::new(doc.redis.get_ref().trim());
-        if let Err(message) = crate::fleet::check_redis_url(&settings.redis) {
+        let mut settings = crate::policy::fleet::FleetSettings::new(doc.redis.get_ref().trim());
+        if let Err(message) = crate::policy::fleet::check_redis_url(&settings.redis) {
             self.report_at(doc.redis.span(), message);
         }
         for (field, target) in [
@@ -145,7 +145,7 @@ impl ParseContext<'_> {
             (&doc.host, &mut settings.host),
         ] {
             if let Some(value) = field {
-                match crate::fleet::check_name(value.get_ref()) {
+                match crate::policy::fleet::check_name(value.get_ref()) {
                     Ok(()) => *target = value.get_ref().clone(),
                     Err(message) => self.report_at(value.span(), message),
                 }
