@@ -149,6 +149,33 @@ fn own_bans_stay_and_are_shared_and_allowlisted_sources_are_never_banned_from_af
         ),
         Outcome::Refused(Refusal::Unusable)
     );
+    // IPv6 bans travel per budget prefix (/64 here), and an address stands for its prefix.
+    let v6 = Key::Ban(net("2001:db8:5::/64"));
+    assert_eq!(
+        apply(&filter, v6, Some(&ban("scanner", 60))),
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(
+            &filter,
+            Key::Ban(net("2001:db8:5::7/128")),
+            Some(&ban("scanner", 60))
+        ),
+        Outcome::Same
+    );
+    filter
+        .live()
+        .ban(
+            &[net("2001:db8:6::9/128")],
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+    let own = own_state(&filter.loaded.state).unwrap();
+    assert!(
+        own.contains_key(&Key::Ban(net("2001:db8:6::/64"))),
+        "{own:?}"
+    );
+    assert!(!own.contains_key(&v6), "{own:?}");
 }
 
 #[test]
