@@ -427,10 +427,15 @@ fn with_the_access_gate_shut_the_flood_stays_out_and_a_new_phone_registers() {
     assert_eq!(class(&run, "flood"), 0, "flood packets reaching Kamailio");
     let sipguard = run.sipguard.as_ref().expect("sipguard view");
     let counter = |key: &str| sipguard.counters.get(key).copied().unwrap_or(0);
-    assert_eq!(
-        counter("access/unverified/dropped"),
-        sent,
-        "every flood packet dropped as unverified: {:?}",
+    // Every flood packet the SBC saw was dropped as unverified; frames the switch port toward
+    // the SBC dropped on a loaded machine (its queue or the SBC's receive ring full) never got
+    // there.
+    let unverified = counter("access/unverified/dropped");
+    assert!(
+        unverified <= sent && unverified + run.flood.lost_on_the_way >= sent,
+        "every flood packet dropped as unverified: {unverified} of {sent} sent, {} lost on the \
+         way: {:?}",
+        run.flood.lost_on_the_way,
         sipguard.counters
     );
     assert_eq!(
