@@ -68,7 +68,8 @@ pub(crate) struct Settings {
 }
 
 /// How often `sipguard run` compares its own state with what it shared (`daemon::fleet::POLL`,
-/// also the longest its stream read blocks): the expected bound on the latency it adds.
+/// the timeout of its blocking stream read, which Redis rounds up to its timer ticks: a cycle
+/// of 200-300 ms with the default hz 10), for the report.
 const DAEMON_POLL: Duration = Duration::from_millis(200);
 /// Single bans are written 20 ms to this much more after the last one arrived.
 const SPREAD: Duration = Duration::from_millis(600);
