@@ -3,11 +3,12 @@
 //! the fleet lab (several SBC hosts sharing state through Redis).
 #![warn(unused_crate_dependencies)]
 
-// Used by the binaries (sipguard-bench: xdp-filter's program; temporary policy files) and the
-// test targets of this package, which share its dependency list.
+// Used by the binaries (sipguard-bench: xdp-filter's program; temporary policy files; the fleet
+// part's addresses and Redis connections) and the test targets of this package, which share its
+// dependency list.
 use aya_obj as _;
-#[cfg(test)]
 use ipnet as _;
+use redis as _;
 use tempfile as _;
 
 pub mod answers;

@@ -68,12 +68,29 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
         .filter(|name| name.contains(&tag))
         .collect();
     assert!(pins.is_empty(), "pins left behind: {pins:?}");
+    // The fleet part's daemons (fleet `bench-<pid>...`) and redis-server (its directory
+    // `sipguard-bench-fleet-<pid>-...`) are gone with it.
+    for pattern in [
+        format!("--fleet-name bench-{pid}"),
+        format!("sipguard-bench-fleet-{pid}-"),
+    ] {
+        let left = Command::new("pgrep")
+            .args(["-a", "-f", "--", &pattern])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "processes left behind: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
 
     let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     for heading in [
         "## Targets to chase",
         "## Per-packet cost",
         "## Throughput through veth",
+        "## Fleet: ban propagation between two hosts",
         "## Programs",
     ] {
         assert!(markdown.contains(heading), "report.md lacks {heading}");
@@ -294,6 +311,38 @@ fn quick_bench_writes_a_complete_report_and_cleans_up() {
             .find(|r| r["traffic"] == "spoofed_flood" && r["against"] == against)
             .unwrap_or_else(|| panic!("flood ratio against {against} missing"));
         positive_summary(&row["ratio"], tp_rounds, against);
+    }
+
+    // Fleet: every single ban and every burst went from A to B, each beside its baseline.
+    let fleet = &report["fleet"];
+    let samples = fleet["samples"].as_u64().unwrap() as usize;
+    assert!(samples >= 2, "several single bans");
+    for key in ["latency_ms", "to_stream_ms", "write_ms", "baseline_ms"] {
+        let measured = fleet[key]["samples"].as_array().unwrap();
+        assert_eq!(measured.len(), samples, "fleet {key}");
+        assert!(
+            measured.iter().all(|v| num(v, key) > 0.0),
+            "fleet {key}: {measured:?}"
+        );
+    }
+    positive_summary(&fleet["ratio"], samples, "fleet latency / baseline");
+    let burst = &fleet["burst"];
+    assert_eq!(burst["complete"], true, "every burst reached B: {burst}");
+    let burst_rounds = burst["rounds"].as_u64().unwrap() as usize;
+    assert_eq!(
+        burst["arrived"].as_u64().unwrap() as usize,
+        burst_rounds * burst["bans"].as_u64().unwrap() as usize
+    );
+    for key in [
+        "bans_per_second",
+        "baseline_sequential_per_second",
+        "baseline_pipelined_per_second",
+        "ratio_sequential",
+        "small_empty_per_second",
+        "small_loaded_per_second",
+        "loaded_ratio",
+    ] {
+        positive_summary(&burst[key], burst_rounds, &format!("fleet burst {key}"));
     }
 
     // The targets, each with where we stand (never asserted to be met).

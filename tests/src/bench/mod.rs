@@ -3,12 +3,14 @@
 //!
 //! Parts, in order: load sipguard under every allowlist size (and once with the per-source maps
 //! full), load the baselines and xdp-filter; per-packet rounds; throughput rounds through veth;
-//! program sizes; report. Everything it creates (namespaces, veths, pins, xdp-filter's private
+//! program sizes; ban propagation between two fleet hosts (`fleet`); report. `--only packets`
+//! runs everything but the fleet part, `--only fleet` only that. Everything it creates (namespaces, veths, pins, xdp-filter's private
 //! bpffs, nftables tables inside its namespaces) is named uniquely and removed on the way out,
 //! also on error, panic or Ctrl-C.
 
 mod capture;
 mod egress;
+mod fleet;
 mod mix;
 mod per_packet;
 mod programs;
@@ -28,8 +30,8 @@ use self::{
     mix::{BANNED_V4, Mix, Net, denylist},
     per_packet::{BASELINES, Baselines, Config, SLOW_NS, Subject, Unit, Variant, XfInstance},
     report::{
-        BaselineCell, BreakdownRow, GrowthRow, Machine, Report, ScenarioInfo, SettingsOut, SipRow,
-        SipguardCell, XfInfo, XfRatio,
+        BaselineCell, BreakdownRow, FleetOnly, GrowthRow, Machine, Report, ScenarioInfo,
+        SettingsOut, SipRow, SipguardCell, XfInfo, XfRatio,
     },
     scenarios::{Scenario, XfSetup},
     stats::Summary,
@@ -60,8 +62,19 @@ const NO_DESTINATION_STAGE: &str = "10k-nodest";
 
 pub(crate) struct Settings {
     pub quick: bool,
+    pub only: Option<Part>,
     pub per_packet: per_packet::Settings,
     pub throughput: throughput::Settings,
+    pub fleet: fleet::Settings,
+}
+
+/// What `--only` selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Per-packet cost, throughput, programs: everything but the fleet.
+    Packets,
+    /// Ban propagation between two fleet hosts through Redis.
+    Fleet,
 }
 
 impl Settings {
@@ -69,6 +82,7 @@ impl Settings {
     pub(crate) fn full() -> Settings {
         Settings {
             quick: false,
+            only: None,
             per_packet: per_packet::Settings {
                 rounds: 9,
                 repeat: 300_000,
@@ -79,6 +93,13 @@ impl Settings {
                 seconds: 1.5,
                 chunk: 250_000,
             },
+            fleet: fleet::Settings {
+                samples: 40,
+                burst: 5_000,
+                burst_rounds: 3,
+                small: 500,
+                burst_timeout: std::time::Duration::from_secs(120),
+            },
         }
     }
 
@@ -86,6 +107,7 @@ impl Settings {
     pub(crate) fn quick() -> Settings {
         Settings {
             quick: true,
+            only: None,
             per_packet: per_packet::Settings {
                 rounds: 3,
                 repeat: 5_000,
@@ -96,7 +118,18 @@ impl Settings {
                 seconds: 0.2,
                 chunk: 50_000,
             },
+            fleet: fleet::Settings {
+                samples: 10,
+                burst: 500,
+                burst_rounds: 1,
+                small: 50,
+                burst_timeout: std::time::Duration::from_secs(60),
+            },
         }
+    }
+
+    fn runs(&self, part: Part) -> bool {
+        self.only.is_none_or(|only| only == part)
     }
 }
 
@@ -107,10 +140,26 @@ fn progress(started: Instant, message: &str) {
     );
 }
 
-pub(crate) fn run(settings: &Settings) -> Result<Report> {
+pub(crate) fn run(settings: &Settings) -> Result<Output> {
     let started = Instant::now();
     let started_unix = sipguard::time::now_unix();
     sys::remove_stale_namespaces();
+    if !settings.runs(Part::Packets) {
+        progress(started, "fleet: two hosts and Redis in a namespace");
+        let fleet = fleet::measure(&settings.fleet, &|m| progress(started, m))?;
+        return Ok(Output::Fleet(Box::new(FleetOnly {
+            schema: report::SCHEMA,
+            mode: if settings.quick { "quick" } else { "full" },
+            only: "fleet",
+            started_unix,
+            seconds: started.elapsed().as_secs_f64(),
+            machine: Machine {
+                kernel: sys::kernel_release(),
+                cpus: sys::cpus(),
+            },
+            fleet,
+        })));
+    }
     let dir = tempfile::Builder::new()
         .prefix("sipguard-bench")
         .tempdir()?;
@@ -188,6 +237,16 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
     progress(started, "throughput through veth");
     let (throughput, generator_programs) =
         throughput::run(&settings.throughput, dir.path(), &mixes[&10_000])?;
+
+    let fleet = if settings.runs(Part::Fleet) {
+        progress(
+            started,
+            "fleet: ban propagation between two hosts through Redis",
+        );
+        Some(fleet::measure(&settings.fleet, &|m| progress(started, m))?)
+    } else {
+        None
+    };
 
     let mut program_rows = configs[0].programs()?;
     program_rows.extend(baselines.programs()?);
@@ -267,11 +326,36 @@ pub(crate) fn run(settings: &Settings) -> Result<Report> {
         verified_judge,
         capture,
         throughput,
+        fleet,
         programs: program_rows,
         targets,
         notes: notes(),
     };
-    Ok(report)
+    Ok(Output::Full(Box::new(report)))
+}
+
+/// What a run writes: the whole report, or the fleet part alone (`--only fleet`).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub(crate) enum Output {
+    Full(Box<Report>),
+    Fleet(Box<FleetOnly>),
+}
+
+impl Output {
+    pub(crate) fn markdown(&self) -> String {
+        match self {
+            Output::Full(report) => report.markdown(),
+            Output::Fleet(fleet) => fleet.markdown(),
+        }
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        match self {
+            Output::Full(report) => report.summary(),
+            Output::Fleet(fleet) => fleet.summary(),
+        }
+    }
 }
 
 /// xdp-filter with each allowlist it can hold (drop unmatched), and with the denylist and the

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{
+    fleet::FleetReport,
     per_packet::{ConfigInfo, Variant},
     programs::ProgramRow,
     scenarios::XfSetup,
@@ -45,9 +46,49 @@ pub(crate) struct Report {
     /// Evidence capture: off, on but matching nothing, copying every packet.
     pub capture: Vec<super::capture::CaptureRow>,
     pub throughput: ThroughputReport,
+    /// Ban propagation between two fleet hosts; `null` with `--only packets`.
+    pub fleet: Option<FleetReport>,
     pub programs: Vec<ProgramRow>,
     pub targets: Vec<TargetRow>,
     pub notes: Vec<String>,
+}
+
+/// `--only fleet`: the fleet part alone.
+#[derive(Serialize)]
+pub(crate) struct FleetOnly {
+    pub schema: u32,
+    pub mode: &'static str,
+    pub only: &'static str,
+    pub started_unix: u64,
+    pub seconds: f64,
+    pub machine: Machine,
+    pub fleet: FleetReport,
+}
+
+impl FleetOnly {
+    pub(crate) fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# sipguard benchmark ({}, fleet part only)\n\nKernel {}, {} CPUs, {:.0} s. A \
+             small, shared and noisy VM: compare sipguard with the baseline measured beside it, \
+             not with other runs.\n",
+            self.mode, self.machine.kernel, self.machine.cpus, self.seconds
+        );
+        self.fleet.markdown(&mut md);
+        md
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "sipguard bench ({}, fleet only): {:.0} s",
+            self.mode, self.seconds
+        );
+        self.fleet.summary(&mut out);
+        out
+    }
 }
 
 #[derive(Serialize)]
@@ -743,6 +784,10 @@ impl Report {
         }
         md.push('\n');
 
+        if let Some(fleet) = &self.fleet {
+            fleet.markdown(&mut md);
+        }
+
         md.push_str("## Programs\n\n");
         md.push_str(
             "xlated: instructions after verification (bytes / 8); verifier-processed: \
@@ -949,6 +994,9 @@ impl Report {
                 r.against,
                 ratio(&r.ratio)
             );
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.summary(&mut out);
         }
         for t in &self.targets {
             let _ = writeln!(out, "  target: {}: {}", t.target, t.status);

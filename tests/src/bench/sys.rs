@@ -110,7 +110,7 @@ pub(super) fn remove_stale_namespaces() {
         let sink = role
             .strip_prefix("bs")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        let ours = role == "bgen" || role == "bxf" || sink;
+        let ours = role == "bgen" || role == "bxf" || role == "bfleet" || sink;
         let Ok(pid) = pid.parse::<u32>() else {
             continue;
         };

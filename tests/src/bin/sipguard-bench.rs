@@ -2,10 +2,13 @@
 //! against baselines measured side by side in the same run, written as Markdown and JSON.
 //!
 //! ```text
-//! sipguard-bench [--quick] [--out DIR]     # DIR/report.md, DIR/report.json (default target/bench)
+//! sipguard-bench [--quick] [--only packets|fleet] [--out DIR]
+//!                                           # DIR/report.md, DIR/report.json (default target/bench)
 //! ```
 //!
-//! Needs root (BPF, XDP, network namespaces), xdp-filter, nftables and ethtool (scripts/setup).
+//! Needs root (BPF, XDP, network namespaces), xdp-filter, nftables and ethtool (scripts/setup);
+//! the fleet part needs redis-server and the `sipguard` binary (beside this one, or
+//! `SIPGUARD_BIN`).
 
 #[path = "../bench/mod.rs"]
 mod bench;
@@ -21,6 +24,10 @@ struct Cli {
     /// Every part briefly (seconds): the smoke mode of the test suite.
     #[arg(long)]
     quick: bool,
+    /// Only this part: `packets` (per-packet cost, throughput, programs) or `fleet` (ban
+    /// propagation between two hosts through Redis).
+    #[arg(long, value_enum)]
+    only: Option<bench::Part>,
     /// Where report.md and report.json go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -30,11 +37,12 @@ fn main() -> Result<()> {
     sipguard_tests::require_root();
     let cli = Cli::parse();
     bench::install_interrupt_handler();
-    let settings = if cli.quick {
+    let mut settings = if cli.quick {
         bench::Settings::quick()
     } else {
         bench::Settings::full()
     };
+    settings.only = cli.only;
     let report = bench::run(&settings)?;
     std::fs::create_dir_all(&cli.out).with_context(|| format!("create {}", cli.out.display()))?;
     let json = cli.out.join("report.json");
