@@ -69,8 +69,8 @@ pub(crate) struct Settings {
 
 /// How often `sipguard run` compares its own state with what it shared (`daemon::fleet::POLL`,
 /// the timeout of its blocking stream read, which Redis rounds up to its timer ticks: a cycle
-/// of 200-300 ms with the default hz 10), for the report.
-const DAEMON_POLL: Duration = Duration::from_millis(200);
+/// of 100-200 ms with the default hz 10), for the report.
+const DAEMON_POLL: Duration = Duration::from_millis(100);
 /// Single bans are written 20 ms to this much more after the last one arrived.
 const SPREAD: Duration = Duration::from_millis(600);
 /// The longest one ban may take from A to B before the run fails.
@@ -1087,7 +1087,8 @@ impl FleetReport {
              entry. Each write waits 20 to 620 ms (golden-ratio steps) after the last ban \
              arrived, so the writes fall evenly over the daemon's cycle: it compares its own \
              state with what it shared, then blocks in XREAD for {} ms, which Redis rounds up to \
-             its timer ticks (hz {}: 100 ms), so one cycle lasts 200 to 300 ms. ms:\n",
+             its timer ticks (hz {}: 100 ms), so one cycle lasts up to one tick \
+             longer. ms:\n",
             self.topology, self.xdp_mode, self.samples, self.daemon_poll_ms, self.redis_hz
         );
         md.push_str("| | p50 | p90 | max | min |\n|---|---|---|---|---|\n");
