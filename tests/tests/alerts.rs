@@ -25,7 +25,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn rules_pass_promtool_check_and_unit_tests() {
     let checked = promtool(&["check", "rules", "sipguard.rules.yml"]);
-    assert!(checked.contains("SUCCESS: 14 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 15 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "sipguard.rules.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
@@ -38,7 +38,7 @@ fn every_alert_has_a_firing_and_a_quiet_case() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 12);
+    assert_eq!(alerts.len(), 13);
     for alert in alerts {
         // Each test block lists its alert, then `exp_alerts:` (firing, with labels) and either an
         // explicit `exp_alerts: []` or an input series of a second interface that must not fire.

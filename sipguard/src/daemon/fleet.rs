@@ -57,6 +57,8 @@ const STREAM_LENGTH: usize = 100_000;
 const READ_BATCH: usize = 1_000;
 /// Items written to Redis in one pipeline.
 const WRITE_BATCH: usize = 500;
+/// Changes kept for another try at most (the oldest go first).
+const MAX_RETRY: usize = 100_000;
 
 /// What `sipguard run` was given.
 #[derive(Clone)]
@@ -150,6 +152,7 @@ pub(super) struct FleetMetrics {
     applied: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
     reconnects: Family<Labels, Counter>,
+    apply_errors: Family<Labels, Counter>,
     /// When this host last heard from Redis (Unix seconds).
     last_contact: Family<Labels, Gauge<i64, AtomicI64>>,
     fleet: String,
@@ -189,6 +192,7 @@ pub(super) fn register(registry: &mut Registry, config: &FleetConfig) -> Arc<Fle
         );
     }
     drop(metrics.reconnects.get_or_create(&metrics.fleet()));
+    drop(metrics.apply_errors.get_or_create(&metrics.fleet()));
     registry.register(
         "sipguard_fleet_connected",
         "1 while this host is connected to the fleet's Redis (filtering never depends on it)",
@@ -213,6 +217,11 @@ pub(super) fn register(registry: &mut Registry, config: &FleetConfig) -> Arc<Fle
         "sipguard_fleet_reconnects",
         "Connections to the fleet's Redis lost or refused",
         metrics.reconnects.clone(),
+    );
+    registry.register(
+        "sipguard_fleet_apply_errors",
+        "Batches of other hosts' changes that failed to apply on an interface (tried again every cycle)",
+        metrics.apply_errors.clone(),
     );
     registry.register(
         "sipguard_fleet_last_contact_timestamp_seconds",
@@ -264,6 +273,7 @@ fn kind(key: Key) -> &'static str {
 }
 
 /// One change read from the stream.
+#[derive(Clone)]
 struct Change {
     key: Key,
     /// `None`: withdrawn.
@@ -287,6 +297,8 @@ struct Engine {
     last_id: Option<String>,
     /// This host's items as last read, and what said then that nothing had changed.
     own_cache: Option<OwnCache>,
+    /// Changes that failed to apply on an interface, tried again every cycle.
+    retry: Vec<Change>,
 }
 
 /// Reading every ban and list entry every cycle would cost a large policy a CPU's
@@ -358,6 +370,7 @@ pub(super) async fn run(
         metrics,
         last_id: None,
         own_cache: None,
+        retry: Vec::new(),
     };
     let url = redacted(&config.settings.redis);
     let mut backoff = BACKOFF_MIN;
@@ -419,6 +432,10 @@ async fn session(
     );
     loop {
         engine.share_changes(&mut con, keys).await?;
+        if !engine.retry.is_empty() {
+            let again = std::mem::take(&mut engine.retry);
+            engine.apply(again);
+        }
         let last = engine.last_id.clone().unwrap_or_else(|| "0-0".into());
         let options = StreamReadOptions::default()
             .block(POLL.as_millis() as usize)
@@ -812,6 +829,7 @@ impl Engine {
         hosts.dedup();
         let who = Who::daemon(format!("fleet: from {}", hosts.join(", ")));
         let mut outcomes: BTreeMap<usize, Outcome> = BTreeMap::new();
+        let mut failed = false;
         tokio::task::block_in_place(|| {
             for target in &self.targets {
                 let result = || -> Result<Vec<Outcome>> {
@@ -834,11 +852,34 @@ impl Engine {
                         }
                     }
                     Err(error) => {
-                        log::warn!("fleet: {}: applying changes: {error}", target.label());
+                        log::warn!(
+                            "fleet: {}: applying {} changes: {error}; trying again",
+                            target.label(),
+                            changes.len()
+                        );
+                        failed = true;
                     }
                 }
             }
         });
+        if failed {
+            // Applying again is harmless (what took effect is `Same` then): the whole batch
+            // waits for the next cycle, and nothing is recorded of it until it took effect
+            // everywhere.
+            self.metrics
+                .apply_errors
+                .get_or_create(&self.metrics.fleet())
+                .inc();
+            self.retry.extend(changes);
+            let excess = self.retry.len().saturating_sub(MAX_RETRY);
+            if excess > 0 {
+                log::warn!(
+                    "fleet: {excess} changes not applied are given up (more than {MAX_RETRY} waiting)"
+                );
+                self.retry.drain(..excess);
+            }
+            return;
+        }
         let mut origins_changed = false;
         for (index, outcome) in outcomes {
             let change = &changes[index];
