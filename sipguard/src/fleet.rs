@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use sipguard_common::{
     abi::{Ban, BanReason, Origin, SourceKey, ban_flags},
     budget::NANOS,
-    source::source_key,
     verdict::Lockdown,
 };
 
@@ -270,20 +269,10 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// The ban key of an address (IPv4) or budget prefix (IPv6), as the data plane makes it;
-    /// `None` for an IPv4 range or an IPv6 prefix of another length.
+    /// The ban key as the data plane makes it; `None` for an IPv4 range or an IPv6 prefix of
+    /// another length (not bannable here).
     fn ban_key(&self, net: IpNet) -> Option<SourceKey> {
-        match net {
-            IpNet::V4(v4) if v4.prefix_len() == 32 => {
-                let mut addr = [0u8; 16];
-                addr[..4].copy_from_slice(&v4.addr().octets());
-                Some(source_key(4, &addr, self.ipv6_prefix))
-            }
-            IpNet::V6(v6) if v6.prefix_len() == 128 || v6.prefix_len() == self.ipv6_prefix => {
-                Some(source_key(6, &v6.addr().octets(), self.ipv6_prefix))
-            }
-            _ => None,
-        }
+        crate::live::ban_key(&net, self.ipv6_prefix).ok()
     }
 
     fn apply(&mut self, key: Key, value: Option<&Value>) -> Result<Outcome, LiveError> {

@@ -146,23 +146,28 @@ impl State {
             .policy(self.active_generation()?)?
             .header
             .ipv6_budget_prefix;
-        match net {
-            IpNet::V4(v4) if v4.prefix_len() != 32 => Err(LiveError::NotBannable(format!(
-                "{net}: IPv4 bans are per address; use `sipguard deny add {net}` for a range"
-            ))),
-            IpNet::V4(v4) => {
-                let mut addr = [0u8; 16];
-                addr[..4].copy_from_slice(&v4.addr().octets());
-                Ok(source_key(4, &addr, ipv6_prefix))
-            }
-            IpNet::V6(v6) if v6.prefix_len() != 128 && v6.prefix_len() != ipv6_prefix => {
-                Err(LiveError::NotBannable(format!(
-                    "{net}: IPv6 bans cover the budget prefix /{ipv6_prefix}; give an address \
-                     in it or use `sipguard deny add {net}`"
-                )))
-            }
-            IpNet::V6(v6) => Ok(source_key(6, &v6.addr().octets(), ipv6_prefix)),
+        ban_key(net, ipv6_prefix)
+    }
+}
+
+/// [`LiveState::ban_key`] under an IPv6 budget prefix already read.
+pub fn ban_key(net: &IpNet, ipv6_prefix: u8) -> Result<SourceKey, LiveError> {
+    match net {
+        IpNet::V4(v4) if v4.prefix_len() != 32 => Err(LiveError::NotBannable(format!(
+            "{net}: IPv4 bans are per address; use `sipguard deny add {net}` for a range"
+        ))),
+        IpNet::V4(v4) => {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.addr().octets());
+            Ok(source_key(4, &addr, ipv6_prefix))
         }
+        IpNet::V6(v6) if v6.prefix_len() != 128 && v6.prefix_len() != ipv6_prefix => {
+            Err(LiveError::NotBannable(format!(
+                "{net}: IPv6 bans cover the budget prefix /{ipv6_prefix}; give an address in it \
+                 or use `sipguard deny add {net}`"
+            )))
+        }
+        IpNet::V6(v6) => Ok(source_key(6, &v6.addr().octets(), ipv6_prefix)),
     }
 }
 

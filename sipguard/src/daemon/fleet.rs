@@ -498,8 +498,9 @@ impl Engine {
             .set(now_unix() as i64);
     }
 
-    /// This host's own items on every interface (bans and entries; the lockdown of the first).
-    fn own(&mut self) -> Result<Items> {
+    /// This host's own items on every interface (bans and entries), and the lockdown level of
+    /// the first.
+    fn own(&mut self) -> Result<(Items, String)> {
         tokio::task::block_in_place(|| {
             let states = self
                 .targets
@@ -516,20 +517,11 @@ impl Engine {
                 .own_cache
                 .as_ref()
                 .filter(|cache| cache.read_at.elapsed() < RESCAN);
-            let bans_same = fresh.is_some_and(|cache| {
-                cache
-                    .signs
-                    .iter()
-                    .map(|s| s.bans)
-                    .eq(signs.iter().map(|s| s.bans))
-            });
-            let entries_same = fresh.is_some_and(|cache| {
-                cache
-                    .signs
-                    .iter()
-                    .map(|s| s.entries)
-                    .eq(signs.iter().map(|s| s.entries))
-            });
+            let unchanged = |part: fn(&Signs) -> [u64; 3]| {
+                fresh.is_some_and(|cache| cache.signs.iter().map(part).eq(signs.iter().map(part)))
+            };
+            let bans_same = unchanged(|s| s.bans);
+            let entries_same = unchanged(|s| s.entries);
             // A full read restarts the RESCAN clock; reading one part again does not.
             let read_at = match fresh {
                 Some(cache) if bans_same || entries_same => cache.read_at,
@@ -561,21 +553,21 @@ impl Engine {
             };
             let mut items = bans.clone();
             items.extend(entries.clone());
+            let lockdown = lockdown_level(&items);
+            items.remove(&Key::Lockdown);
             self.own_cache = Some(OwnCache {
                 signs,
                 read_at,
                 bans,
                 entries,
             });
-            Ok(items)
+            Ok((items, lockdown))
         })
     }
 
     /// After a (re)connect: this host's items into Redis again, then everyone else's here.
     async fn resync(&mut self, con: &mut MultiplexedConnection, keys: &Keys) -> Result<()> {
-        let mut own = self.own()?;
-        let local_lockdown = lockdown_level(&own);
-        own.remove(&Key::Lockdown);
+        let (own, local_lockdown) = self.own()?;
         // Every item in Redis, before this host writes its own.
         let mut redis_keys: Vec<String> = Vec::new();
         let mut iter: redis::AsyncIter<String> = con.scan_match(keys.state_pattern()).await?;
@@ -662,9 +654,7 @@ impl Engine {
 
     /// What changed in this host's own state since it last shared it.
     async fn share_changes(&mut self, con: &mut MultiplexedConnection, keys: &Keys) -> Result<()> {
-        let mut own = self.own()?;
-        let local_lockdown = lockdown_level(&own);
-        own.remove(&Key::Lockdown);
+        let (own, local_lockdown) = self.own()?;
         if local_lockdown != self.lockdown {
             self.share_lockdown(con, keys, local_lockdown).await?;
         }

@@ -1147,66 +1147,77 @@ impl FleetReport {
             )
         };
         md.push_str("| | median [min-max] |\n|---|---|\n");
-        let _ = writeln!(
-            md,
-            "| sipguard: written on A -> all in force on B, s | {} |",
-            summary(&b.seconds, 2)
-        );
-        let _ = writeln!(
-            md,
-            "| sipguard: bans per second A -> B | {} |",
-            summary(&b.bans_per_second, 0)
-        );
-        let _ = writeln!(
-            md,
-            "| A's first / last change on the stream, s | {} / {} |",
-            summary(&b.first_shared_seconds, 2),
-            summary(&b.last_shared_seconds, 2)
-        );
-        let _ = writeln!(
-            md,
-            "| of which: A's first change on the stream -> all in force on B, s | {} |",
-            summary(&b.on_b_seconds, 2)
-        );
-        let _ = writeln!(
-            md,
-            "| baseline, one command at a time: changes per second | {} |",
-            summary(&b.baseline_sequential_per_second, 0)
-        );
-        let _ = writeln!(
-            md,
-            "| baseline, pipelined: changes per second | {} |",
-            summary(&b.baseline_pipelined_per_second, 0)
-        );
-        let _ = writeln!(
-            md,
-            "| sipguard / baseline one at a time; / pipelined | {} ; {} |",
-            summary(&b.ratio_sequential, 3),
-            summary(&b.ratio_pipelined, 3)
-        );
-        let _ = writeln!(
-            md,
-            "| {} bans at once, B holding no bans: first on the stream -> all on B, s (bans per \
-             second) | {} ({}) |",
-            b.small,
-            summary(&b.small_empty_seconds, 2),
-            summary(&b.small_empty_per_second, 0)
-        );
-        let _ = writeln!(
-            md,
-            "| {} bans at once, B holding {} received bans: the same, s (bans per second) | {} \
-             ({}) |",
-            b.small,
-            b.held,
-            summary(&b.small_loaded_seconds, 2),
-            summary(&b.small_loaded_per_second, 0)
-        );
-        let _ = writeln!(
-            md,
-            "| B's time for the same bans, holding {} / holding none | {}x |",
-            b.held,
-            summary(&b.loaded_ratio, 1)
-        );
+        let rows = [
+            (
+                "sipguard: written on A -> all in force on B, s".to_string(),
+                summary(&b.seconds, 2),
+            ),
+            (
+                "sipguard: bans per second A -> B".to_string(),
+                summary(&b.bans_per_second, 0),
+            ),
+            (
+                "A's first / last change on the stream, s".to_string(),
+                format!(
+                    "{} / {}",
+                    summary(&b.first_shared_seconds, 2),
+                    summary(&b.last_shared_seconds, 2)
+                ),
+            ),
+            (
+                "of which: A's first change on the stream -> all in force on B, s".to_string(),
+                summary(&b.on_b_seconds, 2),
+            ),
+            (
+                "baseline, one command at a time: changes per second".to_string(),
+                summary(&b.baseline_sequential_per_second, 0),
+            ),
+            (
+                "baseline, pipelined: changes per second".to_string(),
+                summary(&b.baseline_pipelined_per_second, 0),
+            ),
+            (
+                "sipguard / baseline one at a time; / pipelined".to_string(),
+                format!(
+                    "{} ; {}",
+                    summary(&b.ratio_sequential, 3),
+                    summary(&b.ratio_pipelined, 3)
+                ),
+            ),
+            (
+                format!(
+                    "{} bans at once, B holding no bans: first on the stream -> all on B, s \
+                     (bans per second)",
+                    b.small
+                ),
+                format!(
+                    "{} ({})",
+                    summary(&b.small_empty_seconds, 2),
+                    summary(&b.small_empty_per_second, 0)
+                ),
+            ),
+            (
+                format!(
+                    "{} bans at once, B holding {} received bans: the same, s (bans per second)",
+                    b.small, b.held
+                ),
+                format!(
+                    "{} ({})",
+                    summary(&b.small_loaded_seconds, 2),
+                    summary(&b.small_loaded_per_second, 0)
+                ),
+            ),
+            (
+                format!(
+                    "B's time for the same bans, holding {} / holding none",
+                    b.held
+                ),
+                format!("{}x", summary(&b.loaded_ratio, 1)),
+            ),
+        ];
+        for (what, value) in rows {
+            let _ = writeln!(md, "| {what} | {value} |");
+        }
         md.push_str(
             "\nEach burst round starts from both daemons restarted on a fleet of a new name with \
              every ban lifted on both hosts; in each, the small burst goes before the burst and \
